@@ -1,0 +1,113 @@
+// msa/attention.h — the main branch: sparse attention over selected blocks, and the LSE combine.
+//
+// For query token i (position p) and head h of KV group g = h / (Hq / Hkv), with I = the valid ids of topk[g, i]:
+//   U = { t : t / 128 in I, t <= p, t < L_b },  O = softmax_U(sm_scale * q . K[t, g]) V[t, g],  LSE = log sum exp.
+// topk rows hold a valid prefix in any order (unique ids < n_vis that include the local block p / 128) followed by
+// -1 padding. A row of only -1 is a padding row: its output is O = 0, LSE = -inf.
+//
+// Prefill and decode follow plan()/run(): plan() reads metadata and may allocate and synchronise; run() only
+// enqueues work on the stream of the descriptors and can be captured in a CUDA graph.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "msa/params.h"
+#include "msa/status.h"
+#include "msa/types.h"
+
+namespace msa {
+
+struct SparsePrefillPlanArgs {
+  Tensor topk;          // [Hkv, T, k] int32, k <= 16
+  Tensor cu_seqlens_q;  // [B + 1] int32
+  Tensor seq_lens_k;    // [B] int32
+  Tensor page_table;    // [B, max_pages] int32
+  int num_q_heads = kM3NumQHeads;
+  int num_kv_heads = kM3NumKVHeads;
+  double sm_scale = 0.0;  // 0 selects 1/sqrt(128)
+};
+
+struct SparsePrefillRunArgs {
+  Tensor q;        // [T, Hq, 128] bf16
+  Tensor k_cache;  // [num_pages, Hkv, 128, 128] bf16 (any strides with a unit innermost stride)
+  Tensor v_cache;  // [num_pages, Hkv, 128, 128] bf16
+  Tensor out;      // [T, Hq, 128] bf16 output
+  Tensor lse;      // [T, Hq] fp32 output, natural log; optional
+};
+
+// Sparse prefill attention with a plan/run split. The descriptors given to plan() must stay valid (same
+// memory, same contents) until the last run() of that plan.
+class SparsePrefillAttention {
+ public:
+  SparsePrefillAttention();
+  ~SparsePrefillAttention();
+  SparsePrefillAttention(SparsePrefillAttention&&) noexcept;
+  SparsePrefillAttention& operator=(SparsePrefillAttention&&) noexcept;
+  SparsePrefillAttention(const SparsePrefillAttention&) = delete;
+  SparsePrefillAttention& operator=(const SparsePrefillAttention&) = delete;
+
+  Status plan(const SparsePrefillPlanArgs& args);
+  std::size_t workspace_bytes() const;  // valid after a successful plan()
+  Status run(const SparsePrefillRunArgs& args, void* workspace = nullptr, std::size_t workspace_bytes = 0);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct SparseDecodePlanArgs {
+  int batch_size = 1;           // capacity: requests per run
+  int queries_per_request = 1;  // Q, 1..16
+  int num_q_heads = kM3NumQHeads;
+  int num_kv_heads = kM3NumKVHeads;
+  int topk = kDefaultTopK;
+  double sm_scale = 0.0;  // 0 selects 1/sqrt(128)
+  Device device{};
+};
+
+// Everything here may change between runs of one plan (CUDA-graph replay updates it in place).
+struct SparseDecodeRunArgs {
+  Tensor q;           // [B * Q, Hq, 128] bf16
+  Tensor k_cache;     // [num_pages, Hkv, 128, 128] bf16
+  Tensor v_cache;     // [num_pages, Hkv, 128, 128] bf16
+  Tensor topk;        // [Hkv, B * Q, k] int32
+  Tensor page_table;  // [B, max_pages] int32
+  Tensor seq_lens_k;  // [B] int32, L_b >= Q
+  Tensor out;         // [B * Q, Hq, 128] bf16 output
+  Tensor lse;         // [B * Q, Hq] fp32 output; optional
+};
+
+class SparseDecodeAttention {
+ public:
+  SparseDecodeAttention();
+  ~SparseDecodeAttention();
+  SparseDecodeAttention(SparseDecodeAttention&&) noexcept;
+  SparseDecodeAttention& operator=(SparseDecodeAttention&&) noexcept;
+  SparseDecodeAttention(const SparseDecodeAttention&) = delete;
+  SparseDecodeAttention& operator=(const SparseDecodeAttention&) = delete;
+
+  Status plan(const SparseDecodePlanArgs& args);
+  std::size_t workspace_bytes() const;
+  Status run(const SparseDecodeRunArgs& args, void* workspace = nullptr, std::size_t workspace_bytes = 0);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// LSE-merge of per-block partial attention results (the split-K / KV-outer combine):
+//   for each (t, h): s < split_counts[t, h / G] valid slots; partials with a non-finite LSE get weight 0;
+//   M = max LSE_s, w_s = exp(LSE_s - M), O = sum w_s O_s / sum w_s, LSE = M + log sum w_s.
+//   No valid partial gives O = 0, LSE = -inf. Slots at or beyond split_counts are never read.
+struct CombineArgs {
+  Tensor partial_out;   // [S, T, Hq, 128] bf16 or fp32, normalised partial outputs
+  Tensor partial_lse;   // [S, T, Hq] fp32, natural log
+  Tensor split_counts;  // [T, Hkv] int32, 0 <= count <= S
+  Tensor out;           // [T, Hq, 128] bf16 output
+  Tensor lse;           // [T, Hq] fp32 output; optional
+};
+
+Status combine(const CombineArgs& args);
+
+}  // namespace msa

@@ -1,0 +1,161 @@
+// attention.cpp — public main-branch ops: sparse prefill and decode (plan/run) and combine.
+//
+// plan() validates and keeps the metadata; run() validates the tensors it is given against the plan and dispatches
+// by device. On the CPU both run the reference implementation.
+#include "msa/attention.h"
+
+#include <string>
+
+#include "api/device.h"
+#include "api/op_checks.h"
+#include "reference/reference_impl.h"
+
+namespace msa {
+
+// ---------------------------------------------------------------------------------------------- sparse prefill
+struct SparsePrefillAttention::Impl {
+  bool planned = false;
+  SparsePrefillPlanArgs plan;
+  detail::BatchInfo batch;
+};
+
+SparsePrefillAttention::SparsePrefillAttention() : impl_(new Impl) {}
+SparsePrefillAttention::~SparsePrefillAttention() = default;
+SparsePrefillAttention::SparsePrefillAttention(SparsePrefillAttention&&) noexcept = default;
+SparsePrefillAttention& SparsePrefillAttention::operator=(SparsePrefillAttention&&) noexcept = default;
+
+Status SparsePrefillAttention::plan(const SparsePrefillPlanArgs& a) {
+  impl_->planned = false;
+  MSA_RETURN_IF_ERROR(detail::check_heads(a.num_q_heads, a.num_kv_heads));
+  MSA_RETURN_IF_ERROR(detail::check_sm_scale(a.sm_scale));
+  MSA_RETURN_IF_ERROR(detail::check_batch_tensors(&a.cu_seqlens_q, a.seq_lens_k, a.page_table));
+  MSA_RETURN_IF_ERROR(detail::check_topk_tensor(a.topk, a.num_kv_heads, -1));
+  MSA_RETURN_IF_ERROR(detail::check_same_device({{"topk", &a.topk},
+                                                 {"cu_seqlens_q", &a.cu_seqlens_q},
+                                                 {"seq_lens_k", &a.seq_lens_k},
+                                                 {"page_table", &a.page_table}}));
+  if (a.topk.device.is_cuda()) return detail::cuda_path_missing("SparsePrefillAttention::plan");
+  detail::BatchInfo batch;
+  MSA_RETURN_IF_ERROR(detail::read_batch(&a.cu_seqlens_q, 0, a.seq_lens_k, a.topk.shape[1], &batch));
+  MSA_RETURN_IF_ERROR(detail::check_topk_rows(a.topk, batch));
+  impl_->plan = a;
+  impl_->batch = std::move(batch);
+  impl_->planned = true;
+  return Status::Ok();
+}
+
+std::size_t SparsePrefillAttention::workspace_bytes() const { return 0; }
+
+Status SparsePrefillAttention::run(const SparsePrefillRunArgs& a, void*, std::size_t) {
+  if (!impl_->planned) return Status::InvalidArgument("run: no successful plan() before run()");
+  const SparsePrefillPlanArgs& p = impl_->plan;
+  MSA_RETURN_IF_ERROR(detail::check_qkv_tensors(a.q, a.k_cache, a.v_cache));
+  MSA_RETURN_IF_ERROR(detail::check_dim(a.q, "q", 0, p.topk.shape[1], "the planned number of query tokens T"));
+  MSA_RETURN_IF_ERROR(detail::check_dim(a.q, "q", 1, p.num_q_heads, "the planned num_q_heads"));
+  MSA_RETURN_IF_ERROR(detail::check_dim(a.k_cache, "k_cache", 1, p.num_kv_heads, "the planned num_kv_heads"));
+  MSA_RETURN_IF_ERROR(detail::check_attention_outputs(a.out, a.lse, p.topk.shape[1], p.num_q_heads, false));
+  MSA_RETURN_IF_ERROR(detail::check_same_device({{"topk (planned)", &p.topk},
+                                                 {"q", &a.q},
+                                                 {"k_cache", &a.k_cache},
+                                                 {"v_cache", &a.v_cache},
+                                                 {"out", &a.out},
+                                                 {"lse", &a.lse}}));
+  MSA_RETURN_IF_ERROR(detail::check_page_table(p.page_table, impl_->batch, a.k_cache.shape[0]));
+  reference::AttentionOptions options;
+  options.sm_scale = p.sm_scale;
+  ref::AttnOutputs io;
+  io.out = a.out;
+  io.lse = a.lse;
+  ref::attention(ref::AttnMode::kSparse, a.q, a.k_cache, a.v_cache, p.topk, p.page_table, impl_->batch, io, options);
+  return Status::Ok();
+}
+
+// ----------------------------------------------------------------------------------------------- sparse decode
+struct SparseDecodeAttention::Impl {
+  bool planned = false;
+  SparseDecodePlanArgs plan;
+};
+
+SparseDecodeAttention::SparseDecodeAttention() : impl_(new Impl) {}
+SparseDecodeAttention::~SparseDecodeAttention() = default;
+SparseDecodeAttention::SparseDecodeAttention(SparseDecodeAttention&&) noexcept = default;
+SparseDecodeAttention& SparseDecodeAttention::operator=(SparseDecodeAttention&&) noexcept = default;
+
+Status SparseDecodeAttention::plan(const SparseDecodePlanArgs& a) {
+  impl_->planned = false;
+  if (a.batch_size < 1) return Status::InvalidArgument("batch_size: must be >= 1, got " + std::to_string(a.batch_size));
+  if (a.queries_per_request < 1 || a.queries_per_request > kMaxDecodeQueries)
+    return Status::InvalidArgument("queries_per_request: must be in [1, " + std::to_string(kMaxDecodeQueries) +
+                                   "], got " + std::to_string(a.queries_per_request));
+  if (a.topk < 1 || a.topk > kMaxTopK)
+    return Status::InvalidArgument("topk: must be in [1, " + std::to_string(kMaxTopK) + "], got " +
+                                   std::to_string(a.topk));
+  MSA_RETURN_IF_ERROR(detail::check_heads(a.num_q_heads, a.num_kv_heads));
+  MSA_RETURN_IF_ERROR(detail::check_sm_scale(a.sm_scale));
+  if (a.device.is_cuda()) return detail::cuda_path_missing("SparseDecodeAttention::plan");
+  impl_->plan = a;
+  impl_->planned = true;
+  return Status::Ok();
+}
+
+std::size_t SparseDecodeAttention::workspace_bytes() const { return 0; }
+
+Status SparseDecodeAttention::run(const SparseDecodeRunArgs& a, void*, std::size_t) {
+  if (!impl_->planned) return Status::InvalidArgument("run: no successful plan() before run()");
+  const SparseDecodePlanArgs& p = impl_->plan;
+  detail::BatchInfo batch;
+  if (a.seq_lens_k.present() && a.seq_lens_k.ndim == 1 && a.seq_lens_k.shape[0] > p.batch_size)
+    return Status::InvalidArgument("seq_lens_k: batch " + std::to_string(a.seq_lens_k.shape[0]) +
+                                   " exceeds the planned batch_size " + std::to_string(p.batch_size));
+  if (!a.topk.present()) return Status::InvalidArgument("topk: required tensor is missing (expected [Hkv, B * Q, k])");
+  MSA_RETURN_IF_ERROR(detail::check_attention(a.q, a.k_cache, a.v_cache, a.topk, a.page_table, nullptr,
+                                              p.queries_per_request, a.seq_lens_k, &batch));
+  MSA_RETURN_IF_ERROR(detail::check_dim(a.q, "q", 1, p.num_q_heads, "the planned num_q_heads"));
+  MSA_RETURN_IF_ERROR(detail::check_dim(a.k_cache, "k_cache", 1, p.num_kv_heads, "the planned num_kv_heads"));
+  MSA_RETURN_IF_ERROR(detail::check_dim(a.topk, "topk", 2, p.topk, "the planned topk"));
+  MSA_RETURN_IF_ERROR(detail::check_attention_outputs(a.out, a.lse, a.q.shape[0], p.num_q_heads, false));
+  MSA_RETURN_IF_ERROR(detail::check_same_device({{"q", &a.q}, {"out", &a.out}, {"lse", &a.lse}}));
+  if (a.q.device.type != p.device.type)
+    return Status::InvalidArgument("q: on a different device type than the plan's device");
+  reference::AttentionOptions options;
+  options.sm_scale = p.sm_scale;
+  ref::AttnOutputs io;
+  io.out = a.out;
+  io.lse = a.lse;
+  ref::attention(ref::AttnMode::kSparse, a.q, a.k_cache, a.v_cache, a.topk, a.page_table, batch, io, options);
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------------------------------------------ combine
+Status combine(const CombineArgs& a) {
+  MSA_RETURN_IF_ERROR(detail::check_tensor(a.partial_out, "partial_out", "[S, T, Hq, 128]", 4,
+                                           {DType::kBF16, DType::kFP32}));
+  MSA_RETURN_IF_ERROR(detail::check_dim(a.partial_out, "partial_out", 3, kHeadDim, "the head dim"));
+  MSA_RETURN_IF_ERROR(detail::check_bulk_operand(a.partial_out, "partial_out"));
+  const std::int64_t S = a.partial_out.shape[0], T = a.partial_out.shape[1], Hq = a.partial_out.shape[2];
+  MSA_RETURN_IF_ERROR(detail::check_tensor(a.partial_lse, "partial_lse", "[S, T, Hq]", 3, {DType::kFP32}));
+  const std::int64_t want[3] = {S, T, Hq};
+  for (int d = 0; d < 3; ++d)
+    MSA_RETURN_IF_ERROR(detail::check_dim(a.partial_lse, "partial_lse", d, want[d], "partial_out's [S, T, Hq]"));
+  MSA_RETURN_IF_ERROR(detail::check_tensor(a.split_counts, "split_counts", "[T, Hkv]", 2, {DType::kInt32}));
+  MSA_RETURN_IF_ERROR(detail::check_dim(a.split_counts, "split_counts", 0, T, "the number of query tokens T"));
+  MSA_RETURN_IF_ERROR(detail::check_heads(Hq, a.split_counts.shape[1]));
+  MSA_RETURN_IF_ERROR(detail::check_attention_outputs(a.out, a.lse, T, Hq, false));
+  MSA_RETURN_IF_ERROR(detail::check_same_device({{"partial_out", &a.partial_out},
+                                                 {"partial_lse", &a.partial_lse},
+                                                 {"split_counts", &a.split_counts},
+                                                 {"out", &a.out},
+                                                 {"lse", &a.lse}}));
+  if (a.out.device.is_cuda()) return detail::cuda_path_missing("combine");
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t g = 0; g < a.split_counts.shape[1]; ++g) {
+      const std::int64_t n = detail::i32_at(a.split_counts, t, g);
+      if (n < 0 || n > S)
+        return Status::InvalidArgument("split_counts[" + std::to_string(t) + ", " + std::to_string(g) + "]: " +
+                                       std::to_string(n) + " is outside [0, S = " + std::to_string(S) + "]");
+    }
+  ref::combine(a);
+  return Status::Ok();
+}
+
+}  // namespace msa

@@ -1,0 +1,15 @@
+// device_stub.cpp — device.h for builds without a CUDA toolkit (MSA_ENABLE_CUDA=OFF).
+#include "api/device.h"
+
+namespace msa {
+namespace detail {
+
+bool cuda_built() { return false; }
+int cuda_device_major(int) { return -1; }
+Status cuda_probe_arch(int, int*) { return Status::NotImplemented("msa was built without CUDA"); }
+Status cuda_path_missing(const std::string& op) {
+  return Status::NotImplemented(op + ": msa was built without CUDA; pass CPU descriptors");
+}
+
+}  // namespace detail
+}  // namespace msa
