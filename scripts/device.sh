@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# One command for a GPU machine: configure + build with all cores, run every test (GPU suites included), run
+# compute-sanitizer (memcheck, racecheck, synccheck) on the quick GPU tests, run the benchmarks, and write full logs
+# and JSON under $OUT (./out when OUT is unset). Prints a short summary table last.
+#
+#   scripts/device.sh                  everything
+#   MSA_SKIP_TESTS=1 scripts/device.sh benchmarks only
+# GoogleTest: the installed package, else MSA_GTEST_SOURCE_DIR, else .deps/googletest (a carried copy of Debian's
+# /usr/src/googletest: `mkdir -p .deps && cp -r /usr/src/googletest .deps/`).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-$PWD/out}"
+mkdir -p "$out"
+build="${MSA_BUILD_DIR:-build-device}"
+jobs="$(nproc)"
+[ -z "${MSA_GTEST_SOURCE_DIR:-}" ] && [ -f .deps/googletest/CMakeLists.txt ] && export MSA_GTEST_SOURCE_DIR="$PWD/.deps/googletest"
+
+declare -A result
+gpu="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+[ -n "$gpu" ] || gpu="none"
+commit="${MSA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+
+step() {  # step NAME LOG CMD... : runs CMD, logs to $out/LOG, records pass/fail
+  local name="$1" log="$2"
+  shift 2
+  local t0=$SECONDS
+  if "$@" >>"$out/$log" 2>&1; then result[$name]="pass ($((SECONDS - t0)) s)"; else result[$name]="FAIL ($((SECONDS - t0)) s, see $log)"; fi
+}
+
+: >"$out/build.log"
+step configure build.log cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMSA_PTXAS_VERBOSE=ON
+step build build.log cmake --build "$build" -j "$jobs"
+
+if [ -z "${MSA_SKIP_TESTS:-}" ]; then
+  : >"$out/ctest.log"
+  step tests ctest.log ctest --test-dir "$build" -j "$jobs" --output-on-failure --output-junit "$out/ctest.xml"
+  grep -E "tests passed|tests failed|Skipped|Failed" "$out/ctest.log" | tail -n 20 >"$out/ctest_summary.txt"
+  : >"$out/sanitizer.log"
+  for tool in memcheck racecheck synccheck; do
+    step "sanitizer-$tool" sanitizer.log compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      "$build/tests/msa_tests" --gtest_filter='SM90_*' --gtest_brief=1
+  done
+fi
+
+: >"$out/bench.log"
+benches=$(find "$build/bench" -maxdepth 1 -type f -executable -name 'bench_*' 2>/dev/null | sort)
+if [ -n "$benches" ]; then
+  for b in $benches; do step "$(basename "$b")" bench.log "$b" --json "$out/$(basename "$b").json"; done
+else
+  result[benchmarks]="none built yet"
+fi
+
+{
+  echo "{"
+  echo "  \"gpu\": \"$gpu\", \"commit\": \"$commit\", \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
+  echo "  \"steps\": {"
+  first=1
+  for k in "${!result[@]}"; do
+    [ $first -eq 1 ] || echo ","
+    printf '    "%s": "%s"' "$k" "${result[$k]}"
+    first=0
+  done
+  echo ""
+  echo "  }"
+  echo "}"
+} >"$out/summary.json"
+
+echo
+echo "== msa device run: $gpu, commit $commit =="
+[ -f "$out/ctest_summary.txt" ] && cat "$out/ctest_summary.txt"
+printf '%-22s %s\n' "step" "result"
+for k in configure build tests sanitizer-memcheck sanitizer-racecheck sanitizer-synccheck; do
+  [ -n "${result[$k]:-}" ] && printf '%-22s %s\n' "$k" "${result[$k]}"
+done
+for k in "${!result[@]}"; do
+  case "$k" in configure|build|tests|sanitizer-*) ;; *) printf '%-22s %s\n' "$k" "${result[$k]}" ;; esac
+done
+for k in "${!result[@]}"; do case "${result[$k]}" in FAIL*) exit 1 ;; esac; done
+exit 0
