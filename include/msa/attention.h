@@ -7,7 +7,8 @@
 //
 // Prefill and decode follow plan()/run(): plan() reads metadata and may allocate and synchronise; run() only
 // enqueues work on the stream of the descriptors and can be captured in a CUDA graph.
-#pragma once
+#ifndef MSA_ATTENTION_H_
+#define MSA_ATTENTION_H_
 
 #include <cstddef>
 #include <memory>
@@ -111,3 +112,5 @@ struct CombineArgs {
 Status combine(const CombineArgs& args);
 
 }  // namespace msa
+
+#endif  // MSA_ATTENTION_H_

@@ -5,7 +5,8 @@
 // topk[g, i] receives: all visible blocks 0..n_vis-1 when n_vis <= k; otherwise the k-1 best history blocks
 // (score descending, ties to the smaller id, NaN counted as -inf, never a -inf block) followed by the local
 // block; -1 fills the rest. Ids are logical block ids of the request (page_table maps them to pages).
-#pragma once
+#ifndef MSA_INDEXER_H_
+#define MSA_INDEXER_H_
 
 #include <cstddef>
 
@@ -42,3 +43,5 @@ Status index_select_prefill(const IndexPrefillArgs& args, void* workspace = null
 Status index_select_decode(const IndexDecodeArgs& args, void* workspace = nullptr, std::size_t workspace_bytes = 0);
 
 }  // namespace msa
+
+#endif  // MSA_INDEXER_H_

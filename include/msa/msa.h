@@ -1,5 +1,6 @@
 // msa/msa.h — umbrella header: MiniMax Sparse Attention for NVIDIA Hopper, with a CPU implementation.
-#pragma once
+#ifndef MSA_MSA_H_
+#define MSA_MSA_H_
 
 #include "msa/attention.h"
 #include "msa/indexer.h"
@@ -17,3 +18,5 @@ const char* version();
 bool sm90_device_available();
 
 }  // namespace msa
+
+#endif  // MSA_MSA_H_

@@ -1,7 +1,8 @@
 // msa/params.h — the fixed geometry of MSA and the defaults of MiniMax-M3.
 //
 // Head dim, block size and page size are compile-time facts of the kernels; lengths, batch and k stay runtime values.
-#pragma once
+#ifndef MSA_PARAMS_H_
+#define MSA_PARAMS_H_
 
 namespace msa {
 
@@ -18,3 +19,5 @@ constexpr int kM3NumKVHeads = 4;  // = index heads
 constexpr double kDefaultSmScale = 0.08838834764831845;  // 1/sqrt(128)
 
 }  // namespace msa
+
+#endif  // MSA_PARAMS_H_

@@ -2,7 +2,8 @@
 //
 // Everything here runs on the host, on CPU descriptors only, and shares no code with the kernels. Arithmetic is
 // fp32 on the inputs' values (fp64 on request), summed in a fixed order, so results are deterministic.
-#pragma once
+#ifndef MSA_REFERENCE_H_
+#define MSA_REFERENCE_H_
 
 #include <cstdint>
 #include <vector>
@@ -81,3 +82,5 @@ std::vector<K2qWorkItem> build_k2q_schedule(const K2qCsr& csr, int max_q_per_ite
 
 }  // namespace reference
 }  // namespace msa
+
+#endif  // MSA_REFERENCE_H_

@@ -2,7 +2,8 @@
 //
 // Operations never throw across the API. A failed call returns a Status whose message names the argument and the
 // rule it broke (for example "topk[2, 17, 3]: block id 40 >= n_vis 33"), and a failed call writes no output.
-#pragma once
+#ifndef MSA_STATUS_H_
+#define MSA_STATUS_H_
 
 #include <string>
 #include <utility>
@@ -61,3 +62,5 @@ class Status {
     ::msa::Status msa_status_ = (expr);        \
     if (!msa_status_.ok()) return msa_status_; \
   } while (0)
+
+#endif  // MSA_STATUS_H_

@@ -3,7 +3,8 @@
 // A Tensor is a non-owning view: pointer, dtype, up to 4 dimensions with strides counted in elements, and the
 // device it lives on. CUDA work runs on Device::stream (a cudaStream_t passed as void*, so this header needs no CUDA).
 // An optional argument is passed as a default-constructed Tensor (ndim == 0), which `present()` reports as absent.
-#pragma once
+#ifndef MSA_TYPES_H_
+#define MSA_TYPES_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -115,3 +116,5 @@ inline Tensor make_strided_tensor(void* data, DType dtype, std::initializer_list
 }
 
 }  // namespace msa
+
+#endif  // MSA_TYPES_H_
