@@ -97,5 +97,16 @@ Tensor Problem::topk_t() {
 Tensor Problem::out_t() { return make_tensor(out.data(), DType::kBF16, {total_q, spec.num_q_heads, kHeadDim}); }
 Tensor Problem::lse_t() { return make_tensor(lse.data(), DType::kFP32, {total_q, spec.num_q_heads}); }
 
+IndexPrefillArgs Problem::index_prefill_args() {
+  IndexPrefillArgs a;
+  a.index_q = index_q_t();
+  a.index_k_cache = index_k_cache_t();
+  a.page_table = page_table_t();
+  a.cu_seqlens_q = cu_seqlens_q_t();
+  a.seq_lens_k = seq_lens_k_t();
+  a.topk = topk_t();
+  return a;
+}
+
 }  // namespace testing
 }  // namespace msa

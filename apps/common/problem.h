@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "msa/indexer.h"
 #include "msa/types.h"
 
 namespace msa {
@@ -50,6 +51,8 @@ struct Problem {
   Tensor topk_t();
   Tensor out_t();
   Tensor lse_t();
+  // Index-selection arguments over the whole problem, writing into topk.
+  IndexPrefillArgs index_prefill_args();
 };
 
 Problem make_problem(const ProblemSpec& spec);

@@ -31,16 +31,7 @@ ProblemSpec small_spec(std::vector<std::int64_t> nq, std::vector<std::int64_t> L
   return s;
 }
 
-Status select(Problem& p) {
-  IndexPrefillArgs a;
-  a.index_q = p.index_q_t();
-  a.index_k_cache = p.index_k_cache_t();
-  a.page_table = p.page_table_t();
-  a.cu_seqlens_q = p.cu_seqlens_q_t();
-  a.seq_lens_k = p.seq_lens_k_t();
-  a.topk = p.topk_t();
-  return index_select_prefill(a);
-}
+Status select(Problem& p) { return index_select_prefill(p.index_prefill_args()); }
 
 std::string check_ties(std::uint64_t seed) {
   Problem p = testing::make_problem(small_spec({1}, {2304}, seed));

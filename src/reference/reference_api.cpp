@@ -28,28 +28,11 @@ Status check_reference_attention(const Tensor& q, const Tensor& k_cache, const T
   return detail::check_attention(q, k_cache, v_cache, topk, page_table, &cu_seqlens_q, 0, seq_lens_k, batch);
 }
 
-}  // namespace
-
-Status dense_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& page_table,
-                       const Tensor& cu_seqlens_q, const Tensor& seq_lens_k, const Tensor& out, const Tensor& lse,
-                       const AttentionOptions& options) {
-  detail::BatchInfo batch;
-  const Tensor no_topk;
-  MSA_RETURN_IF_ERROR(
-      check_reference_attention(q, k_cache, v_cache, no_topk, page_table, cu_seqlens_q, seq_lens_k, options, &batch));
-  MSA_RETURN_IF_ERROR(detail::check_attention_outputs(out, lse, q.shape[0], q.shape[1], /*any_float_out=*/true));
-  MSA_RETURN_IF_ERROR(detail::check_same_device({{"q", &q}, {"out", &out}, {"lse", &lse}}));
-  ref::AttnOutputs io;
-  io.out = out;
-  io.lse = lse;
-  ref::attention(ref::AttnMode::kDense, q, k_cache, v_cache, no_topk, page_table, batch, io, options);
-  return Status::Ok();
-}
-
-Status sparse_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& topk,
-                        const Tensor& page_table, const Tensor& cu_seqlens_q, const Tensor& seq_lens_k,
-                        const Tensor& out, const Tensor& lse, const AttentionOptions& options) {
-  if (!topk.present()) return Status::InvalidArgument("topk: required tensor is missing (expected [Hkv, T, k])");
+// Dense (topk absent) or sparse attention into out / lse.
+Status attention_to_outputs(ref::AttnMode mode, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                            const Tensor& topk, const Tensor& page_table, const Tensor& cu_seqlens_q,
+                            const Tensor& seq_lens_k, const Tensor& out, const Tensor& lse,
+                            const AttentionOptions& options) {
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(
       check_reference_attention(q, k_cache, v_cache, topk, page_table, cu_seqlens_q, seq_lens_k, options, &batch));
@@ -58,8 +41,25 @@ Status sparse_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_
   ref::AttnOutputs io;
   io.out = out;
   io.lse = lse;
-  ref::attention(ref::AttnMode::kSparse, q, k_cache, v_cache, topk, page_table, batch, io, options);
+  ref::attention(mode, q, k_cache, v_cache, topk, page_table, batch, io, options);
   return Status::Ok();
+}
+
+}  // namespace
+
+Status dense_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& page_table,
+                       const Tensor& cu_seqlens_q, const Tensor& seq_lens_k, const Tensor& out, const Tensor& lse,
+                       const AttentionOptions& options) {
+  return attention_to_outputs(ref::AttnMode::kDense, q, k_cache, v_cache, Tensor{}, page_table, cu_seqlens_q,
+                              seq_lens_k, out, lse, options);
+}
+
+Status sparse_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& topk,
+                        const Tensor& page_table, const Tensor& cu_seqlens_q, const Tensor& seq_lens_k,
+                        const Tensor& out, const Tensor& lse, const AttentionOptions& options) {
+  if (!topk.present()) return Status::InvalidArgument("topk: required tensor is missing (expected [Hkv, T, k])");
+  return attention_to_outputs(ref::AttnMode::kSparse, q, k_cache, v_cache, topk, page_table, cu_seqlens_q,
+                              seq_lens_k, out, lse, options);
 }
 
 Status sparse_attention_partials(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& topk,

@@ -30,16 +30,7 @@ inline ProblemSpec spec(std::vector<std::int64_t> nq, std::vector<std::int64_t> 
   return s;
 }
 
-inline IndexPrefillArgs index_args(Problem& p) {
-  IndexPrefillArgs a;
-  a.index_q = p.index_q_t();
-  a.index_k_cache = p.index_k_cache_t();
-  a.page_table = p.page_table_t();
-  a.cu_seqlens_q = p.cu_seqlens_q_t();
-  a.seq_lens_k = p.seq_lens_k_t();
-  a.topk = p.topk_t();
-  return a;
-}
+inline IndexPrefillArgs index_args(Problem& p) { return p.index_prefill_args(); }
 
 inline Status select(Problem& p) { return index_select_prefill(index_args(p)); }
 
