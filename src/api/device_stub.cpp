@@ -1,5 +1,6 @@
 // device_stub.cpp — device.h for builds without a CUDA toolkit (MSA_ENABLE_CUDA=OFF).
 #include "api/device.h"
+#include "kernels/sm90/indexer/launch.h"
 
 namespace msa {
 namespace detail {
@@ -12,4 +13,10 @@ Status cuda_path_missing(const std::string& op) {
 }
 
 }  // namespace detail
+
+namespace kernels {
+Status launch_index_select_sm90(const IndexSelectLaunch&) {
+  return Status::NotImplemented("index selection: msa was built without CUDA; pass CPU descriptors");
+}
+}  // namespace kernels
 }  // namespace msa

@@ -3,16 +3,49 @@
 
 #include "api/device.h"
 #include "api/op_checks.h"
+#include "kernels/sm90/indexer/launch.h"
 #include "reference/reference_impl.h"
 
 namespace msa {
+namespace {
+
+Status launch_cuda(const Tensor& index_q, const Tensor& index_k_cache, const Tensor& page_table,
+                   const Tensor* cu_seqlens_q, int queries_per_request, const Tensor& seq_lens_k, const Tensor& topk) {
+  kernels::IndexSelectLaunch l{};
+  l.index_q = index_q.data;
+  l.q_stride_t = index_q.stride[0];
+  l.q_stride_h = index_q.stride[1];
+  l.index_k = index_k_cache.data;
+  l.k_stride_page = index_k_cache.stride[0];
+  l.k_stride_t = index_k_cache.stride[1];
+  l.page_table = static_cast<const std::int32_t*>(page_table.data);
+  l.pt_stride_b = page_table.stride[0];
+  l.pt_stride_j = page_table.stride[1];
+  l.cu_seqlens_q = cu_seqlens_q ? static_cast<const std::int32_t*>(cu_seqlens_q->data) : nullptr;
+  l.cu_stride = cu_seqlens_q ? cu_seqlens_q->stride[0] : 0;
+  l.queries_per_request = queries_per_request;
+  l.seq_lens_k = static_cast<const std::int32_t*>(seq_lens_k.data);
+  l.seq_stride = seq_lens_k.stride[0];
+  l.topk = static_cast<std::int32_t*>(topk.data);
+  l.topk_stride_h = topk.stride[0];
+  l.topk_stride_t = topk.stride[1];
+  l.topk_stride_s = topk.stride[2];
+  l.total_q = index_q.shape[0];
+  l.num_requests = static_cast<int>(seq_lens_k.shape[0]);
+  l.num_heads = static_cast<int>(index_q.shape[1]);
+  l.k = static_cast<int>(topk.shape[2]);
+  l.device = index_q.device.index;
+  l.stream = index_q.device.stream;
+  return kernels::launch_index_select_sm90(l);
+}
+
+}  // namespace
 
 Status index_select_prefill_workspace_size(const IndexPrefillArgs& a, std::size_t* bytes) {
   if (bytes == nullptr) return Status::InvalidArgument("bytes: output pointer is null");
   MSA_RETURN_IF_ERROR(detail::check_index_tensors(a.index_q, a.index_k_cache));
   MSA_RETURN_IF_ERROR(detail::check_batch_tensors(&a.cu_seqlens_q, a.seq_lens_k, a.page_table));
   MSA_RETURN_IF_ERROR(detail::check_topk_tensor(a.topk, a.index_q.shape[1], a.index_q.shape[0]));
-  if (a.index_q.device.is_cuda()) return detail::cuda_path_missing("index_select_prefill");
   *bytes = 0;
   return Status::Ok();
 }
@@ -22,7 +55,6 @@ Status index_select_decode_workspace_size(const IndexDecodeArgs& a, std::size_t*
   MSA_RETURN_IF_ERROR(detail::check_index_tensors(a.index_q, a.index_k_cache));
   MSA_RETURN_IF_ERROR(detail::check_batch_tensors(nullptr, a.seq_lens_k, a.page_table));
   MSA_RETURN_IF_ERROR(detail::check_topk_tensor(a.topk, a.index_q.shape[1], a.index_q.shape[0]));
-  if (a.index_q.device.is_cuda()) return detail::cuda_path_missing("index_select_decode");
   *bytes = 0;
   return Status::Ok();
 }
@@ -31,7 +63,8 @@ Status index_select_prefill(const IndexPrefillArgs& a, void*, std::size_t) {
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, &a.cu_seqlens_q, 0,
                                                  a.seq_lens_k, a.topk, &batch));
-  if (a.index_q.device.is_cuda()) return detail::cuda_path_missing("index_select_prefill");
+  if (a.index_q.device.is_cuda())
+    return launch_cuda(a.index_q, a.index_k_cache, a.page_table, &a.cu_seqlens_q, 0, a.seq_lens_k, a.topk);
   ref::select_blocks(a.index_q, a.index_k_cache, a.page_table, batch, a.topk);
   return Status::Ok();
 }
@@ -40,7 +73,8 @@ Status index_select_decode(const IndexDecodeArgs& a, void*, std::size_t) {
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, nullptr,
                                                  a.queries_per_request, a.seq_lens_k, a.topk, &batch));
-  if (a.index_q.device.is_cuda()) return detail::cuda_path_missing("index_select_decode");
+  if (a.index_q.device.is_cuda())
+    return launch_cuda(a.index_q, a.index_k_cache, a.page_table, nullptr, a.queries_per_request, a.seq_lens_k, a.topk);
   ref::select_blocks(a.index_q, a.index_k_cache, a.page_table, batch, a.topk);
   return Status::Ok();
 }

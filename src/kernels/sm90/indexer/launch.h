@@ -1,0 +1,41 @@
+// launch.h — host-side entry of the sm90 index-selection kernels (plain pointers and strides, no CUDA types).
+#ifndef MSA_KERNELS_SM90_INDEXER_LAUNCH_H_
+#define MSA_KERNELS_SM90_INDEXER_LAUNCH_H_
+
+#include <cstdint>
+
+#include "msa/status.h"
+
+namespace msa {
+namespace kernels {
+
+// Arguments of one index-selection launch; strides are in elements. Content was validated by the caller.
+struct IndexSelectLaunch {
+  const void* index_q;  // [T, H, 128] bf16
+  std::int64_t q_stride_t, q_stride_h;
+  const void* index_k;  // [pages, 128, 128] bf16
+  std::int64_t k_stride_page, k_stride_t;
+  const std::int32_t* page_table;  // [B, max_pages]
+  std::int64_t pt_stride_b, pt_stride_j;
+  const std::int32_t* cu_seqlens_q;  // [B + 1], or nullptr: request b owns queries [b * Q, (b + 1) * Q)
+  std::int64_t cu_stride;
+  int queries_per_request;           // Q when cu_seqlens_q == nullptr
+  const std::int32_t* seq_lens_k;    // [B]
+  std::int64_t seq_stride;
+  std::int32_t* topk;  // [H, T, k]
+  std::int64_t topk_stride_h, topk_stride_t, topk_stride_s;
+  std::int64_t total_q;
+  int num_requests;
+  int num_heads;  // H_idx
+  int k;
+  int device;     // CUDA ordinal of every pointer
+  void* stream;   // cudaStream_t
+};
+
+// H_idx must divide 64 (1, 2, 4, ..., 64). Enqueues work on `stream`; never synchronises.
+Status launch_index_select_sm90(const IndexSelectLaunch& args);
+
+}  // namespace kernels
+}  // namespace msa
+
+#endif  // MSA_KERNELS_SM90_INDEXER_LAUNCH_H_

@@ -1,0 +1,180 @@
+// test_sm90_indexer.cpp — the sm90 index-selection kernel against the selection contract, on fresh random inputs.
+//
+// The CPU implementation sums in a different order than the tensor cores, so rows are judged by the contract with
+// exact fp64 scores (expect_selection_contract), and where a row's scores are well separated the GPU and CPU ids
+// must be identical.
+#include <cuda_runtime.h>
+
+#include "test_util.h"
+
+namespace msa {
+namespace test {
+namespace {
+
+#define MSA_REQUIRE_SM90()                                              \
+  do {                                                                  \
+    if (!msa::sm90_device_available()) GTEST_SKIP() << "no sm_90 GPU"; \
+  } while (0)
+
+template <typename T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  explicit DeviceBuffer(const std::vector<T>& host) {
+    EXPECT_EQ(cudaMalloc(&ptr, std::max<std::size_t>(host.size(), 1) * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  void download(std::vector<T>* host) const {
+    EXPECT_EQ(cudaMemcpy(host->data(), ptr, host->size() * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  }
+};
+
+Tensor on_device(Tensor t, void* ptr) {
+  t.data = ptr;
+  t.device = Device::cuda(0);
+  return t;
+}
+
+// Runs the CUDA op (prefill, or decode when Q > 0) on p's inputs, with a poisoned topk, and downloads p.topk.
+void run_gpu(Problem& p, int decode_q = 0) {
+  DeviceBuffer<std::uint16_t> iq(p.index_q), ik(p.index_k_cache);
+  DeviceBuffer<std::int32_t> pt(p.page_table), cu(p.cu_seqlens_q), seq(p.seq_lens_k);
+  std::vector<std::int32_t> poison(p.topk.size(), 0x7eadbeef);
+  DeviceBuffer<std::int32_t> topk(poison);
+  Status st;
+  if (decode_q > 0) {
+    IndexDecodeArgs a;
+    a.index_q = on_device(p.index_q_t(), iq.ptr);
+    a.index_k_cache = on_device(p.index_k_cache_t(), ik.ptr);
+    a.page_table = on_device(p.page_table_t(), pt.ptr);
+    a.seq_lens_k = on_device(p.seq_lens_k_t(), seq.ptr);
+    a.queries_per_request = decode_q;
+    a.topk = on_device(p.topk_t(), topk.ptr);
+    st = index_select_decode(a);
+  } else {
+    IndexPrefillArgs a = p.index_prefill_args();
+    a.index_q = on_device(a.index_q, iq.ptr);
+    a.index_k_cache = on_device(a.index_k_cache, ik.ptr);
+    a.page_table = on_device(a.page_table, pt.ptr);
+    a.cu_seqlens_q = on_device(a.cu_seqlens_q, cu.ptr);
+    a.seq_lens_k = on_device(a.seq_lens_k, seq.ptr);
+    a.topk = on_device(a.topk, topk.ptr);
+    st = index_select_prefill(a);
+  }
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  topk.download(&p.topk);
+}
+
+// GPU selection == CPU selection on rows whose exact scores have no near-ties around the cut.
+void expect_same_as_cpu_where_separated(Problem& p) {
+  const std::vector<std::int32_t> gpu = p.topk;
+  ASSERT_TRUE(select(p).ok());
+  const std::vector<std::int32_t> cpu = p.topk;
+  p.topk = gpu;
+  std::int64_t compared = 0;
+  for (std::int64_t t = 0; t < p.total_q; ++t)
+    for (int g = 0; g < p.spec.num_kv_heads; ++g) {
+      std::vector<double> exact;
+      ASSERT_TRUE(reference::index_block_scores(p.index_q_t(), p.index_k_cache_t(), p.page_table_t(),
+                                                p.cu_seqlens_q_t(), p.seq_lens_k_t(), t, g, &exact)
+                      .ok());
+      std::vector<double> s = exact;
+      std::sort(s.rbegin(), s.rend());
+      bool separated = true;
+      for (std::size_t e = 1; e < std::min<std::size_t>(s.size(), 17); ++e) separated &= s[e - 1] - s[e] > 1e-2;
+      if (!separated) continue;
+      ++compared;
+      for (int q = 0; q < p.spec.topk; ++q) ASSERT_EQ(topk_at(p, g, t, q), cpu[static_cast<std::size_t>((g * p.total_q + t) * p.spec.topk + q)]);
+    }
+  EXPECT_GT(compared, 0);
+}
+
+TEST(SM90_Indexer, IrregularFullPrefills) {
+  MSA_REQUIRE_SM90();
+  for (std::int64_t L : {1, 127, 128, 129, 2047, 2048, 2049}) {
+    SCOPED_TRACE(::testing::Message() << "L = " << L);
+    Problem p = testing::make_problem(spec({L}, {L}, 64, 4));
+    run_gpu(p);
+    expect_selection_contract(p);
+  }
+}
+
+TEST(SM90_Indexer, BatchWithZeroLengthAndChunkedHistory) {
+  MSA_REQUIRE_SM90();
+  Problem p = testing::make_problem(spec({0, 300, 40, 0, 7, 129}, {0, 2600, 16385, 700, 3000, 5000}, 64, 4));
+  run_gpu(p);
+  expect_selection_contract(p);
+  expect_same_as_cpu_where_separated(p);
+}
+
+TEST(SM90_Indexer, TiesConstantAndNonFinite) {
+  MSA_REQUIRE_SM90();
+  Problem p = testing::make_problem(spec({1}, {2304}, 64, 4));
+  std::fill(p.index_q.begin(), p.index_q.end(), 0);
+  std::fill(p.index_k_cache.begin(), p.index_k_cache.end(), 0);
+  run_gpu(p);
+  for (int g = 0; g < 4; ++g)
+    for (int s = 0; s < 16; ++s) EXPECT_EQ(topk_at(p, g, 0, s), s < 15 ? s : 17);
+
+  Problem n = testing::make_problem(spec({3}, {2432}, 16, 1));
+  std::fill(n.index_q.begin(), n.index_q.end(), testing::to_bf16(1.0f));
+  auto set_block = [&](int j, float v) {
+    const std::int32_t page = n.page(0, j);
+    for (int r = 0; r < 128; ++r)
+      for (int d = 0; d < 128; ++d)
+        n.index_k_cache[static_cast<std::size_t>((page * 128 + r) * 128 + d)] = testing::to_bf16(d == 0 ? v : 0.0f);
+  };
+  for (int j = 1; j <= 6; ++j) set_block(j, -INFINITY);
+  for (int j = 7; j <= 9; ++j) set_block(j, NAN);
+  set_block(12, INFINITY);
+  run_gpu(n);
+  expect_selection_contract(n);
+  EXPECT_EQ(topk_at(n, 0, 2, 0), 12);
+  EXPECT_EQ(topk_at(n, 0, 2, 9), 18);
+  EXPECT_EQ(topk_at(n, 0, 2, 10), -1);
+}
+
+TEST(SM90_Indexer, DecodeOneAndEightQueries) {
+  MSA_REQUIRE_SM90();
+  for (int Q : {1, 8}) {
+    SCOPED_TRACE(::testing::Message() << "Q = " << Q);
+    Problem p = testing::make_problem(spec({Q, Q, Q}, {Q + 9000, Q + 129, 2048}, 64, 4));
+    run_gpu(p, Q);
+    expect_selection_contract(p);
+  }
+}
+
+TEST(SM90_Indexer, MillionTokenRows) {
+  MSA_REQUIRE_SM90();
+  // 8192 history blocks: the last 8 tokens of a 1,048,576-token sequence (rows of the first and last token judged by exact scores).
+  ProblemSpec s = spec({8}, {1 << 20}, 64, 4);
+  s.with_main = false;
+  Problem p = testing::make_problem(s);
+  run_gpu(p);
+  for (std::int64_t t : {0, 7})
+    for (int g = 0; g < 4; ++g) {
+      std::vector<double> exact;
+      ASSERT_TRUE(reference::index_block_scores(p.index_q_t(), p.index_k_cache_t(), p.page_table_t(),
+                                                p.cu_seqlens_q_t(), p.seq_lens_k_t(), t, g, &exact)
+                      .ok());
+      ASSERT_EQ(exact.size(), 8191u);
+      std::vector<double> sorted = exact;
+      std::sort(sorted.rbegin(), sorted.rend());
+      const double range = sorted.front() - sorted.back();
+      std::set<int> ids;
+      for (int q = 0; q < 15; ++q) {
+        const int id = topk_at(p, g, t, q);
+        ASSERT_GE(id, 0);
+        ASSERT_LT(id, 8191);
+        ids.insert(id);
+        ASSERT_GE(exact[static_cast<std::size_t>(id)], sorted[14] - 1e-3 * range);
+      }
+      ASSERT_EQ(ids.size(), 15u);
+      ASSERT_EQ(topk_at(p, g, t, 15), 8191);
+    }
+}
+
+}  // namespace
+}  // namespace test
+}  // namespace msa
