@@ -1,0 +1,159 @@
+// bench_indexer.cu — index-selection benchmark on the GPU (a program, not a test).
+//
+// Prefill: one causal sequence of N tokens, M3 shapes (H_idx 4, D 128, k 16), index TFLOP/s with
+// FLOPs = H_idx * D * N^2. Decode: B requests x N context x Q queries, index-K bytes read per second.
+// Inputs are uniform random bf16 made on the device; pages are scattered by a fixed permutation. Each case is timed
+// with CUDA events after a warm-up, median of the runs. `--json FILE` writes the results.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "msa/msa.h"
+
+namespace {
+
+__global__ void fill_uniform(__nv_bfloat16* p, std::size_t n, unsigned seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    unsigned x = static_cast<unsigned>(i) * 2654435761u ^ seed;
+    x ^= x >> 15;
+    x *= 2246822519u;
+    x ^= x >> 13;
+    p[i] = __float2bfloat16(static_cast<float>(x & 0xffffff) / 8388608.0f - 1.0f);
+  }
+}
+
+#define CHECK_CUDA(x)                                                               \
+  do {                                                                              \
+    cudaError_t e_ = (x);                                                           \
+    if (e_ != cudaSuccess) {                                                        \
+      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                 \
+    }                                                                               \
+  } while (0)
+
+struct Result {
+  std::string name;
+  double ms, tflops, tbps, floor_ratio;
+};
+
+// B requests of L tokens with Q queries each (Q = L: a full prefill).
+Result run_case(const std::string& name, int B, long long L, int Q, int iters, bool prefill) {
+  const int H = 4, k = 16;
+  const long long pages_per = (L + 127) / 128, pages = pages_per * B;
+  const long long T = static_cast<long long>(B) * Q;
+  __nv_bfloat16 *iq, *ik;
+  int *pt, *cu, *seq, *topk;
+  CHECK_CUDA(cudaMalloc(&iq, T * H * 128 * 2));
+  CHECK_CUDA(cudaMalloc(&ik, pages * 128 * 128 * 2));
+  CHECK_CUDA(cudaMalloc(&pt, B * pages_per * 4));
+  CHECK_CUDA(cudaMalloc(&cu, (B + 1) * 4));
+  CHECK_CUDA(cudaMalloc(&seq, B * 4));
+  CHECK_CUDA(cudaMalloc(&topk, H * T * k * 4));
+  fill_uniform<<<1024, 256>>>(iq, static_cast<std::size_t>(T * H * 128), 1u);
+  fill_uniform<<<1024, 256>>>(ik, static_cast<std::size_t>(pages * 128 * 128), 2u);
+  std::vector<int> h_pt(B * pages_per), h_cu(B + 1), h_seq(B, static_cast<int>(L));
+  for (long long i = 0; i < B * pages_per; ++i) h_pt[i] = static_cast<int>((i * 7919) % pages);  // scattered
+  for (int b = 0; b <= B; ++b) h_cu[b] = b * Q;
+  CHECK_CUDA(cudaMemcpy(pt, h_pt.data(), h_pt.size() * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(cu, h_cu.data(), h_cu.size() * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(seq, h_seq.data(), h_seq.size() * 4, cudaMemcpyHostToDevice));
+
+  const msa::Device dev = msa::Device::cuda(0);
+  msa::IndexPrefillArgs pa;
+  pa.index_q = msa::make_tensor(iq, msa::DType::kBF16, {T, H, 128}, dev);
+  pa.index_k_cache = msa::make_tensor(ik, msa::DType::kBF16, {pages, 128, 128}, dev);
+  pa.page_table = msa::make_tensor(pt, msa::DType::kInt32, {B, pages_per}, dev);
+  pa.cu_seqlens_q = msa::make_tensor(cu, msa::DType::kInt32, {B + 1}, dev);
+  pa.seq_lens_k = msa::make_tensor(seq, msa::DType::kInt32, {B}, dev);
+  pa.topk = msa::make_tensor(topk, msa::DType::kInt32, {H, T, k}, dev);
+  msa::IndexDecodeArgs da;
+  da.index_q = pa.index_q;
+  da.index_k_cache = pa.index_k_cache;
+  da.page_table = pa.page_table;
+  da.seq_lens_k = pa.seq_lens_k;
+  da.queries_per_request = Q;
+  da.topk = pa.topk;
+  auto launch = [&]() {
+    const msa::Status st = prefill ? msa::index_select_prefill(pa) : msa::index_select_decode(da);
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s: %s\n", name.c_str(), st.to_string().c_str());
+      std::exit(1);
+    }
+  };
+  launch();  // warm-up
+  CHECK_CUDA(cudaDeviceSynchronize());
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> times;
+  for (int i = 0; i < iters; ++i) {
+    cudaEventRecord(e0);
+    launch();
+    cudaEventRecord(e1);
+    CHECK_CUDA(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  const double ms = times[times.size() / 2];
+  Result r{name, ms, 0, 0, 0};
+  if (prefill) {
+    const double flops = static_cast<double>(H) * 128.0 * static_cast<double>(L) * static_cast<double>(L);
+    r.tflops = flops / (ms * 1e-3) / 1e12;
+    r.floor_ratio = ms / (flops / 736e12 * 1e3);
+  } else {
+    const double bytes = static_cast<double>(B) * static_cast<double>(L) * 128 * 2;
+    r.tbps = bytes / (ms * 1e-3) / 1e12;
+    r.floor_ratio = ms / (bytes / 2.99e12 * 1e3);
+  }
+  for (void* p : {static_cast<void*>(iq), static_cast<void*>(ik), static_cast<void*>(pt), static_cast<void*>(cu),
+                  static_cast<void*>(seq), static_cast<void*>(topk)})
+    cudaFree(p);
+  std::printf("%-28s %10.3f ms  %8.1f TFLOP/s  %6.3f TB/s  %6.2fx floor\n", r.name.c_str(), r.ms, r.tflops, r.tbps,
+              r.floor_ratio);
+  std::fflush(stdout);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* json = nullptr;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+  }
+  if (!msa::sm90_device_available()) {
+    std::fprintf(stderr, "bench_indexer: no sm_90 GPU\n");
+    return 1;
+  }
+  std::printf("index selection (H_idx 4, D 128, k 16, bf16)\n");
+  std::vector<Result> rs;
+  rs.push_back(run_case("prefill N=32K", 1, 32768, 32768, 5, true));
+  rs.push_back(run_case("prefill N=128K", 1, 131072, 131072, 3, true));
+  if (!quick) {
+    rs.push_back(run_case("prefill N=512K", 1, 524288, 524288, 1, true));
+    rs.push_back(run_case("prefill N=1M", 1, 1048576, 1048576, 1, true));
+  }
+  rs.push_back(run_case("decode 1 x 1M x 1", 1, 1048576, 1, 5, false));
+  rs.push_back(run_case("decode 8 x 128K x 8", 8, 131072, 8, 5, false));
+  if (json) {
+    FILE* f = std::fopen(json, "w");
+    std::fprintf(f, "[\n");
+    for (std::size_t i = 0; i < rs.size(); ++i)
+      std::fprintf(f, "  {\"case\": \"%s\", \"ms\": %.4f, \"tflops\": %.2f, \"tbps\": %.4f, \"x_floor\": %.3f}%s\n",
+                   rs[i].name.c_str(), rs[i].ms, rs[i].tflops, rs[i].tbps, rs[i].floor_ratio,
+                   i + 1 < rs.size() ? "," : "");
+    std::fprintf(f, "]\n");
+    std::fclose(f);
+  }
+  return 0;
+}
