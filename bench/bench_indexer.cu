@@ -79,8 +79,18 @@ Result run_case(const std::string& name, int B, long long L, int Q, int iters, b
   da.seq_lens_k = pa.seq_lens_k;
   da.queries_per_request = Q;
   da.topk = pa.topk;
+  std::size_t ws_bytes = 0;
+  void* ws = nullptr;
+  if (!prefill) {
+    const msa::Status st = msa::index_select_decode_workspace_size(da, &ws_bytes);
+    if (!st.ok() || (ws_bytes && cudaMalloc(&ws, ws_bytes) != cudaSuccess)) {
+      std::fprintf(stderr, "%s: workspace: %s\n", name.c_str(), st.to_string().c_str());
+      std::exit(1);
+    }
+  }
   auto launch = [&]() {
-    const msa::Status st = prefill ? msa::index_select_prefill(pa) : msa::index_select_decode(da);
+    const msa::Status st =
+        prefill ? msa::index_select_prefill(pa) : msa::index_select_decode(da, ws, ws_bytes);
     if (!st.ok()) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), st.to_string().c_str());
       std::exit(1);
@@ -114,7 +124,7 @@ Result run_case(const std::string& name, int B, long long L, int Q, int iters, b
     r.floor_ratio = ms / (bytes / 2.99e12 * 1e3);
   }
   for (void* p : {static_cast<void*>(iq), static_cast<void*>(ik), static_cast<void*>(pt), static_cast<void*>(cu),
-                  static_cast<void*>(seq), static_cast<void*>(topk)})
+                  static_cast<void*>(seq), static_cast<void*>(topk), ws})
     cudaFree(p);
   std::printf("%-28s %10.3f ms  %8.1f TFLOP/s  %6.3f TB/s  %6.2fx floor\n", r.name.c_str(), r.ms, r.tflops, r.tbps,
               r.floor_ratio);

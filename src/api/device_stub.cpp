@@ -15,6 +15,10 @@ Status cuda_path_missing(const std::string& op) {
 }  // namespace detail
 
 namespace kernels {
+Status index_select_workspace_bytes_sm90(const IndexSelectLaunch&, std::size_t* bytes) {
+  *bytes = 0;
+  return Status::NotImplemented("index selection: msa was built without CUDA; pass CPU descriptors");
+}
 Status launch_index_select_sm90(const IndexSelectLaunch&) {
   return Status::NotImplemented("index selection: msa was built without CUDA; pass CPU descriptors");
 }

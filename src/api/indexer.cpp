@@ -1,6 +1,9 @@
 // indexer.cpp — public index-selection ops: validate every argument, then dispatch by device.
 #include "msa/indexer.h"
 
+#include <cstdint>
+#include <string>
+
 #include "api/device.h"
 #include "api/op_checks.h"
 #include "kernels/sm90/indexer/launch.h"
@@ -9,8 +12,10 @@
 namespace msa {
 namespace {
 
-Status launch_cuda(const Tensor& index_q, const Tensor& index_k_cache, const Tensor& page_table,
-                   const Tensor* cu_seqlens_q, int queries_per_request, const Tensor& seq_lens_k, const Tensor& topk) {
+// Decode (cu_seqlens_q == nullptr) splits each request's pages over CTAs and needs a workspace.
+kernels::IndexSelectLaunch make_launch(const Tensor& index_q, const Tensor& index_k_cache, const Tensor& page_table,
+                                       const Tensor* cu_seqlens_q, int queries_per_request, const Tensor& seq_lens_k,
+                                       const Tensor& topk) {
   kernels::IndexSelectLaunch l{};
   l.index_q = index_q.data;
   l.q_stride_t = index_q.stride[0];
@@ -34,8 +39,22 @@ Status launch_cuda(const Tensor& index_q, const Tensor& index_k_cache, const Ten
   l.num_requests = static_cast<int>(seq_lens_k.shape[0]);
   l.num_heads = static_cast<int>(index_q.shape[1]);
   l.k = static_cast<int>(topk.shape[2]);
+  l.max_pages = static_cast<int>(page_table.shape[1]);
+  l.split_pages = cu_seqlens_q == nullptr ? 1 : 0;
   l.device = index_q.device.index;
   l.stream = index_q.device.stream;
+  return l;
+}
+
+Status launch_cuda(kernels::IndexSelectLaunch l, void* workspace, std::size_t workspace_bytes) {
+  std::size_t need = 0;
+  MSA_RETURN_IF_ERROR(kernels::index_select_workspace_bytes_sm90(l, &need));
+  if (workspace_bytes < need)
+    return Status::InvalidArgument("workspace: needs " + std::to_string(need) + " bytes (see the workspace-size query), got " +
+                                   std::to_string(workspace_bytes));
+  if (need > 0 && (workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 16 != 0))
+    return Status::InvalidArgument("workspace: must be a non-null, 16-byte aligned device pointer");
+  l.workspace = workspace;
   return kernels::launch_index_select_sm90(l);
 }
 
@@ -56,25 +75,32 @@ Status index_select_decode_workspace_size(const IndexDecodeArgs& a, std::size_t*
   MSA_RETURN_IF_ERROR(detail::check_batch_tensors(nullptr, a.seq_lens_k, a.page_table));
   MSA_RETURN_IF_ERROR(detail::check_topk_tensor(a.topk, a.index_q.shape[1], a.index_q.shape[0]));
   *bytes = 0;
+  if (a.index_q.device.is_cuda())
+    return kernels::index_select_workspace_bytes_sm90(make_launch(a.index_q, a.index_k_cache, a.page_table, nullptr,
+                                                                  a.queries_per_request, a.seq_lens_k, a.topk),
+                                                      bytes);
   return Status::Ok();
 }
 
-Status index_select_prefill(const IndexPrefillArgs& a, void*, std::size_t) {
+Status index_select_prefill(const IndexPrefillArgs& a, void* workspace, std::size_t workspace_bytes) {
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, &a.cu_seqlens_q, 0,
                                                  a.seq_lens_k, a.topk, &batch));
   if (a.index_q.device.is_cuda())
-    return launch_cuda(a.index_q, a.index_k_cache, a.page_table, &a.cu_seqlens_q, 0, a.seq_lens_k, a.topk);
+    return launch_cuda(make_launch(a.index_q, a.index_k_cache, a.page_table, &a.cu_seqlens_q, 0, a.seq_lens_k, a.topk),
+                       workspace, workspace_bytes);
   ref::select_blocks(a.index_q, a.index_k_cache, a.page_table, batch, a.topk);
   return Status::Ok();
 }
 
-Status index_select_decode(const IndexDecodeArgs& a, void*, std::size_t) {
+Status index_select_decode(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes) {
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, nullptr,
                                                  a.queries_per_request, a.seq_lens_k, a.topk, &batch));
   if (a.index_q.device.is_cuda())
-    return launch_cuda(a.index_q, a.index_k_cache, a.page_table, nullptr, a.queries_per_request, a.seq_lens_k, a.topk);
+    return launch_cuda(make_launch(a.index_q, a.index_k_cache, a.page_table, nullptr, a.queries_per_request,
+                                   a.seq_lens_k, a.topk),
+                       workspace, workspace_bytes);
   ref::select_blocks(a.index_q, a.index_k_cache, a.page_table, batch, a.topk);
   return Status::Ok();
 }

@@ -50,7 +50,14 @@ void run_gpu(Problem& p, int decode_q = 0) {
     a.seq_lens_k = on_device(p.seq_lens_k_t(), seq.ptr);
     a.queries_per_request = decode_q;
     a.topk = on_device(p.topk_t(), topk.ptr);
-    st = index_select_decode(a);
+    std::size_t bytes = 0;
+    ASSERT_TRUE(index_select_decode_workspace_size(a, &bytes).ok());
+    void* ws = nullptr;
+    if (bytes) ASSERT_EQ(cudaMalloc(&ws, bytes), cudaSuccess);
+    if (bytes) EXPECT_EQ(index_select_decode(a, nullptr, 0).code(), StatusCode::kInvalidArgument);  // too small
+    st = index_select_decode(a, ws, bytes);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaFree(ws);
   } else {
     IndexPrefillArgs a = p.index_prefill_args();
     a.index_q = on_device(a.index_q, iq.ptr);
@@ -140,6 +147,11 @@ TEST(SM90_Indexer, DecodeOneAndEightQueries) {
   for (int Q : {1, 8}) {
     SCOPED_TRACE(::testing::Message() << "Q = " << Q);
     Problem p = testing::make_problem(spec({Q, Q, Q}, {Q + 9000, Q + 129, 2048}, 64, 4));
+    run_gpu(p, Q);
+    expect_selection_contract(p);
+    expect_same_as_cpu_where_separated(p);
+    // One long request: its pages split over many CTAs, partial lists merged.
+    p = testing::make_problem(spec({Q}, {200000}, 64, 4));
     run_gpu(p, Q);
     expect_selection_contract(p);
   }

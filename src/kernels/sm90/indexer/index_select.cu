@@ -102,6 +102,10 @@ __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelec
   const int ntok = min(tpt, nq - i0);
   const int first_pos = L - nq + i0;
   const int n_hist = (first_pos + ntok - 1) / kKeys;  // history blocks of the tile's last token
+  // Split s of gridDim.y streams blocks [j_begin, j_end) and leaves a partial list for the merge kernel.
+  const int splits = static_cast<int>(gridDim.y), per_split = (n_hist + splits - 1) / splits;
+  const int j_begin = min(n_hist, static_cast<int>(blockIdx.y) * per_split);
+  const int j_end = min(n_hist, j_begin + per_split);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int r0 = warp * 16 + g, r1 = r0 + 8;
@@ -129,12 +133,12 @@ __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelec
   float thr0 = -INFINITY, thr1 = -INFINITY;
   const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(b) * a.pt_stride_b;
 
-  if (n_hist > 0) {
-    load_page(a, pt[0], stages);
+  if (j_begin < j_end) {
+    load_page(a, pt[j_begin * a.pt_stride_j], stages + (j_begin % kStages) * kStageElems);
     cp_async_commit();
   }
-  for (int j = 0; j < n_hist; ++j) {
-    if (j + 1 < n_hist) {
+  for (int j = j_begin; j < j_end; ++j) {
+    if (j + 1 < j_end) {
       load_page(a, pt[(j + 1) * a.pt_stride_j], stages + ((j + 1) % kStages) * kStageElems);
       cp_async_commit();
       cp_async_wait<1>();
@@ -181,6 +185,25 @@ __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelec
     __syncthreads();  // every warp is done with stage j before it is refilled
   }
 
+  if (splits > 1) {  // partial lists: (score, id) x (k - 1) per (row, split), unused entries (-inf, -1)
+    if (c == 0) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = half ? r1 : r0, count = half ? count1 : count0;
+        if (!(half ? valid1 : valid0)) continue;
+        const std::int64_t row = static_cast<std::int64_t>(q0 + i0 + r / H) * H + r % H;
+        auto* sc = static_cast<float*>(a.workspace) + (row * splits + blockIdx.y) * kMaxList;
+        auto* id = reinterpret_cast<int*>(static_cast<float*>(a.workspace) + a.total_q * H * splits * kMaxList) +
+                   (row * splits + blockIdx.y) * kMaxList;
+        for (int s = 0; s < cap; ++s) {
+          sc[s] = s < count ? list_sc[r * kMaxList + s] : -INFINITY;
+          id[s] = s < count ? list_id[r * kMaxList + s] : -1;
+        }
+      }
+    }
+    return;
+  }
+
   // Write the selection: all visible blocks when n_vis <= k, else the list, the local block, then -1.
   if (c == 0) {
 #pragma unroll
@@ -201,19 +224,91 @@ __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelec
   }
 }
 
+// One thread per (token, head): merges the splits' sorted partial lists. Split s holds only ids below split s + 1's,
+// so on equal scores the earlier split (the smaller id) wins, which keeps the tie rule exact.
+__global__ void merge_splits_kernel(const IndexSelectLaunch a, int splits) {
+  const std::int64_t row = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const int H = a.num_heads;
+  if (row >= a.total_q * H) return;
+  const std::int64_t t = row / H;
+  const int head = static_cast<int>(row % H);
+  int b = 0;
+  while (b + 1 < a.num_requests && query_start(a, b + 1) <= t) ++b;
+  const int q0 = query_start(a, b), nq = query_start(a, b + 1) - q0;
+  const int local = (a.seq_lens_k[b * a.seq_stride] - nq + static_cast<int>(t - q0)) / kKeys;
+  std::int32_t* out = a.topk + head * a.topk_stride_h + t * a.topk_stride_t;
+  const auto* sc = static_cast<const float*>(a.workspace) + row * splits * kMaxList;
+  const auto* id = reinterpret_cast<const int*>(static_cast<const float*>(a.workspace) + a.total_q * H * splits * kMaxList) +
+                   row * splits * kMaxList;
+  const int cap = a.k - 1;
+  int s = 0;
+  if (local + 1 <= a.k) {
+    for (; s <= local; ++s) out[s * a.topk_stride_s] = s;
+  } else {
+    int head_pos[64];  // next unread entry of each split's list (splits <= 64)
+    for (int p = 0; p < splits; ++p) head_pos[p] = 0;
+    for (; s < cap; ++s) {
+      int best = -1;
+      float best_sc = -INFINITY;
+      for (int p = 0; p < splits; ++p) {
+        if (head_pos[p] >= cap) continue;
+        const float v = sc[p * kMaxList + head_pos[p]];
+        if (v > best_sc) {  // strict: an equal score in a later split has a larger id
+          best_sc = v;
+          best = p;
+        }
+      }
+      if (best < 0) break;  // only -inf left: never selected
+      out[s * a.topk_stride_s] = id[best * kMaxList + head_pos[best]++];
+    }
+    out[s++ * a.topk_stride_s] = local;
+  }
+  for (; s < a.k; ++s) out[s * a.topk_stride_s] = -1;
+}
+
+// Splits of a decode launch: enough CTAs for two waves on the GPU, at least 16 blocks (512 KiB) per split.
+int decode_splits(const IndexSelectLaunch& a, int tiles, int sms) {
+  if (!a.split_pages) return 1;
+  const int by_work = (a.max_pages + 15) / 16;
+  const int by_gpu = (2 * sms + tiles - 1) / tiles;
+  return max(1, min(64, min(by_work, by_gpu)));
+}
+
+int sm_count(int device) {
+  int sms = 132;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return sms;
+}
+
 Status cuda_error(cudaError_t e, const char* what) {
   return Status::CudaError(std::string("index selection: ") + what + ": " + cudaGetErrorString(e));
 }
 
+std::int64_t tile_bound(const IndexSelectLaunch& a) {
+  // Upper bound on tiles without reading device metadata: each request wastes less than one tile.
+  const int tpt = kRows / a.num_heads;
+  return (a.total_q + tpt - 1) / tpt + a.num_requests;
+}
+
 }  // namespace
+
+Status index_select_workspace_bytes_sm90(const IndexSelectLaunch& a, std::size_t* bytes) {
+  *bytes = 0;
+  if (a.num_heads < 1 || kRows % a.num_heads != 0 || a.total_q == 0) return Status::Ok();
+  const int splits = decode_splits(a, static_cast<int>(tile_bound(a)), sm_count(a.device));
+  if (splits > 1)
+    *bytes = static_cast<std::size_t>(a.total_q) * a.num_heads * splits * kMaxList * (sizeof(float) + sizeof(int));
+  return Status::Ok();
+}
 
 Status launch_index_select_sm90(const IndexSelectLaunch& a) {
   if (a.num_heads < 1 || kRows % a.num_heads != 0)
     return Status::NotImplemented("index selection on CUDA: H_idx must divide 64, got " + std::to_string(a.num_heads));
   if (a.total_q == 0) return Status::Ok();
-  const int tpt = kRows / a.num_heads;
-  // Upper bound on tiles without reading device metadata: each request wastes less than one tile.
-  const std::int64_t grid = (a.total_q + tpt - 1) / tpt + a.num_requests;
+  const std::int64_t grid = tile_bound(a);
+  const int splits = decode_splits(a, static_cast<int>(grid), sm_count(a.device));
+  if (splits > 1 && a.workspace == nullptr)
+    return Status::InvalidArgument("workspace: the split decode selection needs the workspace of its size query");
   int current = 0;
   cudaError_t e = cudaGetDevice(&current);
   if (e != cudaSuccess) return cuda_error(e, "cudaGetDevice");
@@ -221,7 +316,13 @@ Status launch_index_select_sm90(const IndexSelectLaunch& a) {
   // Opt in to more than 48 KiB of dynamic shared memory (a per-device attribute; cheap to repeat).
   e = cudaFuncSetAttribute(index_select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
   if (e == cudaSuccess) {
-    index_select_kernel<<<static_cast<unsigned>(grid), kThreads, kSmemBytes, static_cast<cudaStream_t>(a.stream)>>>(a);
+    const dim3 blocks(static_cast<unsigned>(grid), static_cast<unsigned>(splits));
+    index_select_kernel<<<blocks, kThreads, kSmemBytes, static_cast<cudaStream_t>(a.stream)>>>(a);
+    if (splits > 1) {
+      const std::int64_t rows = a.total_q * a.num_heads;
+      merge_splits_kernel<<<static_cast<unsigned>((rows + 127) / 128), 128, 0, static_cast<cudaStream_t>(a.stream)>>>(
+          a, splits);
+    }
     e = cudaGetLastError();
   }
   if (current != a.device) cudaSetDevice(current);

@@ -2,6 +2,7 @@
 #ifndef MSA_KERNELS_SM90_INDEXER_LAUNCH_H_
 #define MSA_KERNELS_SM90_INDEXER_LAUNCH_H_
 
+#include <cstddef>
 #include <cstdint>
 
 #include "msa/status.h"
@@ -28,9 +29,15 @@ struct IndexSelectLaunch {
   int num_requests;
   int num_heads;  // H_idx
   int k;
+  int max_pages;  // page_table width: bounds every request's blocks (a shape, so the split count is graph-safe)
+  int split_pages;  // decode only: split each request's blocks over CTAs (needs the workspace below)
+  void* workspace;  // partial top-k lists when split: index_select_workspace_bytes() bytes
   int device;     // CUDA ordinal of every pointer
   void* stream;   // cudaStream_t
 };
+
+// Scratch bytes launch_index_select_sm90 needs for these arguments (0 unless split_pages).
+Status index_select_workspace_bytes_sm90(const IndexSelectLaunch& args, std::size_t* bytes);
 
 // H_idx must divide 64 (1, 2, 4, ..., 64). Enqueues work on `stream`; never synchronises.
 Status launch_index_select_sm90(const IndexSelectLaunch& args);
