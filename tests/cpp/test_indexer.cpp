@@ -50,15 +50,9 @@ TEST(CPU_Indexer, NanAndInfScores) {
   // One query at position 2431 (block 18): 18 history blocks. Blocks 1..6 are -inf, 7..9 NaN, block 12 +inf.
   Problem p = testing::make_problem(spec({1}, {2432}, 16, 1));
   std::fill(p.index_q.begin(), p.index_q.end(), testing::to_bf16(1.0f));
-  auto set_block = [&](int j, float v) {
-    const std::int32_t page = p.page(0, j);
-    for (int r = 0; r < 128; ++r)
-      for (int d = 0; d < 128; ++d)
-        p.index_k_cache[static_cast<std::size_t>((page * 128 + r) * 128 + d)] = testing::to_bf16(d == 0 ? v : 0.0f);
-  };
-  for (int j = 1; j <= 6; ++j) set_block(j, -INFINITY);
-  for (int j = 7; j <= 9; ++j) set_block(j, NAN);
-  set_block(12, INFINITY);
+  for (int j = 1; j <= 6; ++j) set_index_block(p, j, -INFINITY);
+  for (int j = 7; j <= 9; ++j) set_index_block(p, j, NAN);
+  set_index_block(p, 12, INFINITY);
   ASSERT_TRUE(select(p).ok());
   // 18 - 9 = 9 finite history blocks: all of them, +inf first, then local, then -1.
   EXPECT_EQ(topk_at(p, 0, 0, 0), 12);

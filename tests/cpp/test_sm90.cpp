@@ -19,9 +19,9 @@ TEST(SM90_Runtime, ProbeKernelRunsSm90aCode) {
   EXPECT_EQ(arch, 900);
 }
 
-TEST(SM90_Runtime, CudaDescriptorsAreValidatedBeforeNotImplemented) {
+TEST(SM90_Runtime, MalformedCudaDescriptorsAreRejected) {
   MSA_REQUIRE_SM90();
-  // A malformed CUDA call is still rejected with InvalidArgument (validation does not depend on the kernels).
+  // A malformed CUDA call is rejected on the host with InvalidArgument before any launch.
   msa::IndexPrefillArgs a;
   a.index_q = msa::make_tensor(reinterpret_cast<void*>(256), msa::DType::kBF16, {4, 4, 64}, msa::Device::cuda());
   EXPECT_EQ(msa::index_select_prefill(a).code(), msa::StatusCode::kInvalidArgument);

@@ -53,8 +53,10 @@ void run_gpu(Problem& p, int decode_q = 0) {
     std::size_t bytes = 0;
     ASSERT_TRUE(index_select_decode_workspace_size(a, &bytes).ok());
     void* ws = nullptr;
-    if (bytes) ASSERT_EQ(cudaMalloc(&ws, bytes), cudaSuccess);
-    if (bytes) EXPECT_EQ(index_select_decode(a, nullptr, 0).code(), StatusCode::kInvalidArgument);  // too small
+    if (bytes > 0) {
+      ASSERT_EQ(cudaMalloc(&ws, bytes), cudaSuccess);
+      EXPECT_EQ(index_select_decode(a, nullptr, 0).code(), StatusCode::kInvalidArgument);  // workspace too small
+    }
     st = index_select_decode(a, ws, bytes);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     cudaFree(ws);
@@ -126,15 +128,9 @@ TEST(SM90_Indexer, TiesConstantAndNonFinite) {
 
   Problem n = testing::make_problem(spec({3}, {2432}, 16, 1));
   std::fill(n.index_q.begin(), n.index_q.end(), testing::to_bf16(1.0f));
-  auto set_block = [&](int j, float v) {
-    const std::int32_t page = n.page(0, j);
-    for (int r = 0; r < 128; ++r)
-      for (int d = 0; d < 128; ++d)
-        n.index_k_cache[static_cast<std::size_t>((page * 128 + r) * 128 + d)] = testing::to_bf16(d == 0 ? v : 0.0f);
-  };
-  for (int j = 1; j <= 6; ++j) set_block(j, -INFINITY);
-  for (int j = 7; j <= 9; ++j) set_block(j, NAN);
-  set_block(12, INFINITY);
+  for (int j = 1; j <= 6; ++j) set_index_block(n, j, -INFINITY);
+  for (int j = 7; j <= 9; ++j) set_index_block(n, j, NAN);
+  set_index_block(n, 12, INFINITY);
   run_gpu(n);
   expect_selection_contract(n);
   EXPECT_EQ(topk_at(n, 0, 2, 0), 12);

@@ -42,6 +42,14 @@ inline std::int32_t topk_at(const Problem& p, std::int64_t g, std::int64_t t, st
   return p.topk[static_cast<std::size_t>((g * p.total_q + t) * p.spec.topk + s)];
 }
 
+// Sets every index key of request 0's block j to (v, 0, ..., 0), so with all-ones queries the block scores v.
+inline void set_index_block(Problem& p, int j, float v) {
+  const std::int32_t page = p.page(0, j);
+  for (int r = 0; r < 128; ++r)
+    for (int d = 0; d < 128; ++d)
+      p.index_k_cache[static_cast<std::size_t>((page * 128 + r) * 128 + d)] = testing::to_bf16(d == 0 ? v : 0.0f);
+}
+
 // Runs the public sparse prefill op (plan + run) into p.out / p.lse.
 inline Status sparse_prefill(Problem& p, double sm_scale = 0.0) {
   SparsePrefillAttention attn;
