@@ -32,6 +32,7 @@ constexpr int kDim = 128;
 constexpr int kPad = 136;  // smem row stride in elements: 272-byte rows make the B-fragment loads bank-conflict free
 constexpr int kStages = 2;
 constexpr int kMaxList = 15;
+constexpr int kMaxSplits = 64;  // decode splits per request; bounds the merge kernel's per-thread cursor array
 constexpr int kStageElems = kKeys * kPad;
 constexpr size_t kSmemBytes = kStages * kStageElems * 2 + kRows * kMaxList * (sizeof(float) + sizeof(int));
 
@@ -76,6 +77,35 @@ __device__ __forceinline__ void insert(float* sc, int* id, int& count, int cap, 
   sc[pos] = m;
   id[pos] = j;
   if (count < cap) ++count;
+}
+
+// Writes one topk row: every visible block when n_vis = local + 1 <= k, else the `count` ranked ids, the local
+// block, then -1 padding.
+__device__ __forceinline__ void write_selection(const IndexSelectLaunch& a, std::int64_t token, int head, int local,
+                                                const int* ids, int count) {
+  std::int32_t* out = a.topk + head * a.topk_stride_h + token * a.topk_stride_t;
+  int s = 0;
+  if (local + 1 <= a.k) {
+    for (; s <= local; ++s) out[s * a.topk_stride_s] = s;
+  } else {
+    for (; s < count; ++s) out[s * a.topk_stride_s] = ids[s];
+    out[s++ * a.topk_stride_s] = local;
+  }
+  for (; s < a.k; ++s) out[s * a.topk_stride_s] = -1;
+}
+
+// Workspace of a split launch: kMaxList scores, then kMaxList ids, for each (index row, split); index row =
+// token * H + head. Unused entries hold (-inf, -1).
+struct PartialList {
+  float* sc;
+  int* id;
+};
+__device__ __forceinline__ PartialList partial_list(const IndexSelectLaunch& a, std::int64_t row, int splits,
+                                                    int split) {
+  auto* scores = static_cast<float*>(a.workspace);
+  auto* ids = reinterpret_cast<int*>(scores + a.total_q * a.num_heads * splits * kMaxList);
+  const std::int64_t off = (row * splits + split) * kMaxList;
+  return {scores + off, ids + off};
 }
 
 __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelectLaunch a) {
@@ -192,12 +222,10 @@ __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelec
         const int r = half ? r1 : r0, count = half ? count1 : count0;
         if (!(half ? valid1 : valid0)) continue;
         const std::int64_t row = static_cast<std::int64_t>(q0 + i0 + r / H) * H + r % H;
-        auto* sc = static_cast<float*>(a.workspace) + (row * splits + blockIdx.y) * kMaxList;
-        auto* id = reinterpret_cast<int*>(static_cast<float*>(a.workspace) + a.total_q * H * splits * kMaxList) +
-                   (row * splits + blockIdx.y) * kMaxList;
+        const PartialList part = partial_list(a, row, splits, static_cast<int>(blockIdx.y));
         for (int s = 0; s < cap; ++s) {
-          sc[s] = s < count ? list_sc[r * kMaxList + s] : -INFINITY;
-          id[s] = s < count ? list_id[r * kMaxList + s] : -1;
+          part.sc[s] = s < count ? list_sc[r * kMaxList + s] : -INFINITY;
+          part.id[s] = s < count ? list_id[r * kMaxList + s] : -1;
         }
       }
     }
@@ -208,18 +236,10 @@ __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelec
   if (c == 0) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int r = half ? r1 : r0, count = half ? count1 : count0, local = half ? local1 : local0;
+      const int r = half ? r1 : r0;
       if (!(half ? valid1 : valid0)) continue;
-      std::int32_t* out = a.topk + (r % H) * a.topk_stride_h + static_cast<std::int64_t>(q0 + i0 + r / H) * a.topk_stride_t;
-      const int n_vis = local + 1;
-      int s = 0;
-      if (n_vis <= a.k) {
-        for (; s < n_vis; ++s) out[s * a.topk_stride_s] = s;
-      } else {
-        for (; s < count; ++s) out[s * a.topk_stride_s] = list_id[r * kMaxList + s];
-        out[s++ * a.topk_stride_s] = local;
-      }
-      for (; s < a.k; ++s) out[s * a.topk_stride_s] = -1;
+      write_selection(a, q0 + i0 + r / H, r % H, half ? local1 : local0, list_id + r * kMaxList,
+                      half ? count1 : count0);
     }
   }
 }
@@ -236,34 +256,28 @@ __global__ void merge_splits_kernel(const IndexSelectLaunch a, int splits) {
   while (b + 1 < a.num_requests && query_start(a, b + 1) <= t) ++b;
   const int q0 = query_start(a, b), nq = query_start(a, b + 1) - q0;
   const int local = (a.seq_lens_k[b * a.seq_stride] - nq + static_cast<int>(t - q0)) / kKeys;
-  std::int32_t* out = a.topk + head * a.topk_stride_h + t * a.topk_stride_t;
-  const auto* sc = static_cast<const float*>(a.workspace) + row * splits * kMaxList;
-  const auto* id = reinterpret_cast<const int*>(static_cast<const float*>(a.workspace) + a.total_q * H * splits * kMaxList) +
-                   row * splits * kMaxList;
   const int cap = a.k - 1;
-  int s = 0;
-  if (local + 1 <= a.k) {
-    for (; s <= local; ++s) out[s * a.topk_stride_s] = s;
-  } else {
-    int head_pos[64];  // next unread entry of each split's list (splits <= 64)
+  int ids[kMaxList];
+  int count = 0;
+  if (local + 1 > a.k) {
+    int head_pos[kMaxSplits];  // next unread entry of each split's list
     for (int p = 0; p < splits; ++p) head_pos[p] = 0;
-    for (; s < cap; ++s) {
+    for (; count < cap; ++count) {
       int best = -1;
       float best_sc = -INFINITY;
       for (int p = 0; p < splits; ++p) {
         if (head_pos[p] >= cap) continue;
-        const float v = sc[p * kMaxList + head_pos[p]];
+        const float v = partial_list(a, row, splits, p).sc[head_pos[p]];
         if (v > best_sc) {  // strict: an equal score in a later split has a larger id
           best_sc = v;
           best = p;
         }
       }
       if (best < 0) break;  // only -inf left: never selected
-      out[s * a.topk_stride_s] = id[best * kMaxList + head_pos[best]++];
+      ids[count] = partial_list(a, row, splits, best).id[head_pos[best]++];
     }
-    out[s++ * a.topk_stride_s] = local;
   }
-  for (; s < a.k; ++s) out[s * a.topk_stride_s] = -1;
+  write_selection(a, t, head, local, ids, count);
 }
 
 // Splits of a decode launch: enough CTAs for two waves on the GPU, at least 16 blocks (512 KiB) per split.
@@ -271,7 +285,7 @@ int decode_splits(const IndexSelectLaunch& a, int tiles, int sms) {
   if (!a.split_pages) return 1;
   const int by_work = (a.max_pages + 15) / 16;
   const int by_gpu = (2 * sms + tiles - 1) / tiles;
-  return max(1, min(64, min(by_work, by_gpu)));
+  return max(1, min(kMaxSplits, min(by_work, by_gpu)));
 }
 
 int sm_count(int device) {
