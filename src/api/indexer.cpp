@@ -23,6 +23,7 @@ kernels::IndexSelectLaunch make_launch(const Tensor& index_q, const Tensor& inde
   l.index_k = index_k_cache.data;
   l.k_stride_page = index_k_cache.stride[0];
   l.k_stride_t = index_k_cache.stride[1];
+  l.k_pages = index_k_cache.shape[0];
   l.page_table = static_cast<const std::int32_t*>(page_table.data);
   l.pt_stride_b = page_table.stride[0];
   l.pt_stride_j = page_table.stride[1];

@@ -35,17 +35,37 @@ Tensor on_device(Tensor t, void* ptr) {
   return t;
 }
 
+// Copies a row-major [rows, 128] bf16 array into rows of 128 + pad elements (the pad filled with NaN bits, which
+// a kernel reading past dim 127 would pick up).
+std::vector<std::uint16_t> pad_rows(const std::vector<std::uint16_t>& v, int pad) {
+  const std::size_t rows = v.size() / 128, w = 128 + static_cast<std::size_t>(pad);
+  std::vector<std::uint16_t> out(rows * w, 0x7fc0);
+  for (std::size_t r = 0; r < rows; ++r) std::copy_n(v.begin() + r * 128, 128, out.begin() + r * w);
+  return out;
+}
+
 // Runs the CUDA op (prefill, or decode when Q > 0) on p's inputs, with a poisoned topk, and downloads p.topk.
-void run_gpu(Problem& p, int decode_q = 0) {
-  DeviceBuffer<std::uint16_t> iq(p.index_q), ik(p.index_k_cache);
+// pad > 0 passes index_q and the index-K cache as strided views whose rows are 128 + pad elements apart.
+void run_gpu(Problem& p, int decode_q = 0, int pad = 0) {
+  DeviceBuffer<std::uint16_t> iq(pad ? pad_rows(p.index_q, pad) : p.index_q),
+      ik(pad ? pad_rows(p.index_k_cache, pad) : p.index_k_cache);
+  const std::int64_t H = p.spec.num_kv_heads, w = 128 + pad;
+  auto q_view = [&](Tensor t) {
+    if (pad) t = make_strided_tensor(nullptr, DType::kBF16, {t.shape[0], H, 128}, {H * w, w, 1});
+    return on_device(t, iq.ptr);
+  };
+  auto k_view = [&](Tensor t) {
+    if (pad) t = make_strided_tensor(nullptr, DType::kBF16, {t.shape[0], 128, 128}, {128 * w, w, 1});
+    return on_device(t, ik.ptr);
+  };
   DeviceBuffer<std::int32_t> pt(p.page_table), cu(p.cu_seqlens_q), seq(p.seq_lens_k);
   std::vector<std::int32_t> poison(p.topk.size(), 0x7eadbeef);
   DeviceBuffer<std::int32_t> topk(poison);
   Status st;
   if (decode_q > 0) {
     IndexDecodeArgs a;
-    a.index_q = on_device(p.index_q_t(), iq.ptr);
-    a.index_k_cache = on_device(p.index_k_cache_t(), ik.ptr);
+    a.index_q = q_view(p.index_q_t());
+    a.index_k_cache = k_view(p.index_k_cache_t());
     a.page_table = on_device(p.page_table_t(), pt.ptr);
     a.seq_lens_k = on_device(p.seq_lens_k_t(), seq.ptr);
     a.queries_per_request = decode_q;
@@ -62,8 +82,8 @@ void run_gpu(Problem& p, int decode_q = 0) {
     cudaFree(ws);
   } else {
     IndexPrefillArgs a = p.index_prefill_args();
-    a.index_q = on_device(a.index_q, iq.ptr);
-    a.index_k_cache = on_device(a.index_k_cache, ik.ptr);
+    a.index_q = q_view(a.index_q);
+    a.index_k_cache = k_view(a.index_k_cache);
     a.page_table = on_device(a.page_table, pt.ptr);
     a.cu_seqlens_q = on_device(a.cu_seqlens_q, cu.ptr);
     a.seq_lens_k = on_device(a.seq_lens_k, seq.ptr);
@@ -151,6 +171,36 @@ TEST(SM90_Indexer, DecodeOneAndEightQueries) {
     run_gpu(p, Q);
     expect_selection_contract(p);
   }
+}
+
+TEST(SM90_Indexer, IndexHeadCounts) {
+  MSA_REQUIRE_SM90();
+  for (int H : {1, 2, 8, 16}) {
+    SCOPED_TRACE(::testing::Message() << "H_idx = " << H);
+    Problem p = testing::make_problem(spec({300, 129, 5}, {2600, 5000, 3333}, 64, H));
+    run_gpu(p);
+    expect_selection_contract(p);
+    expect_same_as_cpu_where_separated(p);
+    p = testing::make_problem(spec({4, 4}, {40000, 3000}, 64, H));
+    run_gpu(p, 4);
+    expect_selection_contract(p);
+    expect_same_as_cpu_where_separated(p);
+  }
+}
+
+TEST(SM90_Indexer, StridedIndexViewsMatchContiguous) {
+  MSA_REQUIRE_SM90();
+  Problem p = testing::make_problem(spec({200, 33}, {4000, 20000}, 64, 4));
+  run_gpu(p);
+  const std::vector<std::int32_t> contiguous = p.topk;
+  run_gpu(p, 0, 64);
+  EXPECT_EQ(p.topk, contiguous);
+  Problem d = testing::make_problem(spec({3, 3}, {30000, 900}, 64, 4));
+  run_gpu(d, 3);
+  const std::vector<std::int32_t> decode = d.topk;
+  run_gpu(d, 3, 8);
+  EXPECT_EQ(d.topk, decode);
+  expect_selection_contract(d);
 }
 
 TEST(SM90_Indexer, MillionTokenRows) {

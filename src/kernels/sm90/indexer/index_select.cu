@@ -1,69 +1,65 @@
-// index_select.cu — sm90 index selection (prefill and decode): block-max scores on tensor cores with the top-(k-1)
-// kept on chip while the index-K blocks stream by.
+// index_select.cu — sm90 index selection (prefill and decode): block-max scores on wgmma with the top-(k-1) kept
+// on chip while the index-K blocks stream by through a TMA + mbarrier ring.
 //
-// One CTA owns one tile of 64 index rows = (64 / H) consecutive query tokens of one request x H index heads, so each
-// index-K page is read once for all heads. It streams the history blocks 0 .. l_max - 1 of the tile (l_max = local
-// block of its last token) through a 2-stage cp.async ring in shared memory; each of the 4 warps scores its 16 rows
-// against the page's 128 keys with mma.sync m16n8k16 (bf16 in, fp32 accumulate), reduces each row's maximum in
-// registers (fmaxf ignores NaN, so a NaN score counts as -inf), and the row's owner lane inserts the block into the
-// row's sorted list in shared memory only when it beats the row's current (k-1)-th score, held in a register.
-// Blocks arrive in ascending id order and insertion needs a strictly greater score, so ties keep the smaller id.
-// The local block is never scored; it is appended at the end. No score ever reaches device memory.
+// One CTA owns one tile of 64 x C index rows (C consumer warpgroups) = (64 C / H) consecutive query tokens of one
+// request x H index heads, so each index-K page is loaded once for all heads. A producer warp loads the Q tile once
+// and then the tile's history blocks 0 .. l_max - 1 (l_max = local block of its last token) into a ring of
+// `Stages` 32 KiB page buffers (TMA, 128-byte swizzle). Each consumer warpgroup multiplies its 64 rows by the page's
+// 128 keys with 8 x wgmma m64n128k16 (bf16 in, fp32 accumulate), reduces each row's maximum in registers (fmaxf
+// ignores NaN, so a NaN score counts as -inf), and the row's owner lane inserts the block into the row's sorted
+// list in shared memory only when it beats the row's current (k-1)-th score, held in a register. Blocks arrive in
+// ascending id order and insertion needs a strictly greater score, so ties keep the smaller id. The local block is
+// never scored; it is appended at the end. No score ever reaches device memory.
 //
-// Invariants: H divides 64; rows whose token lies past the request's queries are computed on zeros and never
-// written; a row only considers blocks j < its own local block.
+// Decode launches split each request's blocks over gridDim.y CTAs; each leaves a sorted partial list per row in
+// the workspace and merge_splits_kernel picks the exact top-(k-1) of their union.
+//
+// Invariants: H divides 64; rows whose token lies past the request's queries are computed (on neighbouring or
+// zero-filled queries) and never written; a row only considers blocks j < its own local block.
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 #include <string>
 
+#include "kernels/sm90/common/sm90.cuh"
+#include "kernels/sm90/common/tma.h"
 #include "kernels/sm90/indexer/launch.h"
 
 namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kRows = 64;  // index rows per CTA
-constexpr int kWarps = 4;  // 16 rows each (one m16 tile)
-constexpr int kThreads = kWarps * 32;
 constexpr int kKeys = 128;
 constexpr int kDim = 128;
-constexpr int kPad = 136;  // smem row stride in elements: 272-byte rows make the B-fragment loads bank-conflict free
-constexpr int kStages = 2;
 constexpr int kMaxList = 15;
-constexpr int kMaxSplits = 64;  // decode splits per request; bounds the merge kernel's per-thread cursor array
-constexpr int kStageElems = kKeys * kPad;
-constexpr size_t kSmemBytes = kStages * kStageElems * 2 + kRows * kMaxList * (sizeof(float) + sizeof(int));
+constexpr int kMaxSplits = 256;  // decode splits per request (at most one per SM); the merge gives 8 to each lane
+constexpr int kHalfRowBytes = 128;  // one 64-dim half of a bf16 row: the 128-byte swizzle span
+
+// Shared-memory plan of a CTA with C consumer warpgroups and S page stages (offsets from a 1024-aligned base).
+template <int C, int S>
+struct Plan {
+  static constexpr int kConsumers = C;
+  static constexpr int kStages = S;
+  static constexpr int kRows = 64 * C;
+  static constexpr int kThreads = 128 * C + 32;  // consumers first (warpgroup-aligned), then the producer warp
+  static constexpr int kQHalfBytes = kRows * kHalfRowBytes;
+  static constexpr int kPageHalfBytes = kKeys * kHalfRowBytes;
+  static constexpr int kPageBytes = 2 * kPageHalfBytes;
+  static constexpr int kPagesOff = 2 * kQHalfBytes;
+  static constexpr int kListOff = kPagesOff + S * kPageBytes;
+  static constexpr int kBarOff = kListOff + kRows * kMaxList * 8;
+  static constexpr int kSmemBytes = kBarOff + (2 * S + 1) * 8 + 1024;  // + slack to align the base
+};
+// Prefill: 2 consumers (32 tokens x 4 heads), 5 stages (208 KiB). Decode: one consumer covers 16 queries x 4
+// heads; 6 stages keep 160+ KiB of index-K in flight per SM for the HBM stream.
+using PrefillPlan = Plan<2, 5>;
+using DecodePlan = Plan<1, 6>;
 
 __device__ __forceinline__ int query_start(const IndexSelectLaunch& a, int b) {
   return a.cu_seqlens_q != nullptr ? a.cu_seqlens_q[b * a.cu_stride] : b * a.queries_per_request;
-}
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Copies index-K page `page` (128 x 128 bf16) into a padded stage buffer: 16 x 16-byte chunks per thread.
-__device__ __forceinline__ void load_page(const IndexSelectLaunch& a, int page, __nv_bfloat16* stage) {
-  const auto* src = static_cast<const __nv_bfloat16*>(a.index_k) + static_cast<std::int64_t>(page) * a.k_stride_page;
-#pragma unroll
-  for (int i = 0; i < (kKeys * kDim / 8) / kThreads; ++i) {
-    const int c = threadIdx.x + i * kThreads, row = c / (kDim / 8), col = (c % (kDim / 8)) * 8;
-    cp_async16(stage + row * kPad + col, src + row * a.k_stride_t + col);
-  }
 }
 
 // Sorted (descending) insertion; a full list drops its last entry. Equal scores stay ahead (smaller ids first).
@@ -108,14 +104,36 @@ __device__ __forceinline__ PartialList partial_list(const IndexSelectLaunch& a, 
   return {scores + off, ids + off};
 }
 
-__global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelectLaunch a) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  auto* stages = reinterpret_cast<__nv_bfloat16*>(smem);
-  auto* list_sc = reinterpret_cast<float*>(smem + kStages * kStageElems * 2);
-  auto* list_id = reinterpret_cast<int*>(list_sc + kRows * kMaxList);
+// One row's block maximum: this thread's 32 columns of the row, then the quad's 4 lanes (disjoint columns).
+template <int First>
+__device__ __forceinline__ float row_max(const float (&acc)[64]) {
+  float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < 16; c += 2) {
+    m0 = fmaxf(m0, fmaxf(acc[4 * c + First], acc[4 * c + First + 1]));
+    m1 = fmaxf(m1, fmaxf(acc[4 * c + 4 + First], acc[4 * c + 5 + First]));
+  }
+  float m = fmaxf(m0, m1);
+  m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+  return fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+}
+
+template <class P>
+__global__ void __launch_bounds__(P::kThreads, 1)
+    index_select_kernel(const IndexSelectLaunch a, const __grid_constant__ CUtensorMap q_map,
+                        const __grid_constant__ CUtensorMap k_map) {
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
+  unsigned char* q_tile = smem;
+  unsigned char* pages = smem + P::kPagesOff;
+  auto* list_sc = reinterpret_cast<float*>(smem + P::kListOff);
+  auto* list_id = reinterpret_cast<int*>(list_sc + P::kRows * kMaxList);
+  auto* full = reinterpret_cast<std::uint64_t*>(smem + P::kBarOff);  // page landed (TMA bytes)
+  std::uint64_t* empty = full + P::kStages;                         // page consumed (one arrive per consumer warp)
+  std::uint64_t* q_full = empty + P::kStages;
 
   // Tile -> (request, first query). Later tiles of a request see more blocks: launch them first.
-  const int H = a.num_heads, tpt = kRows / H;
+  const int H = a.num_heads, tpt = P::kRows / H;
   int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
   int b = 0, i0 = -1;
   for (; b < a.num_requests; ++b) {
@@ -137,71 +155,77 @@ __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelec
   const int j_begin = min(n_hist, static_cast<int>(blockIdx.y) * per_split);
   const int j_end = min(n_hist, j_begin + per_split);
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < P::kStages; ++s) {
+      sm90::mbar_init(&full[s], 1);
+      sm90::mbar_init(&empty[s], 4 * P::kConsumers);
+    }
+    sm90::mbar_init(q_full, 1);
+    sm90::mbar_fence_init();
+  }
+  __syncthreads();
+
+  if (warp == 4 * P::kConsumers) {  // ---- producer warp: Q once, then the pages through the ring ----
+    if (lane == 0) {
+      sm90::tma_prefetch_map(&q_map);
+      sm90::tma_prefetch_map(&k_map);
+      sm90::mbar_arrive_expect_tx(q_full, 2 * P::kQHalfBytes);
+      sm90::tma_load_3d(q_tile, &q_map, q_full, 0, 0, q0 + i0);
+      sm90::tma_load_3d(q_tile + P::kQHalfBytes, &q_map, q_full, 64, 0, q0 + i0);
+    }
+    const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(b) * a.pt_stride_b;
+    for (int base = j_begin; base < j_end; base += 32) {
+      const int page_of_lane = base + lane < j_end ? pt[(base + lane) * a.pt_stride_j] : 0;  // 32 ids per read
+      const int n = min(32, j_end - base);
+      for (int u = 0; u < n; ++u) {
+        const int page = __shfl_sync(0xffffffffu, page_of_lane, u);
+        const int it = base - j_begin + u, s = it % P::kStages;
+        if (lane == 0) {
+          sm90::mbar_wait(&empty[s], ((it / P::kStages) & 1) ^ 1);
+          unsigned char* dst = pages + s * P::kPageBytes;
+          sm90::mbar_arrive_expect_tx(&full[s], P::kPageBytes);
+          sm90::tma_load_3d(dst, &k_map, &full[s], 0, 0, page);
+          sm90::tma_load_3d(dst + P::kPageHalfBytes, &k_map, &full[s], 64, 0, page);
+        }
+      }
+    }
+    return;
+  }
+
+  // ---- consumer warpgroups: rows 64 * wg + 16 * (warp % 4) + g and + 8 ----
+  const int wg = warp / 4, g = lane / 4, c = lane % 4;
+  const int r0 = 64 * wg + 16 * (warp % 4) + g, r1 = r0 + 8;
   const bool valid0 = r0 / H < ntok, valid1 = r1 / H < ntok;
   const int local0 = (first_pos + r0 / H) / kKeys, local1 = (first_pos + r1 / H) / kKeys;
   const int cap = a.k - 1;
-
-  // A fragments of this warp's 16 rows, all 128 dims (32 registers), loaded once.
-  std::uint32_t qa[kDim / 16][4];
-  {
-    const auto* q = static_cast<const __nv_bfloat16*>(a.index_q);
-    const __nv_bfloat16* row0 = q + (static_cast<std::int64_t>(q0 + i0 + r0 / H)) * a.q_stride_t + (r0 % H) * a.q_stride_h;
-    const __nv_bfloat16* row1 = q + (static_cast<std::int64_t>(q0 + i0 + r1 / H)) * a.q_stride_t + (r1 % H) * a.q_stride_h;
-#pragma unroll
-    for (int kk = 0; kk < kDim / 16; ++kk) {
-      const int col = kk * 16 + 2 * c;
-      qa[kk][0] = valid0 ? *reinterpret_cast<const std::uint32_t*>(row0 + col) : 0u;
-      qa[kk][1] = valid1 ? *reinterpret_cast<const std::uint32_t*>(row1 + col) : 0u;
-      qa[kk][2] = valid0 ? *reinterpret_cast<const std::uint32_t*>(row0 + col + 8) : 0u;
-      qa[kk][3] = valid1 ? *reinterpret_cast<const std::uint32_t*>(row1 + col + 8) : 0u;
-    }
-  }
-
   int count0 = 0, count1 = 0;
   float thr0 = -INFINITY, thr1 = -INFINITY;
-  const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(b) * a.pt_stride_b;
 
-  if (j_begin < j_end) {
-    load_page(a, pt[j_begin * a.pt_stride_j], stages + (j_begin % kStages) * kStageElems);
-    cp_async_commit();
-  }
+  const std::uint64_t desc_q0 = sm90::wgmma_desc_sw128(q_tile + 64 * wg * kHalfRowBytes);
+  const std::uint64_t desc_q1 = sm90::wgmma_desc_sw128(q_tile + P::kQHalfBytes + 64 * wg * kHalfRowBytes);
+  sm90::mbar_wait(q_full, 0);
+
+  float acc[64];
   for (int j = j_begin; j < j_end; ++j) {
-    if (j + 1 < j_end) {
-      load_page(a, pt[(j + 1) * a.pt_stride_j], stages + ((j + 1) % kStages) * kStageElems);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // stage j is visible to every warp
+    const int it = j - j_begin, s = it % P::kStages;
+    sm90::mbar_wait(&full[s], (it / P::kStages) & 1);
+    const unsigned char* page = pages + s * P::kPageBytes;
+    const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(page), desc_k1 = sm90::wgmma_desc_sw128(page + P::kPageHalfBytes);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q0, kk), sm90::wgmma_desc_advance(desc_k0, kk), kk);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q1, kk), sm90::wgmma_desc_advance(desc_k1, kk), 1);
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+    sm90::wgmma_fence_regs(acc);
+    __syncwarp();
+    if (lane == 0) sm90::mbar_arrive(&empty[s]);  // this warp's share of the page is read
 
-    const __nv_bfloat16* ks = stages + (j % kStages) * kStageElems;
-    float m0 = -INFINITY, m1 = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < kKeys / 8; nt += 4) {
-      float acc[4][4] = {};
-#pragma unroll
-      for (int kk = 0; kk < kDim / 16; ++kk) {
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const __nv_bfloat16* krow = ks + ((nt + u) * 8 + g) * kPad + kk * 16 + 2 * c;
-          mma_bf16(acc[u], qa[kk], *reinterpret_cast<const std::uint32_t*>(krow),
-                   *reinterpret_cast<const std::uint32_t*>(krow + 8));
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        m0 = fmaxf(m0, fmaxf(acc[u][0], acc[u][1]));
-        m1 = fmaxf(m1, fmaxf(acc[u][2], acc[u][3]));
-      }
-    }
-    // The quad's 4 lanes hold disjoint columns of rows r0 and r1.
-    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 1));
-    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 2));
-    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 1));
-    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 2));
+    const float m0 = row_max<0>(acc), m1 = row_max<2>(acc);
     if (c == 0 && cap > 0) {
       if (valid0 && j < local0 && m0 > thr0) {
         insert(list_sc + r0 * kMaxList, list_id + r0 * kMaxList, count0, cap, m0, j);
@@ -212,44 +236,45 @@ __global__ void __launch_bounds__(kThreads) index_select_kernel(const IndexSelec
         if (count1 == cap) thr1 = list_sc[r1 * kMaxList + cap - 1];
       }
     }
-    __syncthreads();  // every warp is done with stage j before it is refilled
   }
+  if (c != 0) return;
 
   if (splits > 1) {  // partial lists: (score, id) x (k - 1) per (row, split), unused entries (-inf, -1)
-    if (c == 0) {
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = half ? r1 : r0, count = half ? count1 : count0;
-        if (!(half ? valid1 : valid0)) continue;
-        const std::int64_t row = static_cast<std::int64_t>(q0 + i0 + r / H) * H + r % H;
-        const PartialList part = partial_list(a, row, splits, static_cast<int>(blockIdx.y));
-        for (int s = 0; s < cap; ++s) {
-          part.sc[s] = s < count ? list_sc[r * kMaxList + s] : -INFINITY;
-          part.id[s] = s < count ? list_id[r * kMaxList + s] : -1;
-        }
+    for (int half = 0; half < 2; ++half) {
+      const int r = half ? r1 : r0, count = half ? count1 : count0;
+      if (!(half ? valid1 : valid0)) continue;
+      const std::int64_t row = static_cast<std::int64_t>(q0 + i0 + r / H) * H + r % H;
+      const PartialList part = partial_list(a, row, splits, static_cast<int>(blockIdx.y));
+      for (int s = 0; s < cap; ++s) {
+        part.sc[s] = s < count ? list_sc[r * kMaxList + s] : -INFINITY;
+        part.id[s] = s < count ? list_id[r * kMaxList + s] : -1;
       }
     }
     return;
   }
-
-  // Write the selection: all visible blocks when n_vis <= k, else the list, the local block, then -1.
-  if (c == 0) {
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = half ? r1 : r0;
-      if (!(half ? valid1 : valid0)) continue;
-      write_selection(a, q0 + i0 + r / H, r % H, half ? local1 : local0, list_id + r * kMaxList,
-                      half ? count1 : count0);
-    }
+  for (int half = 0; half < 2; ++half) {
+    const int r = half ? r1 : r0;
+    if (!(half ? valid1 : valid0)) continue;
+    write_selection(a, q0 + i0 + r / H, r % H, half ? local1 : local0, list_id + r * kMaxList,
+                    half ? count1 : count0);
   }
 }
 
-// One thread per (token, head): merges the splits' sorted partial lists. Split s holds only ids below split s + 1's,
-// so on equal scores the earlier split (the smaller id) wins, which keeps the tie rule exact.
+// Better of two (score, id) candidates: higher score, then smaller id (the contract's tie rule).
+__device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id) {
+  return s > best_s || (s == best_s && id < best_id);
+}
+
+// One warp per (token, head): merges the splits' sorted partial lists. Lane l walks splits l, l + 32, ...; each
+// round the warp takes the best head of all lists (score, then smaller id) and its lane advances that list.
 __global__ void merge_splits_kernel(const IndexSelectLaunch a, int splits) {
-  const std::int64_t row = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  constexpr int kPerLane = kMaxSplits / 32;
+  const int lane = threadIdx.x % 32;
+  const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int H = a.num_heads;
-  if (row >= a.total_q * H) return;
+  if (row >= a.total_q * H) return;  // uniform per warp
   const std::int64_t t = row / H;
   const int head = static_cast<int>(row % H);
   int b = 0;
@@ -260,32 +285,44 @@ __global__ void merge_splits_kernel(const IndexSelectLaunch a, int splits) {
   int ids[kMaxList];
   int count = 0;
   if (local + 1 > a.k) {
-    int head_pos[kMaxSplits];  // next unread entry of each split's list
-    for (int p = 0; p < splits; ++p) head_pos[p] = 0;
+    int cursor[kPerLane];
+#pragma unroll
+    for (int u = 0; u < kPerLane; ++u) cursor[u] = 0;
     for (; count < cap; ++count) {
-      int best = -1;
-      float best_sc = -INFINITY;
-      for (int p = 0; p < splits; ++p) {
-        if (head_pos[p] >= cap) continue;
-        const float v = partial_list(a, row, splits, p).sc[head_pos[p]];
-        if (v > best_sc) {  // strict: an equal score in a later split has a larger id
-          best_sc = v;
-          best = p;
+      float best = -INFINITY;
+      int best_id = INT_MAX, best_u = -1;
+#pragma unroll
+      for (int u = 0; u < kPerLane; ++u) {
+        const int p = lane + 32 * u;
+        if (p >= splits || cursor[u] >= cap) continue;
+        const PartialList part = partial_list(a, row, splits, p);
+        const float v = part.sc[cursor[u]];
+        const int id = part.id[cursor[u]];
+        if (v != -INFINITY && beats(v, id, best, best_id)) {
+          best = v;
+          best_id = id;
+          best_u = u;
         }
       }
-      if (best < 0) break;  // only -inf left: never selected
-      ids[count] = partial_list(a, row, splits, best).id[head_pos[best]++];
+      float wbest = best;
+      int wid = best_id;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, wbest, o);
+        const int oid = __shfl_xor_sync(0xffffffffu, wid, o);
+        if (beats(ov, oid, wbest, wid)) {
+          wbest = ov;
+          wid = oid;
+        }
+      }
+      if (wid == INT_MAX) break;  // only -inf left: never selected
+      ids[count] = wid;
+#pragma unroll
+      for (int u = 0; u < kPerLane; ++u)
+        if (u == best_u && best_id == wid) ++cursor[u];  // block ids are unique, so one lane advances
     }
   }
-  write_selection(a, t, head, local, ids, count);
-}
-
-// Splits of a decode launch: enough CTAs for two waves on the GPU, at least 16 blocks (512 KiB) per split.
-int decode_splits(const IndexSelectLaunch& a, int tiles, int sms) {
-  if (!a.split_pages) return 1;
-  const int by_work = (a.max_pages + 15) / 16;
-  const int by_gpu = (2 * sms + tiles - 1) / tiles;
-  return max(1, min(kMaxSplits, min(by_work, by_gpu)));
+  if (lane == 0) write_selection(a, t, head, local, ids, count);
 }
 
 int sm_count(int device) {
@@ -294,53 +331,81 @@ int sm_count(int device) {
   return sms;
 }
 
+// Tiles of a launch, bounded without reading device metadata: each request wastes less than one tile.
+std::int64_t tile_bound(const IndexSelectLaunch& a, int rows) {
+  const int tpt = rows / a.num_heads;
+  return (a.total_q + tpt - 1) / tpt + a.num_requests;
+}
+
+// Splits of a decode launch: one CTA per SM in all (a CTA holds an SM's shared memory), at least 16 blocks
+// (512 KiB) per split. Depends only on shapes and the device, so a captured graph stays valid.
+int decode_splits(const IndexSelectLaunch& a, int sms) {
+  if (!a.split_pages) return 1;
+  const std::int64_t tiles = tile_bound(a, DecodePlan::kRows);
+  const int by_work = (a.max_pages + 15) / 16;
+  const int by_gpu = static_cast<int>(max(std::int64_t{1}, sms / tiles));
+  return max(1, min(kMaxSplits, min(by_work, by_gpu)));
+}
+
 Status cuda_error(cudaError_t e, const char* what) {
   return Status::CudaError(std::string("index selection: ") + what + ": " + cudaGetErrorString(e));
 }
 
-std::int64_t tile_bound(const IndexSelectLaunch& a) {
-  // Upper bound on tiles without reading device metadata: each request wastes less than one tile.
-  const int tpt = kRows / a.num_heads;
-  return (a.total_q + tpt - 1) / tpt + a.num_requests;
+template <class P>
+Status launch(const IndexSelectLaunch& a, int splits) {
+  const int H = a.num_heads;
+  CUtensorMap q_map, k_map;
+  const sm90::Bf16Tensor3d q{a.index_q,
+                             {static_cast<std::uint64_t>(kDim), static_cast<std::uint64_t>(H),
+                              static_cast<std::uint64_t>(a.total_q)},
+                             {a.q_stride_h, a.q_stride_t},
+                             {64, static_cast<std::uint32_t>(H), static_cast<std::uint32_t>(P::kRows / H)}};
+  const sm90::Bf16Tensor3d k{a.index_k,
+                             {static_cast<std::uint64_t>(kDim), static_cast<std::uint64_t>(kKeys),
+                              static_cast<std::uint64_t>(a.k_pages)},
+                             {a.k_stride_t, a.k_stride_page},
+                             {64, static_cast<std::uint32_t>(kKeys), 1}};
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(q, "index_q", &q_map));
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(k, "index_k_cache", &k_map));
+  // Opt in to more than 48 KiB of dynamic shared memory (a per-device attribute; cheap to repeat).
+  cudaError_t e = cudaFuncSetAttribute(index_select_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmemBytes);
+  if (e != cudaSuccess) return cuda_error(e, "cudaFuncSetAttribute");
+  const auto stream = static_cast<cudaStream_t>(a.stream);
+  const dim3 blocks(static_cast<unsigned>(tile_bound(a, P::kRows)), static_cast<unsigned>(splits));
+  index_select_kernel<P><<<blocks, P::kThreads, P::kSmemBytes, stream>>>(a, q_map, k_map);
+  if (splits > 1) {
+    const std::int64_t warps = a.total_q * H;
+    merge_splits_kernel<<<static_cast<unsigned>((warps + 7) / 8), 256, 0, stream>>>(a, splits);
+  }
+  e = cudaGetLastError();
+  return e == cudaSuccess ? Status::Ok() : cuda_error(e, "launch");
 }
 
 }  // namespace
 
 Status index_select_workspace_bytes_sm90(const IndexSelectLaunch& a, std::size_t* bytes) {
   *bytes = 0;
-  if (a.num_heads < 1 || kRows % a.num_heads != 0 || a.total_q == 0) return Status::Ok();
-  const int splits = decode_splits(a, static_cast<int>(tile_bound(a)), sm_count(a.device));
+  if (a.num_heads < 1 || 64 % a.num_heads != 0 || a.total_q == 0) return Status::Ok();
+  const int splits = decode_splits(a, sm_count(a.device));
   if (splits > 1)
     *bytes = static_cast<std::size_t>(a.total_q) * a.num_heads * splits * kMaxList * (sizeof(float) + sizeof(int));
   return Status::Ok();
 }
 
 Status launch_index_select_sm90(const IndexSelectLaunch& a) {
-  if (a.num_heads < 1 || kRows % a.num_heads != 0)
+  if (a.num_heads < 1 || 64 % a.num_heads != 0)
     return Status::NotImplemented("index selection on CUDA: H_idx must divide 64, got " + std::to_string(a.num_heads));
   if (a.total_q == 0) return Status::Ok();
-  const std::int64_t grid = tile_bound(a);
-  const int splits = decode_splits(a, static_cast<int>(grid), sm_count(a.device));
+  const int splits = decode_splits(a, sm_count(a.device));
   if (splits > 1 && a.workspace == nullptr)
     return Status::InvalidArgument("workspace: the split decode selection needs the workspace of its size query");
   int current = 0;
   cudaError_t e = cudaGetDevice(&current);
   if (e != cudaSuccess) return cuda_error(e, "cudaGetDevice");
   if (current != a.device && (e = cudaSetDevice(a.device)) != cudaSuccess) return cuda_error(e, "cudaSetDevice");
-  // Opt in to more than 48 KiB of dynamic shared memory (a per-device attribute; cheap to repeat).
-  e = cudaFuncSetAttribute(index_select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
-  if (e == cudaSuccess) {
-    const dim3 blocks(static_cast<unsigned>(grid), static_cast<unsigned>(splits));
-    index_select_kernel<<<blocks, kThreads, kSmemBytes, static_cast<cudaStream_t>(a.stream)>>>(a);
-    if (splits > 1) {
-      const std::int64_t rows = a.total_q * a.num_heads;
-      merge_splits_kernel<<<static_cast<unsigned>((rows + 127) / 128), 128, 0, static_cast<cudaStream_t>(a.stream)>>>(
-          a, splits);
-    }
-    e = cudaGetLastError();
-  }
+  const Status st = a.split_pages ? launch<DecodePlan>(a, splits) : launch<PrefillPlan>(a, splits);
   if (current != a.device) cudaSetDevice(current);
-  return e == cudaSuccess ? Status::Ok() : cuda_error(e, "launch");
+  return st;
 }
 
 }  // namespace kernels

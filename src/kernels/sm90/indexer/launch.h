@@ -14,8 +14,9 @@ namespace kernels {
 struct IndexSelectLaunch {
   const void* index_q;  // [T, H, 128] bf16
   std::int64_t q_stride_t, q_stride_h;
-  const void* index_k;  // [pages, 128, 128] bf16
+  const void* index_k;  // [k_pages, 128, 128] bf16
   std::int64_t k_stride_page, k_stride_t;
+  std::int64_t k_pages;
   const std::int32_t* page_table;  // [B, max_pages]
   std::int64_t pt_stride_b, pt_stride_j;
   const std::int32_t* cu_seqlens_q;  // [B + 1], or nullptr: request b owns queries [b * Q, (b + 1) * Q)
@@ -39,7 +40,8 @@ struct IndexSelectLaunch {
 // Scratch bytes launch_index_select_sm90 needs for these arguments (0 unless split_pages).
 Status index_select_workspace_bytes_sm90(const IndexSelectLaunch& args, std::size_t* bytes);
 
-// H_idx must divide 64 (1, 2, 4, ..., 64). Enqueues work on `stream`; never synchronises.
+// H_idx must divide 64 (1, 2, 4, ..., 64). Enqueues work on `stream`; never synchronises or allocates. Every
+// stride must be a multiple of 16 bytes (TMA), which the API's validation guarantees.
 Status launch_index_select_sm90(const IndexSelectLaunch& args);
 
 }  // namespace kernels
