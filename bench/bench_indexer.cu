@@ -3,7 +3,9 @@
 // Prefill: one causal sequence of N tokens, M3 shapes (H_idx 4, D 128, k 16), index TFLOP/s with
 // FLOPs = H_idx * D * N^2. Decode: B requests x N context x Q queries, index-K bytes read per second.
 // Inputs are uniform random bf16 made on the device; pages are scattered by a fixed permutation. Each case is timed
-// with CUDA events after a warm-up, median of the runs. `--json FILE` writes the results.
+// with CUDA events after a warm-up, median of the runs. The top-k share is 1 - t(scores only) / t(full), where the
+// scores-only run (an internal benchmark mode) scores and reduces every block but ranks none. `--json FILE` writes
+// the results.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -13,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "api/bench_hooks.h"
 #include "msa/msa.h"
 
 namespace {
@@ -39,8 +42,32 @@ __global__ void fill_uniform(__nv_bfloat16* p, std::size_t n, unsigned seed) {
 
 struct Result {
   std::string name;
-  double ms, tflops, tbps, floor_ratio;
+  double ms, tflops, tbps, floor_ratio, topk_share;
 };
+
+// Median time of `iters` runs of fn (after one warm-up), CUDA events on the default stream.
+template <class F>
+double median_ms(F&& fn, int iters) {
+  fn();
+  CHECK_CUDA(cudaDeviceSynchronize());
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> times;
+  for (int i = 0; i < iters; ++i) {
+    cudaEventRecord(e0);
+    fn();
+    cudaEventRecord(e1);
+    CHECK_CUDA(cudaEventSynchronize(e1));
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    times.push_back(ms);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
 
 // B requests of L tokens with Q queries each (Q = L: a full prefill).
 Result run_case(const std::string& name, int B, long long L, int Q, int iters, bool prefill) {
@@ -88,32 +115,21 @@ Result run_case(const std::string& name, int B, long long L, int Q, int iters, b
       std::exit(1);
     }
   }
-  auto launch = [&]() {
-    const msa::Status st =
-        prefill ? msa::index_select_prefill(pa) : msa::index_select_decode(da, ws, ws_bytes);
+  auto run = [&](bool scores_only) {
+    msa::Status st;
+    if (prefill)
+      st = scores_only ? msa::detail::index_select_prefill_scores_only(pa) : msa::index_select_prefill(pa);
+    else
+      st = scores_only ? msa::detail::index_select_decode_scores_only(da, ws, ws_bytes)
+                       : msa::index_select_decode(da, ws, ws_bytes);
     if (!st.ok()) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), st.to_string().c_str());
       std::exit(1);
     }
   };
-  launch();  // warm-up
-  CHECK_CUDA(cudaDeviceSynchronize());
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  std::vector<float> times;
-  for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(e0);
-    launch();
-    cudaEventRecord(e1);
-    CHECK_CUDA(cudaEventSynchronize(e1));
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    times.push_back(ms);
-  }
-  std::sort(times.begin(), times.end());
-  const double ms = times[times.size() / 2];
-  Result r{name, ms, 0, 0, 0};
+  const double ms = median_ms([&] { run(false); }, iters);
+  const double scores_ms = median_ms([&] { run(true); }, iters);
+  Result r{name, ms, 0, 0, 0, 1.0 - scores_ms / ms};
   if (prefill) {
     const double flops = static_cast<double>(H) * 128.0 * static_cast<double>(L) * static_cast<double>(L);
     r.tflops = flops / (ms * 1e-3) / 1e12;
@@ -126,8 +142,8 @@ Result run_case(const std::string& name, int B, long long L, int Q, int iters, b
   for (void* p : {static_cast<void*>(iq), static_cast<void*>(ik), static_cast<void*>(pt), static_cast<void*>(cu),
                   static_cast<void*>(seq), static_cast<void*>(topk), ws})
     cudaFree(p);
-  std::printf("%-28s %10.3f ms  %8.1f TFLOP/s  %6.3f TB/s  %6.2fx floor\n", r.name.c_str(), r.ms, r.tflops, r.tbps,
-              r.floor_ratio);
+  std::printf("%-24s %10.3f ms  %7.1f TFLOP/s  %6.3f TB/s  %5.2fx floor  top-k %5.1f%%\n", r.name.c_str(), r.ms,
+              r.tflops, r.tbps, r.floor_ratio, 100.0 * r.topk_share);
   std::fflush(stdout);
   return r;
 }
@@ -153,14 +169,15 @@ int main(int argc, char** argv) {
     rs.push_back(run_case("prefill N=512K", 1, 524288, 524288, 1, true));
     rs.push_back(run_case("prefill N=1M", 1, 1048576, 1048576, 1, true));
   }
-  rs.push_back(run_case("decode 1 x 1M x 1", 1, 1048576, 1, 5, false));
-  rs.push_back(run_case("decode 8 x 128K x 8", 8, 131072, 8, 5, false));
+  rs.push_back(run_case("decode 1 x 1M x 1", 1, 1048576, 1, 21, false));
+  rs.push_back(run_case("decode 8 x 128K x 8", 8, 131072, 8, 21, false));
   if (json) {
     FILE* f = std::fopen(json, "w");
     std::fprintf(f, "[\n");
     for (std::size_t i = 0; i < rs.size(); ++i)
-      std::fprintf(f, "  {\"case\": \"%s\", \"ms\": %.4f, \"tflops\": %.2f, \"tbps\": %.4f, \"x_floor\": %.3f}%s\n",
-                   rs[i].name.c_str(), rs[i].ms, rs[i].tflops, rs[i].tbps, rs[i].floor_ratio,
+      std::fprintf(f, "  {\"case\": \"%s\", \"ms\": %.4f, \"tflops\": %.2f, \"tbps\": %.4f, \"x_floor\": %.3f, "
+                   "\"topk_share\": %.4f}%s\n",
+                   rs[i].name.c_str(), rs[i].ms, rs[i].tflops, rs[i].tbps, rs[i].floor_ratio, rs[i].topk_share,
                    i + 1 < rs.size() ? "," : "");
     std::fprintf(f, "]\n");
     std::fclose(f);

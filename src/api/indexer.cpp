@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "api/bench_hooks.h"
 #include "api/device.h"
 #include "api/op_checks.h"
 #include "kernels/sm90/indexer/launch.h"
@@ -47,7 +48,9 @@ kernels::IndexSelectLaunch make_launch(const Tensor& index_q, const Tensor& inde
   return l;
 }
 
-Status launch_cuda(kernels::IndexSelectLaunch l, void* workspace, std::size_t workspace_bytes) {
+Status launch_cuda(kernels::IndexSelectLaunch l, void* workspace, std::size_t workspace_bytes,
+                   bool scores_only = false) {
+  l.scores_only = scores_only;
   std::size_t need = 0;
   MSA_RETURN_IF_ERROR(kernels::index_select_workspace_bytes_sm90(l, &need));
   if (workspace_bytes < need)
@@ -83,27 +86,51 @@ Status index_select_decode_workspace_size(const IndexDecodeArgs& a, std::size_t*
   return Status::Ok();
 }
 
-Status index_select_prefill(const IndexPrefillArgs& a, void* workspace, std::size_t workspace_bytes) {
+namespace {
+
+Status prefill_impl(const IndexPrefillArgs& a, void* workspace, std::size_t workspace_bytes, bool scores_only) {
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, &a.cu_seqlens_q, 0,
                                                  a.seq_lens_k, a.topk, &batch));
   if (a.index_q.device.is_cuda())
     return launch_cuda(make_launch(a.index_q, a.index_k_cache, a.page_table, &a.cu_seqlens_q, 0, a.seq_lens_k, a.topk),
-                       workspace, workspace_bytes);
+                       workspace, workspace_bytes, scores_only);
+  if (scores_only) return Status::NotImplemented("the scores-only benchmark mode exists for CUDA tensors only");
   ref::select_blocks(a.index_q, a.index_k_cache, a.page_table, batch, a.topk);
   return Status::Ok();
 }
 
-Status index_select_decode(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes) {
+Status decode_impl(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes, bool scores_only) {
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, nullptr,
                                                  a.queries_per_request, a.seq_lens_k, a.topk, &batch));
   if (a.index_q.device.is_cuda())
     return launch_cuda(make_launch(a.index_q, a.index_k_cache, a.page_table, nullptr, a.queries_per_request,
                                    a.seq_lens_k, a.topk),
-                       workspace, workspace_bytes);
+                       workspace, workspace_bytes, scores_only);
+  if (scores_only) return Status::NotImplemented("the scores-only benchmark mode exists for CUDA tensors only");
   ref::select_blocks(a.index_q, a.index_k_cache, a.page_table, batch, a.topk);
   return Status::Ok();
 }
+
+}  // namespace
+
+Status index_select_prefill(const IndexPrefillArgs& a, void* workspace, std::size_t workspace_bytes) {
+  return prefill_impl(a, workspace, workspace_bytes, false);
+}
+
+Status index_select_decode(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes) {
+  return decode_impl(a, workspace, workspace_bytes, false);
+}
+
+namespace detail {
+
+Status index_select_prefill_scores_only(const IndexPrefillArgs& a) { return prefill_impl(a, nullptr, 0, true); }
+
+Status index_select_decode_scores_only(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes) {
+  return decode_impl(a, workspace, workspace_bytes, true);
+}
+
+}  // namespace detail
 
 }  // namespace msa

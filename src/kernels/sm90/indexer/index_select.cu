@@ -62,17 +62,36 @@ __device__ __forceinline__ int query_start(const IndexSelectLaunch& a, int b) {
   return a.cu_seqlens_q != nullptr ? a.cu_seqlens_q[b * a.cu_stride] : b * a.queries_per_request;
 }
 
-// Sorted (descending) insertion; a full list drops its last entry. Equal scores stay ahead (smaller ids first).
-__device__ __forceinline__ void insert(float* sc, int* id, int& count, int cap, float m, int j) {
-  int pos = count < cap ? count : cap - 1;
-  while (pos > 0 && sc[pos - 1] < m) {
-    sc[pos] = sc[pos - 1];
-    id[pos] = id[pos - 1];
-    --pos;
+// A row's sorted (descending) top list, spread over the 4 lanes of the quad that holds the row: lane c keeps
+// entries 4c .. 4c + 3. Unused entries are (-inf, -1); entries at or past the list's capacity are never read.
+struct QuadList {
+  float sc[4];
+  int id[4];
+};
+
+// Inserts (m, j) behind every entry >= m (older entries have smaller ids, so ties keep the smaller id) when `take`;
+// every lane of every quad of the warp must call it (the shift reads the previous lane's last entry).
+__device__ __forceinline__ void quad_insert(QuadList& l, float m, int j, bool take) {
+  float prev_sc = __shfl_up_sync(0xffffffffu, l.sc[3], 1, 4);
+  int prev_id = __shfl_up_sync(0xffffffffu, l.id[3], 1, 4);
+  if (threadIdx.x % 4 == 0) prev_sc = INFINITY;  // entry -1 ranks above everything
+  if (!take) return;
+#pragma unroll
+  for (int i = 3; i >= 0; --i) {
+    const float ps = i == 0 ? prev_sc : l.sc[i - 1];
+    const int pi = i == 0 ? prev_id : l.id[i - 1];
+    if (l.sc[i] < m) {
+      l.sc[i] = ps >= m ? m : ps;
+      l.id[i] = ps >= m ? j : pi;
+    }
   }
-  sc[pos] = m;
-  id[pos] = j;
-  if (count < cap) ++count;
+}
+
+// Score of entry e of the list (the threshold when e = capacity - 1), on every lane of the quad.
+__device__ __forceinline__ float quad_entry(const QuadList& l, int e) {
+  const int slot = e % 4;
+  const float v = slot == 0 ? l.sc[0] : slot == 1 ? l.sc[1] : slot == 2 ? l.sc[2] : l.sc[3];
+  return __shfl_sync(0xffffffffu, v, e / 4, 4);
 }
 
 // Writes one topk row: every visible block when n_vis = local + 1 <= k, else the `count` ranked ids, the local
@@ -118,8 +137,10 @@ __device__ __forceinline__ float row_max(const float (&acc)[64]) {
   return fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
 }
 
+// Registers: two 64-float accumulator sets plus two quad lists need ~190 per thread. __launch_bounds__ would cap a
+// 288-thread CTA at 168 (it rounds to whole warpgroups); the SM has room for 9 warps x 224, so set that cap directly.
 template <class P>
-__global__ void __launch_bounds__(P::kThreads, 1)
+__global__ void __maxnreg__(224)
     index_select_kernel(const IndexSelectLaunch a, const __grid_constant__ CUtensorMap q_map,
                         const __grid_constant__ CUtensorMap k_map) {
   extern __shared__ unsigned char smem_raw[];
@@ -165,6 +186,8 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     sm90::mbar_fence_init();
   }
   __syncthreads();
+  // Let a dependent merge grid launch now; it waits for this grid's completion before reading anything.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   if (warp == 4 * P::kConsumers) {  // ---- producer warp: Q once, then the pages through the ring ----
     if (lane == 0) {
@@ -199,16 +222,24 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   const bool valid0 = r0 / H < ntok, valid1 = r1 / H < ntok;
   const int local0 = (first_pos + r0 / H) / kKeys, local1 = (first_pos + r1 / H) / kKeys;
   const int cap = a.k - 1;
-  int count0 = 0, count1 = 0;
-  float thr0 = -INFINITY, thr1 = -INFINITY;
+  QuadList list0, list1;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    list0.sc[i] = list1.sc[i] = -INFINITY;
+    list0.id[i] = list1.id[i] = -1;
+  }
+  // A block enters a row's list only when its max beats the threshold (the list's last entry once full). With
+  // cap = 0, or in the scores-only benchmark mode, nothing ever does.
+  const float thr_init = cap > 0 && !a.scores_only ? -INFINITY : INFINITY;
+  float thr0 = thr_init, thr1 = thr_init;
 
   const std::uint64_t desc_q0 = sm90::wgmma_desc_sw128(q_tile + 64 * wg * kHalfRowBytes);
   const std::uint64_t desc_q1 = sm90::wgmma_desc_sw128(q_tile + P::kQHalfBytes + 64 * wg * kHalfRowBytes);
   sm90::mbar_wait(q_full, 0);
 
-  float acc[64];
-  for (int j = j_begin; j < j_end; ++j) {
-    const int it = j - j_begin, s = it % P::kStages;
+  // Issues the 8 wgmma of ring iteration `it` into acc (one commit group).
+  auto issue = [&](float(&acc)[64], int it) {
+    const int s = it % P::kStages;
     sm90::mbar_wait(&full[s], (it / P::kStages) & 1);
     const unsigned char* page = pages + s * P::kPageBytes;
     const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(page), desc_k1 = sm90::wgmma_desc_sw128(page + P::kPageHalfBytes);
@@ -220,45 +251,78 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     for (int kk = 0; kk < 4; ++kk)
       sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q1, kk), sm90::wgmma_desc_advance(desc_k1, kk), 1);
     sm90::wgmma_commit();
-    sm90::wgmma_wait<0>();
+  };
+  // Epilogue of iteration `it` once its group has completed: free the stage, row maxima, rare list insertion.
+  auto finish = [&](float(&acc)[64], int it) {
     sm90::wgmma_fence_regs(acc);
     __syncwarp();
-    if (lane == 0) sm90::mbar_arrive(&empty[s]);  // this warp's share of the page is read
-
-    const float m0 = row_max<0>(acc), m1 = row_max<2>(acc);
-    if (c == 0 && cap > 0) {
-      if (valid0 && j < local0 && m0 > thr0) {
-        insert(list_sc + r0 * kMaxList, list_id + r0 * kMaxList, count0, cap, m0, j);
-        if (count0 == cap) thr0 = list_sc[r0 * kMaxList + cap - 1];
-      }
-      if (valid1 && j < local1 && m1 > thr1) {
-        insert(list_sc + r1 * kMaxList, list_id + r1 * kMaxList, count1, cap, m1, j);
-        if (count1 == cap) thr1 = list_sc[r1 * kMaxList + cap - 1];
-      }
+    if (lane == 0) sm90::mbar_arrive(&empty[it % P::kStages]);  // this warp's reads of the page are done
+    const int j = j_begin + it;
+    float m0 = row_max<0>(acc), m1 = row_max<2>(acc);
+    m0 = valid0 && j < local0 ? m0 : -INFINITY;
+    m1 = valid1 && j < local1 ? m1 : -INFINITY;
+    const bool take0 = m0 > thr0, take1 = m1 > thr1;
+    if (__any_sync(0xffffffffu, take0 || take1)) {
+      quad_insert(list0, m0, j, take0);
+      quad_insert(list1, m1, j, take1);
+      thr0 = fmaxf(thr0, quad_entry(list0, cap - 1));
+      thr1 = fmaxf(thr1, quad_entry(list1, cap - 1));
     }
-  }
-  if (c != 0) return;
+  };
 
-  if (splits > 1) {  // partial lists: (score, id) x (k - 1) per (row, split), unused entries (-inf, -1)
+  // Two accumulator sets: the wgmma of block it + 1 runs on the tensor cores while block it's epilogue runs.
+  const int n = j_end - j_begin;
+  float acc0[64], acc1[64];
+  if (n > 0) issue(acc0, 0);
+  for (int it = 0; it < n; it += 2) {
+    if (it + 1 < n) {
+      issue(acc1, it + 1);
+      sm90::wgmma_wait<1>();
+    } else {
+      sm90::wgmma_wait<0>();
+    }
+    finish(acc0, it);
+    if (it + 1 >= n) break;
+    if (it + 2 < n) {
+      issue(acc0, it + 2);
+      sm90::wgmma_wait<1>();
+    } else {
+      sm90::wgmma_wait<0>();
+    }
+    finish(acc1, it + 1);
+  }
+
+  // Stage the lists in shared memory (entry e of a row sits on quad lane e / 4); the row's c == 0 lane writes out.
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = half ? r1 : r0, count = half ? count1 : count0;
-      if (!(half ? valid1 : valid0)) continue;
-      const std::int64_t row = static_cast<std::int64_t>(q0 + i0 + r / H) * H + r % H;
-      const PartialList part = partial_list(a, row, splits, static_cast<int>(blockIdx.y));
-      for (int s = 0; s < cap; ++s) {
-        part.sc[s] = s < count ? list_sc[r * kMaxList + s] : -INFINITY;
-        part.id[s] = s < count ? list_id[r * kMaxList + s] : -1;
-      }
+  for (int i = 0; i < 4; ++i) {
+    const int e = 4 * c + i;
+    if (e < kMaxList) {
+      list_sc[r0 * kMaxList + e] = list0.sc[i];
+      list_id[r0 * kMaxList + e] = list0.id[i];
+      list_sc[r1 * kMaxList + e] = list1.sc[i];
+      list_id[r1 * kMaxList + e] = list1.id[i];
     }
-    return;
   }
+  __syncwarp();
+  if (c != 0) return;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int r = half ? r1 : r0;
     if (!(half ? valid1 : valid0)) continue;
-    write_selection(a, q0 + i0 + r / H, r % H, half ? local1 : local0, list_id + r * kMaxList,
-                    half ? count1 : count0);
+    const float* sc = list_sc + r * kMaxList;
+    const int* ids = list_id + r * kMaxList;
+    int count = 0;
+    while (count < cap && ids[count] >= 0) ++count;
+    if (splits > 1) {  // partial list: (score, id) x (k - 1) per (row, split), unused entries (-inf, -1)
+      const std::int64_t row = static_cast<std::int64_t>(q0 + i0 + r / H) * H + r % H;
+      const PartialList part = partial_list(a, row, splits, static_cast<int>(blockIdx.y));
+      for (int e = 0; e < cap; ++e) {
+        part.sc[e] = e < count ? sc[e] : -INFINITY;
+        part.id[e] = e < count ? ids[e] : -1;
+      }
+    } else {
+      write_selection(a, q0 + i0 + r / H, r % H, half ? local1 : local0, ids, count);
+    }
   }
 }
 
@@ -274,6 +338,7 @@ __global__ void merge_splits_kernel(const IndexSelectLaunch a, int splits) {
   const int lane = threadIdx.x % 32;
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int H = a.num_heads;
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the selection grid's partial lists are complete
   if (row >= a.total_q * H) return;  // uniform per warp
   const std::int64_t t = row / H;
   const int head = static_cast<int>(row % H);
@@ -331,9 +396,12 @@ int sm_count(int device) {
   return sms;
 }
 
-// Tiles of a launch, bounded without reading device metadata: each request wastes less than one tile.
+// Tiles of a launch without reading device metadata: exact for decode (Q queries per request), else bounded by
+// letting each request waste less than one tile.
 std::int64_t tile_bound(const IndexSelectLaunch& a, int rows) {
   const int tpt = rows / a.num_heads;
+  if (a.cu_seqlens_q == nullptr)
+    return static_cast<std::int64_t>(a.num_requests) * ((a.queries_per_request + tpt - 1) / tpt);
   return (a.total_q + tpt - 1) / tpt + a.num_requests;
 }
 
@@ -375,7 +443,19 @@ Status launch(const IndexSelectLaunch& a, int splits) {
   index_select_kernel<P><<<blocks, P::kThreads, P::kSmemBytes, stream>>>(a, q_map, k_map);
   if (splits > 1) {
     const std::int64_t warps = a.total_q * H;
-    merge_splits_kernel<<<static_cast<unsigned>((warps + 7) / 8), 256, 0, stream>>>(a, splits);
+    // Programmatic dependent launch: the merge grid is set up while the selection grid drains and waits for its
+    // results in griddepcontrol.wait.
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>((warps + 7) / 8));
+    cfg.blockDim = dim3(256);
+    cfg.stream = stream;
+    cudaLaunchAttribute pdl[1];
+    pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    pdl[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = pdl;
+    cfg.numAttrs = 1;
+    e = cudaLaunchKernelEx(&cfg, merge_splits_kernel, a, splits);
+    if (e != cudaSuccess) return cuda_error(e, "merge launch");
   }
   e = cudaGetLastError();
   return e == cudaSuccess ? Status::Ok() : cuda_error(e, "launch");

@@ -33,6 +33,7 @@ struct IndexSelectLaunch {
   int max_pages;  // page_table width: bounds every request's blocks (a shape, so the split count is graph-safe)
   int split_pages;  // decode only: split each request's blocks over CTAs (needs the workspace below)
   void* workspace;  // partial top-k lists when split: index_select_workspace_bytes() bytes
+  bool scores_only;  // benchmark hook: score every block but rank none (rows get only their local block)
   int device;     // CUDA ordinal of every pointer
   void* stream;   // cudaStream_t
 };
