@@ -44,7 +44,7 @@ struct Plan {
   static constexpr int kConsumers = C;
   static constexpr int kStages = S;
   static constexpr int kRows = 64 * C;
-  static constexpr int kThreads = 128 * C + 32;  // consumers first (warpgroup-aligned), then the producer warp
+  static constexpr int kThreads = 128 * (C + 1);  // warpgroup 0 produces, warpgroups 1 .. C consume
   static constexpr int kQHalfBytes = kRows * kHalfRowBytes;
   static constexpr int kPageHalfBytes = kKeys * kHalfRowBytes;
   static constexpr int kPageBytes = 2 * kPageHalfBytes;
@@ -137,10 +137,13 @@ __device__ __forceinline__ float row_max(const float (&acc)[64]) {
   return fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
 }
 
-// Registers: two 64-float accumulator sets plus two quad lists need ~190 per thread. __launch_bounds__ would cap a
-// 288-thread CTA at 168 (it rounds to whole warpgroups); the SM has room for 9 warps x 224, so set that cap directly.
+// Registers: a consumer needs ~190 (two 64-float accumulator sets, two quad lists). A 384-thread CTA starts at 168
+// per thread; the producer warpgroup gives most of its share back (setmaxnreg) so the consumers can grow to 232.
+constexpr int kProducerRegs = 40;
+constexpr int kConsumerRegs = 232;
+
 template <class P>
-__global__ void __maxnreg__(224)
+__global__ void __launch_bounds__(P::kThreads, 1)
     index_select_kernel(const IndexSelectLaunch a, const __grid_constant__ CUtensorMap q_map,
                         const __grid_constant__ CUtensorMap k_map) {
   extern __shared__ unsigned char smem_raw[];
@@ -189,7 +192,9 @@ __global__ void __maxnreg__(224)
   // Let a dependent merge grid launch now; it waits for this grid's completion before reading anything.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
-  if (warp == 4 * P::kConsumers) {  // ---- producer warp: Q once, then the pages through the ring ----
+  if (warp < 4) {  // ---- producer warpgroup: one thread loads Q once, then the pages through the ring ----
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+    if (warp != 0) return;
     if (lane == 0) {
       sm90::tma_prefetch_map(&q_map);
       sm90::tma_prefetch_map(&k_map);
@@ -217,7 +222,8 @@ __global__ void __maxnreg__(224)
   }
 
   // ---- consumer warpgroups: rows 64 * wg + 16 * (warp % 4) + g and + 8 ----
-  const int wg = warp / 4, g = lane / 4, c = lane % 4;
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  const int wg = warp / 4 - 1, g = lane / 4, c = lane % 4;
   const int r0 = 64 * wg + 16 * (warp % 4) + g, r1 = r0 + 8;
   const bool valid0 = r0 / H < ntok, valid1 = r1 / H < ntok;
   const int local0 = (first_pos + r0 / H) / kKeys, local1 = (first_pos + r1 / H) / kKeys;
@@ -270,26 +276,32 @@ __global__ void __maxnreg__(224)
     }
   };
 
-  // Two accumulator sets: the wgmma of block it + 1 runs on the tensor cores while block it's epilogue runs.
+  // Two accumulator sets: the wgmma of block it + 1 runs on the tensor cores while block it's epilogue runs. The
+  // steady-state loop issues unconditionally and the tail is peeled, so the compiler can see which group is in
+  // flight at every point (otherwise it serialises every wgmma of the kernel).
   const int n = j_end - j_begin;
-  float acc0[64], acc1[64];
-  if (n > 0) issue(acc0, 0);
-  for (int it = 0; it < n; it += 2) {
+  if (n > 0) {
+    float acc0[64], acc1[64];
+    issue(acc0, 0);
+    int it = 0;
+    for (; it + 2 < n; it += 2) {
+      issue(acc1, it + 1);
+      sm90::wgmma_wait<1>();
+      finish(acc0, it);
+      issue(acc0, it + 2);
+      sm90::wgmma_wait<1>();
+      finish(acc1, it + 1);
+    }
     if (it + 1 < n) {
       issue(acc1, it + 1);
       sm90::wgmma_wait<1>();
+      finish(acc0, it);
+      sm90::wgmma_wait<0>();
+      finish(acc1, it + 1);
     } else {
       sm90::wgmma_wait<0>();
+      finish(acc0, it);
     }
-    finish(acc0, it);
-    if (it + 1 >= n) break;
-    if (it + 2 < n) {
-      issue(acc0, it + 2);
-      sm90::wgmma_wait<1>();
-    } else {
-      sm90::wgmma_wait<0>();
-    }
-    finish(acc1, it + 1);
   }
 
   // Stage the lists in shared memory (entry e of a row sits on quad lane e / 4); the row's c == 0 lane writes out.
