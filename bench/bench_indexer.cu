@@ -3,7 +3,7 @@
 // Prefill: one causal sequence of N tokens, M3 shapes (H_idx 4, D 128, k 16), index TFLOP/s with
 // FLOPs = H_idx * D * N^2. Decode: B requests x N context x Q queries, index-K bytes read per second.
 // Inputs are uniform random bf16 made on the device; pages are scattered by a fixed permutation. Each case is timed
-// with CUDA events after a warm-up, median of the runs. The top-k share is 1 - t(scores only) / t(full), where the
+// by replaying a captured CUDA graph (median of the replays). The top-k share is 1 - t(scores only) / t(full), where the
 // scores-only run (an internal benchmark mode) scores and reduces every block but ranks none. `--json FILE` writes
 // the results.
 #include <cuda_bf16.h>
@@ -45,32 +45,42 @@ struct Result {
   double ms, tflops, tbps, floor_ratio, topk_share;
 };
 
-// Median time of `iters` runs of fn (after one warm-up), CUDA events on the default stream.
+// Median device time of one call of fn: `reps` calls are captured in a CUDA graph on `stream`, and the graph is
+// replayed `iters` times (after a warm-up replay) between CUDA events. Replay keeps host-side argument checks and
+// launch overheads out of the measurement, as in a graph-captured serving loop.
 template <class F>
-double median_ms(F&& fn, int iters) {
-  fn();
-  CHECK_CUDA(cudaDeviceSynchronize());
+double median_ms(F&& fn, cudaStream_t stream, int reps, int iters) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int r = 0; r < reps; ++r) fn();
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CHECK_CUDA(cudaGraphLaunch(exec, stream));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
   std::vector<float> times;
   for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(e0);
-    fn();
-    cudaEventRecord(e1);
+    cudaEventRecord(e0, stream);
+    CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    cudaEventRecord(e1, stream);
     CHECK_CUDA(cudaEventSynchronize(e1));
     float ms = 0;
     cudaEventElapsedTime(&ms, e0, e1);
-    times.push_back(ms);
+    times.push_back(ms / reps);
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
 }
 
 // B requests of L tokens with Q queries each (Q = L: a full prefill).
-Result run_case(const std::string& name, int B, long long L, int Q, int iters, bool prefill) {
+Result run_case(const std::string& name, int B, long long L, int Q, int reps, int iters, bool prefill) {
   const int H = 4, k = 16;
   const long long pages_per = (L + 127) / 128, pages = pages_per * B;
   const long long T = static_cast<long long>(B) * Q;
@@ -91,7 +101,9 @@ Result run_case(const std::string& name, int B, long long L, int Q, int iters, b
   CHECK_CUDA(cudaMemcpy(cu, h_cu.data(), h_cu.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(seq, h_seq.data(), h_seq.size() * 4, cudaMemcpyHostToDevice));
 
-  const msa::Device dev = msa::Device::cuda(0);
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const msa::Device dev = msa::Device::cuda(0, stream);
   msa::IndexPrefillArgs pa;
   pa.index_q = msa::make_tensor(iq, msa::DType::kBF16, {T, H, 128}, dev);
   pa.index_k_cache = msa::make_tensor(ik, msa::DType::kBF16, {pages, 128, 128}, dev);
@@ -127,8 +139,9 @@ Result run_case(const std::string& name, int B, long long L, int Q, int iters, b
       std::exit(1);
     }
   };
-  const double ms = median_ms([&] { run(false); }, iters);
-  const double scores_ms = median_ms([&] { run(true); }, iters);
+  const double ms = median_ms([&] { run(false); }, stream, reps, iters);
+  const double scores_ms = median_ms([&] { run(true); }, stream, reps, iters);
+  CHECK_CUDA(cudaStreamDestroy(stream));
   Result r{name, ms, 0, 0, 0, 1.0 - scores_ms / ms};
   if (prefill) {
     const double flops = static_cast<double>(H) * 128.0 * static_cast<double>(L) * static_cast<double>(L);
@@ -153,9 +166,11 @@ Result run_case(const std::string& name, int B, long long L, int Q, int iters, b
 int main(int argc, char** argv) {
   const char* json = nullptr;
   bool quick = false;
+  const char* filter = "";  // run only the cases whose name contains this
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
   }
   if (!msa::sm90_device_available()) {
     std::fprintf(stderr, "bench_indexer: no sm_90 GPU\n");
@@ -163,14 +178,17 @@ int main(int argc, char** argv) {
   }
   std::printf("index selection (H_idx 4, D 128, k 16, bf16)\n");
   std::vector<Result> rs;
-  rs.push_back(run_case("prefill N=32K", 1, 32768, 32768, 5, true));
-  rs.push_back(run_case("prefill N=128K", 1, 131072, 131072, 3, true));
+  auto add = [&](const char* name, int B, long long L, int Q, int reps, int iters, bool prefill) {
+    if (std::strstr(name, filter) != nullptr) rs.push_back(run_case(name, B, L, Q, reps, iters, prefill));
+  };
+  add("prefill N=32K", 1, 32768, 32768, 4, 7, true);
+  add("prefill N=128K", 1, 131072, 131072, 1, 7, true);
   if (!quick) {
-    rs.push_back(run_case("prefill N=512K", 1, 524288, 524288, 1, true));
-    rs.push_back(run_case("prefill N=1M", 1, 1048576, 1048576, 1, true));
+    add("prefill N=512K", 1, 524288, 524288, 1, 3, true);
+    add("prefill N=1M", 1, 1048576, 1048576, 1, 3, true);
   }
-  rs.push_back(run_case("decode 1 x 1M x 1", 1, 1048576, 1, 21, false));
-  rs.push_back(run_case("decode 8 x 128K x 8", 8, 131072, 8, 21, false));
+  add("decode 1 x 1M x 1", 1, 1048576, 1, 10, 21, false);
+  add("decode 8 x 128K x 8", 8, 131072, 8, 10, 21, false);
   if (json) {
     FILE* f = std::fopen(json, "w");
     std::fprintf(f, "[\n");
