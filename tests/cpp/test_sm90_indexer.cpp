@@ -173,6 +173,28 @@ TEST(SM90_Indexer, DecodeOneAndEightQueries) {
   }
 }
 
+TEST(SM90_Indexer, DecodeTiesAcrossSplits) {
+  MSA_REQUIRE_SM90();
+  // All scores equal: every split's list is full of ties, so the merge must order the union by block id alone.
+  ProblemSpec s2 = spec({2, 2}, {300000, 50000}, 64, 4);
+  s2.with_main = false;
+  Problem p = testing::make_problem(s2);
+  std::fill(p.index_q.begin(), p.index_q.end(), 0);
+  run_gpu(p, 2);
+  for (int g = 0; g < 4; ++g)
+    for (std::int64_t t = 0; t < 4; ++t) {
+      const int local = static_cast<int>(p.position(t / 2, t % 2) / 128);
+      for (int s = 0; s < 16; ++s) EXPECT_EQ(topk_at(p, g, t, s), s < 15 ? s : local) << "g " << g << " t " << t;
+    }
+  // k = 5: split lists hold 4 entries each, the rest of their workspace slots are never written.
+  ProblemSpec s5 = spec({1}, {200000}, 64, 4);
+  s5.topk = 5;
+  s5.with_main = false;
+  Problem q = testing::make_problem(s5);
+  run_gpu(q, 1);
+  expect_selection_contract(q);
+}
+
 TEST(SM90_Indexer, IndexHeadCounts) {
   MSA_REQUIRE_SM90();
   for (int H : {1, 2, 8, 16}) {

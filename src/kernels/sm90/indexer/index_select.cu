@@ -35,7 +35,7 @@ namespace {
 constexpr int kKeys = 128;
 constexpr int kDim = 128;
 constexpr int kMaxList = 15;
-constexpr int kMaxSplits = 256;  // decode splits per request (at most one per SM); the merge gives 8 to each lane
+constexpr int kMaxSplits = 256;  // decode splits per request (at most one per SM); bounds the merge's shared memory
 constexpr int kHalfRowBytes = 128;  // one 64-dim half of a bf16 row: the 128-byte swizzle span
 
 // Shared-memory plan of a CTA with C consumer warpgroups and S page stages (offsets from a 1024-aligned base).
@@ -258,27 +258,33 @@ __global__ void __launch_bounds__(P::kThreads, 1)
       sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q1, kk), sm90::wgmma_desc_advance(desc_k1, kk), 1);
     sm90::wgmma_commit();
   };
-  // Epilogue of iteration `it` once its group has completed: free the stage, row maxima, rare list insertion.
-  auto finish = [&](float(&acc)[64], int it) {
+  // Epilogue of iteration `it`, in two parts. reduce: once its group has completed, free the stage and take the
+  // row maxima (masked to the row's history) into (m0, m1, m_block), so the accumulators can be reused at once.
+  // rank: the list insertion of the pending maxima (a no-op when none is pending: -inf never beats a threshold).
+  float m0 = -INFINITY, m1 = -INFINITY;
+  int m_block = 0;
+  auto reduce = [&](float(&acc)[64], int it) {
     sm90::wgmma_fence_regs(acc);
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(&empty[it % P::kStages]);  // this warp's reads of the page are done
-    const int j = j_begin + it;
-    float m0 = row_max<0>(acc), m1 = row_max<2>(acc);
-    m0 = valid0 && j < local0 ? m0 : -INFINITY;
-    m1 = valid1 && j < local1 ? m1 : -INFINITY;
+    m_block = j_begin + it;
+    m0 = valid0 && m_block < local0 ? row_max<0>(acc) : -INFINITY;
+    m1 = valid1 && m_block < local1 ? row_max<2>(acc) : -INFINITY;
+  };
+  auto rank = [&]() {
     const bool take0 = m0 > thr0, take1 = m1 > thr1;
     if (__any_sync(0xffffffffu, take0 || take1)) {
-      quad_insert(list0, m0, j, take0);
-      quad_insert(list1, m1, j, take1);
+      quad_insert(list0, m0, m_block, take0);
+      quad_insert(list1, m1, m_block, take1);
       thr0 = fmaxf(thr0, quad_entry(list0, cap - 1));
       thr1 = fmaxf(thr1, quad_entry(list1, cap - 1));
     }
   };
 
-  // Two accumulator sets: the wgmma of block it + 1 runs on the tensor cores while block it's epilogue runs. The
-  // steady-state loop issues unconditionally and the tail is peeled, so the compiler can see which group is in
-  // flight at every point (otherwise it serialises every wgmma of the kernel).
+  // Two accumulator sets: block it is reduced as soon as its group completes, and ranked one step later, after
+  // the next group is issued, so the insertion overlaps two groups on the tensor cores. The steady-state loop
+  // issues unconditionally and the tail is peeled, so the compiler can see which group is in flight at every point
+  // (otherwise it serialises every wgmma of the kernel).
   const int n = j_end - j_begin;
   if (n > 0) {
     float acc0[64], acc1[64];
@@ -286,22 +292,28 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     int it = 0;
     for (; it + 2 < n; it += 2) {
       issue(acc1, it + 1);
+      rank();
       sm90::wgmma_wait<1>();
-      finish(acc0, it);
+      reduce(acc0, it);
       issue(acc0, it + 2);
+      rank();
       sm90::wgmma_wait<1>();
-      finish(acc1, it + 1);
+      reduce(acc1, it + 1);
     }
     if (it + 1 < n) {
       issue(acc1, it + 1);
+      rank();
       sm90::wgmma_wait<1>();
-      finish(acc0, it);
+      reduce(acc0, it);
+      rank();
       sm90::wgmma_wait<0>();
-      finish(acc1, it + 1);
+      reduce(acc1, it + 1);
     } else {
+      rank();
       sm90::wgmma_wait<0>();
-      finish(acc0, it);
+      reduce(acc0, it);
     }
+    rank();
   }
 
   // Stage the lists in shared memory (entry e of a row sits on quad lane e / 4); the row's c == 0 lane writes out.
@@ -343,15 +355,22 @@ __device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id
   return s > best_s || (s == best_s && id < best_id);
 }
 
-// One warp per (token, head): merges the splits' sorted partial lists. Lane l walks splits l, l + 32, ...; each
-// round the warp takes the best head of all lists (score, then smaller id) and its lane advances that list.
-__global__ void merge_splits_kernel(const IndexSelectLaunch a, int splits) {
-  constexpr int kPerLane = kMaxSplits / 32;
-  const int lane = threadIdx.x % 32;
-  const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
-  const int H = a.num_heads;
+// One CTA per (token, head): the exact top-(k-1) of the union of the splits' partial lists, without sequential
+// rounds. Every split list is sorted, so no candidate below tau = max over splits of the split's (k-1)-th score can
+// be selected (that split alone has k-1 better ones); the candidates >= tau are compacted (usually ~k of them) and
+// each one's rank among them (score, then smaller id) is its output position.
+constexpr int kMergeThreads = 128;
+__global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const IndexSelectLaunch a, int splits) {
+  __shared__ float sc[kMaxSplits * kMaxList];
+  __shared__ int id[kMaxSplits * kMaxList];
+  __shared__ int kept[kMaxSplits * kMaxList];
+  __shared__ int out_ids[kMaxList];
+  __shared__ unsigned tau_bits;  // order-preserving integer image of tau
+  __shared__ int n_kept;
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the selection grid's partial lists are complete
-  if (row >= a.total_q * H) return;  // uniform per warp
+
+  const std::int64_t row = blockIdx.x;
+  const int H = a.num_heads;
   const std::int64_t t = row / H;
   const int head = static_cast<int>(row % H);
   int b = 0;
@@ -359,47 +378,42 @@ __global__ void merge_splits_kernel(const IndexSelectLaunch a, int splits) {
   const int q0 = query_start(a, b), nq = query_start(a, b + 1) - q0;
   const int local = (a.seq_lens_k[b * a.seq_stride] - nq + static_cast<int>(t - q0)) / kKeys;
   const int cap = a.k - 1;
-  int ids[kMaxList];
-  int count = 0;
-  if (local + 1 > a.k) {
-    int cursor[kPerLane];
-#pragma unroll
-    for (int u = 0; u < kPerLane; ++u) cursor[u] = 0;
-    for (; count < cap; ++count) {
-      float best = -INFINITY;
-      int best_id = INT_MAX, best_u = -1;
-#pragma unroll
-      for (int u = 0; u < kPerLane; ++u) {
-        const int p = lane + 32 * u;
-        if (p >= splits || cursor[u] >= cap) continue;
-        const PartialList part = partial_list(a, row, splits, p);
-        const float v = part.sc[cursor[u]];
-        const int id = part.id[cursor[u]];
-        if (v != -INFINITY && beats(v, id, best, best_id)) {
-          best = v;
-          best_id = id;
-          best_u = u;
-        }
-      }
-      float wbest = best;
-      int wid = best_id;
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, wbest, o);
-        const int oid = __shfl_xor_sync(0xffffffffu, wid, o);
-        if (beats(ov, oid, wbest, wid)) {
-          wbest = ov;
-          wid = oid;
-        }
-      }
-      if (wid == INT_MAX) break;  // only -inf left: never selected
-      ids[count] = wid;
-#pragma unroll
-      for (int u = 0; u < kPerLane; ++u)
-        if (u == best_u && best_id == wid) ++cursor[u];  // block ids are unique, so one lane advances
-    }
+  if (local + 1 <= a.k || cap == 0) {  // nothing ranked: every visible block, or the local block alone
+    if (threadIdx.x == 0) write_selection(a, t, head, local, nullptr, 0);
+    return;
   }
-  if (lane == 0) write_selection(a, t, head, local, ids, count);
+  // Floats compare like their images under this map (monotone on non-NaN values; lists never hold NaN).
+  auto ordered = [](float v) {
+    const unsigned u = __float_as_uint(v);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  };
+  if (threadIdx.x == 0) {
+    tau_bits = ordered(-INFINITY);
+    n_kept = 0;
+  }
+  __syncthreads();
+  const PartialList part = partial_list(a, row, splits, 0);  // the row's lists are contiguous, split-major
+  const int total = splits * kMaxList;
+  for (int e = threadIdx.x; e < total; e += kMergeThreads) {
+    const bool used = e % kMaxList < cap;  // entries past k - 1 of a split are never written
+    sc[e] = used ? part.sc[e] : -INFINITY;
+    id[e] = used ? part.id[e] : -1;
+    if (e % kMaxList == cap - 1) atomicMax(&tau_bits, ordered(sc[e]));
+  }
+  __syncthreads();
+  const unsigned tau = tau_bits;
+  for (int e = threadIdx.x; e < total; e += kMergeThreads)
+    if (sc[e] != -INFINITY && ordered(sc[e]) >= tau) kept[atomicAdd(&n_kept, 1)] = e;
+  __syncthreads();
+  const int m = n_kept;
+  for (int i = threadIdx.x; i < m; i += kMergeThreads) {
+    const int e = kept[i];
+    int r = 0;
+    for (int f = 0; f < m && r < cap; ++f) r += beats(sc[kept[f]], id[kept[f]], sc[e], id[e]);
+    if (r < cap) out_ids[r] = id[e];
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) write_selection(a, t, head, local, out_ids, min(m, cap));
 }
 
 int sm_count(int device) {
@@ -454,12 +468,11 @@ Status launch(const IndexSelectLaunch& a, int splits) {
   const dim3 blocks(static_cast<unsigned>(tile_bound(a, P::kRows)), static_cast<unsigned>(splits));
   index_select_kernel<P><<<blocks, P::kThreads, P::kSmemBytes, stream>>>(a, q_map, k_map);
   if (splits > 1) {
-    const std::int64_t warps = a.total_q * H;
-    // Programmatic dependent launch: the merge grid is set up while the selection grid drains and waits for its
+    // Programmatic dependent launch: the merge grid is scheduled while the selection grid drains and waits for its
     // results in griddepcontrol.wait.
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>((warps + 7) / 8));
-    cfg.blockDim = dim3(256);
+    cfg.gridDim = dim3(static_cast<unsigned>(a.total_q * H));
+    cfg.blockDim = dim3(kMergeThreads);
     cfg.stream = stream;
     cudaLaunchAttribute pdl[1];
     pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
