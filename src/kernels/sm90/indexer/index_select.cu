@@ -268,8 +268,9 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(&empty[it % P::kStages]);  // this warp's reads of the page are done
     m_block = j_begin + it;
-    m0 = valid0 && m_block < local0 ? row_max<0>(acc) : -INFINITY;
-    m1 = valid1 && m_block < local1 ? row_max<2>(acc) : -INFINITY;
+    const float x0 = row_max<0>(acc), x1 = row_max<2>(acc);  // every lane: the quad reduction shuffles
+    m0 = valid0 && m_block < local0 ? x0 : -INFINITY;
+    m1 = valid1 && m_block < local1 ? x1 : -INFINITY;
   };
   auto rank = [&]() {
     const bool take0 = m0 > thr0, take1 = m1 > thr1;
