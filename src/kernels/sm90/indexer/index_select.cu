@@ -123,16 +123,20 @@ __device__ __forceinline__ PartialList partial_list(const IndexSelectLaunch& a, 
   return {scores + off, ids + off};
 }
 
-// One row's block maximum: this thread's 32 columns of the row, then the quad's 4 lanes (disjoint columns).
+// This thread's maximum over its 32 columns of one of its two rows (First = 0: row g, 2: row g + 8).
 template <int First>
-__device__ __forceinline__ float row_max(const float (&acc)[64]) {
+__device__ __forceinline__ float lane_max(const float (&acc)[64]) {
   float m0 = -INFINITY, m1 = -INFINITY;
 #pragma unroll
   for (int c = 0; c < 16; c += 2) {
     m0 = fmaxf(m0, fmaxf(acc[4 * c + First], acc[4 * c + First + 1]));
     m1 = fmaxf(m1, fmaxf(acc[4 * c + 4 + First], acc[4 * c + 5 + First]));
   }
-  float m = fmaxf(m0, m1);
+  return fmaxf(m0, m1);
+}
+
+// The row's block maximum from its quad's 4 lane maxima (disjoint columns). Every lane must call it.
+__device__ __forceinline__ float quad_max(float m) {
   m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
   return fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
 }
@@ -250,34 +254,41 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     const unsigned char* page = pages + s * P::kPageBytes;
     const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(page), desc_k1 = sm90::wgmma_desc_sw128(page + P::kPageHalfBytes);
     sm90::wgmma_fence();
+    sm90::wgmma_m64n128k16_bf16_first(acc, desc_q0, desc_k0);
+#pragma unroll
+    for (int kk = 1; kk < 4; ++kk)
+      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q0, kk), sm90::wgmma_desc_advance(desc_k0, kk));
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q0, kk), sm90::wgmma_desc_advance(desc_k0, kk), kk);
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q1, kk), sm90::wgmma_desc_advance(desc_k1, kk), 1);
+      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q1, kk), sm90::wgmma_desc_advance(desc_k1, kk));
     sm90::wgmma_commit();
   };
-  // Epilogue of iteration `it`, in two parts. reduce: once its group has completed, free the stage and take the
-  // row maxima (masked to the row's history) into (m0, m1, m_block), so the accumulators can be reused at once.
-  // rank: the list insertion of the pending maxima (a no-op when none is pending: -inf never beats a threshold).
-  float m0 = -INFINITY, m1 = -INFINITY;
-  int m_block = 0;
+  // Epilogue of iteration `it`, in two parts. reduce: once its group has completed, free the stage and take this
+  // lane's maxima of its two rows (masked to the row's history) into (p0, p1, p_block), so the accumulators can be
+  // reused at once. rank, one step later: a row's block max beats its threshold iff one of its quad's lane maxima
+  // does, so one warp vote usually ends it; otherwise the quads reduce their maxima and insert. (-inf, pending
+  // before the first block, never beats a threshold.)
+  float p0 = -INFINITY, p1 = -INFINITY;
+  int p_block = 0;
   auto reduce = [&](float(&acc)[64], int it) {
     sm90::wgmma_fence_regs(acc);
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(&empty[it % P::kStages]);  // this warp's reads of the page are done
-    m_block = j_begin + it;
-    const float x0 = row_max<0>(acc), x1 = row_max<2>(acc);  // every lane: the quad reduction shuffles
-    m0 = valid0 && m_block < local0 ? x0 : -INFINITY;
-    m1 = valid1 && m_block < local1 ? x1 : -INFINITY;
+    p_block = j_begin + it;
+    const float x0 = lane_max<0>(acc), x1 = lane_max<2>(acc);
+    p0 = valid0 && p_block < local0 ? x0 : -INFINITY;
+    p1 = valid1 && p_block < local1 ? x1 : -INFINITY;
   };
   auto rank = [&]() {
-    const bool take0 = m0 > thr0, take1 = m1 > thr1;
-    if (__any_sync(0xffffffffu, take0 || take1)) {
-      quad_insert(list0, m0, m_block, take0);
-      quad_insert(list1, m1, m_block, take1);
+    if (!__any_sync(0xffffffffu, p0 > thr0 || p1 > thr1)) return;
+    const float m0 = quad_max(p0), m1 = quad_max(p1);
+    const bool take0 = m0 > thr0, take1 = m1 > thr1;  // uniform over each quad
+    if (__any_sync(0xffffffffu, take0)) {
+      quad_insert(list0, m0, p_block, take0);
       thr0 = fmaxf(thr0, quad_entry(list0, cap - 1));
+    }
+    if (__any_sync(0xffffffffu, take1)) {
+      quad_insert(list1, m1, p_block, take1);
       thr1 = fmaxf(thr1, quad_entry(list1, cap - 1));
     }
   };
@@ -356,18 +367,16 @@ __device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id
   return s > best_s || (s == best_s && id < best_id);
 }
 
-// One CTA per (token, head): the exact top-(k-1) of the union of the splits' partial lists, without sequential
-// rounds. Every split list is sorted, so no candidate below tau = max over splits of the split's (k-1)-th score can
-// be selected (that split alone has k-1 better ones); the candidates >= tau are compacted (usually ~k of them) and
-// each one's rank among them (score, then smaller id) is its output position.
+// One CTA per (token, head): the exact top-(k-1) of the union of the splits' sorted partial lists. The CTA copies
+// the row's lists into shared memory in one coalesced pass; then one warp merges them in k - 1 rounds: lane l owns
+// splits l, l + 32, ..., keeps the best head among them (score, then smaller id), the warp picks the best lane
+// head, and only the winning lane advances and rescans. (Each round costs shared-memory and shuffle latency only;
+// rounds reading device memory, or ranking every candidate above a bound, were several times slower.)
 constexpr int kMergeThreads = 128;
 __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const IndexSelectLaunch a, int splits) {
+  constexpr int kPerLane = kMaxSplits / 32;
   __shared__ float sc[kMaxSplits * kMaxList];
   __shared__ int id[kMaxSplits * kMaxList];
-  __shared__ int kept[kMaxSplits * kMaxList];
-  __shared__ int out_ids[kMaxList];
-  __shared__ unsigned tau_bits;  // order-preserving integer image of tau
-  __shared__ int n_kept;
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the selection grid's partial lists are complete
 
   const std::int64_t row = blockIdx.x;
@@ -383,38 +392,64 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     if (threadIdx.x == 0) write_selection(a, t, head, local, nullptr, 0);
     return;
   }
-  // Floats compare like their images under this map (monotone on non-NaN values; lists never hold NaN).
-  auto ordered = [](float v) {
-    const unsigned u = __float_as_uint(v);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  };
-  if (threadIdx.x == 0) {
-    tau_bits = ordered(-INFINITY);
-    n_kept = 0;
-  }
-  __syncthreads();
   const PartialList part = partial_list(a, row, splits, 0);  // the row's lists are contiguous, split-major
-  const int total = splits * kMaxList;
-  for (int e = threadIdx.x; e < total; e += kMergeThreads) {
+  for (int e = threadIdx.x; e < splits * kMaxList; e += kMergeThreads) {
     const bool used = e % kMaxList < cap;  // entries past k - 1 of a split are never written
     sc[e] = used ? part.sc[e] : -INFINITY;
     id[e] = used ? part.id[e] : -1;
-    if (e % kMaxList == cap - 1) atomicMax(&tau_bits, ordered(sc[e]));
   }
   __syncthreads();
-  const unsigned tau = tau_bits;
-  for (int e = threadIdx.x; e < total; e += kMergeThreads)
-    if (sc[e] != -INFINITY && ordered(sc[e]) >= tau) kept[atomicAdd(&n_kept, 1)] = e;
-  __syncthreads();
-  const int m = n_kept;
-  for (int i = threadIdx.x; i < m; i += kMergeThreads) {
-    const int e = kept[i];
-    int r = 0;
-    for (int f = 0; f < m && r < cap; ++f) r += beats(sc[kept[f]], id[kept[f]], sc[e], id[e]);
-    if (r < cap) out_ids[r] = id[e];
+  if (threadIdx.x >= 32) return;
+
+  const int lane = threadIdx.x;
+  int cursor[kPerLane];
+  float best = -INFINITY;
+  int best_id = INT_MAX, best_u = 0;
+  // The best head among this lane's splits; -inf heads (exhausted or empty lists) never count.
+  auto rescan = [&]() {
+    best = -INFINITY;
+    best_id = INT_MAX;
+#pragma unroll
+    for (int u = 0; u < kPerLane; ++u) {
+      const int p = lane + 32 * u;
+      if (p >= splits || cursor[u] >= cap) continue;
+      const float v = sc[p * kMaxList + cursor[u]];
+      const int i = id[p * kMaxList + cursor[u]];
+      if (v != -INFINITY && beats(v, i, best, best_id)) {
+        best = v;
+        best_id = i;
+        best_u = u;
+      }
+    }
+  };
+#pragma unroll
+  for (int u = 0; u < kPerLane; ++u) cursor[u] = 0;
+  rescan();
+  __shared__ int out_ids[kMaxList];
+  int count = 0;
+  for (; count < cap; ++count) {
+    float wbest = best;
+    int wid = best_id;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, wbest, o);
+      const int oid = __shfl_xor_sync(0xffffffffu, wid, o);
+      if (beats(ov, oid, wbest, wid)) {
+        wbest = ov;
+        wid = oid;
+      }
+    }
+    if (wid == INT_MAX) break;  // only -inf left: never selected
+    if (lane == 0) out_ids[count] = wid;
+    if (best_id == wid) {  // block ids are unique: exactly one lane advances
+#pragma unroll
+      for (int u = 0; u < kPerLane; ++u)
+        if (u == best_u) ++cursor[u];
+      rescan();
+    }
   }
-  __syncthreads();
-  if (threadIdx.x == 0) write_selection(a, t, head, local, out_ids, min(m, cap));
+  __syncwarp();
+  if (lane == 0) write_selection(a, t, head, local, out_ids, count);
 }
 
 int sm_count(int device) {
