@@ -263,32 +263,28 @@ __global__ void __launch_bounds__(P::kThreads, 1)
       sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q1, kk), sm90::wgmma_desc_advance(desc_k1, kk));
     sm90::wgmma_commit();
   };
-  // Epilogue of iteration `it`, in two parts. reduce: once its group has completed, free the stage and take this
-  // lane's maxima of its two rows (masked to the row's history) into (p0, p1, p_block), so the accumulators can be
-  // reused at once. rank, one step later: a row's block max beats its threshold iff one of its quad's lane maxima
-  // does, so one warp vote usually ends it; otherwise the quads reduce their maxima and insert. (-inf, pending
-  // before the first block, never beats a threshold.)
-  float p0 = -INFINITY, p1 = -INFINITY;
-  int p_block = 0;
+  // Epilogue of iteration `it`, in two parts. reduce: once its group has completed, free the stage and take the
+  // row maxima (masked to the row's history) into (m0, m1, m_block), so the accumulators can be reused at once.
+  // rank, one step later, behind the next group: the list insertion of the pending maxima (a no-op when nothing is
+  // pending: -inf never beats a threshold). Measured on the H100: voting on the lane maxima first, to skip the quad
+  // reductions when no row of the warp can insert, was slower overall (more branches on the frequent path).
+  float m0 = -INFINITY, m1 = -INFINITY;
+  int m_block = 0;
   auto reduce = [&](float(&acc)[64], int it) {
     sm90::wgmma_fence_regs(acc);
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(&empty[it % P::kStages]);  // this warp's reads of the page are done
-    p_block = j_begin + it;
-    const float x0 = lane_max<0>(acc), x1 = lane_max<2>(acc);
-    p0 = valid0 && p_block < local0 ? x0 : -INFINITY;
-    p1 = valid1 && p_block < local1 ? x1 : -INFINITY;
+    m_block = j_begin + it;
+    const float x0 = quad_max(lane_max<0>(acc)), x1 = quad_max(lane_max<2>(acc));  // every lane shuffles
+    m0 = valid0 && m_block < local0 ? x0 : -INFINITY;
+    m1 = valid1 && m_block < local1 ? x1 : -INFINITY;
   };
   auto rank = [&]() {
-    if (!__any_sync(0xffffffffu, p0 > thr0 || p1 > thr1)) return;
-    const float m0 = quad_max(p0), m1 = quad_max(p1);
     const bool take0 = m0 > thr0, take1 = m1 > thr1;  // uniform over each quad
-    if (__any_sync(0xffffffffu, take0)) {
-      quad_insert(list0, m0, p_block, take0);
+    if (__any_sync(0xffffffffu, take0 || take1)) {
+      quad_insert(list0, m0, m_block, take0);
+      quad_insert(list1, m1, m_block, take1);
       thr0 = fmaxf(thr0, quad_entry(list0, cap - 1));
-    }
-    if (__any_sync(0xffffffffu, take1)) {
-      quad_insert(list1, m1, p_block, take1);
       thr1 = fmaxf(thr1, quad_entry(list1, cap - 1));
     }
   };
