@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "api/bench_hooks.h"
@@ -45,38 +46,46 @@ struct Result {
   double ms, tflops, tbps, floor_ratio, topk_share;
 };
 
-// Median device time of one call of fn: `reps` calls are captured in a CUDA graph on `stream`, and the graph is
-// replayed `iters` times (after a warm-up replay) between CUDA events. Replay keeps host-side argument checks and
-// launch overheads out of the measurement, as in a graph-captured serving loop.
-template <class F>
-double median_ms(F&& fn, cudaStream_t stream, int reps, int iters) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int r = 0; r < reps; ++r) fn();
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  CHECK_CUDA(cudaGraphLaunch(exec, stream));
+// Median device times of one call of fa and of fb: `reps` calls of each are captured in a CUDA graph on `stream`,
+// and the two graphs are replayed alternately `iters` times each (after a warm-up replay) between CUDA events, so
+// clock drift affects both alike. Replay keeps host-side argument checks and launch overheads out of the numbers,
+// as in a graph-captured serving loop.
+template <class Fa, class Fb>
+std::pair<double, double> paired_median_ms(Fa&& fa, Fb&& fb, cudaStream_t stream, int reps, int iters) {
+  cudaGraphExec_t exec[2];
+  for (int v = 0; v < 2; ++v) {
+    cudaGraph_t graph;
+    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int r = 0; r < reps; ++r) v == 0 ? fa() : fb();
+    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+    CHECK_CUDA(cudaGraphInstantiate(&exec[v], graph, 0));
+    CHECK_CUDA(cudaGraphDestroy(graph));
+    CHECK_CUDA(cudaGraphLaunch(exec[v], stream));
+  }
   CHECK_CUDA(cudaStreamSynchronize(stream));
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
-  std::vector<float> times;
-  for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(e0, stream);
-    CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    cudaEventRecord(e1, stream);
-    CHECK_CUDA(cudaEventSynchronize(e1));
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    times.push_back(ms / reps);
-  }
+  std::vector<float> times[2];
+  for (int i = 0; i < iters; ++i)
+    for (int v = 0; v < 2; ++v) {
+      cudaEventRecord(e0, stream);
+      CHECK_CUDA(cudaGraphLaunch(exec[v], stream));
+      cudaEventRecord(e1, stream);
+      CHECK_CUDA(cudaEventSynchronize(e1));
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      times[v].push_back(ms / reps);
+    }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  double med[2];
+  for (int v = 0; v < 2; ++v) {
+    CHECK_CUDA(cudaGraphExecDestroy(exec[v]));
+    std::sort(times[v].begin(), times[v].end());
+    med[v] = times[v][times[v].size() / 2];
+  }
+  return {med[0], med[1]};
 }
 
 // B requests of L tokens with Q queries each (Q = L: a full prefill).
@@ -139,8 +148,7 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
       std::exit(1);
     }
   };
-  const double ms = median_ms([&] { run(false); }, stream, reps, iters);
-  const double scores_ms = median_ms([&] { run(true); }, stream, reps, iters);
+  const auto [ms, scores_ms] = paired_median_ms([&] { run(false); }, [&] { run(true); }, stream, reps, iters);
   CHECK_CUDA(cudaStreamDestroy(stream));
   Result r{name, ms, 0, 0, 0, 1.0 - scores_ms / ms};
   if (prefill) {
@@ -181,8 +189,8 @@ int main(int argc, char** argv) {
   auto add = [&](const char* name, int B, long long L, int Q, int reps, int iters, bool prefill) {
     if (std::strstr(name, filter) != nullptr) rs.push_back(run_case(name, B, L, Q, reps, iters, prefill));
   };
-  add("prefill N=32K", 1, 32768, 32768, 4, 7, true);
-  add("prefill N=128K", 1, 131072, 131072, 1, 7, true);
+  add("prefill N=32K", 1, 32768, 32768, 4, 11, true);
+  add("prefill N=128K", 1, 131072, 131072, 1, 11, true);
   if (!quick) {
     add("prefill N=512K", 1, 524288, 524288, 1, 3, true);
     add("prefill N=1M", 1, 1048576, 1048576, 1, 3, true);

@@ -62,8 +62,10 @@ __device__ __forceinline__ int query_start(const IndexSelectLaunch& a, int b) {
   return a.cu_seqlens_q != nullptr ? a.cu_seqlens_q[b * a.cu_stride] : b * a.queries_per_request;
 }
 
-// A row's sorted (descending) top list, spread over the 4 lanes of the quad that holds the row: lane c keeps
-// entries 4c .. 4c + 3. Unused entries are (-inf, -1); entries at or past the list's capacity are never read.
+// A row's sorted (descending) top list, spread over the 4 lanes of the quad that holds the row: lane c keeps slots
+// 4c .. 4c + 3, and a list of capacity `cap` occupies the last cap slots (entry e in slot 16 - cap + e), so its last
+// entry, the threshold, is always slot 15: lane 3's sc[3]. Slots before the list hold (+inf, -1) sentinels that
+// stay ahead of every insertion; unused list entries hold (-inf, -1).
 struct QuadList {
   float sc[4];
   int id[4];
@@ -87,12 +89,8 @@ __device__ __forceinline__ void quad_insert(QuadList& l, float m, int j, bool ta
   }
 }
 
-// Score of entry e of the list (the threshold when e = capacity - 1), on every lane of the quad.
-__device__ __forceinline__ float quad_entry(const QuadList& l, int e) {
-  const int slot = e % 4;
-  const float v = slot == 0 ? l.sc[0] : slot == 1 ? l.sc[1] : slot == 2 ? l.sc[2] : l.sc[3];
-  return __shfl_sync(0xffffffffu, v, e / 4, 4);
-}
+// The list's last entry (slot 15), on every lane of the quad.
+__device__ __forceinline__ float quad_last(const QuadList& l) { return __shfl_sync(0xffffffffu, l.sc[3], 3, 4); }
 
 // Writes one topk row: every visible block when n_vis = local + 1 <= k, else the `count` ranked ids, the local
 // block, then -1 padding.
@@ -232,10 +230,11 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   const bool valid0 = r0 / H < ntok, valid1 = r1 / H < ntok;
   const int local0 = (first_pos + r0 / H) / kKeys, local1 = (first_pos + r1 / H) / kKeys;
   const int cap = a.k - 1;
+  const int list_off = kMaxList + 1 - cap;  // slot of entry 0
   QuadList list0, list1;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    list0.sc[i] = list1.sc[i] = -INFINITY;
+    list0.sc[i] = list1.sc[i] = 4 * c + i < list_off ? INFINITY : -INFINITY;
     list0.id[i] = list1.id[i] = -1;
   }
   // A block enters a row's list only when its max beats the threshold (the list's last entry once full). With
@@ -284,8 +283,8 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     if (__any_sync(0xffffffffu, take0 || take1)) {
       quad_insert(list0, m0, m_block, take0);
       quad_insert(list1, m1, m_block, take1);
-      thr0 = fmaxf(thr0, quad_entry(list0, cap - 1));
-      thr1 = fmaxf(thr1, quad_entry(list1, cap - 1));
+      thr0 = fmaxf(thr0, quad_last(list0));
+      thr1 = fmaxf(thr1, quad_last(list1));
     }
   };
 
@@ -324,11 +323,11 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     rank();
   }
 
-  // Stage the lists in shared memory (entry e of a row sits on quad lane e / 4); the row's c == 0 lane writes out.
+  // Stage the lists in shared memory (entry e of a row sits in slot list_off + e); the row's c == 0 lane writes out.
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const int e = 4 * c + i;
-    if (e < kMaxList) {
+    const int e = 4 * c + i - list_off;
+    if (e >= 0) {
       list_sc[r0 * kMaxList + e] = list0.sc[i];
       list_id[r0 * kMaxList + e] = list0.id[i];
       list_sc[r1 * kMaxList + e] = list1.sc[i];
@@ -358,6 +357,12 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   }
 }
 
+// An unsigned integer that orders like the float (for every non-NaN value; -inf maps above 0).
+__device__ __forceinline__ unsigned ordered_bits(float v) {
+  const unsigned u = __float_as_uint(v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
 // Better of two (score, id) candidates: higher score, then smaller id (the contract's tie rule).
 __device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id) {
   return s > best_s || (s == best_s && id < best_id);
@@ -366,9 +371,9 @@ __device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id
 // One CTA per (token, head): the exact top-(k-1) of the union of the splits' sorted partial lists. The CTA copies
 // the row's lists into shared memory in one coalesced pass; then one warp merges them in k - 1 rounds: lane l owns
 // splits l, l + 32, ..., keeps the best head among them (score, then smaller id), the warp picks the best lane
-// head, and only the winning lane advances and rescans. (Each round costs shared-memory and shuffle latency only;
+// head with two warp reductions, and only the winning lane advances and rescans. (Each round costs shared-memory and shuffle latency only;
 // rounds reading device memory, or ranking every candidate above a bound, were several times slower.)
-constexpr int kMergeThreads = 128;
+constexpr int kMergeThreads = 256;
 __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const IndexSelectLaunch a, int splits) {
   constexpr int kPerLane = kMaxSplits / 32;
   __shared__ float sc[kMaxSplits * kMaxList];
@@ -388,11 +393,23 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     if (threadIdx.x == 0) write_selection(a, t, head, local, nullptr, 0);
     return;
   }
-  const PartialList part = partial_list(a, row, splits, 0);  // the row's lists are contiguous, split-major
-  for (int e = threadIdx.x; e < splits * kMaxList; e += kMergeThreads) {
-    const bool used = e % kMaxList < cap;  // entries past k - 1 of a split are never written
-    sc[e] = used ? part.sc[e] : -INFINITY;
-    id[e] = used ? part.id[e] : -1;
+  // The row's lists are contiguous, split-major. All loads of a thread are issued before its first store, so the
+  // copy costs one L2 round trip (a load-store loop measured ~6 us for 132 splits).
+  const PartialList part = partial_list(a, row, splits, 0);
+  constexpr int kPerThread = kMaxSplits * kMaxList / kMergeThreads;
+  float v[kPerThread];
+  int w[kPerThread];
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int e = threadIdx.x + i * kMergeThreads;
+    const bool used = e < splits * kMaxList && e % kMaxList < cap;  // entries past k - 1 are never written
+    v[i] = used ? part.sc[e] : -INFINITY;
+    w[i] = used ? part.id[e] : -1;
+  }
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    sc[threadIdx.x + i * kMergeThreads] = v[i];
+    id[threadIdx.x + i * kMergeThreads] = w[i];
   }
   __syncthreads();
   if (threadIdx.x >= 32) return;
@@ -424,20 +441,14 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
   __shared__ int out_ids[kMaxList];
   int count = 0;
   for (; count < cap; ++count) {
-    float wbest = best;
-    int wid = best_id;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, wbest, o);
-      const int oid = __shfl_xor_sync(0xffffffffu, wid, o);
-      if (beats(ov, oid, wbest, wid)) {
-        wbest = ov;
-        wid = oid;
-      }
-    }
-    if (wid == INT_MAX) break;  // only -inf left: never selected
+    // Warp-wide best head: the highest score (as an order-preserving integer; 0 = no head left), then the smallest
+    // id among the lanes holding it; two warp reductions per round.
+    const unsigned key = best == -INFINITY ? 0u : ordered_bits(best);
+    const unsigned top = __reduce_max_sync(0xffffffffu, key);
+    if (top == 0u) break;  // only -inf left: never selected
+    const int wid = __reduce_min_sync(0xffffffffu, key == top ? best_id : INT_MAX);
     if (lane == 0) out_ids[count] = wid;
-    if (best_id == wid) {  // block ids are unique: exactly one lane advances
+    if (key == top && best_id == wid) {  // block ids are unique: exactly one lane advances
 #pragma unroll
       for (int u = 0; u < kPerLane; ++u)
         if (u == best_u) ++cursor[u];
