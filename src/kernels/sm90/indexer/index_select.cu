@@ -357,27 +357,27 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   }
 }
 
-// An unsigned integer that orders like the float (for every non-NaN value; -inf maps above 0).
-__device__ __forceinline__ unsigned ordered_bits(float v) {
-  const unsigned u = __float_as_uint(v);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 // Better of two (score, id) candidates: higher score, then smaller id (the contract's tie rule).
 __device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id) {
   return s > best_s || (s == best_s && id < best_id);
 }
 
-// One CTA per (token, head): the exact top-(k-1) of the union of the splits' sorted partial lists. The CTA copies
-// the row's lists into shared memory in one coalesced pass; then one warp merges them in k - 1 rounds: lane l owns
-// splits l, l + 32, ..., keeps the best head among them (score, then smaller id), the warp picks the best lane
-// head with two warp reductions, and only the winning lane advances and rescans. (Each round costs shared-memory and shuffle latency only;
-// rounds reading device memory, or ranking every candidate above a bound, were several times slower.)
+// One CTA per (token, head): the exact top-(k-1) of the union of the splits' sorted partial lists, in a few parallel
+// steps and no sequential rounds (a warp merging one head per round measured 12 us for 132 splits: latency-bound).
+// Order candidates by (score desc, id asc), a total order. (1) tau = the (k-1)-th best of the split heads (each
+// list's first entry): the k-1 best heads are distinct candidates >= tau, so nothing below tau can be selected.
+// (2) Keep the candidates >= tau: they come from the <= k-1 lists whose head is >= tau, so at most
+// (k-1)^2 <= 225 of them. (3) Each kept candidate's rank among the kept ones is its output position.
 constexpr int kMergeThreads = 256;
+static_assert(kMergeThreads >= kMaxSplits && kMergeThreads >= kMaxList * kMaxList, "one thread per head and per kept");
 __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const IndexSelectLaunch a, int splits) {
-  constexpr int kPerLane = kMaxSplits / 32;
   __shared__ float sc[kMaxSplits * kMaxList];
   __shared__ int id[kMaxSplits * kMaxList];
+  __shared__ float kept_sc[kMergeThreads];
+  __shared__ int kept_id[kMergeThreads];
+  __shared__ int out_ids[kMaxList];
+  __shared__ float tau_sc;
+  __shared__ int tau_id, n_kept;
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the selection grid's partial lists are complete
 
   const std::int64_t row = blockIdx.x;
@@ -394,7 +394,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     return;
   }
   // The row's lists are contiguous, split-major. All loads of a thread are issued before its first store, so the
-  // copy costs one L2 round trip (a load-store loop measured ~6 us for 132 splits).
+  // copy costs one L2 round trip.
   const PartialList part = partial_list(a, row, splits, 0);
   constexpr int kPerThread = kMaxSplits * kMaxList / kMergeThreads;
   float v[kPerThread];
@@ -411,52 +411,48 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     sc[threadIdx.x + i * kMergeThreads] = v[i];
     id[threadIdx.x + i * kMergeThreads] = w[i];
   }
+  if (threadIdx.x == 0) {
+    tau_sc = -INFINITY;  // fewer than k - 1 finite heads: keep every finite candidate
+    tau_id = INT_MAX;
+    n_kept = 0;
+  }
   __syncthreads();
-  if (threadIdx.x >= 32) return;
-
-  const int lane = threadIdx.x;
-  int cursor[kPerLane];
-  float best = -INFINITY;
-  int best_id = INT_MAX, best_u = 0;
-  // The best head among this lane's splits; -inf heads (exhausted or empty lists) never count.
-  auto rescan = [&]() {
-    best = -INFINITY;
-    best_id = INT_MAX;
-#pragma unroll
-    for (int u = 0; u < kPerLane; ++u) {
-      const int p = lane + 32 * u;
-      if (p >= splits || cursor[u] >= cap) continue;
-      const float v = sc[p * kMaxList + cursor[u]];
-      const int i = id[p * kMaxList + cursor[u]];
-      if (v != -INFINITY && beats(v, i, best, best_id)) {
-        best = v;
-        best_id = i;
-        best_u = u;
+  // (1) The head of split p is ranked among all heads by thread p; -inf heads (empty lists) rank nowhere.
+  if (threadIdx.x < splits) {
+    const float hs = sc[threadIdx.x * kMaxList];
+    const int hi = id[threadIdx.x * kMaxList];
+    if (hs != -INFINITY) {
+      int r = 0;
+      for (int q = 0; q < splits; ++q) r += beats(sc[q * kMaxList], id[q * kMaxList], hs, hi);
+      if (r == cap - 1) {
+        tau_sc = hs;
+        tau_id = hi;
       }
     }
-  };
-#pragma unroll
-  for (int u = 0; u < kPerLane; ++u) cursor[u] = 0;
-  rescan();
-  __shared__ int out_ids[kMaxList];
-  int count = 0;
-  for (; count < cap; ++count) {
-    // Warp-wide best head: the highest score (as an order-preserving integer; 0 = no head left), then the smallest
-    // id among the lanes holding it; two warp reductions per round.
-    const unsigned key = best == -INFINITY ? 0u : ordered_bits(best);
-    const unsigned top = __reduce_max_sync(0xffffffffu, key);
-    if (top == 0u) break;  // only -inf left: never selected
-    const int wid = __reduce_min_sync(0xffffffffu, key == top ? best_id : INT_MAX);
-    if (lane == 0) out_ids[count] = wid;
-    if (key == top && best_id == wid) {  // block ids are unique: exactly one lane advances
-#pragma unroll
-      for (int u = 0; u < kPerLane; ++u)
-        if (u == best_u) ++cursor[u];
-      rescan();
-    }
   }
-  __syncwarp();
-  if (lane == 0) write_selection(a, t, head, local, out_ids, count);
+  __syncthreads();
+  // (2) Keep the finite candidates that tau does not beat.
+  const float ts = tau_sc;
+  const int ti = tau_id;
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i)
+    if (v[i] != -INFINITY && !beats(ts, ti, v[i], w[i])) {
+      const int slot = atomicAdd(&n_kept, 1);
+      kept_sc[slot] = v[i];
+      kept_id[slot] = w[i];
+    }
+  __syncthreads();
+  // (3) Rank the kept candidates; the order they were kept in does not matter.
+  const int m = n_kept;
+  if (threadIdx.x < m) {
+    const float cs = kept_sc[threadIdx.x];
+    const int ci = kept_id[threadIdx.x];
+    int r = 0;
+    for (int q = 0; q < m; ++q) r += beats(kept_sc[q], kept_id[q], cs, ci);
+    if (r < cap) out_ids[r] = ci;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) write_selection(a, t, head, local, out_ids, min(m, cap));
 }
 
 int sm_count(int device) {
