@@ -158,6 +158,7 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   std::uint64_t* empty = full + P::kStages;                         // page consumed (one arrive per consumer warp)
   std::uint64_t* q_full = empty + P::kStages;
 
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // see launch(): the previous kernel's writes are visible
   // Tile -> (request, first query). Later tiles of a request see more blocks: launch them first.
   const int H = a.num_heads, tpt = P::kRows / H;
   int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
@@ -379,6 +380,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
   __shared__ float tau_sc;
   __shared__ int tau_id, n_kept;
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the selection grid's partial lists are complete
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");  // the next kernel may be scheduled now
 
   const std::int64_t row = blockIdx.x;
   const int H = a.num_heads;
@@ -504,20 +506,25 @@ Status launch(const IndexSelectLaunch& a, int splits) {
   cudaError_t e = cudaFuncSetAttribute(index_select_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmemBytes);
   if (e != cudaSuccess) return cuda_error(e, "cudaFuncSetAttribute");
   const auto stream = static_cast<cudaStream_t>(a.stream);
-  const dim3 blocks(static_cast<unsigned>(tile_bound(a, P::kRows)), static_cast<unsigned>(splits));
-  index_select_kernel<P><<<blocks, P::kThreads, P::kSmemBytes, stream>>>(a, q_map, k_map);
+  // Both kernels use programmatic dependent launch: each may be scheduled while the kernel before it on the stream
+  // drains (its launch and prologue overlap that tail), and waits in griddepcontrol.wait, before its first access
+  // to device memory, until that kernel has completed and its writes are visible.
+  cudaLaunchAttribute pdl[1];
+  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(tile_bound(a, P::kRows)), static_cast<unsigned>(splits));
+  cfg.blockDim = dim3(P::kThreads);
+  cfg.dynamicSmemBytes = P::kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = pdl;
+  cfg.numAttrs = 1;
+  e = cudaLaunchKernelEx(&cfg, index_select_kernel<P>, a, q_map, k_map);
+  if (e != cudaSuccess) return cuda_error(e, "launch");
   if (splits > 1) {
-    // Programmatic dependent launch: the merge grid is scheduled while the selection grid drains and waits for its
-    // results in griddepcontrol.wait.
-    cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(a.total_q * H));
     cfg.blockDim = dim3(kMergeThreads);
-    cfg.stream = stream;
-    cudaLaunchAttribute pdl[1];
-    pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    pdl[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = pdl;
-    cfg.numAttrs = 1;
+    cfg.dynamicSmemBytes = 0;
     e = cudaLaunchKernelEx(&cfg, merge_splits_kernel, a, splits);
     if (e != cudaSuccess) return cuda_error(e, "merge launch");
   }
