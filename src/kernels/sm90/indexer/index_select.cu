@@ -281,15 +281,11 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   };
   auto rank = [&]() {
     const bool take0 = m0 > thr0, take1 = m1 > thr1;  // uniform over each quad
-    if (__any_sync(0xffffffffu, take0 || take1)) {  // rare once the lists are full: one vote on the common path
-      if (__any_sync(0xffffffffu, take0)) {
-        quad_insert(list0, m0, m_block, take0);
-        thr0 = fmaxf(thr0, quad_last(list0));
-      }
-      if (__any_sync(0xffffffffu, take1)) {
-        quad_insert(list1, m1, m_block, take1);
-        thr1 = fmaxf(thr1, quad_last(list1));
-      }
+    if (__any_sync(0xffffffffu, take0 || take1)) {
+      quad_insert(list0, m0, m_block, take0);
+      quad_insert(list1, m1, m_block, take1);
+      thr0 = fmaxf(thr0, quad_last(list0));
+      thr1 = fmaxf(thr1, quad_last(list1));
     }
   };
 
