@@ -1,21 +1,22 @@
 // index_select.cu — sm90 index selection (prefill and decode): block-max scores on wgmma with the top-(k-1) kept
-// on chip while the index-K blocks stream by through a TMA + mbarrier ring.
+// on chip while the index-K blocks stream by through a TMA + mbarrier ring. Design note: docs/indexer.md.
 //
 // One CTA owns one tile of 64 x C index rows (C consumer warpgroups) = (64 C / H) consecutive query tokens of one
-// request x H index heads, so each index-K page is loaded once for all heads. A producer warp loads the Q tile once
-// and then the tile's history blocks 0 .. l_max - 1 (l_max = local block of its last token) into a ring of
-// `Stages` 32 KiB page buffers (TMA, 128-byte swizzle). Each consumer warpgroup multiplies its 64 rows by the page's
-// 128 keys with 8 x wgmma m64n128k16 (bf16 in, fp32 accumulate), reduces each row's maximum in registers (fmaxf
-// ignores NaN, so a NaN score counts as -inf), and the row's owner lane inserts the block into the row's sorted
-// list in shared memory only when it beats the row's current (k-1)-th score, held in a register. Blocks arrive in
-// ascending id order and insertion needs a strictly greater score, so ties keep the smaller id. The local block is
-// never scored; it is appended at the end. No score ever reaches device memory.
+// request x H index heads, so each index-K page is loaded once for all heads. A producer warpgroup (one thread)
+// loads the Q tile once and then the tile's history blocks 0 .. l_max - 1 (l_max = local block of its last token)
+// into a ring of 32 KiB page buffers (TMA, 128-byte swizzle). Each consumer warpgroup multiplies its 64 rows by the
+// page's 128 keys with 8 x wgmma m64n128k16 (bf16 in, fp32 accumulate) and reduces each row's maximum in registers
+// (fmaxf ignores NaN, so a NaN score counts as -inf). A row's sorted top list lives in the registers of the quad
+// that holds the row; a block enters it only when it beats the list's last entry. Blocks arrive in ascending id
+// order and insertion needs a strictly greater score, so ties keep the smaller id. The local block is never
+// scored; it is appended at the end. No score ever reaches device memory.
 //
 // Decode launches split each request's blocks over gridDim.y CTAs; each leaves a sorted partial list per row in
 // the workspace and merge_splits_kernel picks the exact top-(k-1) of their union.
 //
 // Invariants: H divides 64; rows whose token lies past the request's queries are computed (on neighbouring or
-// zero-filled queries) and never written; a row only considers blocks j < its own local block.
+// zero-filled queries) and never written; a row only considers blocks j < its own local block; every lane of a
+// warp takes part in every shuffle and vote (rows masked by validity, never by branching around the collective).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
