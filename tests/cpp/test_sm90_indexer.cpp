@@ -5,29 +5,12 @@
 // must be identical.
 #include <cuda_runtime.h>
 
+#include "cuda_test_util.h"
 #include "test_util.h"
 
 namespace msa {
 namespace test {
 namespace {
-
-#define MSA_REQUIRE_SM90()                                              \
-  do {                                                                  \
-    if (!msa::sm90_device_available()) GTEST_SKIP() << "no sm_90 GPU"; \
-  } while (0)
-
-template <typename T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  explicit DeviceBuffer(const std::vector<T>& host) {
-    EXPECT_EQ(cudaMalloc(&ptr, std::max<std::size_t>(host.size(), 1) * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  void download(std::vector<T>* host) const {
-    EXPECT_EQ(cudaMemcpy(host->data(), ptr, host->size() * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-  }
-};
 
 Tensor on_device(Tensor t, void* ptr) {
   t.data = ptr;

@@ -1,0 +1,217 @@
+// k2q.cu — device builder of the reverse (KV block -> queries) CSR, byte-identical to reference::build_k2q_csr.
+//
+// Every (head g, token t, slot s) of topk becomes one (key, value) pair, written in ascending (g, t, s) order:
+// key = g * (R_cap + 1) + row of the selected block (rows numbered level-major: block 0 of every request, then
+// block 1, ...), value = request-local query index | (split slot << 24), the split slot being the block's rank among
+// the row's valid ids in ascending id order. Invalid slots (-1) get the key g * (R_cap + 1) + R_cap, past every row
+// of the head. A stable LSD radix sort (CUB) on the keys then leaves, for each head, exactly T * k entries: its rows
+// in order, queries ascending inside each row (stability keeps the token order), the padding last. One more pass
+// writes q_indices / qsplit_indices and the row pointers from the row boundaries. No atomics: the result is
+// deterministic, and every launch and workspace size depends on capacities only (graph-safe).
+//
+// Invariants: k <= 16; rows are a function of seq_lens_k only; a selected id at or past the request's block count
+// (a broken topk contract) is treated as padding, never read out of bounds.
+#include <cuda_runtime.h>
+
+#include <cub/device/device_radix_sort.cuh>
+#include <cstdint>
+#include <string>
+
+#include "kernels/k2q/launch.h"
+
+namespace msa {
+namespace kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxK = 16;
+constexpr int kBlock = 128;
+
+__device__ __forceinline__ int request_blocks(const K2qBuildArgs& a, int b) {
+  const int L = a.seq_lens_k[b * a.seq_stride];
+  return min((max(L, 0) + kBlock - 1) / kBlock, a.max_blocks);
+}
+
+// One thread per (request b, block j) of the capacity grid: the level-major row of (b, j), and the row tables.
+__global__ void rows_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, std::int32_t* row_of) {
+  const std::int64_t f = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
+  if (f >= r_cap) return;
+  const int b = static_cast<int>(f / a.max_blocks), j = static_cast<int>(f % a.max_blocks);
+  std::int64_t rows = 0, row = 0;  // R, and the rows before (b, j): min(j, n_b') per request, + earlier requests at level j
+  for (int q = 0; q < a.num_requests; ++q) {
+    const int n = request_blocks(a, q);
+    rows += n;
+    row += min(j, n) + (q < b && n > j ? 1 : 0);
+  }
+  const bool valid = j < request_blocks(a, b);
+  row_of[f] = valid ? static_cast<std::int32_t>(row) : -1;
+  if (valid) {
+    o.row_batch[row] = b;
+    o.row_block[row] = j;
+  }
+  if (f >= rows) {  // rows past R are empty (disjoint from the valid rows written above)
+    o.row_batch[f] = -1;
+    o.row_block[f] = -1;
+  }
+  if (f == 0) *o.total_rows = static_cast<std::int32_t>(rows);
+}
+
+// One thread per (head g, token t): split count, and the (key, value) pair of each of the row's k slots.
+__global__ void pairs_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, const std::int32_t* row_of,
+                             std::uint32_t* keys, std::int32_t* values) {
+  const std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t T = a.total_q;
+  if (p >= a.num_heads * T) return;
+  const int g = static_cast<int>(p / T);
+  const std::int64_t t = p % T;
+  int lo = 0, hi = a.num_requests;  // the request b with cu[b] <= t < cu[b + 1] (skips zero-length requests)
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (a.cu_seqlens_q[mid * a.cu_stride] <= t) lo = mid; else hi = mid;
+  }
+  const int b = lo;
+  const int i = static_cast<int>(t - a.cu_seqlens_q[b * a.cu_stride]);
+  const int n = request_blocks(a, b);
+  int ids[kMaxK];
+  int count = 0;
+  const std::int32_t* row = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
+#pragma unroll
+  for (int s = 0; s < kMaxK; ++s) {
+    ids[s] = s < a.k ? row[s * a.topk_stride_s] : -1;
+    if (s == count && ids[s] >= 0) ++count;  // valid ids form a prefix
+  }
+  o.split_counts[t * a.num_heads + g] = count;
+  const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
+  const std::uint32_t head_base = static_cast<std::uint32_t>(g * (r_cap + 1));
+#pragma unroll
+  for (int s = 0; s < kMaxK; ++s) {
+    if (s >= a.k) break;
+    const std::int64_t pos = p * a.k + s;  // (g * T + t) * k + s: ascending token order for the stable sort
+    const int id = ids[s];
+    if (s < count && id < n) {
+      int slot = 0;
+#pragma unroll
+      for (int u = 0; u < kMaxK; ++u) slot += u < count && ids[u] < id ? 1 : 0;
+      keys[pos] = head_base + static_cast<std::uint32_t>(row_of[static_cast<std::int64_t>(b) * a.max_blocks + id]);
+      values[pos] = i | (slot << 24);
+    } else {
+      keys[pos] = head_base + static_cast<std::uint32_t>(r_cap);
+      values[pos] = -1;
+    }
+  }
+}
+
+// One thread per sorted entry: the query lists, and the row pointers of the rows that start at this entry.
+__global__ void scatter_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, const std::uint32_t* keys,
+                               const std::int32_t* values) {
+  const std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t seg = a.total_q * a.k;  // entries per head, padding included
+  if (p >= a.num_heads * seg) return;
+  const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
+  const std::int64_t g = p / seg, pl = p % seg;
+  const std::int64_t head_base = g * (r_cap + 1);
+  const std::int64_t row = keys[p] - head_base;
+  const bool pad = row == r_cap;
+  o.q_indices[p] = pad ? -1 : (values[p] & 0xFFFFFF);
+  o.qsplit_indices[p] = pad ? -1 : values[p];
+  std::int32_t* row_ptr = o.row_ptr + head_base;
+  const std::int64_t prev = pl == 0 ? -1 : static_cast<std::int64_t>(keys[p - 1]) - head_base;
+  for (std::int64_t r = prev + 1; r <= row; ++r) row_ptr[r] = static_cast<std::int32_t>(pl);
+  if (pl == seg - 1)
+    for (std::int64_t r = row + 1; r <= r_cap; ++r) row_ptr[r] = static_cast<std::int32_t>(seg);
+}
+
+// T = 0: no entries, every row pointer is 0.
+__global__ void empty_rows_kernel(const K2qBuildArgs a, const K2qBuildOutputs o) {
+  const std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
+  if (p < a.num_heads * (r_cap + 1)) o.row_ptr[p] = 0;
+}
+
+struct Layout {  // workspace: row_of, keys in/out, values in/out, CUB scratch; each 256-byte aligned
+  std::size_t row_of, keys_in, keys_out, values_in, values_out, scratch, scratch_bytes, total;
+};
+
+std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
+
+int key_bits(const K2qBuildArgs& a) {
+  const std::uint64_t max_key = static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1);
+  int bits = 1;
+  while (bits < 32 && (std::uint64_t{1} << bits) < max_key) ++bits;
+  return bits;
+}
+
+Status layout(const K2qBuildArgs& a, Layout* l) {
+  const std::int64_t n = a.num_heads * a.total_q * a.k;
+  std::size_t off = 0;
+  l->row_of = off;
+  off += align256(static_cast<std::size_t>(k2q_row_capacity(a)) * 4);
+  l->keys_in = off;
+  off += align256(static_cast<std::size_t>(n) * 4);
+  l->keys_out = off;
+  off += align256(static_cast<std::size_t>(n) * 4);
+  l->values_in = off;
+  off += align256(static_cast<std::size_t>(n) * 4);
+  l->values_out = off;
+  off += align256(static_cast<std::size_t>(n) * 4);
+  l->scratch = off;
+  l->scratch_bytes = 0;
+  if (n > 0) {
+    const cudaError_t e = cub::DeviceRadixSort::SortPairs(
+        nullptr, l->scratch_bytes, static_cast<const std::uint32_t*>(nullptr), static_cast<std::uint32_t*>(nullptr),
+        static_cast<const std::int32_t*>(nullptr), static_cast<std::int32_t*>(nullptr), n, 0, key_bits(a));
+    if (e != cudaSuccess) return Status::CudaError(std::string("k2q: sort size query: ") + cudaGetErrorString(e));
+  }
+  l->total = off + align256(l->scratch_bytes);
+  return Status::Ok();
+}
+
+unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+}  // namespace
+
+std::int64_t k2q_row_capacity(const K2qBuildArgs& a) { return static_cast<std::int64_t>(a.num_requests) * a.max_blocks; }
+
+Status k2q_workspace_bytes(const K2qBuildArgs& a, std::size_t* bytes) {
+  Layout l;
+  MSA_RETURN_IF_ERROR(layout(a, &l));
+  *bytes = l.total;
+  return Status::Ok();
+}
+
+Status launch_k2q_build(const K2qBuildArgs& a, const K2qBuildOutputs& o, void* workspace, std::size_t bytes) {
+  if (a.k < 1 || a.k > kMaxK) return Status::InvalidArgument("topk: k must be in [1, 16], got " + std::to_string(a.k));
+  const std::uint64_t keys = static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1);
+  if (keys >= (std::uint64_t{1} << 32) || a.num_heads * a.total_q * a.k >= (std::int64_t{1} << 31))
+    return Status::InvalidArgument("k2q: H * (B * max_blocks + 1) and H * T * k must stay below 2^32 and 2^31");
+  Layout l;
+  MSA_RETURN_IF_ERROR(layout(a, &l));
+  if (bytes < l.total || workspace == nullptr)
+    return Status::InvalidArgument("workspace: k2q needs " + std::to_string(l.total) + " bytes, got " +
+                                   std::to_string(bytes));
+  auto* base = static_cast<unsigned char*>(workspace);
+  auto* row_of = reinterpret_cast<std::int32_t*>(base + l.row_of);
+  auto* keys_in = reinterpret_cast<std::uint32_t*>(base + l.keys_in);
+  auto* keys_out = reinterpret_cast<std::uint32_t*>(base + l.keys_out);
+  auto* values_in = reinterpret_cast<std::int32_t*>(base + l.values_in);
+  auto* values_out = reinterpret_cast<std::int32_t*>(base + l.values_out);
+  const auto stream = static_cast<cudaStream_t>(a.stream);
+  const std::int64_t r_cap = k2q_row_capacity(a), n = a.num_heads * a.total_q * a.k;
+  if (r_cap > 0) rows_kernel<<<blocks_for(r_cap), kThreads, 0, stream>>>(a, o, row_of);
+  if (n == 0) {
+    empty_rows_kernel<<<blocks_for(a.num_heads * (r_cap + 1)), kThreads, 0, stream>>>(a, o);
+  } else {
+    pairs_kernel<<<blocks_for(a.num_heads * a.total_q), kThreads, 0, stream>>>(a, o, row_of, keys_in, values_in);
+    std::size_t scratch = l.scratch_bytes;
+    const cudaError_t e = cub::DeviceRadixSort::SortPairs(base + l.scratch, scratch, keys_in, keys_out, values_in,
+                                                          values_out, n, 0, key_bits(a), stream);
+    if (e != cudaSuccess) return Status::CudaError(std::string("k2q: sort: ") + cudaGetErrorString(e));
+    scatter_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, o, keys_out, values_out);
+  }
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("k2q: launch: ") + cudaGetErrorString(e));
+}
+
+}  // namespace kernels
+}  // namespace msa
