@@ -1,5 +1,5 @@
-// test_sm90_k2q.cpp — the device k2q builder is byte-identical to the host builder and deterministic, on fresh
-// random selections (valid ids shuffled inside each row: any order is allowed) and on hot rows.
+// test_sm90_k2q.cpp — the device k2q builder (CSR and work schedule) is byte-identical to the host builder and
+// deterministic, on fresh random selections (valid ids shuffled inside each row: any order is allowed) and on hot rows.
 #include <cuda_runtime.h>
 
 #include <random>
@@ -12,13 +12,15 @@ namespace msa {
 namespace test {
 namespace {
 
+constexpr int kMaxQ = 48;  // queries per work item in these tests
+
 struct DeviceCsr {
-  std::int32_t total_rows = 0;
-  std::vector<std::int32_t> row_ptr, row_batch, row_block, q_indices, qsplit_indices, split_counts;
+  std::int32_t total_rows = 0, num_items = 0;
+  std::vector<std::int32_t> row_ptr, row_batch, row_block, q_indices, qsplit_indices, split_counts, items;
   bool operator==(const DeviceCsr& o) const {
     return total_rows == o.total_rows && row_ptr == o.row_ptr && row_batch == o.row_batch &&
            row_block == o.row_block && q_indices == o.q_indices && qsplit_indices == o.qsplit_indices &&
-           split_counts == o.split_counts;
+           split_counts == o.split_counts && num_items == o.num_items && items == o.items;
   }
 };
 
@@ -40,6 +42,7 @@ DeviceCsr build_on_device(const Problem& p) {
   a.num_requests = B;
   a.total_q = T;
   a.max_blocks = static_cast<int>(p.max_pages);
+  a.max_q_per_item = kMaxQ;
   const std::int64_t r_cap = kernels::k2q_row_capacity(a);
   DeviceCsr h;
   h.row_ptr.assign(static_cast<std::size_t>(H * (r_cap + 1)), 0x7eadbeef);  // poisoned: every entry must be written
@@ -48,9 +51,12 @@ DeviceCsr build_on_device(const Problem& p) {
   h.q_indices.assign(static_cast<std::size_t>(H * T * k), 0x7eadbeef);
   h.qsplit_indices.assign(static_cast<std::size_t>(H * T * k), 0x7eadbeef);
   h.split_counts.assign(static_cast<std::size_t>(T * H), 0x7eadbeef);
+  h.items.assign(static_cast<std::size_t>(kernels::k2q_item_capacity(a) * 6), 0x7eadbeef);
   DeviceBuffer<std::int32_t> row_ptr(h.row_ptr), row_batch(h.row_batch), row_block(h.row_block), q(h.q_indices),
-      qs(h.qsplit_indices), counts(h.split_counts), total(std::vector<std::int32_t>{-1});
-  const kernels::K2qBuildOutputs o{row_ptr.ptr, row_batch.ptr, row_block.ptr, q.ptr, qs.ptr, counts.ptr, total.ptr};
+      qs(h.qsplit_indices), counts(h.split_counts), total(std::vector<std::int32_t>{-1}), items(h.items),
+      num_items(std::vector<std::int32_t>{-1});
+  const kernels::K2qBuildOutputs o{row_ptr.ptr, row_batch.ptr, row_block.ptr, q.ptr,
+                                   qs.ptr,      counts.ptr,    total.ptr,     items.ptr, num_items.ptr};
   std::size_t bytes = 0;
   EXPECT_TRUE(kernels::k2q_workspace_bytes(a, &bytes).ok());
   void* ws = nullptr;
@@ -66,9 +72,12 @@ DeviceCsr build_on_device(const Problem& p) {
   q.download(&h.q_indices);
   qs.download(&h.qsplit_indices);
   counts.download(&h.split_counts);
+  items.download(&h.items);
   std::vector<std::int32_t> t(1);
   total.download(&t);
   h.total_rows = t[0];
+  num_items.download(&t);
+  h.num_items = t[0];
   return h;
 }
 
@@ -92,6 +101,19 @@ void expect_matches_host(Problem& p, const DeviceCsr& d) {
   EXPECT_EQ(d.q_indices, ref.q_indices);
   EXPECT_EQ(d.qsplit_indices, ref.qsplit_indices);
   EXPECT_EQ(d.split_counts, ref.split_counts);
+  // Work schedule: the reference's items in the same order, then -1 entries.
+  const std::vector<reference::K2qWorkItem> want = reference::build_k2q_schedule(ref, kMaxQ);
+  ASSERT_EQ(d.num_items, static_cast<std::int32_t>(want.size()));
+  for (std::size_t i = 0; i < d.items.size() / 6; ++i) {
+    const std::int32_t* got = &d.items[i * 6];
+    if (i < want.size()) {
+      const reference::K2qWorkItem& w = want[i];
+      const std::vector<std::int32_t> expect = {w.head_kv, w.row, w.q_begin, w.q_count, w.batch, w.kv_block};
+      ASSERT_EQ(std::vector<std::int32_t>(got, got + 6), expect) << "item " << i;
+    } else {
+      ASSERT_EQ(std::vector<std::int32_t>(got, got + 6), std::vector<std::int32_t>(6, -1)) << "item " << i;
+    }
+  }
 }
 
 // Valid ids of every topk row in a random order (the attention contract accepts any order).

@@ -9,11 +9,17 @@
 // writes q_indices / qsplit_indices and the row pointers from the row boundaries. No atomics: the result is
 // deterministic, and every launch and workspace size depends on capacities only (graph-safe).
 //
+// The work schedule (optional) splits each row into items of at most max_q queries: per-row item counts, an
+// exclusive scan, one thread per item (binary search for its row), then a stable radix sort on max_q - q_count
+// (items were generated in (head, row, q_begin) order, so ties keep it), as reference::build_k2q_schedule.
+//
 // Invariants: k <= 16; rows are a function of seq_lens_k only; a selected id at or past the request's block count
 // (a broken topk contract) is treated as padding, never read out of bounds.
 #include <cuda_runtime.h>
 
 #include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -129,40 +135,127 @@ __global__ void empty_rows_kernel(const K2qBuildArgs a, const K2qBuildOutputs o)
   if (p < a.num_heads * (r_cap + 1)) o.row_ptr[p] = 0;
 }
 
-struct Layout {  // workspace: row_of, keys in/out, values in/out, CUB scratch; each 256-byte aligned
-  std::size_t row_of, keys_in, keys_out, values_in, values_out, scratch, scratch_bytes, total;
+// ---- work schedule ----
+constexpr int kItemInts = 6;  // head_kv, row, q_begin, q_count, batch, kv_block
+
+// One thread per (head g, row r) of the capacity grid: the row's number of items.
+__global__ void item_counts_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, std::int32_t* n_items) {
+  const std::int64_t f = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
+  if (f >= a.num_heads * r_cap) return;
+  const std::int32_t* row_ptr = o.row_ptr + (f / r_cap) * (r_cap + 1) + f % r_cap;
+  n_items[f] = (row_ptr[1] - row_ptr[0] + a.max_q_per_item - 1) / a.max_q_per_item;
+}
+
+__global__ void item_total_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, const std::int32_t* n_items,
+                                  const std::int32_t* offsets) {
+  const std::int64_t last = a.num_heads * static_cast<std::int64_t>(a.num_requests) * a.max_blocks - 1;
+  *o.num_items = last < 0 ? 0 : offsets[last] + n_items[last];
+}
+
+// One thread per item slot: the item (its row by binary search on the offsets) and its sort key max_q - q_count;
+// slots past the total get key max_q, after every item.
+__global__ void items_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, const std::int32_t* offsets,
+                             std::int32_t* items, std::uint32_t* keys, std::int32_t* values, std::int64_t capacity) {
+  const std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (idx >= capacity) return;
+  values[idx] = static_cast<std::int32_t>(idx);
+  if (idx >= *o.num_items) {
+    keys[idx] = static_cast<std::uint32_t>(a.max_q_per_item);
+    return;
+  }
+  const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
+  std::int64_t lo = 0, hi = a.num_heads * r_cap;  // the last (head, row) whose first item is <= idx
+  while (hi - lo > 1) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (offsets[mid] <= idx) lo = mid; else hi = mid;
+  }
+  const std::int64_t g = lo / r_cap, r = lo % r_cap;
+  const std::int32_t* row_ptr = o.row_ptr + g * (r_cap + 1) + r;
+  const int q_begin = static_cast<int>(idx - offsets[lo]) * a.max_q_per_item;
+  const int q_count = min(a.max_q_per_item, row_ptr[1] - row_ptr[0] - q_begin);
+  std::int32_t* item = items + idx * kItemInts;
+  item[0] = static_cast<std::int32_t>(g);
+  item[1] = static_cast<std::int32_t>(r);
+  item[2] = q_begin;
+  item[3] = q_count;
+  item[4] = o.row_batch[r];
+  item[5] = o.row_block[r];
+  keys[idx] = static_cast<std::uint32_t>(a.max_q_per_item - q_count);
+}
+
+__global__ void gather_items_kernel(const K2qBuildOutputs o, const std::int32_t* items, const std::int32_t* order,
+                                    std::int64_t capacity) {
+  const std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (p >= capacity) return;
+  const bool used = p < *o.num_items;
+#pragma unroll
+  for (int c = 0; c < kItemInts; ++c)
+    o.items[p * kItemInts + c] = used ? items[static_cast<std::int64_t>(order[p]) * kItemInts + c] : -1;
+}
+
+struct Layout {  // workspace segments, each 256-byte aligned; one CUB scratch shared by the sorts and the scan
+  std::size_t row_of, keys_in, keys_out, values_in, values_out;
+  std::size_t n_items, offsets, items, item_keys_in, item_keys_out, item_values_in, item_values_out;
+  std::size_t scratch, scratch_bytes, total;
 };
 
 std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
-int key_bits(const K2qBuildArgs& a) {
-  const std::uint64_t max_key = static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1);
+
+int bits_for(std::uint64_t max_value) {
   int bits = 1;
-  while (bits < 32 && (std::uint64_t{1} << bits) < max_key) ++bits;
+  while (bits < 32 && (std::uint64_t{1} << bits) <= max_value) ++bits;
   return bits;
+}
+
+int key_bits(const K2qBuildArgs& a) {
+  return bits_for(static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1) - 1);
 }
 
 Status layout(const K2qBuildArgs& a, Layout* l) {
   const std::int64_t n = a.num_heads * a.total_q * a.k;
+  const std::int64_t rows = a.num_heads * k2q_row_capacity(a);
+  const std::int64_t items = a.max_q_per_item > 0 ? k2q_item_capacity(a) : 0;
   std::size_t off = 0;
-  l->row_of = off;
-  off += align256(static_cast<std::size_t>(k2q_row_capacity(a)) * 4);
-  l->keys_in = off;
-  off += align256(static_cast<std::size_t>(n) * 4);
-  l->keys_out = off;
-  off += align256(static_cast<std::size_t>(n) * 4);
-  l->values_in = off;
-  off += align256(static_cast<std::size_t>(n) * 4);
-  l->values_out = off;
-  off += align256(static_cast<std::size_t>(n) * 4);
+  auto take = [&](std::size_t* field, std::int64_t bytes) {
+    *field = off;
+    off += align256(static_cast<std::size_t>(bytes));
+  };
+  take(&l->row_of, k2q_row_capacity(a) * 4);
+  take(&l->keys_in, n * 4);
+  take(&l->keys_out, n * 4);
+  take(&l->values_in, n * 4);
+  take(&l->values_out, n * 4);
+  take(&l->n_items, items > 0 ? rows * 4 : 0);
+  take(&l->offsets, items > 0 ? rows * 4 : 0);
+  take(&l->items, items * kItemInts * 4);
+  take(&l->item_keys_in, items * 4);
+  take(&l->item_keys_out, items * 4);
+  take(&l->item_values_in, items * 4);
+  take(&l->item_values_out, items * 4);
   l->scratch = off;
   l->scratch_bytes = 0;
+  std::size_t need = 0;
+  cudaError_t e = cudaSuccess;
   if (n > 0) {
-    const cudaError_t e = cub::DeviceRadixSort::SortPairs(
-        nullptr, l->scratch_bytes, static_cast<const std::uint32_t*>(nullptr), static_cast<std::uint32_t*>(nullptr),
-        static_cast<const std::int32_t*>(nullptr), static_cast<std::int32_t*>(nullptr), n, 0, key_bits(a));
-    if (e != cudaSuccess) return Status::CudaError(std::string("k2q: sort size query: ") + cudaGetErrorString(e));
+    e = cub::DeviceRadixSort::SortPairs(nullptr, need, static_cast<const std::uint32_t*>(nullptr),
+                                        static_cast<std::uint32_t*>(nullptr), static_cast<const std::int32_t*>(nullptr),
+                                        static_cast<std::int32_t*>(nullptr), n, 0, key_bits(a));
+    l->scratch_bytes = std::max(l->scratch_bytes, need);
   }
+  if (e == cudaSuccess && items > 0) {
+    e = cub::DeviceScan::ExclusiveSum(nullptr, need, static_cast<const std::int32_t*>(nullptr),
+                                      static_cast<std::int32_t*>(nullptr), rows);
+    l->scratch_bytes = std::max(l->scratch_bytes, need);
+  }
+  if (e == cudaSuccess && items > 0) {
+    e = cub::DeviceRadixSort::SortPairs(nullptr, need, static_cast<const std::uint32_t*>(nullptr),
+                                        static_cast<std::uint32_t*>(nullptr), static_cast<const std::int32_t*>(nullptr),
+                                        static_cast<std::int32_t*>(nullptr), items, 0, bits_for(a.max_q_per_item));
+    l->scratch_bytes = std::max(l->scratch_bytes, need);
+  }
+  if (e != cudaSuccess) return Status::CudaError(std::string("k2q: scratch size query: ") + cudaGetErrorString(e));
   l->total = off + align256(l->scratch_bytes);
   return Status::Ok();
 }
@@ -173,6 +266,11 @@ unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + kThreads
 
 std::int64_t k2q_row_capacity(const K2qBuildArgs& a) { return static_cast<std::int64_t>(a.num_requests) * a.max_blocks; }
 
+std::int64_t k2q_item_capacity(const K2qBuildArgs& a) {
+  if (a.max_q_per_item < 1) return 0;
+  return a.num_heads * (k2q_row_capacity(a) + (a.total_q * a.k + a.max_q_per_item - 1) / a.max_q_per_item);
+}
+
 Status k2q_workspace_bytes(const K2qBuildArgs& a, std::size_t* bytes) {
   Layout l;
   MSA_RETURN_IF_ERROR(layout(a, &l));
@@ -182,6 +280,7 @@ Status k2q_workspace_bytes(const K2qBuildArgs& a, std::size_t* bytes) {
 
 Status launch_k2q_build(const K2qBuildArgs& a, const K2qBuildOutputs& o, void* workspace, std::size_t bytes) {
   if (a.k < 1 || a.k > kMaxK) return Status::InvalidArgument("topk: k must be in [1, 16], got " + std::to_string(a.k));
+  if (a.max_q_per_item < 0) return Status::InvalidArgument("max_q_per_item: must be >= 0 (0: no schedule)");
   const std::uint64_t keys = static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1);
   if (keys >= (std::uint64_t{1} << 32) || a.num_heads * a.total_q * a.k >= (std::int64_t{1} << 31))
     return Status::InvalidArgument("k2q: H * (B * max_blocks + 1) and H * T * k must stay below 2^32 and 2^31");
@@ -208,6 +307,30 @@ Status launch_k2q_build(const K2qBuildArgs& a, const K2qBuildOutputs& o, void* w
                                                           values_out, n, 0, key_bits(a), stream);
     if (e != cudaSuccess) return Status::CudaError(std::string("k2q: sort: ") + cudaGetErrorString(e));
     scatter_kernel<<<blocks_for(n), kThreads, 0, stream>>>(a, o, keys_out, values_out);
+  }
+  const std::int64_t items = k2q_item_capacity(a), rows = a.num_heads * r_cap;
+  if (items > 0) {
+    auto* n_items = reinterpret_cast<std::int32_t*>(base + l.n_items);
+    auto* offsets = reinterpret_cast<std::int32_t*>(base + l.offsets);
+    auto* tmp = reinterpret_cast<std::int32_t*>(base + l.items);
+    auto* item_keys_in = reinterpret_cast<std::uint32_t*>(base + l.item_keys_in);
+    auto* item_keys_out = reinterpret_cast<std::uint32_t*>(base + l.item_keys_out);
+    auto* order_in = reinterpret_cast<std::int32_t*>(base + l.item_values_in);
+    auto* order_out = reinterpret_cast<std::int32_t*>(base + l.item_values_out);
+    std::size_t scratch = l.scratch_bytes;
+    cudaError_t e = cudaSuccess;
+    if (rows > 0) {
+      item_counts_kernel<<<blocks_for(rows), kThreads, 0, stream>>>(a, o, n_items);
+      e = cub::DeviceScan::ExclusiveSum(base + l.scratch, scratch, n_items, offsets, rows, stream);
+      if (e != cudaSuccess) return Status::CudaError(std::string("k2q: item scan: ") + cudaGetErrorString(e));
+    }
+    item_total_kernel<<<1, 1, 0, stream>>>(a, o, n_items, offsets);
+    items_kernel<<<blocks_for(items), kThreads, 0, stream>>>(a, o, offsets, tmp, item_keys_in, order_in, items);
+    scratch = l.scratch_bytes;
+    e = cub::DeviceRadixSort::SortPairs(base + l.scratch, scratch, item_keys_in, item_keys_out, order_in, order_out,
+                                        items, 0, bits_for(a.max_q_per_item), stream);
+    if (e != cudaSuccess) return Status::CudaError(std::string("k2q: item sort: ") + cudaGetErrorString(e));
+    gather_items_kernel<<<blocks_for(items), kThreads, 0, stream>>>(o, tmp, order_out, items);
   }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("k2q: launch: ") + cudaGetErrorString(e));

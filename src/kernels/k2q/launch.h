@@ -25,6 +25,7 @@ struct K2qBuildArgs {
   int num_requests;     // B
   std::int64_t total_q;  // T
   int max_blocks;       // per-request block capacity (page-table width): rows capacity R_cap = B * max_blocks
+  int max_q_per_item;   // work schedule: rows split into items of at most this many queries; 0 = no schedule
   int device;
   void* stream;  // cudaStream_t
 };
@@ -39,9 +40,16 @@ struct K2qBuildOutputs {
   std::int32_t* qsplit_indices;  // [H, T * k]: q_local | (split_slot << 24); -1 pad
   std::int32_t* split_counts;    // [T, H]
   std::int32_t* total_rows;      // [1]: R
+  // Work schedule (when max_q_per_item > 0), as reference::build_k2q_schedule: items of 6 int32 (head_kv, row,
+  // q_begin, q_count, batch, kv_block), largest q_count first, ties in (head, row, q_begin) order; entries past
+  // num_items are all -1.
+  std::int32_t* items;      // [item capacity, 6]
+  std::int32_t* num_items;  // [1]
 };
 
 std::int64_t k2q_row_capacity(const K2qBuildArgs& args);
+// Items the schedule can hold: H * (R_cap + ceil(T * k / max_q_per_item)) bounds every row's ceil(count / max_q).
+std::int64_t k2q_item_capacity(const K2qBuildArgs& args);
 Status k2q_workspace_bytes(const K2qBuildArgs& args, std::size_t* bytes);
 // Enqueues the build on args.stream; never synchronises or allocates. Needs k2q_workspace_bytes of workspace.
 Status launch_k2q_build(const K2qBuildArgs& args, const K2qBuildOutputs& out, void* workspace, std::size_t bytes);
