@@ -13,81 +13,26 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "api/bench_hooks.h"
+#include "bench_util.h"
 #include "msa/msa.h"
 
 namespace {
 
 __global__ void fill_uniform(__nv_bfloat16* p, std::size_t n, unsigned seed) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    unsigned x = static_cast<unsigned>(i) * 2654435761u ^ seed;
-    x ^= x >> 15;
-    x *= 2246822519u;
-    x ^= x >> 13;
-    p[i] = __float2bfloat16(static_cast<float>(x & 0xffffff) / 8388608.0f - 1.0f);
-  }
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    p[i] = __float2bfloat16(static_cast<float>(msa_bench::hash32(static_cast<unsigned>(i), seed) & 0xffffff) /
+                                8388608.0f -
+                            1.0f);
 }
-
-#define CHECK_CUDA(x)                                                               \
-  do {                                                                              \
-    cudaError_t e_ = (x);                                                           \
-    if (e_ != cudaSuccess) {                                                        \
-      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                 \
-    }                                                                               \
-  } while (0)
 
 struct Result {
   std::string name;
   double ms, tflops, tbps, floor_ratio, topk_share;
 };
-
-// Median device times of one call of fa and of fb: `reps` calls of each are captured in a CUDA graph on `stream`,
-// and the two graphs are replayed alternately (A B, B A, ...) `iters` times each (after a warm-up replay) between
-// CUDA events, so clock drift affects both alike. Replay keeps host-side argument checks and launch overheads out of the numbers,
-// as in a graph-captured serving loop.
-template <class Fa, class Fb>
-std::pair<double, double> paired_median_ms(Fa&& fa, Fb&& fb, cudaStream_t stream, int reps, int iters) {
-  cudaGraphExec_t exec[2];
-  for (int v = 0; v < 2; ++v) {
-    cudaGraph_t graph;
-    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    for (int r = 0; r < reps; ++r) v == 0 ? fa() : fb();
-    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-    CHECK_CUDA(cudaGraphInstantiate(&exec[v], graph, 0));
-    CHECK_CUDA(cudaGraphDestroy(graph));
-    CHECK_CUDA(cudaGraphLaunch(exec[v], stream));
-  }
-  CHECK_CUDA(cudaStreamSynchronize(stream));
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  std::vector<float> times[2];
-  for (int i = 0; i < iters; ++i)
-    for (int n = 0; n < 2; ++n) {
-      const int v = (i + n) % 2;  // A B, B A, ...: neither variant always runs second (hotter, lower clocks)
-      cudaEventRecord(e0, stream);
-      CHECK_CUDA(cudaGraphLaunch(exec[v], stream));
-      cudaEventRecord(e1, stream);
-      CHECK_CUDA(cudaEventSynchronize(e1));
-      float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
-      times[v].push_back(ms / reps);
-    }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  double med[2];
-  for (int v = 0; v < 2; ++v) {
-    CHECK_CUDA(cudaGraphExecDestroy(exec[v]));
-    std::sort(times[v].begin(), times[v].end());
-    med[v] = times[v][times[v].size() / 2];
-  }
-  return {med[0], med[1]};
-}
 
 // B requests of L tokens with Q queries each (Q = L: a full prefill).
 Result run_case(const std::string& name, int B, long long L, int Q, int reps, int iters, bool prefill) {
@@ -149,7 +94,8 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
       std::exit(1);
     }
   };
-  const auto [ms, scores_ms] = paired_median_ms([&] { run(false); }, [&] { run(true); }, stream, reps, iters);
+  const std::vector<double> t = msa_bench::graph_median_ms({[&] { run(false); }, [&] { run(true); }}, stream, reps, iters);
+  const double ms = t[0], scores_ms = t[1];
   CHECK_CUDA(cudaStreamDestroy(stream));
   Result r{name, ms, 0, 0, 0, 1.0 - scores_ms / ms};
   if (prefill) {

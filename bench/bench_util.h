@@ -1,0 +1,81 @@
+// bench_util.h — shared helpers of msa's GPU benchmarks: error checks, a device hash for synthetic inputs, and
+// graph-replay timing.
+#ifndef MSA_BENCH_BENCH_UTIL_H_
+#define MSA_BENCH_BENCH_UTIL_H_
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <vector>
+
+#define CHECK_CUDA(x)                                                                 \
+  do {                                                                                \
+    cudaError_t e_ = (x);                                                             \
+    if (e_ != cudaSuccess) {                                                          \
+      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                   \
+    }                                                                                 \
+  } while (0)
+
+namespace msa_bench {
+
+// A well-mixed 32-bit hash of (i, seed) for synthetic device inputs.
+__device__ __forceinline__ unsigned hash32(unsigned i, unsigned seed) {
+  unsigned x = i * 2654435761u ^ seed;
+  x ^= x >> 15;
+  x *= 2246822519u;
+  x ^= x >> 13;
+  return x;
+}
+
+// Median device time of one call of each variant: `reps` calls of each are captured in a CUDA graph on `stream`,
+// and the graphs are replayed in rotating order (A B, B A, ...) `iters` times each after a warm-up replay, between
+// CUDA events, so clock drift affects all alike. Replay keeps host-side argument checks and launch overheads out of
+// the numbers, as in a graph-captured serving loop.
+inline std::vector<double> graph_median_ms(const std::vector<std::function<void()>>& variants, cudaStream_t stream,
+                                           int reps, int iters) {
+  const int n = static_cast<int>(variants.size());
+  std::vector<cudaGraphExec_t> exec(static_cast<std::size_t>(n));
+  for (int v = 0; v < n; ++v) {
+    cudaGraph_t graph;
+    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int r = 0; r < reps; ++r) variants[static_cast<std::size_t>(v)]();
+    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+    CHECK_CUDA(cudaGraphInstantiate(&exec[static_cast<std::size_t>(v)], graph, 0));
+    CHECK_CUDA(cudaGraphDestroy(graph));
+    CHECK_CUDA(cudaGraphLaunch(exec[static_cast<std::size_t>(v)], stream));
+  }
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  cudaEvent_t e0, e1;
+  CHECK_CUDA(cudaEventCreate(&e0));
+  CHECK_CUDA(cudaEventCreate(&e1));
+  std::vector<std::vector<float>> times(static_cast<std::size_t>(n));
+  for (int i = 0; i < iters; ++i)
+    for (int k = 0; k < n; ++k) {
+      const int v = (i + k) % n;
+      CHECK_CUDA(cudaEventRecord(e0, stream));
+      CHECK_CUDA(cudaGraphLaunch(exec[static_cast<std::size_t>(v)], stream));
+      CHECK_CUDA(cudaEventRecord(e1, stream));
+      CHECK_CUDA(cudaEventSynchronize(e1));
+      float ms = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      times[static_cast<std::size_t>(v)].push_back(ms / static_cast<float>(reps));
+    }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::vector<double> med(static_cast<std::size_t>(n));
+  for (int v = 0; v < n; ++v) {
+    CHECK_CUDA(cudaGraphExecDestroy(exec[static_cast<std::size_t>(v)]));
+    auto& t = times[static_cast<std::size_t>(v)];
+    std::sort(t.begin(), t.end());
+    med[static_cast<std::size_t>(v)] = t[t.size() / 2];
+  }
+  return med;
+}
+
+}  // namespace msa_bench
+
+#endif  // MSA_BENCH_BENCH_UTIL_H_
