@@ -8,6 +8,7 @@
 
 #include "api/device.h"
 #include "api/op_checks.h"
+#include "kernels/combine/launch.h"
 #include "reference/reference_impl.h"
 
 namespace msa {
@@ -146,7 +147,34 @@ Status combine(const CombineArgs& a) {
                                                  {"split_counts", &a.split_counts},
                                                  {"out", &a.out},
                                                  {"lse", &a.lse}}));
-  if (a.out.device.is_cuda()) return detail::cuda_path_missing("combine");
+  if (a.out.device.is_cuda()) {
+    kernels::CombineLaunch l{};
+    l.partial_out = a.partial_out.data;
+    l.partial_fp32 = a.partial_out.dtype == DType::kFP32;
+    l.po_stride_s = a.partial_out.stride[0];
+    l.po_stride_t = a.partial_out.stride[1];
+    l.po_stride_h = a.partial_out.stride[2];
+    l.partial_lse = static_cast<const float*>(a.partial_lse.data);
+    l.pl_stride_s = a.partial_lse.stride[0];
+    l.pl_stride_t = a.partial_lse.stride[1];
+    l.pl_stride_h = a.partial_lse.stride[2];
+    l.split_counts = static_cast<const std::int32_t*>(a.split_counts.data);
+    l.sc_stride_t = a.split_counts.stride[0];
+    l.sc_stride_g = a.split_counts.stride[1];
+    l.out = a.out.data;
+    l.out_stride_t = a.out.stride[0];
+    l.out_stride_h = a.out.stride[1];
+    l.lse = a.lse.present() ? static_cast<float*>(a.lse.data) : nullptr;
+    l.lse_stride_t = a.lse.present() ? a.lse.stride[0] : 0;
+    l.lse_stride_h = a.lse.present() ? a.lse.stride[1] : 0;
+    l.total_q = T;
+    l.num_q_heads = static_cast<int>(Hq);
+    l.group = static_cast<int>(Hq / a.split_counts.shape[1]);
+    l.num_splits = static_cast<int>(S);
+    l.device = a.out.device.index;
+    l.stream = a.out.device.stream;
+    return kernels::launch_combine(l);  // split_counts contents are trusted on the device (clamped to [0, S])
+  }
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t g = 0; g < a.split_counts.shape[1]; ++g) {
       const std::int64_t n = detail::i32_at(a.split_counts, t, g);

@@ -1,5 +1,6 @@
 // device_stub.cpp — device.h for builds without a CUDA toolkit (MSA_ENABLE_CUDA=OFF).
 #include "api/device.h"
+#include "kernels/combine/launch.h"
 #include "kernels/sm90/indexer/launch.h"
 
 namespace msa {
@@ -21,6 +22,9 @@ Status index_select_workspace_bytes_sm90(const IndexSelectLaunch&, std::size_t* 
 }
 Status launch_index_select_sm90(const IndexSelectLaunch&) {
   return Status::NotImplemented("index selection: msa was built without CUDA; pass CPU descriptors");
+}
+Status launch_combine(const CombineLaunch&) {
+  return Status::NotImplemented("combine: msa was built without CUDA; pass CPU descriptors");
 }
 }  // namespace kernels
 }  // namespace msa
