@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing msa needs, from Debian's packages, when it is missing:
-# a C++17 compiler, CMake >= 3.24, Ninja and GoogleTest. The CUDA toolkit is optional (without it, msa builds
+# a C++17 compiler, CMake >= 3.24, Ninja, GoogleTest, and Python 3 with venv (the Python package's test). The CUDA toolkit is optional (without it, msa builds
 # CPU-only). Safe to run repeatedly; does nothing when everything is present.
 set -euo pipefail
 
@@ -12,6 +12,8 @@ if [ ! -f /usr/src/googletest/CMakeLists.txt ] && [ ! -f /usr/lib/x86_64-linux-g
    && [ ! -f /usr/lib/aarch64-linux-gnu/cmake/GTest/GTestConfig.cmake ] && [ -z "${MSA_GTEST_SOURCE_DIR:-}" ]; then
   need+=(libgtest-dev googletest)
 fi
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,0 +1,113 @@
+"""msa — MiniMax Sparse Attention for NVIDIA Hopper, with a CPU implementation of every op.
+
+Every tensor argument is any array that exports DLPack or the buffer protocol (NumPy, PyTorch, CuPy, JAX); it is
+passed to the C++ core as a pointer with its shape and strides, never copied. Outputs are written in place.
+NumPy has no bfloat16: pass ``bf16(array)`` for a uint16/int16 array holding bf16 bit patterns.
+
+CUDA work goes on ``stream`` (a ``cudaStream_t`` as an int). When it is None, the stream is the current one of the
+framework that owns the CUDA arrays (PyTorch, CuPy), else the legacy default stream. Errors of the core raise
+ValueError (a broken contract; the message names the argument and rule), NotImplementedError, or RuntimeError.
+"""
+
+from . import _msa
+
+__all__ = [
+    "version",
+    "sm90_device_available",
+    "bf16",
+    "index_select_prefill",
+    "index_select_decode",
+    "index_select_decode_workspace_size",
+    "combine",
+    "SparsePrefillAttention",
+    "SparseDecodeAttention",
+]
+
+version = _msa.version
+sm90_device_available = _msa.sm90_device_available
+
+
+def bf16(array):
+    """Marks a 16-bit integer array as bf16 bit patterns (for NumPy, which has no bfloat16 dtype)."""
+    return (array, "bf16")
+
+
+def _unwrap(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _current_stream(*arrays):
+    """The current stream of the framework owning the first CUDA array, or 0 (the legacy default stream)."""
+    for x in map(_unwrap, arrays):
+        module = type(x).__module__
+        if module.startswith("torch") and getattr(x, "is_cuda", False):
+            import torch
+
+            return torch.cuda.current_stream(x.device).cuda_stream
+        if module.startswith("cupy"):
+            import cupy
+
+            return cupy.cuda.get_current_stream().ptr
+    return 0
+
+
+def _stream(stream, *arrays):
+    return _current_stream(*arrays) if stream is None else int(stream)
+
+
+def index_select_prefill(index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk, workspace=None,
+                         stream=None):
+    """Top-k block selection for a varlen batch of query chunks; writes topk [H_idx, T, k] int32 in place."""
+    _msa.index_select_prefill(index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk, workspace,
+                              _stream(stream, index_q, topk))
+
+
+def index_select_decode_workspace_size(index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request):
+    """Bytes of scratch memory index_select_decode needs for these shapes (0 on the CPU)."""
+    return _msa.index_select_decode_workspace_size(index_q, index_k_cache, page_table, seq_lens_k, topk,
+                                                   queries_per_request)
+
+
+def index_select_decode(index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request, workspace=None,
+                        stream=None):
+    """Top-k block selection for B requests with queries_per_request (1..16) query tokens each."""
+    _msa.index_select_decode(index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request, workspace,
+                             _stream(stream, index_q, topk))
+
+
+def combine(partial_out, partial_lse, split_counts, out, lse=None, stream=None):
+    """LSE-merge of split_counts[t, h // G] partial outputs per (token, head) into out (and lse)."""
+    _msa.combine(partial_out, partial_lse, split_counts, out, lse, _stream(stream, out))
+
+
+class SparsePrefillAttention:
+    """Sparse attention of a prefill batch over the selected blocks: plan() once per batch, then run()."""
+
+    def __init__(self):
+        self._op = _msa.SparsePrefillAttention()
+
+    def plan(self, topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads=64, num_kv_heads=4, sm_scale=0.0):
+        self._op.plan(topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads, num_kv_heads, sm_scale)
+
+    def workspace_bytes(self):
+        return self._op.workspace_bytes()
+
+    def run(self, q, k_cache, v_cache, out, lse=None, workspace=None, stream=None):
+        self._op.run(q, k_cache, v_cache, out, lse, workspace, _stream(stream, q, out))
+
+
+class SparseDecodeAttention:
+    """Sparse attention of decode steps (1..16 queries per request): plan() with capacities once, then run()."""
+
+    def __init__(self):
+        self._op = _msa.SparseDecodeAttention()
+
+    def plan(self, batch_size, queries_per_request=1, num_q_heads=64, num_kv_heads=4, topk=16, sm_scale=0.0,
+             cuda_device=-1):
+        self._op.plan(batch_size, queries_per_request, num_q_heads, num_kv_heads, topk, sm_scale, cuda_device)
+
+    def workspace_bytes(self):
+        return self._op.workspace_bytes()
+
+    def run(self, q, k_cache, v_cache, topk, page_table, seq_lens_k, out, lse=None, workspace=None, stream=None):
+        self._op.run(q, k_cache, v_cache, topk, page_table, seq_lens_k, out, lse, workspace, _stream(stream, q, out))

@@ -1,0 +1,257 @@
+// msa_module.cpp — msa._msa, the Python binding of the C++ ops: every tensor argument is any DLPack-capable array
+// (NumPy, PyTorch, CuPy, JAX), passed through as a pointer with its shape and strides, never copied. Errors of the
+// core become Python exceptions carrying the core's message: invalid arguments → ValueError, not implemented →
+// NotImplementedError, CUDA and internal errors → RuntimeError.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "msa/msa.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+// Holds the DLPack views of one call's arguments, so every pointer stays valid until the op returns.
+class Args {
+ public:
+  // A tensor argument: None → absent; a (array, "bf16") pair marks a 2-byte integer array as bf16 bit patterns
+  // (NumPy has no bfloat16); anything else must export DLPack or the buffer protocol.
+  msa::Tensor tensor(nb::handle obj, const char* name, std::uintptr_t stream) {
+    if (obj.is_none()) return msa::Tensor{};
+    bool bf16_bits = false;
+    nb::handle array = obj;
+    if (nb::isinstance<nb::tuple>(obj)) {
+      nb::tuple pair = nb::borrow<nb::tuple>(obj);
+      if (pair.size() != 2 || !nb::isinstance<nb::str>(pair[1]) || nb::cast<std::string>(pair[1]) != "bf16")
+        throw nb::type_error((std::string(name) + ": a tuple argument must be (array, \"bf16\")").c_str());
+      array = pair[0];
+      bf16_bits = true;
+    }
+    nb::ndarray<> nd;
+    if (!nb::try_cast(array, nd))
+      throw nb::type_error((std::string(name) + ": expected an array supporting DLPack or the buffer protocol").c_str());
+    views_.push_back(nd);
+    msa::Tensor t;
+    t.data = nd.data();
+    t.ndim = static_cast<int>(nd.ndim());
+    if (t.ndim > msa::kMaxTensorDims)
+      throw nb::value_error((std::string(name) + ": at most 4 dimensions").c_str());
+    for (int d = 0; d < t.ndim; ++d) {
+      t.shape[d] = static_cast<std::int64_t>(nd.shape(static_cast<std::size_t>(d)));
+      t.stride[d] = static_cast<std::int64_t>(nd.stride(static_cast<std::size_t>(d)));
+    }
+    t.dtype = dtype_of(nd.dtype(), bf16_bits, name);
+    if (nd.device_type() == nb::device::cpu::value)
+      t.device = msa::Device::cpu();
+    else if (nd.device_type() == nb::device::cuda::value)
+      t.device = msa::Device::cuda(nd.device_id(), reinterpret_cast<void*>(stream));
+    else
+      throw nb::value_error((std::string(name) + ": only CPU and CUDA arrays are supported").c_str());
+    return t;
+  }
+
+  // Any array as raw scratch memory: (pointer, bytes).
+  std::pair<void*, std::size_t> workspace(nb::handle obj) {
+    if (obj.is_none()) return {nullptr, 0};
+    nb::ndarray<> nd;
+    if (!nb::try_cast(obj, nd)) throw nb::type_error("workspace: expected an array");
+    views_.push_back(nd);
+    return {nd.data(), nd.nbytes()};
+  }
+
+ private:
+  static msa::DType dtype_of(nb::dlpack::dtype dt, bool bf16_bits, const char* name) {
+    const auto code = static_cast<nb::dlpack::dtype_code>(dt.code);
+    if (bf16_bits) {
+      if ((code == nb::dlpack::dtype_code::Int || code == nb::dlpack::dtype_code::UInt) && dt.bits == 16)
+        return msa::DType::kBF16;
+      throw nb::type_error((std::string(name) + ": bf16 bits must be a 16-bit integer array").c_str());
+    }
+    if (code == nb::dlpack::dtype_code::Bfloat && dt.bits == 16) return msa::DType::kBF16;
+    if (code == nb::dlpack::dtype_code::Float && dt.bits == 16) return msa::DType::kFP16;
+    if (code == nb::dlpack::dtype_code::Float && dt.bits == 32) return msa::DType::kFP32;
+    if (code == nb::dlpack::dtype_code::Int && dt.bits == 32) return msa::DType::kInt32;
+    throw nb::type_error((std::string(name) + ": unsupported dtype (bf16, fp16, fp32 or int32)").c_str());
+  }
+
+  std::vector<nb::ndarray<>> views_;
+};
+
+void check(const msa::Status& st) {
+  if (st.ok()) return;
+  switch (st.code()) {
+    case msa::StatusCode::kInvalidArgument: throw nb::value_error(st.message().c_str());
+    case msa::StatusCode::kNotImplemented:
+      PyErr_SetString(PyExc_NotImplementedError, st.message().c_str());
+      throw nb::python_error();
+    default: throw std::runtime_error(st.to_string());
+  }
+}
+
+msa::IndexPrefillArgs prefill_args(Args& a, nb::handle index_q, nb::handle index_k_cache, nb::handle page_table,
+                                   nb::handle cu_seqlens_q, nb::handle seq_lens_k, nb::handle topk,
+                                   std::uintptr_t stream) {
+  msa::IndexPrefillArgs p;
+  p.index_q = a.tensor(index_q, "index_q", stream);
+  p.index_k_cache = a.tensor(index_k_cache, "index_k_cache", stream);
+  p.page_table = a.tensor(page_table, "page_table", stream);
+  p.cu_seqlens_q = a.tensor(cu_seqlens_q, "cu_seqlens_q", stream);
+  p.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", stream);
+  p.topk = a.tensor(topk, "topk", stream);
+  return p;
+}
+
+msa::IndexDecodeArgs decode_args(Args& a, nb::handle index_q, nb::handle index_k_cache, nb::handle page_table,
+                                 nb::handle seq_lens_k, nb::handle topk, int queries_per_request,
+                                 std::uintptr_t stream) {
+  msa::IndexDecodeArgs d;
+  d.index_q = a.tensor(index_q, "index_q", stream);
+  d.index_k_cache = a.tensor(index_k_cache, "index_k_cache", stream);
+  d.page_table = a.tensor(page_table, "page_table", stream);
+  d.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", stream);
+  d.topk = a.tensor(topk, "topk", stream);
+  d.queries_per_request = queries_per_request;
+  return d;
+}
+
+}  // namespace
+
+NB_MODULE(_msa, m) {
+  m.doc() = "msa: MiniMax Sparse Attention kernels (C++ core binding)";
+  m.def("version", [] { return std::string(msa::version()); });
+  m.def("sm90_device_available", [] { return msa::sm90_device_available(); });
+
+  m.def(
+      "index_select_prefill",
+      [](nb::handle index_q, nb::handle index_k_cache, nb::handle page_table, nb::handle cu_seqlens_q,
+         nb::handle seq_lens_k, nb::handle topk, nb::handle workspace, std::uintptr_t stream) {
+        Args a;
+        const msa::IndexPrefillArgs p =
+            prefill_args(a, index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk, stream);
+        const auto ws = a.workspace(workspace);
+        check(msa::index_select_prefill(p, ws.first, ws.second));
+      },
+      "index_q"_a, "index_k_cache"_a, "page_table"_a, "cu_seqlens_q"_a, "seq_lens_k"_a, "topk"_a,
+      "workspace"_a = nb::none(), "stream"_a = 0);
+  m.def(
+      "index_select_decode_workspace_size",
+      [](nb::handle index_q, nb::handle index_k_cache, nb::handle page_table, nb::handle seq_lens_k, nb::handle topk,
+         int queries_per_request) {
+        Args a;
+        const msa::IndexDecodeArgs d =
+            decode_args(a, index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request, 0);
+        std::size_t bytes = 0;
+        check(msa::index_select_decode_workspace_size(d, &bytes));
+        return bytes;
+      },
+      "index_q"_a, "index_k_cache"_a, "page_table"_a, "seq_lens_k"_a, "topk"_a, "queries_per_request"_a);
+  m.def(
+      "index_select_decode",
+      [](nb::handle index_q, nb::handle index_k_cache, nb::handle page_table, nb::handle seq_lens_k, nb::handle topk,
+         int queries_per_request, nb::handle workspace, std::uintptr_t stream) {
+        Args a;
+        const msa::IndexDecodeArgs d =
+            decode_args(a, index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request, stream);
+        const auto ws = a.workspace(workspace);
+        check(msa::index_select_decode(d, ws.first, ws.second));
+      },
+      "index_q"_a, "index_k_cache"_a, "page_table"_a, "seq_lens_k"_a, "topk"_a, "queries_per_request"_a,
+      "workspace"_a = nb::none(), "stream"_a = 0);
+  m.def(
+      "combine",
+      [](nb::handle partial_out, nb::handle partial_lse, nb::handle split_counts, nb::handle out, nb::handle lse,
+         std::uintptr_t stream) {
+        Args a;
+        msa::CombineArgs c;
+        c.partial_out = a.tensor(partial_out, "partial_out", stream);
+        c.partial_lse = a.tensor(partial_lse, "partial_lse", stream);
+        c.split_counts = a.tensor(split_counts, "split_counts", stream);
+        c.out = a.tensor(out, "out", stream);
+        c.lse = a.tensor(lse, "lse", stream);
+        check(msa::combine(c));
+      },
+      "partial_out"_a, "partial_lse"_a, "split_counts"_a, "out"_a, "lse"_a = nb::none(), "stream"_a = 0);
+
+  nb::class_<msa::SparsePrefillAttention>(m, "SparsePrefillAttention")
+      .def(nb::init<>())
+      .def(
+          "plan",
+          [](msa::SparsePrefillAttention& self, nb::handle topk, nb::handle cu_seqlens_q, nb::handle seq_lens_k,
+             nb::handle page_table, int num_q_heads, int num_kv_heads, double sm_scale) {
+            Args a;
+            msa::SparsePrefillPlanArgs p;
+            p.topk = a.tensor(topk, "topk", 0);
+            p.cu_seqlens_q = a.tensor(cu_seqlens_q, "cu_seqlens_q", 0);
+            p.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", 0);
+            p.page_table = a.tensor(page_table, "page_table", 0);
+            p.num_q_heads = num_q_heads;
+            p.num_kv_heads = num_kv_heads;
+            p.sm_scale = sm_scale;
+            check(self.plan(p));
+          },
+          "topk"_a, "cu_seqlens_q"_a, "seq_lens_k"_a, "page_table"_a, "num_q_heads"_a = msa::kM3NumQHeads,
+          "num_kv_heads"_a = msa::kM3NumKVHeads, "sm_scale"_a = 0.0)
+      .def("workspace_bytes", &msa::SparsePrefillAttention::workspace_bytes)
+      .def(
+          "run",
+          [](msa::SparsePrefillAttention& self, nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle out,
+             nb::handle lse, nb::handle workspace, std::uintptr_t stream) {
+            Args a;
+            msa::SparsePrefillRunArgs r;
+            r.q = a.tensor(q, "q", stream);
+            r.k_cache = a.tensor(k_cache, "k_cache", stream);
+            r.v_cache = a.tensor(v_cache, "v_cache", stream);
+            r.out = a.tensor(out, "out", stream);
+            r.lse = a.tensor(lse, "lse", stream);
+            const auto ws = a.workspace(workspace);
+            check(self.run(r, ws.first, ws.second));
+          },
+          "q"_a, "k_cache"_a, "v_cache"_a, "out"_a, "lse"_a = nb::none(), "workspace"_a = nb::none(), "stream"_a = 0);
+
+  nb::class_<msa::SparseDecodeAttention>(m, "SparseDecodeAttention")
+      .def(nb::init<>())
+      .def(
+          "plan",
+          [](msa::SparseDecodeAttention& self, int batch_size, int queries_per_request, int num_q_heads,
+             int num_kv_heads, int topk, double sm_scale, int cuda_device) {
+            msa::SparseDecodePlanArgs p;
+            p.batch_size = batch_size;
+            p.queries_per_request = queries_per_request;
+            p.num_q_heads = num_q_heads;
+            p.num_kv_heads = num_kv_heads;
+            p.topk = topk;
+            p.sm_scale = sm_scale;
+            p.device = cuda_device < 0 ? msa::Device::cpu() : msa::Device::cuda(cuda_device);
+            check(self.plan(p));
+          },
+          "batch_size"_a, "queries_per_request"_a = 1, "num_q_heads"_a = msa::kM3NumQHeads,
+          "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,
+          "cuda_device"_a = -1)
+      .def("workspace_bytes", &msa::SparseDecodeAttention::workspace_bytes)
+      .def(
+          "run",
+          [](msa::SparseDecodeAttention& self, nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle topk,
+             nb::handle page_table, nb::handle seq_lens_k, nb::handle out, nb::handle lse, nb::handle workspace,
+             std::uintptr_t stream) {
+            Args a;
+            msa::SparseDecodeRunArgs r;
+            r.q = a.tensor(q, "q", stream);
+            r.k_cache = a.tensor(k_cache, "k_cache", stream);
+            r.v_cache = a.tensor(v_cache, "v_cache", stream);
+            r.topk = a.tensor(topk, "topk", stream);
+            r.page_table = a.tensor(page_table, "page_table", stream);
+            r.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", stream);
+            r.out = a.tensor(out, "out", stream);
+            r.lse = a.tensor(lse, "lse", stream);
+            const auto ws = a.workspace(workspace);
+            check(self.run(r, ws.first, ws.second));
+          },
+          "q"_a, "k_cache"_a, "v_cache"_a, "topk"_a, "page_table"_a, "seq_lens_k"_a, "out"_a, "lse"_a = nb::none(),
+          "workspace"_a = nb::none(), "stream"_a = 0);
+}
