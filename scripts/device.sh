@@ -35,6 +35,21 @@ if [ -z "${MSA_SKIP_TESTS:-}" ]; then
   : >"$out/ctest.log"
   step tests ctest.log ctest --test-dir "$build" -j "$jobs" --output-on-failure --output-junit "$out/ctest.xml"
   grep -E "tests passed|tests failed|Skipped|Failed" "$out/ctest.log" | tail -n 20 >"$out/ctest_summary.txt"
+  # Python package: the same CMake project with the nanobind module (no network here, so no pip build), staged as a
+  # package directory; the pytest suites include the torch and CUDA ones.
+  : >"$out/python.log"
+  if python3 -c "import nanobind, pytest" >/dev/null 2>&1; then
+    py_build="$build-python"
+    step python-build python.log cmake -S . -B "$py_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMSA_BUILD_PYTHON=ON \
+      -DMSA_BUILD_TESTS=OFF -DMSA_BUILD_APPS=OFF -DMSA_BUILD_BENCHMARKS=OFF -DPython_EXECUTABLE="$(command -v python3)" \
+      -Dnanobind_DIR="$(python3 -m nanobind --cmake_dir)"
+    step python-build python.log cmake --build "$py_build" -j "$jobs"
+    rm -rf "$py_build/stage" && mkdir -p "$py_build/stage/msa"
+    cp python/msa/*.py "$py_build/stage/msa/" && cp -a "$py_build"/_msa*.so "$py_build"/libmsa.so* "$py_build/stage/msa/"
+    step python-tests python.log env PYTHONPATH="$PWD/$py_build/stage" python3 -m pytest -q -rs python/tests
+  else
+    result[python-tests]="skipped (no nanobind or pytest)"
+  fi
   : >"$out/sanitizer.log"
   for tool in memcheck racecheck synccheck; do
     step "sanitizer-$tool" sanitizer.log compute-sanitizer --tool "$tool" --error-exitcode 1 \
@@ -69,7 +84,7 @@ echo
 echo "== msa device run: $gpu, commit $commit =="
 [ -f "$out/ctest_summary.txt" ] && cat "$out/ctest_summary.txt"
 printf '%-22s %s\n' "step" "result"
-for k in configure build tests sanitizer-memcheck sanitizer-racecheck sanitizer-synccheck; do
+for k in configure build tests python-build python-tests sanitizer-memcheck sanitizer-racecheck sanitizer-synccheck; do
   [ -n "${result[$k]:-}" ] && printf '%-22s %s\n' "$k" "${result[$k]}"
 done
 for k in "${!result[@]}"; do
