@@ -1,0 +1,27 @@
+"""DLPack interop beyond NumPy: JAX arrays (native bfloat16, read-only) as inputs give the same selection as the
+same bits passed from NumPy. Skipped where JAX is not installed."""
+
+import numpy as np
+import pytest
+
+import msa
+
+jnp = pytest.importorskip("jax.numpy")
+
+
+def test_jax_inputs_equal_numpy_inputs():
+    rng = np.random.default_rng()
+    T, H, L = 300, 4, 3000
+    pages = (L + 127) // 128
+    q_bits = (rng.standard_normal((T, H, 128)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    k_bits = (rng.standard_normal((pages + 1, 128, 128)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    table = rng.permutation(pages + 1)[:pages].astype(np.int32)[None]
+    cu, seq = np.array([0, T], np.int32), np.array([L], np.int32)
+    from_numpy = np.zeros((H, T, 16), np.int32)
+    msa.index_select_prefill(msa.bf16(q_bits), msa.bf16(k_bits), table, cu, seq, from_numpy)
+    q_jax = jnp.asarray(q_bits).view(jnp.bfloat16)
+    k_jax = jnp.asarray(k_bits).view(jnp.bfloat16)
+    from_jax = np.zeros_like(from_numpy)
+    msa.index_select_prefill(q_jax, k_jax, jnp.asarray(table), jnp.asarray(cu), jnp.asarray(seq), from_jax)
+    np.testing.assert_array_equal(from_jax, from_numpy)
+    assert (from_jax[:, :, 15] == (np.arange(L - T, L) // 128)[None]).all()
