@@ -1,0 +1,49 @@
+// launch.h — host-side entry of the split decode attention kernel (plain pointers, strides in elements).
+//
+// Status: written and compiled; not yet wired into SparseDecodeAttention::run until its GPU test
+// (tests/cpp/test_sm90_decode_attention.cpp) has passed on a Hopper machine.
+#ifndef MSA_KERNELS_DECODE_LAUNCH_H_
+#define MSA_KERNELS_DECODE_LAUNCH_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "msa/status.h"
+
+namespace msa {
+namespace kernels {
+
+struct DecodeAttentionLaunch {
+  const void* q;  // [T = B * Q, Hq, 128] bf16, inner stride 1
+  std::int64_t q_stride_t, q_stride_h;
+  const void* k_cache;  // [pages, Hkv, 128, 128] bf16, inner stride 1
+  const void* v_cache;
+  std::int64_t kv_stride_page, kv_stride_h, kv_stride_t;  // shared by K and V
+  const std::int32_t* topk;  // [Hkv, T, k], valid ids a prefix
+  std::int64_t topk_stride_h, topk_stride_t, topk_stride_s;
+  const std::int32_t* page_table;  // [B, max_pages]
+  std::int64_t pt_stride_b, pt_stride_j;
+  const std::int32_t* seq_lens_k;  // [B]
+  std::int64_t seq_stride;
+  std::int64_t total_q;  // T
+  int queries_per_request;
+  int num_q_heads, num_kv_heads, k;
+  float sm_scale;
+  // Outputs: the partials of slot s = the s-th listed block (combine reads exactly split_counts slots).
+  void* partial_out;         // [k, T, Hq, 128] bf16, contiguous
+  float* partial_lse;        // [k, T, Hq], natural log
+  std::int32_t* split_counts;  // [T, Hkv]
+  int device;
+  void* stream;
+};
+
+// Workspace layout for the partials of a launch (bytes, each part 256-byte aligned).
+std::size_t decode_partials_bytes(std::int64_t total_q, int num_q_heads, int num_kv_heads, int k);
+
+// G = Hq / Hkv must be 1, 2, 4, 8 or 16. Enqueues one CTA (one warp) per (token, KV head, list slot).
+Status launch_decode_attention(const DecodeAttentionLaunch& args);
+
+}  // namespace kernels
+}  // namespace msa
+
+#endif  // MSA_KERNELS_DECODE_LAUNCH_H_
