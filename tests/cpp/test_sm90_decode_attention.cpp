@@ -1,7 +1,7 @@
-// test_sm90_decode_attention.cpp — the split decode attention kernel + the combine kernel against the CPU
-// implementation of SparseDecodeAttention, on fresh random decode batches (Q = 1 and 4, G = 16 and 4, shuffled
-// selections, a request whose selection is shorter than k). The kernel is not yet behind the public op; this test
-// drives its launch directly.
+// test_sm90_decode_attention.cpp — the split attention kernel + the combine kernel against the CPU implementation
+// of SparseDecodeAttention (fresh random decode batches: Q = 1 and 4, G = 16 and 4, shuffled selections, a request
+// whose selection is shorter than k) and of SparsePrefillAttention (a varlen batch). The kernel is not yet behind
+// the public ops; this test drives its launch directly.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -16,8 +16,11 @@ namespace msa {
 namespace test {
 namespace {
 
-void check_decode(int Q, int Hq, int Hkv, std::vector<std::int64_t> lens, std::uint64_t seed) {
-  ProblemSpec s = spec(std::vector<std::int64_t>(lens.size(), Q), lens, Hq, Hkv);
+// Q > 0: a decode batch with Q queries per request, checked against SparseDecodeAttention on the CPU. Q = 0: the
+// varlen prefill batch nq, checked against SparsePrefillAttention on the CPU.
+void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv, std::vector<std::int64_t> lens,
+                           std::uint64_t seed) {
+  ProblemSpec s = spec(Q > 0 ? std::vector<std::int64_t>(lens.size(), Q) : nq, lens, Hq, Hkv);
   s.seed = seed;
   Problem p = testing::make_problem(s);
   ASSERT_TRUE(select(p).ok());  // CPU selection: valid rows, local block last
@@ -29,24 +32,29 @@ void check_decode(int Q, int Hq, int Hkv, std::vector<std::int64_t> lens, std::u
   }
 
   // CPU reference.
-  SparseDecodeAttention cpu;
-  SparseDecodePlanArgs plan;
-  plan.batch_size = static_cast<int>(lens.size());
-  plan.queries_per_request = Q;
-  plan.num_q_heads = Hq;
-  plan.num_kv_heads = Hkv;
-  ASSERT_TRUE(cpu.plan(plan).ok());
-  SparseDecodeRunArgs run{p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(), p.seq_lens_k_t(),
-                          p.out_t(), p.lse_t()};
-  const Status st = cpu.run(run);
-  ASSERT_TRUE(st.ok()) << st.to_string();
+  if (Q > 0) {
+    SparseDecodeAttention cpu;
+    SparseDecodePlanArgs plan;
+    plan.batch_size = static_cast<int>(lens.size());
+    plan.queries_per_request = Q;
+    plan.num_q_heads = Hq;
+    plan.num_kv_heads = Hkv;
+    ASSERT_TRUE(cpu.plan(plan).ok());
+    SparseDecodeRunArgs run{p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(), p.seq_lens_k_t(),
+                            p.out_t(), p.lse_t()};
+    const Status st = cpu.run(run);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+  } else {
+    const Status st = sparse_prefill(p);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+  }
   const std::vector<std::uint16_t> out_ref = p.out;
   const std::vector<float> lse_ref = p.lse;
 
   // GPU: split kernel into a workspace, then combine.
   const std::int64_t T = p.total_q;
   DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
-  DeviceBuffer<std::int32_t> topk(p.topk), pt(p.page_table), seq(p.seq_lens_k);
+  DeviceBuffer<std::int32_t> topk(p.topk), pt(p.page_table), seq(p.seq_lens_k), cu(p.cu_seqlens_q);
   DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
   DeviceBuffer<float> lse(std::vector<float>(lse_ref.size(), NAN));
   const std::size_t rows = static_cast<std::size_t>(k) * static_cast<std::size_t>(T) * Hq;
@@ -71,6 +79,9 @@ void check_decode(int Q, int Hq, int Hkv, std::vector<std::int64_t> lens, std::u
   a.pt_stride_j = 1;
   a.seq_lens_k = seq.ptr;
   a.seq_stride = 1;
+  a.cu_seqlens_q = Q > 0 ? nullptr : cu.ptr;
+  a.cu_stride = 1;
+  a.num_requests = static_cast<int>(lens.size());
   a.total_q = T;
   a.queries_per_request = Q;
   a.num_q_heads = Hq;
@@ -122,12 +133,18 @@ void check_decode(int Q, int Hq, int Hkv, std::vector<std::int64_t> lens, std::u
 
 TEST(SM90_DecodeAttentionKernel, OneQueryM3Heads) {
   MSA_REQUIRE_SM90();
-  check_decode(1, 64, 4, {40000, 129, 1000, 2048}, std::random_device{}());
+  check_split_attention(1, {}, 64, 4, {40000, 129, 1000, 2048}, std::random_device{}());
 }
 
 TEST(SM90_DecodeAttentionKernel, FourQueriesGroupOfFour) {
   MSA_REQUIRE_SM90();
-  check_decode(4, 16, 4, {9000, 700, 4}, std::random_device{}());
+  check_split_attention(4, {}, 16, 4, {9000, 700, 4}, std::random_device{}());
+}
+
+TEST(SM90_DecodeAttentionKernel, VarlenPrefillBatch) {
+  MSA_REQUIRE_SM90();
+  // Irregular chunks, a zero-length request, chunked prefill over history.
+  check_split_attention(0, {129, 0, 40, 300}, 16, 2, {129, 500, 16385, 2600}, std::random_device{}());
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// decode_attention.cu — split decode attention: one warp per (query token t, KV head g, slot s of t's topk list).
+// decode_attention.cu — split sparse attention: one warp per (query token t, KV head g, slot s of t's topk list),
+// for decode batches (Q queries per request) and, as a query-outer baseline, varlen prefill batches.
 // It loads the K and V block of that slot once into shared memory (cp.async), computes S = Q·Kᵀ for the G query
 // heads of group g (one m16 row tile of mma.sync m16n8k16, rows past G padded with zeros), a single-tile softmax
 // (the block is the whole tile: key positions past the request's length or after the query are -inf), O = P·V
@@ -60,9 +61,23 @@ __global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttent
   if (s == 0 && lane == 0) a.split_counts[t * a.num_kv_heads + g] = count;
   if (s >= count) return;  // uniform over the CTA
 
-  const int b = static_cast<int>(t / a.queries_per_request), i = static_cast<int>(t % a.queries_per_request);
+  int b, i, nq;  // request, query index in it, its query count
+  if (a.cu_seqlens_q == nullptr) {
+    b = static_cast<int>(t / a.queries_per_request);
+    i = static_cast<int>(t % a.queries_per_request);
+    nq = a.queries_per_request;
+  } else {  // the request with cu[b] <= t < cu[b + 1] (zero-length requests are skipped)
+    int lo = 0, hi = a.num_requests;
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (a.cu_seqlens_q[mid * a.cu_stride] <= t) lo = mid; else hi = mid;
+    }
+    b = lo;
+    i = static_cast<int>(t - a.cu_seqlens_q[b * a.cu_stride]);
+    nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - a.cu_seqlens_q[b * a.cu_stride];
+  }
   const int L = a.seq_lens_k[b * a.seq_stride];
-  const int pos = L - a.queries_per_request + i;
+  const int pos = L - nq + i;  // bottom-right aligned query position
   const int block = list[s * a.topk_stride_s];
   const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + block * a.pt_stride_j];
 

@@ -25,6 +25,9 @@ struct DecodeAttentionLaunch {
   std::int64_t pt_stride_b, pt_stride_j;
   const std::int32_t* seq_lens_k;  // [B]
   std::int64_t seq_stride;
+  const std::int32_t* cu_seqlens_q;  // [B + 1] for a varlen (prefill) batch, or nullptr: Q queries per request
+  std::int64_t cu_stride;
+  int num_requests;
   std::int64_t total_q;  // T
   int queries_per_request;
   int num_q_heads, num_kv_heads, k;
