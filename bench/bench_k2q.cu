@@ -19,24 +19,6 @@ namespace {
 
 constexpr int kHeads = 4, kTopk = 16, kMaxQ = 64;
 
-__global__ void random_selection(std::int32_t* topk, std::int64_t T, unsigned seed) {
-  const std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (p >= kHeads * T) return;
-  const std::int64_t t = p % T;
-  const int local = static_cast<int>(t / 128);
-  std::int32_t* row = topk + p * kTopk;
-  if (local + 1 <= kTopk) {
-    for (int s = 0; s < kTopk; ++s) row[s] = s <= local ? s : -1;
-    return;
-  }
-  for (int s = 0; s < kTopk - 1; ++s) {
-    const float u = static_cast<float>(msa_bench::hash32(static_cast<unsigned>(p * kTopk + s), seed) & 0xffffff) /
-                    16777216.0f;
-    row[s] = static_cast<int>((static_cast<double>(s) + u) * local / (kTopk - 1));
-  }
-  row[kTopk - 1] = local;
-}
-
 struct Result {
   std::string name;
   double ms, tbps, floor_ratio;
@@ -51,7 +33,8 @@ Result run_case(const std::string& name, long long N, int iters) {
   const std::int32_t h_cu[2] = {0, static_cast<std::int32_t>(T)}, h_seq = static_cast<std::int32_t>(N);
   CHECK_CUDA(cudaMemcpy(cu, h_cu, 8, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(seq, &h_seq, 4, cudaMemcpyHostToDevice));
-  random_selection<<<static_cast<unsigned>((kHeads * T + 255) / 256), 256>>>(topk, T, 7u);
+  msa_bench::random_selection<<<static_cast<unsigned>((kHeads * T + 255) / 256), 256>>>(topk, T, kHeads, kTopk,
+                                                                                        static_cast<int>(T), N, 7u);
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
 
@@ -106,14 +89,8 @@ Result run_case(const std::string& name, long long N, int iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* json = nullptr;
-  for (int i = 1; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-    std::fprintf(stderr, "bench_k2q: no CUDA device\n");
-    return 1;
-  }
+  const char* json = msa_bench::json_path(argc, argv);
+  if (!msa_bench::have_cuda_device("bench_k2q")) return 1;
   std::printf("k2q build, CSR + schedule (Hkv 4, k 16, items of <= %d queries)\n", kMaxQ);
   std::vector<Result> rs;
   for (long long n : {32768LL, 131072LL, 524288LL, 1048576LL})

@@ -6,8 +6,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -22,6 +24,21 @@
 
 namespace msa_bench {
 
+// The FILE of `--json FILE` on the command line, or nullptr.
+inline const char* json_path(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--json") == 0) return argv[i + 1];
+  return nullptr;
+}
+
+// Whether a CUDA device is visible; prints why not for `program` otherwise.
+inline bool have_cuda_device(const char* program) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0) return true;
+  std::fprintf(stderr, "%s: no CUDA device\n", program);
+  return false;
+}
+
 // A well-mixed 32-bit hash of (i, seed) for synthetic device inputs.
 __device__ __forceinline__ unsigned hash32(unsigned i, unsigned seed) {
   unsigned x = i * 2654435761u ^ seed;
@@ -29,6 +46,27 @@ __device__ __forceinline__ unsigned hash32(unsigned i, unsigned seed) {
   x *= 2246822519u;
   x ^= x >> 13;
   return x;
+}
+
+// Synthetic topk [heads, T, k] for a uniform batch of requests with Q queries over L keys each (token t at position
+// L - Q + t % Q): 15 random history blocks, one from each of k - 1 equal strata of the history (so ids are distinct),
+// then the local block; all visible blocks while there are at most k.
+__global__ void random_selection(std::int32_t* topk, std::int64_t T, int heads, int k, int Q, long long L,
+                                 unsigned seed) {
+  const std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (p >= heads * T) return;
+  const std::int64_t t = p % T;
+  const int local = static_cast<int>((L - Q + t % Q) / 128);
+  std::int32_t* row = topk + p * k;
+  if (local + 1 <= k) {
+    for (int s = 0; s < k; ++s) row[s] = s <= local ? s : -1;
+    return;
+  }
+  for (int s = 0; s < k - 1; ++s) {
+    const float u = static_cast<float>(hash32(static_cast<unsigned>(p * k + s), seed) & 0xffffff) / 16777216.0f;
+    row[s] = static_cast<int>((static_cast<double>(s) + u) * local / (k - 1));
+  }
+  row[k - 1] = local;
 }
 
 // Median device time of one call of each variant: `reps` calls of each are captured in a CUDA graph on `stream`,
