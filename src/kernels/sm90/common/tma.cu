@@ -29,26 +29,40 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 
 }  // namespace
 
-Status encode_tma_bf16_sw128(const Bf16Tensor3d& t, const char* what, CUtensorMap* map) {
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = encode_fn();
-  if (encode == nullptr) return Status::CudaError("TMA: the driver does not provide cuTensorMapEncodeTiled");
-  cuuint64_t dims[3], strides[2];
-  cuuint32_t box[3], unit[3] = {1, 1, 1};
-  for (int d = 0; d < 3; ++d) {
-    dims[d] = t.dims[d];
-    box[d] = t.box[d];
+namespace {
+
+// Rank-generic encoder: dims[0] contiguous; strides[d - 1] of dims d >= 1 in elements.
+Status encode(int rank, const void* base, const std::uint64_t* dims_in, const std::int64_t* strides_in,
+              const std::uint32_t* box_in, const char* what, CUtensorMap* map) {
+  const PFN_cuTensorMapEncodeTiled_v12000 fn = encode_fn();
+  if (fn == nullptr) return Status::CudaError("TMA: the driver does not provide cuTensorMapEncodeTiled");
+  cuuint64_t dims[4], strides[3];
+  cuuint32_t box[4], unit[4] = {1, 1, 1, 1};
+  std::int64_t dense = 1;  // the stride a dense layout would have: used for size-1 dims, never stepped along
+  for (int d = 0; d < rank; ++d) {
+    dims[d] = dims_in[d];
+    box[d] = box_in[d];
+    if (d > 0) strides[d - 1] = static_cast<cuuint64_t>(dims_in[d] > 1 ? strides_in[d - 1] : dense) * 2;
+    dense *= static_cast<std::int64_t>(dims_in[d]);
   }
-  // A size-1 dim is never stepped along; give it a legal stride (the hardware still checks the field).
-  strides[0] = static_cast<cuuint64_t>(t.dims[1] > 1 ? t.strides[0] : static_cast<std::int64_t>(t.dims[0])) * 2;
-  strides[1] = static_cast<cuuint64_t>(t.dims[2] > 1 ? t.strides[1] : static_cast<std::int64_t>(t.dims[0] * t.dims[1])) * 2;
-  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(t.base), dims, strides, box,
-                            unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r = fn(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, static_cast<cuuint32_t>(rank), const_cast<void*>(base),
+                        dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     return Status::InvalidArgument(std::string(what) + ": cannot be described to TMA (cuTensorMapEncodeTiled error " +
                                    std::to_string(static_cast<int>(r)) +
                                    "; strides must be multiples of 16 bytes below 2^40)");
   return Status::Ok();
+}
+
+}  // namespace
+
+Status encode_tma_bf16_sw128(const Bf16Tensor3d& t, const char* what, CUtensorMap* map) {
+  return encode(3, t.base, t.dims, t.strides, t.box, what, map);
+}
+
+Status encode_tma_bf16_sw128(const Bf16Tensor4d& t, const char* what, CUtensorMap* map) {
+  return encode(4, t.base, t.dims, t.strides, t.box, what, map);
 }
 
 }  // namespace sm90

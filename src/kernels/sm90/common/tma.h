@@ -23,6 +23,15 @@ struct Bf16Tensor3d {
 };
 Status encode_tma_bf16_sw128(const Bf16Tensor3d& t, const char* what, CUtensorMap* map);
 
+// The same for a 4-D tensor (dims 1..3 strided), e.g. a paged cache [pages, heads, tokens, 128].
+struct Bf16Tensor4d {
+  const void* base;
+  std::uint64_t dims[4];
+  std::int64_t strides[3];  // of dims 1, 2 and 3
+  std::uint32_t box[4];
+};
+Status encode_tma_bf16_sw128(const Bf16Tensor4d& t, const char* what, CUtensorMap* map);
+
 }  // namespace sm90
 }  // namespace kernels
 }  // namespace msa

@@ -1,0 +1,228 @@
+// kv_outer.cu — KV-outer sparse prefill attention (first version; see launch.h for its status).
+//
+// One CTA per work item of the device k2q schedule: (KV head g, block j of request b, a range of the queries that
+// selected it). A producer warpgroup (one thread) loads K and V of the block once (TMA, 2 x 32 KiB, 128-byte
+// swizzle) and then the item's queries in tiles of 8 tokens x 16 heads = 128 rows (one TMA box of 16 heads x 64
+// dims per token and half), through a 2-stage ring. Two consumer warpgroups take 64 rows (4 tokens) each:
+// S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
+// request's length or after the query are -inf), P rounded to bf16 in registers, O = P·V (8 x wgmma with P from
+// registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the query's split slot. No atomics:
+// every (token, head, slot) has exactly one writer.
+//
+// Invariants: G = 16; rows of tokens past the item's query count are computed on stale data and never written.
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "kernels/sm90/attention/launch.h"
+#include "kernels/sm90/common/sm90.cuh"
+#include "kernels/sm90/common/tma.h"
+
+namespace msa {
+namespace kernels {
+namespace {
+
+constexpr int kG = 16, kTokens = 8;  // a Q tile: 8 tokens x 16 heads = 128 rows
+constexpr int kHalf = 128 * 128;                             // bytes of a 64-dim half of a 128-row tile
+constexpr int kQStages = 2;
+constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
+// Shared memory (from a 1024-aligned base): K (2 halves), V (2 halves), Q stages (2 halves each), barriers.
+constexpr int kKOff = 0, kVOff = 2 * kHalf, kQOff = 4 * kHalf, kBarOff = kQOff + kQStages * 2 * kHalf;
+constexpr int kSmemBytes = kBarOff + 64 + 1024;
+
+__global__ void __launch_bounds__(kThreads, 1)
+    kv_outer_kernel(const KvOuterLaunch a, const __grid_constant__ CUtensorMap q_map,
+                    const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
+  auto* bars = reinterpret_cast<std::uint64_t*>(smem + kBarOff);
+  std::uint64_t* kv_full = bars;
+  std::uint64_t* q_full = bars + 1;              // [kQStages]
+  std::uint64_t* q_empty = bars + 1 + kQStages;  // [kQStages]
+
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  const std::int64_t item = blockIdx.x;
+  if (item >= *a.num_items) return;
+  const std::int32_t* it = a.items + item * 6;
+  const int g = it[0], row = it[1], q_begin = it[2], q_count = it[3], b = it[4], j = it[5];
+  const std::int32_t* handles = a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
+                                a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
+  const int n_tiles = (q_count + kTokens - 1) / kTokens;
+  const int q0 = a.cu_seqlens_q[b * a.cu_stride];
+  const int nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
+  const int L = a.seq_lens_k[b * a.seq_stride];
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
+    sm90::mbar_init(kv_full, 1);
+    for (int s = 0; s < kQStages; ++s) {
+      sm90::mbar_init(&q_full[s], 1);
+      sm90::mbar_init(&q_empty[s], 8);  // one arrive per consumer warp
+    }
+    sm90::mbar_fence_init();
+  }
+  __syncthreads();
+
+  if (warp < 4) {  // ---- producer ----
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (threadIdx.x != 0) return;
+    const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + j * a.pt_stride_j];
+    sm90::mbar_arrive_expect_tx(kv_full, 4 * kHalf);
+    for (int h = 0; h < 2; ++h) {
+      sm90::tma_load_4d(smem + kKOff + h * kHalf, &k_map, kv_full, 64 * h, 0, g, page);
+      sm90::tma_load_4d(smem + kVOff + h * kHalf, &v_map, kv_full, 64 * h, 0, g, page);
+    }
+    for (int tile = 0; tile < n_tiles; ++tile) {
+      const int s = tile % kQStages;
+      sm90::mbar_wait(&q_empty[s], ((tile / kQStages) & 1) ^ 1);
+      const int ntok = min(kTokens, q_count - tile * kTokens);
+      sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * kG * 128);
+      unsigned char* stage = smem + kQOff + s * 2 * kHalf;
+      for (int i = 0; i < ntok; ++i) {
+        const int t = q0 + (handles[tile * kTokens + i] & 0xFFFFFF);
+        for (int h = 0; h < 2; ++h)
+          sm90::tma_load_3d(stage + h * kHalf + i * kG * 128, &q_map, &q_full[s], 64 * h, g * kG, t);
+      }
+    }
+    return;
+  }
+
+  // ---- consumers: rows 64 wg + 16 (warp % 4) + lane / 4 (+ 8) = token (row / 16) x head (row % 16) ----
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+  const int wg = warp / 4 - 1, c = lane % 4;
+  const int r0 = 64 * wg + 16 * (warp % 4) + lane / 4, r1 = r0 + 8;
+  const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
+  const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(smem + kKOff), desc_k1 = sm90::wgmma_desc_sw128(smem + kKOff + kHalf);
+  sm90::mbar_wait(kv_full, 0);
+
+  for (int tile = 0; tile < n_tiles; ++tile) {
+    const int s = tile % kQStages;
+    const unsigned char* stage = smem + kQOff + s * 2 * kHalf;
+    sm90::mbar_wait(&q_full[s], (tile / kQStages) & 1);
+    float acc[64];
+    sm90::wgmma_fence();
+    const std::uint64_t dq0 = sm90::wgmma_desc_sw128(stage + 64 * wg * 128);
+    const std::uint64_t dq1 = sm90::wgmma_desc_sw128(stage + kHalf + 64 * wg * 128);
+    sm90::wgmma_m64n128k16_bf16_first(acc, dq0, desc_k0);
+#pragma unroll
+    for (int kk = 1; kk < 4; ++kk)
+      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(dq0, kk), sm90::wgmma_desc_advance(desc_k0, kk));
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(dq1, kk), sm90::wgmma_desc_advance(desc_k1, kk));
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+    sm90::wgmma_fence_regs(acc);
+    __syncwarp();
+    if (lane == 0) sm90::mbar_arrive(&q_empty[s]);  // Q of this stage is read
+
+    // Which query each of this thread's two rows is, and where it lives.
+    const int tok0 = tile * kTokens + r0 / kG, tok1 = tile * kTokens + r1 / kG;
+    const bool valid0 = tok0 < q_count, valid1 = tok1 < q_count;
+    const int h0 = valid0 ? handles[tok0] : 0, h1 = valid1 ? handles[tok1] : 0;
+    const int pos0 = L - nq + (h0 & 0xFFFFFF), pos1 = L - nq + (h1 & 0xFFFFFF);
+
+    // Single-tile softmax in log2 units: columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (+2, +3).
+    float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < 16; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = j * 128 + 8 * n + 2 * c + (e & 1);
+        const bool visible = key < L && key <= (e < 2 ? pos0 : pos1);
+        acc[4 * n + e] = visible ? acc[4 * n + e] * scale : -INFINITY;
+        if (e < 2) m0 = fmaxf(m0, acc[4 * n + e]); else m1 = fmaxf(m1, acc[4 * n + e]);
+      }
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1) {
+      m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
+      m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
+    }
+    const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
+    float l0 = 0.f, l1 = 0.f;
+    std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
+#pragma unroll
+    for (int n = 0; n < 16; ++n) {
+      const __nv_bfloat162 p0 = __floats2bfloat162_rn(exp2f(acc[4 * n] - base0), exp2f(acc[4 * n + 1] - base0));
+      const __nv_bfloat162 p1 = __floats2bfloat162_rn(exp2f(acc[4 * n + 2] - base1), exp2f(acc[4 * n + 3] - base1));
+      const float2 f0 = __bfloat1622float2(p0), f1 = __bfloat1622float2(p1);
+      l0 += f0.x + f0.y;
+      l1 += f1.x + f1.y;
+      pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
+      pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
+    }
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1) {
+      l0 += __shfl_xor_sync(0xffffffffu, l0, o);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, o);
+    }
+
+    // O = P V: slice kk = keys 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice).
+    float o_acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o_acc[i] = 0.f;
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk)
+      sm90::wgmma_m64n128k16_bf16_rs_tb(o_acc, pa[kk], sm90::wgmma_desc_sw128_nmajor(smem + kVOff + kk * 2048, kHalf));
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+    sm90::wgmma_fence_regs(o_acc);
+
+    // Write O / l and the LSE of each valid row to its split slot.
+    auto* po = static_cast<__nv_bfloat16*>(a.partial_out);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      if (!(half ? valid1 : valid0)) continue;
+      const int handle = half ? h1 : h0, r = half ? r1 : r0;
+      const float l = half ? l1 : l0, m = half ? m1 : m0;
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const std::int64_t t = q0 + (handle & 0xFFFFFF);
+      const std::int64_t out_row = ((static_cast<std::int64_t>(handle >> 24) * a.total_q + t) * a.num_q_heads) +
+                                   static_cast<std::int64_t>(g) * kG + r % kG;
+      __nv_bfloat16* dst = po + out_row * 128;
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {
+        const __nv_bfloat162 v = __floats2bfloat162_rn(o_acc[4 * n + 2 * half] * inv, o_acc[4 * n + 2 * half + 1] * inv);
+        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * n + 2 * c) = v;
+      }
+      if (c == 0) a.partial_lse[out_row] = l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    }
+  }
+}
+
+}  // namespace
+
+Status launch_kv_outer_attention(const KvOuterLaunch& a) {
+  if (a.num_kv_heads < 1 || a.num_q_heads != kG * a.num_kv_heads)
+    return Status::NotImplemented("KV-outer attention: Hq / Hkv must be 16 in this version");
+  if (a.item_capacity == 0 || a.total_q == 0) return Status::Ok();
+  CUtensorMap q_map, k_map, v_map;
+  const sm90::Bf16Tensor3d q{a.q,
+                             {128, static_cast<std::uint64_t>(a.num_q_heads), static_cast<std::uint64_t>(a.total_q)},
+                             {a.q_stride_h, a.q_stride_t},
+                             {64, kG, 1}};
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(q, "q", &q_map));
+  const std::uint64_t kv_dims[4] = {128, 128, static_cast<std::uint64_t>(a.num_kv_heads),
+                                    static_cast<std::uint64_t>(a.num_pages)};
+  const sm90::Bf16Tensor4d k{a.k_cache, {kv_dims[0], kv_dims[1], kv_dims[2], kv_dims[3]},
+                             {a.kv_stride_t, a.kv_stride_h, a.kv_stride_page}, {64, 128, 1, 1}};
+  sm90::Bf16Tensor4d v = k;
+  v.base = a.v_cache;
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(k, "k_cache", &k_map));
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(v, "v_cache", &v_map));
+  cudaError_t e = cudaFuncSetAttribute(kv_outer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  if (e == cudaSuccess) {
+    kv_outer_kernel<<<static_cast<unsigned>(a.item_capacity), kThreads, kSmemBytes,
+                      static_cast<cudaStream_t>(a.stream)>>>(a, q_map, k_map, v_map);
+    e = cudaGetLastError();
+  }
+  return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("KV-outer attention: ") + cudaGetErrorString(e));
+}
+
+}  // namespace kernels
+}  // namespace msa
