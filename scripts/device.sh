@@ -46,13 +46,13 @@ if [ -z "${MSA_SKIP_TESTS:-}" ]; then
     step python-build python.log cmake --build "$py_build" -j "$jobs"
     rm -rf "$py_build/stage" && mkdir -p "$py_build/stage/msa"
     cp python/msa/*.py "$py_build/stage/msa/" && cp -a "$py_build"/_msa*.so "$py_build"/libmsa.so* "$py_build/stage/msa/"
-    step python-tests python.log env PYTHONPATH="$PWD/$py_build/stage" python3 -m pytest -q -rs python/tests
+    step python-tests python.log timeout 300 env PYTHONPATH="$PWD/$py_build/stage" python3 -m pytest -q -rs python/tests
   else
     result[python-tests]="skipped (no nanobind or pytest)"
   fi
   : >"$out/sanitizer.log"
   for tool in memcheck racecheck synccheck; do
-    step "sanitizer-$tool" sanitizer.log compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    step "sanitizer-$tool" sanitizer.log timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 1 \
       "$build/tests/msa_tests" --gtest_filter='SM90_*:-*MillionToken*' --gtest_brief=1
   done
 fi
@@ -60,7 +60,7 @@ fi
 : >"$out/bench.log"
 benches=$(find "$build/bench" -maxdepth 1 -type f -executable -name 'bench_*' 2>/dev/null | sort)
 if [ -n "$benches" ]; then
-  for b in $benches; do step "$(basename "$b")" bench.log "$b" --json "$out/$(basename "$b").json"; done
+  for b in $benches; do step "$(basename "$b")" bench.log timeout 300 "$b" --json "$out/$(basename "$b").json"; done
 else
   result[benchmarks]="none built yet"
 fi
