@@ -139,10 +139,11 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], std::uint6
 }
 
 // ---- N-major (transposed) B operands: a [K rows][N] tile stored as 64-column halves, 128-byte swizzled, e.g. V
-// [keys][dims] as TMA writes it. A swizzle atom is 8 K-rows x 64 N-columns (1024 bytes). Descriptor fields for this
-// layout (to be confirmed by tests/cpp/test_sm90_wgmma.cu on the GPU): leading byte offset = distance between
-// the two 64-column halves (the next atom along N), stride byte offset = 1024 (the next 8 K-rows). The k-slice kk
-// of 16 rows starts 2048 bytes further.
+// [keys][dims] as TMA writes it. A swizzle atom is 8 K-rows x 64 N-columns (1024 bytes). The PTX ISA's canonical
+// MN-major 128B-swizzle layout ((T,8,m),(8,k)) : ((1,T,LBO),(8T,SBO)), T = 8 bf16, gives the fields: leading byte
+// offset = distance between 64-column chunks (here the two halves), stride byte offset = distance between groups
+// of 8 K-rows (1024). The k-slice kk of 16 rows starts 2048 bytes further (checked on the GPU by
+// tests/cpp/test_sm90_wgmma.cu).
 __device__ __forceinline__ std::uint64_t wgmma_desc_sw128_nmajor(const void* p, std::uint32_t half_bytes) {
   const std::uint64_t addr = smem_u32(p);
   return ((addr & 0x3FFFF) >> 4) | (static_cast<std::uint64_t>((half_bytes & 0x3FFFF) >> 4) << 16) |
