@@ -4,6 +4,7 @@
 
 #include "msa/attention.h"
 #include "msa/indexer.h"
+#include "msa/layer.h"
 #include "msa/params.h"
 #include "msa/reference.h"
 #include "msa/status.h"
