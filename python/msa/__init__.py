@@ -21,6 +21,7 @@ __all__ = [
     "combine",
     "SparsePrefillAttention",
     "SparseDecodeAttention",
+    "MsaPrefill",
 ]
 
 version = _msa.version
@@ -111,3 +112,22 @@ class SparseDecodeAttention:
 
     def run(self, q, k_cache, v_cache, topk, page_table, seq_lens_k, out, lse=None, workspace=None, stream=None):
         self._op.run(q, k_cache, v_cache, topk, page_table, seq_lens_k, out, lse, workspace, _stream(stream, q, out))
+
+
+class MsaPrefill:
+    """One sparse layer of a prefill batch: index selection then sparse attention. plan() once per batch, then run();
+    the selection goes to ``topk`` when given, else to ``workspace`` (workspace_bytes() bytes)."""
+
+    def __init__(self):
+        self._op = _msa.MsaPrefill()
+
+    def plan(self, cu_seqlens_q, seq_lens_k, page_table, total_q, num_q_heads=64, num_kv_heads=4, topk=16,
+             sm_scale=0.0):
+        self._op.plan(cu_seqlens_q, seq_lens_k, page_table, total_q, num_q_heads, num_kv_heads, topk, sm_scale)
+
+    def workspace_bytes(self):
+        return self._op.workspace_bytes()
+
+    def run(self, q, k_cache, v_cache, index_q, index_k_cache, out, lse=None, topk=None, workspace=None,
+            stream=None):
+        self._op.run(q, k_cache, v_cache, index_q, index_k_cache, out, lse, topk, workspace, _stream(stream, q, out))

@@ -214,6 +214,48 @@ NB_MODULE(_msa, m) {
           },
           "q"_a, "k_cache"_a, "v_cache"_a, "out"_a, "lse"_a = nb::none(), "workspace"_a = nb::none(), "stream"_a = 0);
 
+  nb::class_<msa::MsaPrefill>(m, "MsaPrefill")
+      .def(nb::init<>())
+      .def(
+          "plan",
+          [](msa::MsaPrefill& self, nb::handle cu_seqlens_q, nb::handle seq_lens_k, nb::handle page_table,
+             std::int64_t total_q, int num_q_heads, int num_kv_heads, int topk, double sm_scale) {
+            Args a;
+            msa::MsaPrefillPlanArgs p;
+            p.cu_seqlens_q = a.tensor(cu_seqlens_q, "cu_seqlens_q", 0);
+            p.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", 0);
+            p.page_table = a.tensor(page_table, "page_table", 0);
+            p.total_q = total_q;
+            p.num_q_heads = num_q_heads;
+            p.num_kv_heads = num_kv_heads;
+            p.topk = topk;
+            p.sm_scale = sm_scale;
+            check(self.plan(p));
+          },
+          "cu_seqlens_q"_a, "seq_lens_k"_a, "page_table"_a, "total_q"_a, "num_q_heads"_a = msa::kM3NumQHeads,
+          "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0)
+      .def("workspace_bytes", &msa::MsaPrefill::workspace_bytes)
+      .def(
+          "run",
+          [](msa::MsaPrefill& self, nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle index_q,
+             nb::handle index_k_cache, nb::handle out, nb::handle lse, nb::handle topk, nb::handle workspace,
+             std::uintptr_t stream) {
+            Args a;
+            msa::MsaPrefillRunArgs r;
+            r.q = a.tensor(q, "q", stream);
+            r.k_cache = a.tensor(k_cache, "k_cache", stream);
+            r.v_cache = a.tensor(v_cache, "v_cache", stream);
+            r.index_q = a.tensor(index_q, "index_q", stream);
+            r.index_k_cache = a.tensor(index_k_cache, "index_k_cache", stream);
+            r.out = a.tensor(out, "out", stream);
+            r.lse = a.tensor(lse, "lse", stream);
+            r.topk = a.tensor(topk, "topk", stream);
+            const auto ws = a.workspace(workspace);
+            check(self.run(r, ws.first, ws.second));
+          },
+          "q"_a, "k_cache"_a, "v_cache"_a, "index_q"_a, "index_k_cache"_a, "out"_a, "lse"_a = nb::none(),
+          "topk"_a = nb::none(), "workspace"_a = nb::none(), "stream"_a = 0);
+
   nb::class_<msa::SparseDecodeAttention>(m, "SparseDecodeAttention")
       .def(nb::init<>())
       .def(

@@ -187,3 +187,38 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="seq_lens_k"):
         msa.index_select_prefill(msa.bf16(q), msa.bf16(cache), table, cu, np.array([-1], np.int32),
                                  np.zeros((4, 4, 16), np.int32))
+
+
+def test_layer_prefill_equals_selection_then_attention():
+    rng = np.random.default_rng()
+    Hq, Hkv, L, T = 8, 2, 2600, 120
+    kf = to_bf16(rng.standard_normal((L, Hkv, D)).astype(np.float32))
+    vf = to_bf16(rng.standard_normal((L, Hkv, D)).astype(np.float32))
+    ik = to_bf16(rng.standard_normal((L, D)).astype(np.float32))
+    k_cache, table = paged([kf], rng, heads=Hkv)
+    v_cache = np.zeros_like(k_cache)
+    index_k = np.zeros((k_cache.shape[0], BLOCK, D), np.uint16)
+    for j in range(table.shape[1]):
+        rows = slice(j * BLOCK, (j + 1) * BLOCK)
+        n = len(vf[rows])
+        v_cache[table[0, j], :, :n] = vf[rows].transpose(1, 0, 2)
+        index_k[table[0, j], :n] = ik[rows]
+    q = to_bf16(rng.standard_normal((T, Hq, D)).astype(np.float32))
+    iq = to_bf16(rng.standard_normal((T, Hkv, D)).astype(np.float32))
+    cu, seq = np.array([0, T], np.int32), np.array([L], np.int32)
+    # Separate ops.
+    topk = np.zeros((Hkv, T, 16), np.int32)
+    msa.index_select_prefill(msa.bf16(iq), msa.bf16(index_k), table, cu, seq, topk)
+    attn = msa.SparsePrefillAttention()
+    attn.plan(topk, cu, seq, table, num_q_heads=Hq, num_kv_heads=Hkv)
+    want = np.zeros((T, Hq, D), np.uint16)
+    attn.run(msa.bf16(q), msa.bf16(k_cache), msa.bf16(v_cache), msa.bf16(want))
+    # The layer op, selection in the workspace.
+    layer = msa.MsaPrefill()
+    layer.plan(cu, seq, table, T, num_q_heads=Hq, num_kv_heads=Hkv)
+    out = np.zeros_like(want)
+    workspace = np.zeros(layer.workspace_bytes(), np.uint8)
+    layer.run(msa.bf16(q), msa.bf16(k_cache), msa.bf16(v_cache), msa.bf16(iq), msa.bf16(index_k), msa.bf16(out),
+              workspace=workspace)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(workspace.view(np.int32).reshape(Hkv, T, 16), topk)
