@@ -22,6 +22,7 @@ __all__ = [
     "SparsePrefillAttention",
     "SparseDecodeAttention",
     "MsaPrefill",
+    "MsaDecode",
 ]
 
 version = _msa.version
@@ -131,3 +132,22 @@ class MsaPrefill:
     def run(self, q, k_cache, v_cache, index_q, index_k_cache, out, lse=None, topk=None, workspace=None,
             stream=None):
         self._op.run(q, k_cache, v_cache, index_q, index_k_cache, out, lse, topk, workspace, _stream(stream, q, out))
+
+
+class MsaDecode:
+    """One sparse layer of decode steps (1..16 queries per request): selection then sparse attention."""
+
+    def __init__(self):
+        self._op = _msa.MsaDecode()
+
+    def plan(self, batch_size, queries_per_request=1, num_q_heads=64, num_kv_heads=4, topk=16, sm_scale=0.0,
+             cuda_device=-1):
+        self._op.plan(batch_size, queries_per_request, num_q_heads, num_kv_heads, topk, sm_scale, cuda_device)
+
+    def workspace_bytes(self):
+        return self._op.workspace_bytes()
+
+    def run(self, q, k_cache, v_cache, index_q, index_k_cache, page_table, seq_lens_k, out, lse=None, topk=None,
+            workspace=None, stream=None):
+        self._op.run(q, k_cache, v_cache, index_q, index_k_cache, page_table, seq_lens_k, out, lse, topk, workspace,
+                     _stream(stream, q, out))

@@ -256,6 +256,49 @@ NB_MODULE(_msa, m) {
           "q"_a, "k_cache"_a, "v_cache"_a, "index_q"_a, "index_k_cache"_a, "out"_a, "lse"_a = nb::none(),
           "topk"_a = nb::none(), "workspace"_a = nb::none(), "stream"_a = 0);
 
+  nb::class_<msa::MsaDecode>(m, "MsaDecode")
+      .def(nb::init<>())
+      .def(
+          "plan",
+          [](msa::MsaDecode& self, int batch_size, int queries_per_request, int num_q_heads, int num_kv_heads,
+             int topk, double sm_scale, int cuda_device) {
+            msa::MsaDecodePlanArgs p;
+            p.batch_size = batch_size;
+            p.queries_per_request = queries_per_request;
+            p.num_q_heads = num_q_heads;
+            p.num_kv_heads = num_kv_heads;
+            p.topk = topk;
+            p.sm_scale = sm_scale;
+            p.device = cuda_device < 0 ? msa::Device::cpu() : msa::Device::cuda(cuda_device);
+            check(self.plan(p));
+          },
+          "batch_size"_a, "queries_per_request"_a = 1, "num_q_heads"_a = msa::kM3NumQHeads,
+          "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,
+          "cuda_device"_a = -1)
+      .def("workspace_bytes", &msa::MsaDecode::workspace_bytes)
+      .def(
+          "run",
+          [](msa::MsaDecode& self, nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle index_q,
+             nb::handle index_k_cache, nb::handle page_table, nb::handle seq_lens_k, nb::handle out, nb::handle lse,
+             nb::handle topk, nb::handle workspace, std::uintptr_t stream) {
+            Args a;
+            msa::MsaDecodeRunArgs r;
+            r.q = a.tensor(q, "q", stream);
+            r.k_cache = a.tensor(k_cache, "k_cache", stream);
+            r.v_cache = a.tensor(v_cache, "v_cache", stream);
+            r.index_q = a.tensor(index_q, "index_q", stream);
+            r.index_k_cache = a.tensor(index_k_cache, "index_k_cache", stream);
+            r.page_table = a.tensor(page_table, "page_table", stream);
+            r.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", stream);
+            r.out = a.tensor(out, "out", stream);
+            r.lse = a.tensor(lse, "lse", stream);
+            r.topk = a.tensor(topk, "topk", stream);
+            const auto ws = a.workspace(workspace);
+            check(self.run(r, ws.first, ws.second));
+          },
+          "q"_a, "k_cache"_a, "v_cache"_a, "index_q"_a, "index_k_cache"_a, "page_table"_a, "seq_lens_k"_a, "out"_a,
+          "lse"_a = nb::none(), "topk"_a = nb::none(), "workspace"_a = nb::none(), "stream"_a = 0);
+
   nb::class_<msa::SparseDecodeAttention>(m, "SparseDecodeAttention")
       .def(nb::init<>())
       .def(

@@ -222,3 +222,12 @@ def test_layer_prefill_equals_selection_then_attention():
               workspace=workspace)
     np.testing.assert_array_equal(out, want)
     np.testing.assert_array_equal(workspace.view(np.int32).reshape(Hkv, T, 16), topk)
+    # The decode layer op on the last 2 tokens as one request with 2 queries equals the prefill rows.
+    dec = msa.MsaDecode()
+    dec.plan(1, queries_per_request=2, num_q_heads=Hq, num_kv_heads=Hkv)
+    out_d = np.zeros((2, Hq, D), np.uint16)
+    topk_d = np.zeros((Hkv, 2, 16), np.int32)
+    dec.run(msa.bf16(q[-2:].copy()), msa.bf16(k_cache), msa.bf16(v_cache), msa.bf16(iq[-2:].copy()),
+            msa.bf16(index_k), table, seq, msa.bf16(out_d), topk=topk_d)
+    np.testing.assert_array_equal(topk_d, topk[:, -2:])
+    np.testing.assert_array_equal(out_d, want[-2:])
