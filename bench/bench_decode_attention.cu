@@ -91,28 +91,8 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
   a.partial_lse = pl;
   a.split_counts = counts;
   a.stream = stream;
-  msa::kernels::CombineLaunch c{};
-  c.partial_out = po;
-  c.po_stride_s = T * kHq * 128;
-  c.po_stride_t = kHq * 128;
-  c.po_stride_h = 128;
-  c.partial_lse = pl;
-  c.pl_stride_s = T * kHq;
-  c.pl_stride_t = kHq;
-  c.pl_stride_h = 1;
-  c.split_counts = counts;
-  c.sc_stride_t = kHkv;
-  c.sc_stride_g = 1;
-  c.out = out;
-  c.out_stride_t = kHq * 128;
-  c.out_stride_h = 128;
-  c.lse = lse;
-  c.lse_stride_t = kHq;
-  c.lse_stride_h = 1;
-  c.total_q = T;
-  c.num_q_heads = kHq;
-  c.group = kHq / kHkv;
-  c.num_splits = kTopk;
+  msa::kernels::CombineLaunch c =
+      msa::kernels::contiguous_combine_launch(po, pl, counts, out, lse, T, kHq, kHkv, kTopk);
   c.stream = stream;
   auto check = [&](const msa::Status& st) {
     if (!st.ok()) {

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/combine/launch.h"
 #include "msa/msa.h"
 
 #define MSA_REQUIRE_SM90()                                              \
@@ -34,35 +33,6 @@ struct DeviceBuffer {
     EXPECT_EQ(cudaMemcpy(host->data(), ptr, host->size() * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
   }
 };
-
-// The combine launch for contiguous partials [S, T, Hq, 128] bf16 / [S, T, Hq], counts [T, Hkv] and outputs
-// [T, Hq, 128] bf16 / [T, Hq], all on device 0's default stream.
-inline kernels::CombineLaunch contiguous_combine(void* partial_out, float* partial_lse, std::int32_t* split_counts,
-                                                 void* out, float* lse, std::int64_t T, int Hq, int Hkv, int S) {
-  kernels::CombineLaunch c{};
-  c.partial_out = partial_out;
-  c.po_stride_s = T * Hq * 128;
-  c.po_stride_t = static_cast<std::int64_t>(Hq) * 128;
-  c.po_stride_h = 128;
-  c.partial_lse = partial_lse;
-  c.pl_stride_s = T * Hq;
-  c.pl_stride_t = Hq;
-  c.pl_stride_h = 1;
-  c.split_counts = split_counts;
-  c.sc_stride_t = Hkv;
-  c.sc_stride_g = 1;
-  c.out = out;
-  c.out_stride_t = static_cast<std::int64_t>(Hq) * 128;
-  c.out_stride_h = 128;
-  c.lse = lse;
-  c.lse_stride_t = Hq;
-  c.lse_stride_h = 1;
-  c.total_q = T;
-  c.num_q_heads = Hq;
-  c.group = Hq / Hkv;
-  c.num_splits = S;
-  return c;
-}
 
 }  // namespace test
 }  // namespace msa

@@ -92,8 +92,9 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   a.partial_lse = pl.ptr;
   a.split_counts = counts.ptr;
   ASSERT_TRUE(kernels::launch_decode_attention(a).ok());
-  const kernels::CombineLaunch c = contiguous_combine(po.ptr, pl.ptr, counts.ptr, out.ptr, lse.ptr, T, Hq, Hkv, k);
-  ASSERT_TRUE(kernels::launch_combine(c).ok());
+  ASSERT_TRUE(kernels::launch_combine(
+                  kernels::contiguous_combine_launch(po.ptr, pl.ptr, counts.ptr, out.ptr, lse.ptr, T, Hq, Hkv, k))
+                  .ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<std::uint16_t> got(out_ref.size());
   std::vector<float> got_lse(lse_ref.size());

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "cuda_test_util.h"
+#include "kernels/combine/launch.h"
 #include "kernels/k2q/launch.h"
 #include "kernels/sm90/attention/launch.h"
 #include "test_util.h"
@@ -106,8 +107,9 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   a.partial_lse = pl.ptr;
   const Status st = kernels::launch_kv_outer_attention(a);
   ASSERT_TRUE(st.ok()) << st.to_string();
-  ASSERT_TRUE(
-      kernels::launch_combine(contiguous_combine(po.ptr, pl.ptr, counts.ptr, out.ptr, lse.ptr, T, Hq, Hkv, k)).ok());
+  ASSERT_TRUE(kernels::launch_combine(
+                  kernels::contiguous_combine_launch(po.ptr, pl.ptr, counts.ptr, out.ptr, lse.ptr, T, Hq, Hkv, k))
+                  .ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(ws);
 

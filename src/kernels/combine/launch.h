@@ -29,6 +29,35 @@ struct CombineLaunch {
   void* stream;  // cudaStream_t
 };
 
+// The launch for contiguous buffers: partials [S, T, Hq, 128] bf16 and [S, T, Hq], counts [T, Hkv], outputs
+// [T, Hq, 128] bf16 and [T, Hq] (lse may be null), on device 0's default stream until the caller sets them.
+inline CombineLaunch contiguous_combine_launch(void* partial_out, float* partial_lse, std::int32_t* split_counts,
+                                               void* out, float* lse, std::int64_t T, int Hq, int Hkv, int S) {
+  CombineLaunch c{};
+  c.partial_out = partial_out;
+  c.po_stride_s = T * Hq * 128;
+  c.po_stride_t = static_cast<std::int64_t>(Hq) * 128;
+  c.po_stride_h = 128;
+  c.partial_lse = partial_lse;
+  c.pl_stride_s = T * Hq;
+  c.pl_stride_t = Hq;
+  c.pl_stride_h = 1;
+  c.split_counts = split_counts;
+  c.sc_stride_t = Hkv;
+  c.sc_stride_g = 1;
+  c.out = out;
+  c.out_stride_t = static_cast<std::int64_t>(Hq) * 128;
+  c.out_stride_h = 128;
+  c.lse = lse;
+  c.lse_stride_t = lse != nullptr ? Hq : 0;
+  c.lse_stride_h = lse != nullptr ? 1 : 0;
+  c.total_q = T;
+  c.num_q_heads = Hq;
+  c.group = Hq / Hkv;
+  c.num_splits = S;
+  return c;
+}
+
 // Enqueues the merge on `stream`; never synchronises or allocates.
 Status launch_combine(const CombineLaunch& args);
 
