@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/common/search.cuh"
 #include "kernels/decode/launch.h"
 
 namespace msa {
@@ -66,13 +67,8 @@ __global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttent
     b = static_cast<int>(t / a.queries_per_request);
     i = static_cast<int>(t % a.queries_per_request);
     nq = a.queries_per_request;
-  } else {  // the request with cu[b] <= t < cu[b + 1] (zero-length requests are skipped)
-    int lo = 0, hi = a.num_requests;
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) / 2;
-      if (a.cu_seqlens_q[mid * a.cu_stride] <= t) lo = mid; else hi = mid;
-    }
-    b = lo;
+  } else {
+    b = last_at_most(a.cu_seqlens_q, a.cu_stride, a.num_requests, t);
     i = static_cast<int>(t - a.cu_seqlens_q[b * a.cu_stride]);
     nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - a.cu_seqlens_q[b * a.cu_stride];
   }

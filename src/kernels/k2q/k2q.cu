@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/common/search.cuh"
 #include "kernels/k2q/launch.h"
 
 namespace msa {
@@ -71,12 +72,7 @@ __global__ void pairs_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, cons
   if (p >= a.num_heads * T) return;
   const int g = static_cast<int>(p / T);
   const std::int64_t t = p % T;
-  int lo = 0, hi = a.num_requests;  // the request b with cu[b] <= t < cu[b + 1] (skips zero-length requests)
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (a.cu_seqlens_q[mid * a.cu_stride] <= t) lo = mid; else hi = mid;
-  }
-  const int b = lo;
+  const int b = last_at_most(a.cu_seqlens_q, a.cu_stride, a.num_requests, t);  // the request of token t
   const int i = static_cast<int>(t - a.cu_seqlens_q[b * a.cu_stride]);
   const int n = request_blocks(a, b);
   int ids[kMaxK];
@@ -165,11 +161,7 @@ __global__ void items_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, cons
     return;
   }
   const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
-  std::int64_t lo = 0, hi = a.num_heads * r_cap;  // the last (head, row) whose first item is <= idx
-  while (hi - lo > 1) {
-    const std::int64_t mid = (lo + hi) / 2;
-    if (offsets[mid] <= idx) lo = mid; else hi = mid;
-  }
+  const std::int64_t lo = last_at_most(offsets, 1, a.num_heads * r_cap, idx);  // the (head, row) of item idx
   const std::int64_t g = lo / r_cap, r = lo % r_cap;
   const std::int32_t* row_ptr = o.row_ptr + g * (r_cap + 1) + r;
   const int q_begin = static_cast<int>(idx - offsets[lo]) * a.max_q_per_item;
