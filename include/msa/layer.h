@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <memory>
 
+#include "msa/attention.h"
 #include "msa/params.h"
 #include "msa/status.h"
 #include "msa/types.h"
@@ -57,15 +58,9 @@ class MsaPrefill {
   std::unique_ptr<Impl> impl_;
 };
 
-struct MsaDecodePlanArgs {
-  int batch_size = 1;           // capacity: requests per run
-  int queries_per_request = 1;  // Q, 1..16
-  int num_q_heads = kM3NumQHeads;
-  int num_kv_heads = kM3NumKVHeads;
-  int topk = kDefaultTopK;
-  double sm_scale = 0.0;
-  Device device{};
-};
+// The decode layer plans from the same capacities as its attention step (batch_size, queries_per_request, heads,
+// topk, sm_scale, device).
+using MsaDecodePlanArgs = SparseDecodePlanArgs;
 
 struct MsaDecodeRunArgs {
   Tensor q;              // [B * Q, Hq, 128] bf16

@@ -120,6 +120,20 @@ msa::IndexDecodeArgs decode_args(Args& a, nb::handle index_q, nb::handle index_k
   return d;
 }
 
+// Decode capacities (the plan of SparseDecodeAttention and MsaDecode); cuda_device < 0 means the CPU.
+msa::SparseDecodePlanArgs decode_plan_args(int batch_size, int queries_per_request, int num_q_heads, int num_kv_heads,
+                                           int topk, double sm_scale, int cuda_device) {
+  msa::SparseDecodePlanArgs p;
+  p.batch_size = batch_size;
+  p.queries_per_request = queries_per_request;
+  p.num_q_heads = num_q_heads;
+  p.num_kv_heads = num_kv_heads;
+  p.topk = topk;
+  p.sm_scale = sm_scale;
+  p.device = cuda_device < 0 ? msa::Device::cpu() : msa::Device::cuda(cuda_device);
+  return p;
+}
+
 }  // namespace
 
 NB_MODULE(_msa, m) {
@@ -262,15 +276,8 @@ NB_MODULE(_msa, m) {
           "plan",
           [](msa::MsaDecode& self, int batch_size, int queries_per_request, int num_q_heads, int num_kv_heads,
              int topk, double sm_scale, int cuda_device) {
-            msa::MsaDecodePlanArgs p;
-            p.batch_size = batch_size;
-            p.queries_per_request = queries_per_request;
-            p.num_q_heads = num_q_heads;
-            p.num_kv_heads = num_kv_heads;
-            p.topk = topk;
-            p.sm_scale = sm_scale;
-            p.device = cuda_device < 0 ? msa::Device::cpu() : msa::Device::cuda(cuda_device);
-            check(self.plan(p));
+            check(self.plan(decode_plan_args(batch_size, queries_per_request, num_q_heads, num_kv_heads, topk,
+                                             sm_scale, cuda_device)));
           },
           "batch_size"_a, "queries_per_request"_a = 1, "num_q_heads"_a = msa::kM3NumQHeads,
           "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,
@@ -305,15 +312,8 @@ NB_MODULE(_msa, m) {
           "plan",
           [](msa::SparseDecodeAttention& self, int batch_size, int queries_per_request, int num_q_heads,
              int num_kv_heads, int topk, double sm_scale, int cuda_device) {
-            msa::SparseDecodePlanArgs p;
-            p.batch_size = batch_size;
-            p.queries_per_request = queries_per_request;
-            p.num_q_heads = num_q_heads;
-            p.num_kv_heads = num_kv_heads;
-            p.topk = topk;
-            p.sm_scale = sm_scale;
-            p.device = cuda_device < 0 ? msa::Device::cpu() : msa::Device::cuda(cuda_device);
-            check(self.plan(p));
+            check(self.plan(decode_plan_args(batch_size, queries_per_request, num_q_heads, num_kv_heads, topk,
+                                             sm_scale, cuda_device)));
           },
           "batch_size"_a, "queries_per_request"_a = 1, "num_q_heads"_a = msa::kM3NumQHeads,
           "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,

@@ -102,6 +102,7 @@ Status MsaPrefill::run(const MsaPrefillRunArgs& a, void* workspace, std::size_t 
 struct MsaDecode::Impl {
   bool planned = false;
   MsaDecodePlanArgs plan;
+  SparseDecodeAttention attn;  // planned once from the same capacities; run() only runs it
 };
 
 MsaDecode::MsaDecode() : impl_(new Impl) {}
@@ -111,12 +112,9 @@ MsaDecode& MsaDecode::operator=(MsaDecode&&) noexcept = default;
 
 Status MsaDecode::plan(const MsaDecodePlanArgs& a) {
   impl_->planned = false;
-  MSA_RETURN_IF_ERROR(check_common(a.num_q_heads, a.num_kv_heads, a.topk, a.sm_scale));
-  if (a.batch_size < 1) return Status::InvalidArgument("batch_size: must be >= 1, got " + std::to_string(a.batch_size));
-  if (a.queries_per_request < 1 || a.queries_per_request > kMaxDecodeQueries)
-    return Status::InvalidArgument("queries_per_request: must be in [1, " + std::to_string(kMaxDecodeQueries) +
-                                   "], got " + std::to_string(a.queries_per_request));
-  if (a.device.is_cuda()) return cuda_not_yet("MsaDecode::plan");
+  const Status st = impl_->attn.plan(a);  // validates every field before it looks at the device
+  if (st.code() == StatusCode::kNotImplemented && a.device.is_cuda()) return cuda_not_yet("MsaDecode::plan");
+  MSA_RETURN_IF_ERROR(st);
   impl_->plan = a;
   impl_->planned = true;
   return Status::Ok();
@@ -147,17 +145,7 @@ Status MsaDecode::run(const MsaDecodeRunArgs& a, void* workspace, std::size_t wo
 
   IndexDecodeArgs sel{a.index_q, a.index_k_cache, a.page_table, a.seq_lens_k, p.queries_per_request, topk};
   MSA_RETURN_IF_ERROR(index_select_decode(sel));
-  SparseDecodeAttention attn;
-  SparseDecodePlanArgs ap;
-  ap.batch_size = p.batch_size;
-  ap.queries_per_request = p.queries_per_request;
-  ap.num_q_heads = p.num_q_heads;
-  ap.num_kv_heads = p.num_kv_heads;
-  ap.topk = p.topk;
-  ap.sm_scale = p.sm_scale;
-  ap.device = p.device;
-  MSA_RETURN_IF_ERROR(attn.plan(ap));
-  return attn.run({a.q, a.k_cache, a.v_cache, topk, a.page_table, a.seq_lens_k, a.out, a.lse});
+  return impl_->attn.run({a.q, a.k_cache, a.v_cache, topk, a.page_table, a.seq_lens_k, a.out, a.lse});
 }
 
 }  // namespace msa
