@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/k2q/launch.h"
 #include "msa/msa.h"
+#include "problem.h"
 
 #define MSA_REQUIRE_SM90()                                              \
   do {                                                                  \
@@ -33,6 +35,27 @@ struct DeviceBuffer {
     EXPECT_EQ(cudaMemcpy(host->data(), ptr, host->size() * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
   }
 };
+
+// The device k2q arguments for p's contiguous topk [Hkv, T, k] and batch metadata, already on the device.
+inline kernels::K2qBuildArgs k2q_args(const testing::Problem& p, const std::int32_t* topk, const std::int32_t* cu,
+                                      const std::int32_t* seq, int max_q_per_item) {
+  kernels::K2qBuildArgs a{};
+  a.topk = topk;
+  a.topk_stride_h = p.total_q * p.spec.topk;
+  a.topk_stride_t = p.spec.topk;
+  a.topk_stride_s = 1;
+  a.cu_seqlens_q = cu;
+  a.cu_stride = 1;
+  a.seq_lens_k = seq;
+  a.seq_stride = 1;
+  a.num_heads = p.spec.num_kv_heads;
+  a.k = p.spec.topk;
+  a.num_requests = static_cast<int>(p.num_requests());
+  a.total_q = p.total_q;
+  a.max_blocks = static_cast<int>(p.max_pages);
+  a.max_q_per_item = max_q_per_item;
+  return a;
+}
 
 }  // namespace test
 }  // namespace msa

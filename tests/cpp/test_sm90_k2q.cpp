@@ -25,24 +25,10 @@ struct DeviceCsr {
 };
 
 DeviceCsr build_on_device(const Problem& p) {
-  const int H = p.spec.num_kv_heads, k = p.spec.topk, B = static_cast<int>(p.num_requests());
+  const int H = p.spec.num_kv_heads, k = p.spec.topk;
   const std::int64_t T = p.total_q;
   DeviceBuffer<std::int32_t> topk(p.topk), cu(p.cu_seqlens_q), seq(p.seq_lens_k);
-  kernels::K2qBuildArgs a{};
-  a.topk = topk.ptr;
-  a.topk_stride_h = T * k;
-  a.topk_stride_t = k;
-  a.topk_stride_s = 1;
-  a.cu_seqlens_q = cu.ptr;
-  a.cu_stride = 1;
-  a.seq_lens_k = seq.ptr;
-  a.seq_stride = 1;
-  a.num_heads = H;
-  a.k = k;
-  a.num_requests = B;
-  a.total_q = T;
-  a.max_blocks = static_cast<int>(p.max_pages);
-  a.max_q_per_item = kMaxQ;
+  const kernels::K2qBuildArgs a = k2q_args(p, topk.ptr, cu.ptr, seq.ptr, kMaxQ);
   const std::int64_t r_cap = kernels::k2q_row_capacity(a);
   DeviceCsr h;
   h.row_ptr.assign(static_cast<std::size_t>(H * (r_cap + 1)), 0x7eadbeef);  // poisoned: every entry must be written

@@ -33,26 +33,11 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   const std::vector<std::uint16_t> out_ref = p.out;
   const std::vector<float> lse_ref = p.lse;
   const std::int64_t T = p.total_q;
-  const int B = static_cast<int>(p.num_requests());
 
   DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
   DeviceBuffer<std::int32_t> topk(p.topk), pt(p.page_table), cu(p.cu_seqlens_q), seq(p.seq_lens_k);
   // k2q on the device.
-  kernels::K2qBuildArgs ka{};
-  ka.topk = topk.ptr;
-  ka.topk_stride_h = T * k;
-  ka.topk_stride_t = k;
-  ka.topk_stride_s = 1;
-  ka.cu_seqlens_q = cu.ptr;
-  ka.cu_stride = 1;
-  ka.seq_lens_k = seq.ptr;
-  ka.seq_stride = 1;
-  ka.num_heads = Hkv;
-  ka.k = k;
-  ka.num_requests = B;
-  ka.total_q = T;
-  ka.max_blocks = static_cast<int>(p.max_pages);
-  ka.max_q_per_item = 64;
+  const kernels::K2qBuildArgs ka = k2q_args(p, topk.ptr, cu.ptr, seq.ptr, 64);
   const std::int64_t r_cap = kernels::k2q_row_capacity(ka), i_cap = kernels::k2q_item_capacity(ka);
   DeviceBuffer<std::int32_t> row_ptr(std::vector<std::int32_t>(static_cast<std::size_t>(Hkv * (r_cap + 1)))),
       row_batch(std::vector<std::int32_t>(static_cast<std::size_t>(r_cap))),
