@@ -126,6 +126,7 @@ TEST(CPU_Attention, PaddingRowGivesZeroAndMinusInf) {
 TEST(CPU_Attention, ShortRowsEqualDenseExactly) {
   // Every row has n_vis <= 16, so the selection is every visible block and MSA is dense causal GQA.
   Problem p = testing::make_problem(spec({1, 127, 129, 200, 300}, {1, 127, 129, 2000, 2048}, 32, 4));
+  poison_cache_tails(p);
   ASSERT_TRUE(select(p).ok());
   ASSERT_TRUE(sparse_prefill(p).ok());
   std::vector<std::uint16_t> dense(p.out.size());
@@ -142,6 +143,7 @@ TEST(CPU_Attention, ShortRowsEqualDenseExactly) {
 TEST(CPU_Attention, RandomSelectionsMatchFp64Model) {
   // Irregular lengths, a zero-length request, chunked prefill with history, scattered pages.
   Problem p = testing::make_problem(spec({129, 0, 40, 1, 2049}, {2049, 0, 16385, 130, 2049}));
+  poison_cache_tails(p);
   ASSERT_TRUE(select(p).ok());
   std::fill(p.out.begin(), p.out.end(), to_bf16(NAN));
   std::fill(p.lse.begin(), p.lse.end(), NAN);

@@ -23,6 +23,7 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   ProblemSpec s = spec(Q > 0 ? std::vector<std::int64_t>(lens.size(), Q) : nq, lens, Hq, Hkv);
   s.seed = seed;
   Problem p = testing::make_problem(s);
+  poison_cache_tails(p);  // rows past L must never reach O
   ASSERT_TRUE(select(p).ok());  // CPU selection: valid rows, local block last
   std::mt19937_64 rng(seed);
   const int k = p.spec.topk;

@@ -50,6 +50,33 @@ inline void set_index_block(Problem& p, int j, float v) {
       p.index_k_cache[static_cast<std::size_t>((page * 128 + r) * 128 + d)] = testing::to_bf16(d == 0 ? v : 0.0f);
 }
 
+// Writes NaN into every K/V cache row past each request's length (the tail of its last page) and into the spare
+// pages, so an attention kernel that lets those rows reach its output (even through P = 0 times V) fails.
+inline void poison_cache_tails(Problem& p) {
+  const std::uint16_t nan = 0x7fc1;
+  const std::int64_t H = p.spec.num_kv_heads, page_elems = H * 128 * 128;
+  std::vector<bool> used(static_cast<std::size_t>(p.num_pages), false);
+  for (std::int64_t b = 0; b < p.num_requests(); ++b) {
+    const std::int64_t L = p.seq_lens_k[static_cast<std::size_t>(b)], n_blocks = (L + 127) / 128;
+    for (std::int64_t j = 0; j < n_blocks; ++j) used[static_cast<std::size_t>(p.page(b, j))] = true;
+    if (L % 128 == 0) continue;
+    const std::int64_t page = p.page(b, n_blocks - 1);
+    for (std::int64_t h = 0; h < H; ++h)
+      for (std::int64_t r = L % 128; r < 128; ++r)
+        for (int d = 0; d < 128; ++d) {
+          const std::size_t at = static_cast<std::size_t>(page * page_elems + (h * 128 + r) * 128 + d);
+          p.k_cache[at] = nan;
+          p.v_cache[at] = nan;
+        }
+  }
+  for (std::int64_t page = 0; page < p.num_pages; ++page)
+    if (!used[static_cast<std::size_t>(page)])
+      for (std::int64_t e = 0; e < page_elems; ++e) {
+        p.k_cache[static_cast<std::size_t>(page * page_elems + e)] = nan;
+        p.v_cache[static_cast<std::size_t>(page * page_elems + e)] = nan;
+      }
+}
+
 // Runs the public sparse prefill op (plan + run) into p.out / p.lse.
 inline Status sparse_prefill(Problem& p, double sm_scale = 0.0) {
   SparsePrefillAttention attn;

@@ -80,10 +80,18 @@ __global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttent
   // K and V of the block: 2 x 2048 chunks of 16 bytes, 128 per lane.
   const auto* kg = static_cast<const __nv_bfloat16*>(a.k_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
   const auto* vg = static_cast<const __nv_bfloat16*>(a.v_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
+  // Rows of keys >= L (the tail of the last page) may hold anything, NaN included, and P = 0 times NaN would still
+  // poison O: they are zeroed instead of loaded.
+  const int rows_valid = min(kKeys, L - block * kKeys);
   for (int chunk = lane; chunk < kKeys * kDim / 8; chunk += 32) {
     const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
-    cp_async16(ks + row * kPad + col, kg + row * a.kv_stride_t + col);
-    cp_async16(vs + row * kPad + col, vg + row * a.kv_stride_t + col);
+    if (row < rows_valid) {
+      cp_async16(ks + row * kPad + col, kg + row * a.kv_stride_t + col);
+      cp_async16(vs + row * kPad + col, vg + row * a.kv_stride_t + col);
+    } else {
+      *reinterpret_cast<uint4*>(ks + row * kPad + col) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4*>(vs + row * kPad + col) = make_uint4(0, 0, 0, 0);
+    }
   }
   asm volatile("cp.async.commit_group;\n" ::);
 

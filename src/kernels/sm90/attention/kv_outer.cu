@@ -9,7 +9,8 @@
 // registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the query's split slot. No atomics:
 // every (token, head, slot) has exactly one writer.
 //
-// Invariants: G = 16; rows of tokens past the item's query count are computed on stale data and never written.
+// Invariants: G = 16; rows of tokens past the item's query count are computed on stale data and never written;
+// cache rows of keys >= L are never read into O (V rows zeroed, scores masked).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -98,6 +99,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
   const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(smem + kKOff), desc_k1 = sm90::wgmma_desc_sw128(smem + kKOff + kHalf);
   sm90::mbar_wait(kv_full, 0);
+  if (j * 128 + 128 > L) {
+    // Last page of the request: the rows of keys >= L hold whatever the cache holds there (possibly NaN), and
+    // P = 0 times NaN would still poison O, so the consumers zero those V rows (whole 128-byte rows: the swizzle
+    // only permutes 16-byte chunks within a row) and hand them to the async proxy before the first P V.
+    const int first = max(L - j * 128, 0);
+    auto* v16 = reinterpret_cast<uint4*>(smem + kVOff);
+    for (int i = first * 8 + (threadIdx.x - 128); i < 128 * 8; i += 256) {
+      v16[i] = make_uint4(0, 0, 0, 0);            // half 0: row i / 8
+      v16[kHalf / 16 + i] = make_uint4(0, 0, 0, 0);  // half 1
+    }
+    sm90::fence_proxy_async_smem();
+    sm90::named_barrier_sync(1, 256);
+  }
 
   for (int tile = 0; tile < n_tiles; ++tile) {
     const int s = tile % kQStages;

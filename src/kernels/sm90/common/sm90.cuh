@@ -81,6 +81,13 @@ __device__ __forceinline__ std::uint64_t wgmma_desc_advance(std::uint64_t desc, 
   return desc + static_cast<std::uint64_t>(kk * 2);
 }
 
+// Makes this thread's generic-proxy shared-memory writes visible to later async-proxy reads (wgmma, TMA store).
+__device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Barrier `id` (1..15; 0 is __syncthreads) over `threads` threads, a multiple of 32, e.g. the consumer warpgroups.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
