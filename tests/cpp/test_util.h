@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "msa/msa.h"
+#include "msa/reference.h"
 #include "problem.h"
 
 namespace msa {
@@ -91,6 +92,51 @@ inline Status sparse_prefill(Problem& p, double sm_scale = 0.0) {
   MSA_RETURN_IF_ERROR(attn.plan(pa));
   SparsePrefillRunArgs ra{p.q_t(), p.k_cache_t(), p.v_cache_t(), p.out_t(), p.lse_t()};
   return attn.run(ra);
+}
+
+// The attention error rule of design.md section 5 for a kernel's outputs `out` (bf16 [T, Hq, 128]) and `lse`
+// ([T, Hq]) on problem p with its current topk: max|out - ref64| <= 2 max|emul - ref64| + 1e-3, where ref64 is the
+// fp64 reference and emul the fp32 reference that rounds P to bf16 and writes bf16 as a kernel does; the LSE within
+// 1e-4 (1 + |lse|) of ref64 (kernels sum the unrounded P); NaN/inf positions and empty rows exactly as in ref64.
+inline void expect_attention_rule(Problem& p, const std::vector<std::uint16_t>& out, const std::vector<float>& lse,
+                                  double sm_scale = 0.0) {
+  const std::int64_t T = p.total_q, Hq = p.spec.num_q_heads;
+  std::vector<float> ref(static_cast<std::size_t>(T * Hq * 128)), ref_lse(static_cast<std::size_t>(T * Hq));
+  std::vector<std::uint16_t> emul(ref.size());
+  std::vector<float> emul_lse(ref_lse.size());
+  reference::AttentionOptions o64, oem;
+  o64.sm_scale = oem.sm_scale = sm_scale;
+  o64.fp64 = true;
+  oem.round_p_to_bf16 = true;
+  const Tensor ref_t = make_tensor(ref.data(), DType::kFP32, {T, Hq, 128}), ref_lse_t = make_tensor(ref_lse.data(), DType::kFP32, {T, Hq});
+  ASSERT_TRUE(reference::sparse_attention(p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(),
+                                          p.cu_seqlens_q_t(), p.seq_lens_k_t(), ref_t, ref_lse_t, o64)
+                  .ok());
+  ASSERT_TRUE(reference::sparse_attention(p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(),
+                                          p.cu_seqlens_q_t(), p.seq_lens_k_t(),
+                                          make_tensor(emul.data(), DType::kBF16, {T, Hq, 128}),
+                                          make_tensor(emul_lse.data(), DType::kFP32, {T, Hq}), oem)
+                  .ok());
+  double err = 0, emul_err = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    const double want = ref[i], have = testing::from_bf16(out[i]);
+    if (!std::isfinite(want)) {
+      ASSERT_EQ(std::isnan(want), std::isnan(have)) << "element " << i;
+      if (!std::isnan(want)) ASSERT_EQ(want, have) << "element " << i;
+      continue;
+    }
+    ASSERT_TRUE(std::isfinite(have)) << "element " << i << " = " << have << ", reference " << want;
+    err = std::max(err, std::fabs(have - want));
+    emul_err = std::max(emul_err, std::fabs(testing::from_bf16(emul[i]) - want));
+  }
+  EXPECT_LE(err, 2 * emul_err + 1e-3) << "bf16-P emulation error " << emul_err;
+  for (std::size_t i = 0; i < ref_lse.size(); ++i) {
+    if (!std::isfinite(ref_lse[i])) {
+      ASSERT_TRUE(ref_lse[i] == lse[i] || (std::isnan(ref_lse[i]) && std::isnan(lse[i]))) << "row " << i << ": " << lse[i];
+      continue;
+    }
+    ASSERT_NEAR(lse[i], ref_lse[i], 1e-4 * (1 + std::fabs(ref_lse[i]))) << "row " << i;
+  }
 }
 
 // Query token index -> (request, index in request).

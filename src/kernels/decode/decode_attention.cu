@@ -141,14 +141,15 @@ __global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttent
     m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
     m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
   }
-  // P = exp2(S - m), rounded to bf16 for the PV product; the row sums use the same rounded values.
+  // P = exp2(S - m); the row sums add the fp32 values (so the LSE is the exact softmax mass), the P V product uses
+  // them rounded to bf16 (as the reference's round_p_to_bf16 option models).
   const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
   float l0 = 0.f, l1 = 0.f;
 #pragma unroll
   for (int nt = 0; nt < kKeys / 8; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float p = __bfloat162float(__float2bfloat16(exp2f(sc[nt][e] - (e < 2 ? base0 : base1))));
+      const float p = exp2f(sc[nt][e] - (e < 2 ? base0 : base1));
       sc[nt][e] = p;
       if (e < 2) l0 += p; else l1 += p;
     }

@@ -5,9 +5,9 @@
 // swizzle) and then the item's queries in tiles of 8 tokens x 16 heads = 128 rows (one TMA box of 16 heads x 64
 // dims per token and half), through a 2-stage ring. Two consumer warpgroups take 64 rows (4 tokens) each:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
-// request's length or after the query are -inf), P rounded to bf16 in registers, O = P·V (8 x wgmma with P from
-// registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the query's split slot. No atomics:
-// every (token, head, slot) has exactly one writer.
+// request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
+// (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
+// query's split slot. No atomics: every (token, head, slot) has exactly one writer.
 //
 // Invariants: G = 16; rows of tokens past the item's query count are computed on stale data and never written;
 // cache rows of keys >= L are never read into O (V rows zeroed, scores masked).
@@ -160,12 +160,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     float l0 = 0.f, l1 = 0.f;
     std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
 #pragma unroll
-    for (int n = 0; n < 16; ++n) {
-      const __nv_bfloat162 p0 = __floats2bfloat162_rn(exp2f(acc[4 * n] - base0), exp2f(acc[4 * n + 1] - base0));
-      const __nv_bfloat162 p1 = __floats2bfloat162_rn(exp2f(acc[4 * n + 2] - base1), exp2f(acc[4 * n + 3] - base1));
-      const float2 f0 = __bfloat1622float2(p0), f1 = __bfloat1622float2(p1);
-      l0 += f0.x + f0.y;
-      l1 += f1.x + f1.y;
+    for (int n = 0; n < 16; ++n) {  // row sums of the fp32 values (exact softmax mass), P V on their bf16 rounding
+      const float e0 = exp2f(acc[4 * n] - base0), e1 = exp2f(acc[4 * n + 1] - base0);
+      const float e2 = exp2f(acc[4 * n + 2] - base1), e3 = exp2f(acc[4 * n + 3] - base1);
+      l0 += e0 + e1;
+      l1 += e2 + e3;
+      const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
       pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
       pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
     }
