@@ -27,6 +27,9 @@ struct SparsePrefillPlanArgs {
   int num_q_heads = kM3NumQHeads;
   int num_kv_heads = kM3NumKVHeads;
   double sm_scale = 0.0;  // 0 selects 1/sqrt(128)
+  // CUDA: query tokens per chunk (0 selects 16384). run() handles the tokens in chunks so the workspace holds one
+  // chunk's partials, about max_chunk_tokens * k * Hq * 260 bytes (4.4 GB at the default, Hq = 64, k = 16).
+  std::int64_t max_chunk_tokens = 0;
 };
 
 struct SparsePrefillRunArgs {
@@ -38,7 +41,10 @@ struct SparsePrefillRunArgs {
 };
 
 // Sparse prefill attention with a plan/run split. The descriptors given to plan() must stay valid (same
-// memory, same contents) until the last run() of that plan.
+// memory, same contents) until the last run() of that plan. With CUDA descriptors, plan() reads cu_seqlens_q,
+// seq_lens_k and page_table to the host (it synchronises) and checks them; topk contents on the device are not
+// checked (they are the indexer's output: valid rows by contract). run() needs workspace_bytes() of device memory
+// (256-byte aligned) and enqueues everything on q's stream.
 class SparsePrefillAttention {
  public:
   SparsePrefillAttention();

@@ -3,8 +3,9 @@
 //
 // plan() once per batch (may allocate and read metadata), then run() any number of times with the same shapes;
 // run() only enqueues work. Optional outputs: the selection (topk) and the LSE. CPU descriptors run the CPU
-// implementation; on CUDA descriptors the ops return NotImplemented until every kernel of the chain is verified
-// (index selection is; the sparse attention kernels are not yet).
+// implementation. CUDA descriptors run the kernels on q's stream and need workspace_bytes() of 256-byte aligned
+// device memory (the selection lives there when no topk output is given); with CUDA, MsaPrefill::plan reads the
+// batch metadata to the host (see SparsePrefillAttention).
 #ifndef MSA_LAYER_H_
 #define MSA_LAYER_H_
 
@@ -27,6 +28,7 @@ struct MsaPrefillPlanArgs {
   int num_kv_heads = kM3NumKVHeads;  // = index heads
   int topk = kDefaultTopK;
   double sm_scale = 0.0;  // 0 selects 1/sqrt(128)
+  std::int64_t max_chunk_tokens = 0;  // CUDA: attention chunk size (see SparsePrefillPlanArgs)
 };
 
 struct MsaPrefillRunArgs {

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "api/attention_cuda.h"
 #include "api/device.h"
 #include "api/op_checks.h"
 #include "kernels/combine/launch.h"
@@ -18,6 +19,7 @@ struct SparsePrefillAttention::Impl {
   bool planned = false;
   SparsePrefillPlanArgs plan;
   detail::BatchInfo batch;
+  std::unique_ptr<detail::PrefillCudaPlan> cuda;  // CUDA descriptors only
 };
 
 SparsePrefillAttention::SparsePrefillAttention() : impl_(new Impl) {}
@@ -35,7 +37,17 @@ Status SparsePrefillAttention::plan(const SparsePrefillPlanArgs& a) {
                                                  {"cu_seqlens_q", &a.cu_seqlens_q},
                                                  {"seq_lens_k", &a.seq_lens_k},
                                                  {"page_table", &a.page_table}}));
-  if (a.topk.device.is_cuda()) return detail::cuda_path_missing("SparsePrefillAttention::plan");
+  if (a.topk.device.is_cuda()) {
+    if (!detail::cuda_built()) return detail::cuda_path_missing("SparsePrefillAttention::plan");
+    auto cuda = std::make_unique<detail::PrefillCudaPlan>();
+    MSA_RETURN_IF_ERROR(detail::plan_prefill_cuda(a, a.max_chunk_tokens, cuda.get()));
+    impl_->plan = a;
+    impl_->batch = cuda->batch;
+    impl_->cuda = std::move(cuda);
+    impl_->planned = true;
+    return Status::Ok();
+  }
+  impl_->cuda.reset();
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(detail::read_batch(&a.cu_seqlens_q, 0, a.seq_lens_k, a.topk.shape[1], &batch));
   MSA_RETURN_IF_ERROR(detail::check_topk_rows(a.topk, batch));
@@ -45,9 +57,11 @@ Status SparsePrefillAttention::plan(const SparsePrefillPlanArgs& a) {
   return Status::Ok();
 }
 
-std::size_t SparsePrefillAttention::workspace_bytes() const { return 0; }
+std::size_t SparsePrefillAttention::workspace_bytes() const {
+  return impl_->planned && impl_->cuda ? impl_->cuda->workspace_bytes : 0;
+}
 
-Status SparsePrefillAttention::run(const SparsePrefillRunArgs& a, void*, std::size_t) {
+Status SparsePrefillAttention::run(const SparsePrefillRunArgs& a, void* workspace, std::size_t workspace_bytes) {
   if (!impl_->planned) return Status::InvalidArgument("run: no successful plan() before run()");
   const SparsePrefillPlanArgs& p = impl_->plan;
   MSA_RETURN_IF_ERROR(detail::check_qkv_tensors(a.q, a.k_cache, a.v_cache));
@@ -61,6 +75,10 @@ Status SparsePrefillAttention::run(const SparsePrefillRunArgs& a, void*, std::si
                                                  {"v_cache", &a.v_cache},
                                                  {"out", &a.out},
                                                  {"lse", &a.lse}}));
+  if (impl_->cuda) {
+    MSA_RETURN_IF_ERROR(detail::check_prefill_pages(*impl_->cuda, a.k_cache.shape[0]));
+    return detail::run_prefill_cuda(*impl_->cuda, p.topk, a, workspace, workspace_bytes);
+  }
   MSA_RETURN_IF_ERROR(detail::check_page_table(p.page_table, impl_->batch, a.k_cache.shape[0]));
   reference::AttentionOptions options;
   options.sm_scale = p.sm_scale;
@@ -75,6 +93,7 @@ Status SparsePrefillAttention::run(const SparsePrefillRunArgs& a, void*, std::si
 struct SparseDecodeAttention::Impl {
   bool planned = false;
   SparseDecodePlanArgs plan;
+  std::size_t workspace_bytes = 0;  // CUDA plans
 };
 
 SparseDecodeAttention::SparseDecodeAttention() : impl_(new Impl) {}
@@ -93,15 +112,19 @@ Status SparseDecodeAttention::plan(const SparseDecodePlanArgs& a) {
                                    std::to_string(a.topk));
   MSA_RETURN_IF_ERROR(detail::check_heads(a.num_q_heads, a.num_kv_heads));
   MSA_RETURN_IF_ERROR(detail::check_sm_scale(a.sm_scale));
-  if (a.device.is_cuda()) return detail::cuda_path_missing("SparseDecodeAttention::plan");
+  impl_->workspace_bytes = 0;
+  if (a.device.is_cuda()) {
+    if (!detail::cuda_built()) return detail::cuda_path_missing("SparseDecodeAttention::plan");
+    MSA_RETURN_IF_ERROR(detail::plan_decode_cuda(a, &impl_->workspace_bytes));
+  }
   impl_->plan = a;
   impl_->planned = true;
   return Status::Ok();
 }
 
-std::size_t SparseDecodeAttention::workspace_bytes() const { return 0; }
+std::size_t SparseDecodeAttention::workspace_bytes() const { return impl_->planned ? impl_->workspace_bytes : 0; }
 
-Status SparseDecodeAttention::run(const SparseDecodeRunArgs& a, void*, std::size_t) {
+Status SparseDecodeAttention::run(const SparseDecodeRunArgs& a, void* workspace, std::size_t workspace_bytes) {
   if (!impl_->planned) return Status::InvalidArgument("run: no successful plan() before run()");
   const SparseDecodePlanArgs& p = impl_->plan;
   detail::BatchInfo batch;
@@ -116,8 +139,14 @@ Status SparseDecodeAttention::run(const SparseDecodeRunArgs& a, void*, std::size
   MSA_RETURN_IF_ERROR(detail::check_dim(a.topk, "topk", 2, p.topk, "the planned topk"));
   MSA_RETURN_IF_ERROR(detail::check_attention_outputs(a.out, a.lse, a.q.shape[0], p.num_q_heads, false));
   MSA_RETURN_IF_ERROR(detail::check_same_device({{"q", &a.q}, {"out", &a.out}, {"lse", &a.lse}}));
-  if (a.q.device.type != p.device.type)
-    return Status::InvalidArgument("q: on a different device type than the plan's device");
+  if (a.q.device.type != p.device.type || (p.device.is_cuda() && a.q.device.index != p.device.index))
+    return Status::InvalidArgument("q: on a different device than the plan's device");
+  if (p.device.is_cuda()) {
+    if (a.q.shape[0] > static_cast<std::int64_t>(p.batch_size) * p.queries_per_request)
+      return Status::InvalidArgument("q: " + std::to_string(a.q.shape[0]) + " query tokens exceed the planned " +
+                                     "batch_size * queries_per_request");
+    return detail::run_decode_cuda(p, a, workspace, workspace_bytes);
+  }
   reference::AttentionOptions options;
   options.sm_scale = p.sm_scale;
   ref::AttnOutputs io;

@@ -1,6 +1,7 @@
 // device.h — what the library knows about CUDA at run time (implemented in a .cu file, or a stub without CUDA).
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "msa/status.h"
@@ -15,6 +16,28 @@ int cuda_device_major(int index);
 Status cuda_probe_arch(int index, int* arch);
 // The Status of an op whose CUDA path does not exist in this build.
 Status cuda_path_missing(const std::string& op);
+
+// Ok when device `index` exists and is an sm_90 (Hopper) GPU; otherwise NotImplemented naming `op`.
+Status require_sm90(int index, const std::string& op);
+
+// Plan-time memory helpers (plan() may allocate and synchronise; run() never calls these).
+// Copies `bytes` from device memory of device `index` to the host (synchronous).
+Status cuda_copy_to_host(void* host, const void* device_ptr, std::size_t bytes, int index);
+// Device memory owned by a plan: allocated and filled from `host` on device `index` (synchronous), freed on reset.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  Status upload(const void* host, std::size_t bytes, int index);
+  void reset();
+  void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+  int index_ = 0;
+};
 
 }  // namespace detail
 }  // namespace msa

@@ -1,6 +1,9 @@
 // device_stub.cpp — device.h for builds without a CUDA toolkit (MSA_ENABLE_CUDA=OFF).
 #include "api/device.h"
 #include "kernels/combine/launch.h"
+#include "kernels/decode/launch.h"
+#include "kernels/k2q/launch.h"
+#include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/indexer/launch.h"
 
 namespace msa {
@@ -13,6 +16,11 @@ Status cuda_path_missing(const std::string& op) {
   return Status::NotImplemented(op + ": msa was built without CUDA; pass CPU descriptors");
 }
 
+Status require_sm90(int, const std::string& op) { return cuda_path_missing(op); }
+Status cuda_copy_to_host(void*, const void*, std::size_t, int) { return cuda_path_missing("plan"); }
+Status DeviceBuffer::upload(const void*, std::size_t, int) { return cuda_path_missing("plan"); }
+void DeviceBuffer::reset() { ptr_ = nullptr; }
+
 }  // namespace detail
 
 namespace kernels {
@@ -22,6 +30,22 @@ Status index_select_workspace_bytes_sm90(const IndexSelectLaunch&, std::size_t* 
 }
 Status launch_index_select_sm90(const IndexSelectLaunch&) {
   return Status::NotImplemented("index selection: msa was built without CUDA; pass CPU descriptors");
+}
+std::int64_t k2q_row_capacity(const K2qBuildArgs&) { return 0; }
+std::int64_t k2q_item_capacity(const K2qBuildArgs&) { return 0; }
+Status k2q_workspace_bytes(const K2qBuildArgs&, std::size_t* bytes) {
+  *bytes = 0;
+  return Status::NotImplemented("k2q: msa was built without CUDA");
+}
+Status launch_k2q_build(const K2qBuildArgs&, const K2qBuildOutputs&, void*, std::size_t) {
+  return Status::NotImplemented("k2q: msa was built without CUDA");
+}
+std::size_t decode_partials_bytes(std::int64_t, int, int, int) { return 0; }
+Status launch_decode_attention(const DecodeAttentionLaunch&) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
+}
+Status launch_kv_outer_attention(const KvOuterLaunch&) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }
 Status launch_combine(const CombineLaunch&) {
   return Status::NotImplemented("combine: msa was built without CUDA; pass CPU descriptors");

@@ -5,8 +5,10 @@
 
 #include <string>
 
+#include "api/attention_cuda.h"
 #include "api/device.h"
 #include "api/op_checks.h"
+#include "kernels/sm90/indexer/launch.h"
 #include "msa/attention.h"
 #include "msa/indexer.h"
 
@@ -21,9 +23,10 @@ Status check_common(int num_q_heads, int num_kv_heads, int topk, double sm_scale
   return Status::Ok();
 }
 
-Status cuda_not_yet(const char* op) {
-  return Status::NotImplemented(std::string(op) +
-                                " on CUDA: the sparse attention kernels are not verified yet; pass CPU descriptors");
+std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
+
+std::size_t topk_bytes(int heads, std::int64_t T, int k) {
+  return static_cast<std::size_t>(heads) * static_cast<std::size_t>(T) * static_cast<std::size_t>(k) * 4;
 }
 
 // The selection tensor of a run: the caller's, or one carved from the workspace.
@@ -48,6 +51,10 @@ Status topk_of(const Tensor& given, int heads, std::int64_t T, int k, const Devi
 struct MsaPrefill::Impl {
   bool planned = false;
   MsaPrefillPlanArgs plan;
+  // CUDA: the attention plan (its topk descriptor is a placeholder of the selection's shape) and the workspace
+  // layout [selection | attention].
+  std::unique_ptr<detail::PrefillCudaPlan> cuda;
+  std::size_t attn_offset = 0;
 };
 
 MsaPrefill::MsaPrefill() : impl_(new Impl) {}
@@ -62,9 +69,25 @@ Status MsaPrefill::plan(const MsaPrefillPlanArgs& a) {
   MSA_RETURN_IF_ERROR(detail::check_batch_tensors(&a.cu_seqlens_q, a.seq_lens_k, a.page_table));
   MSA_RETURN_IF_ERROR(detail::check_same_device(
       {{"cu_seqlens_q", &a.cu_seqlens_q}, {"seq_lens_k", &a.seq_lens_k}, {"page_table", &a.page_table}}));
-  if (a.cu_seqlens_q.device.is_cuda()) return cuda_not_yet("MsaPrefill::plan");
-  detail::BatchInfo batch;
-  MSA_RETURN_IF_ERROR(detail::read_batch(&a.cu_seqlens_q, 0, a.seq_lens_k, a.total_q, &batch));
+  impl_->cuda.reset();
+  if (a.cu_seqlens_q.device.is_cuda()) {
+    if (!detail::cuda_built()) return detail::cuda_path_missing("MsaPrefill::plan");
+    SparsePrefillPlanArgs pa;
+    pa.topk = make_tensor(nullptr, DType::kInt32, {a.num_kv_heads, a.total_q, a.topk}, a.cu_seqlens_q.device);
+    pa.cu_seqlens_q = a.cu_seqlens_q;
+    pa.seq_lens_k = a.seq_lens_k;
+    pa.page_table = a.page_table;
+    pa.num_q_heads = a.num_q_heads;
+    pa.num_kv_heads = a.num_kv_heads;
+    pa.sm_scale = a.sm_scale;
+    auto cuda = std::make_unique<detail::PrefillCudaPlan>();
+    MSA_RETURN_IF_ERROR(detail::plan_prefill_cuda(pa, a.max_chunk_tokens, cuda.get()));
+    impl_->attn_offset = align256(topk_bytes(a.num_kv_heads, a.total_q, a.topk));
+    impl_->cuda = std::move(cuda);
+  } else {
+    detail::BatchInfo batch;
+    MSA_RETURN_IF_ERROR(detail::read_batch(&a.cu_seqlens_q, 0, a.seq_lens_k, a.total_q, &batch));
+  }
   impl_->plan = a;
   impl_->planned = true;
   return Status::Ok();
@@ -72,7 +95,9 @@ Status MsaPrefill::plan(const MsaPrefillPlanArgs& a) {
 
 std::size_t MsaPrefill::workspace_bytes() const {
   const MsaPrefillPlanArgs& p = impl_->plan;
-  return impl_->planned ? static_cast<std::size_t>(p.num_kv_heads) * static_cast<std::size_t>(p.total_q) * p.topk * 4 : 0;
+  if (!impl_->planned) return 0;
+  if (impl_->cuda) return impl_->attn_offset + impl_->cuda->workspace_bytes;
+  return topk_bytes(p.num_kv_heads, p.total_q, p.topk);
 }
 
 Status MsaPrefill::run(const MsaPrefillRunArgs& a, void* workspace, std::size_t workspace_bytes) {
@@ -91,6 +116,23 @@ Status MsaPrefill::run(const MsaPrefillRunArgs& a, void* workspace, std::size_t 
   MSA_RETURN_IF_ERROR(detail::check_dim(topk, "topk", 2, p.topk, "the planned topk"));
 
   IndexPrefillArgs sel{a.index_q, a.index_k_cache, p.page_table, p.cu_seqlens_q, p.seq_lens_k, topk};
+  if (impl_->cuda) {
+    const detail::PrefillCudaPlan& plan = *impl_->cuda;
+    MSA_RETURN_IF_ERROR(detail::check_prefill_pages(plan, a.k_cache.shape[0]));
+    MSA_RETURN_IF_ERROR(detail::check_same_device({{"q", &a.q}, {"index_q", &a.index_q}, {"cu_seqlens_q", &p.cu_seqlens_q}}));
+    if (workspace_bytes < this->workspace_bytes() || workspace == nullptr ||
+        reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
+      return Status::InvalidArgument("workspace: needs " + std::to_string(this->workspace_bytes()) +
+                                     " bytes of 256-byte aligned device memory (workspace_bytes() after plan), got " +
+                                     std::to_string(workspace == nullptr ? 0 : workspace_bytes));
+    std::size_t index_bytes = 0;
+    MSA_RETURN_IF_ERROR(index_select_prefill_workspace_size(sel, &index_bytes));
+    if (index_bytes > 0) return Status::Internal("MsaPrefill: the prefill selection unexpectedly needs a workspace");
+    MSA_RETURN_IF_ERROR(index_select_prefill(sel));
+    auto* attn_ws = static_cast<unsigned char*>(workspace) + impl_->attn_offset;
+    return detail::run_prefill_cuda(plan, topk, {a.q, a.k_cache, a.v_cache, a.out, a.lse}, attn_ws,
+                                    workspace_bytes - impl_->attn_offset);
+  }
   MSA_RETURN_IF_ERROR(index_select_prefill(sel));
   SparsePrefillAttention attn;
   MSA_RETURN_IF_ERROR(attn.plan({topk, p.cu_seqlens_q, p.seq_lens_k, p.page_table, p.num_q_heads, p.num_kv_heads,
@@ -103,6 +145,8 @@ struct MsaDecode::Impl {
   bool planned = false;
   MsaDecodePlanArgs plan;
   SparseDecodeAttention attn;  // planned once from the same capacities; run() only runs it
+  // CUDA workspace layout: [selection | split-selection lists | attention partials].
+  std::size_t index_offset = 0, index_bytes = 0, attn_offset = 0, total_bytes = 0;
 };
 
 MsaDecode::MsaDecode() : impl_(new Impl) {}
@@ -112,19 +156,32 @@ MsaDecode& MsaDecode::operator=(MsaDecode&&) noexcept = default;
 
 Status MsaDecode::plan(const MsaDecodePlanArgs& a) {
   impl_->planned = false;
-  const Status st = impl_->attn.plan(a);  // validates every field before it looks at the device
-  if (st.code() == StatusCode::kNotImplemented && a.device.is_cuda()) return cuda_not_yet("MsaDecode::plan");
-  MSA_RETURN_IF_ERROR(st);
+  MSA_RETURN_IF_ERROR(impl_->attn.plan(a));  // validates every field before it looks at the device
+  const std::int64_t T = static_cast<std::int64_t>(a.batch_size) * a.queries_per_request;
+  impl_->total_bytes = topk_bytes(a.num_kv_heads, T, a.topk);
+  if (a.device.is_cuda()) {
+    // The split selection's lists, bounded over every page-table width (the split count saturates at the GPU's
+    // size), so one plan serves any cache length.
+    kernels::IndexSelectLaunch l{};
+    l.total_q = T;
+    l.num_requests = a.batch_size;
+    l.queries_per_request = a.queries_per_request;
+    l.num_heads = a.num_kv_heads;
+    l.k = a.topk;
+    l.max_pages = 1 << 30;
+    l.split_pages = 1;
+    l.device = a.device.index;
+    MSA_RETURN_IF_ERROR(kernels::index_select_workspace_bytes_sm90(l, &impl_->index_bytes));
+    impl_->index_offset = align256(impl_->total_bytes);
+    impl_->attn_offset = impl_->index_offset + align256(impl_->index_bytes);
+    impl_->total_bytes = impl_->attn_offset + impl_->attn.workspace_bytes();
+  }
   impl_->plan = a;
   impl_->planned = true;
   return Status::Ok();
 }
 
-std::size_t MsaDecode::workspace_bytes() const {
-  const MsaDecodePlanArgs& p = impl_->plan;
-  return impl_->planned ? static_cast<std::size_t>(p.num_kv_heads) * p.batch_size * p.queries_per_request * p.topk * 4
-                        : 0;
-}
+std::size_t MsaDecode::workspace_bytes() const { return impl_->planned ? impl_->total_bytes : 0; }
 
 Status MsaDecode::run(const MsaDecodeRunArgs& a, void* workspace, std::size_t workspace_bytes) {
   if (!impl_->planned) return Status::InvalidArgument("run: no successful plan() before run()");
@@ -144,8 +201,19 @@ Status MsaDecode::run(const MsaDecodeRunArgs& a, void* workspace, std::size_t wo
   MSA_RETURN_IF_ERROR(detail::check_dim(topk, "topk", 2, p.topk, "the planned topk"));
 
   IndexDecodeArgs sel{a.index_q, a.index_k_cache, a.page_table, a.seq_lens_k, p.queries_per_request, topk};
+  const SparseDecodeRunArgs attn{a.q, a.k_cache, a.v_cache, topk, a.page_table, a.seq_lens_k, a.out, a.lse};
+  if (p.device.is_cuda()) {
+    if (workspace_bytes < impl_->total_bytes || workspace == nullptr ||
+        reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
+      return Status::InvalidArgument("workspace: needs " + std::to_string(impl_->total_bytes) +
+                                     " bytes of 256-byte aligned device memory (workspace_bytes() after plan), got " +
+                                     std::to_string(workspace == nullptr ? 0 : workspace_bytes));
+    auto* ws = static_cast<unsigned char*>(workspace);
+    MSA_RETURN_IF_ERROR(index_select_decode(sel, ws + impl_->index_offset, impl_->index_bytes));
+    return impl_->attn.run(attn, ws + impl_->attn_offset, workspace_bytes - impl_->attn_offset);
+  }
   MSA_RETURN_IF_ERROR(index_select_decode(sel));
-  return impl_->attn.run({a.q, a.k_cache, a.v_cache, topk, a.page_table, a.seq_lens_k, a.out, a.lse});
+  return impl_->attn.run(attn);
 }
 
 }  // namespace msa

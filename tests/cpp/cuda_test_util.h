@@ -36,6 +36,26 @@ struct DeviceBuffer {
   }
 };
 
+// The descriptor t (shape and strides kept) moved to device memory ptr on CUDA device 0.
+inline Tensor on_device(Tensor t, void* ptr, void* stream = nullptr) {
+  t.data = ptr;
+  t.device = Device::cuda(0, stream);
+  return t;
+}
+
+// Device copies of every tensor of a problem, with CUDA descriptors of the same shapes. Outputs (out, lse, topk)
+// start poisoned (NaN / 0x7eadbeef) so unwritten elements show.
+struct DeviceProblem {
+  DeviceBuffer<std::uint16_t> q, k_cache, v_cache, index_q, index_k_cache, out;
+  DeviceBuffer<std::int32_t> page_table, cu_seqlens_q, seq_lens_k, topk, topk_out;
+  DeviceBuffer<float> lse;
+  explicit DeviceProblem(testing::Problem& p)
+      : q(p.q), k_cache(p.k_cache), v_cache(p.v_cache), index_q(p.index_q), index_k_cache(p.index_k_cache),
+        out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1)), page_table(p.page_table), cu_seqlens_q(p.cu_seqlens_q),
+        seq_lens_k(p.seq_lens_k), topk(p.topk), topk_out(std::vector<std::int32_t>(p.topk.size(), 0x7eadbeef)),
+        lse(std::vector<float>(p.lse.size(), NAN)) {}
+};
+
 // The device k2q arguments for p's contiguous topk [Hkv, T, k] and batch metadata, already on the device.
 inline kernels::K2qBuildArgs k2q_args(const testing::Problem& p, const std::int32_t* topk, const std::int32_t* cu,
                                       const std::int32_t* seq, int max_q_per_item) {

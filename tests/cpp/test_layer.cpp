@@ -122,13 +122,15 @@ TEST(CPU_Layer, BadInputsWriteNothing) {
   EXPECT_EQ(unplanned.run(r).code(), StatusCode::kInvalidArgument);
 }
 
-TEST(CPU_Layer, CudaDescriptorsNotYet) {
+TEST(CPU_Layer, CudaPlanWithoutHopperFails) {
+  if (sm90_device_available()) GTEST_SKIP() << "an sm_90 GPU is present (the GPU suites cover CUDA plans)";
   MsaDecode layer;
   MsaDecodePlanArgs lp;
   lp.device = Device::cuda(0);
   const Status st = layer.plan(lp);
   EXPECT_EQ(st.code(), StatusCode::kNotImplemented);
   EXPECT_NE(st.message().find("CUDA"), std::string::npos) << st.message();
+  EXPECT_EQ(layer.workspace_bytes(), 0u);
 }
 
 }  // namespace

@@ -12,12 +12,6 @@ namespace msa {
 namespace test {
 namespace {
 
-Tensor on_device(Tensor t, void* ptr) {
-  t.data = ptr;
-  t.device = Device::cuda(0);
-  return t;
-}
-
 // Copies a row-major [rows, 128] bf16 array into rows of 128 + pad elements (the pad filled with NaN bits, which
 // a kernel reading past dim 127 would pick up).
 std::vector<std::uint16_t> pad_rows(const std::vector<std::uint16_t>& v, int pad) {

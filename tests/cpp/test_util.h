@@ -122,7 +122,9 @@ inline void expect_attention_rule(Problem& p, const std::vector<std::uint16_t>& 
     const double want = ref[i], have = testing::from_bf16(out[i]);
     if (!std::isfinite(want)) {
       ASSERT_EQ(std::isnan(want), std::isnan(have)) << "element " << i;
-      if (!std::isnan(want)) ASSERT_EQ(want, have) << "element " << i;
+      if (!std::isnan(want)) {
+        ASSERT_EQ(want, have) << "element " << i;
+      }
       continue;
     }
     ASSERT_TRUE(std::isfinite(have)) << "element " << i << " = " << have << ", reference " << want;

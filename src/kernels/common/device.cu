@@ -51,5 +51,40 @@ Status cuda_path_missing(const std::string& op) {
   return Status::NotImplemented(op + ": the CUDA kernel for this operation is not available yet; pass CPU descriptors");
 }
 
+Status require_sm90(int index, const std::string& op) {
+  const int major = cuda_device_major(index);
+  if (major == 9) return Status::Ok();
+  if (major < 0) return Status::NotImplemented(op + ": no CUDA device " + std::to_string(index) + " is visible");
+  return Status::NotImplemented(op + ": the CUDA kernels need an sm_90 (Hopper) GPU; device " +
+                                std::to_string(index) + " has compute capability " + std::to_string(major) + ".x");
+}
+
+Status cuda_copy_to_host(void* host, const void* device_ptr, std::size_t bytes, int index) {
+  if (bytes == 0) return Status::Ok();
+  MSA_RETURN_IF_ERROR(cuda_status(cudaSetDevice(index), "cudaSetDevice"));
+  return cuda_status(cudaMemcpy(host, device_ptr, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (plan metadata)");
+}
+
+Status DeviceBuffer::upload(const void* host, std::size_t bytes, int index) {
+  reset();
+  if (bytes == 0) return Status::Ok();
+  MSA_RETURN_IF_ERROR(cuda_status(cudaSetDevice(index), "cudaSetDevice"));
+  MSA_RETURN_IF_ERROR(cuda_status(cudaMalloc(&ptr_, bytes), "cudaMalloc (plan metadata)"));
+  index_ = index;
+  const Status st = cuda_status(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (plan metadata)");
+  if (!st.ok()) reset();
+  return st;
+}
+
+void DeviceBuffer::reset() {
+  if (ptr_ == nullptr) return;
+  int current = 0;
+  const bool switch_device = cudaGetDevice(&current) == cudaSuccess && current != index_;
+  if (switch_device) cudaSetDevice(index_);
+  cudaFree(ptr_);
+  if (switch_device) cudaSetDevice(current);
+  ptr_ = nullptr;
+}
+
 }  // namespace detail
 }  // namespace msa

@@ -1,0 +1,187 @@
+// bench_prefill_attention.cu — main-branch prefill benchmark on the GPU (a program, not a test): the CUDA path of
+// SparsePrefillAttention (device k2q → KV-outer attention → combine, in query chunks) for one causal sequence.
+//
+// M3 heads (Hq 64, Hkv 4, D 128, k 16), N = 32K, 128K, 512K, 1M, two selection patterns (issue 4):
+//   random    — 15 uniformly random history blocks (one per stratum, so distinct) + the local block;
+//   clustered — the tokens of each 128-token query block draw their 15 history blocks from one pool of 24 random
+//               blocks shared by that query block (+ the local block).
+// Per-phase times come from graph replays that stop after k2q, after attention, and after combine (the plan's
+// benchmark hook); effective TFLOP/s counts 4 Hq D per visible (query, key) pair. Bytes: the floor traffic of
+// each phase (attention: Q per selected block + partials written; combine: partials read + output written).
+// Usage: bench_prefill_attention [--json FILE] [--max-n N]
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "api/attention_cuda.h"
+#include "bench_util.h"
+
+namespace {
+
+constexpr int kHq = 64, kHkv = 4, kTopk = 16;
+
+__global__ void fill_bf16(__nv_bfloat16* p, std::size_t n, unsigned seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    p[i] = __float2bfloat16(static_cast<float>(msa_bench::hash32(static_cast<unsigned>(i), seed) & 0xffff) / 32768.0f -
+                            1.0f);
+}
+
+// Clustered selection for one sequence of T tokens (token t at position t): pool of 24 stratified random blocks of
+// [0, qb) per (head, query block qb); each token takes 15 distinct pool entries (partial Fisher-Yates), then qb.
+__global__ void clustered_selection(std::int32_t* topk, std::int64_t T, int heads, int k, unsigned seed) {
+  constexpr int kPool = 24;
+  const std::int64_t p = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (p >= heads * T) return;
+  const std::int64_t t = p % T;
+  const int h = static_cast<int>(p / T), qb = static_cast<int>(t / 128);
+  std::int32_t* row = topk + p * k;
+  if (qb + 1 <= k) {
+    for (int s = 0; s < k; ++s) row[s] = s <= qb ? s : -1;
+    return;
+  }
+  int pool[kPool];
+  const int n = qb < kPool ? qb : kPool;
+  for (int i = 0; i < n; ++i) {
+    if (qb < kPool) {
+      pool[i] = i;
+    } else {
+      const unsigned key = static_cast<unsigned>((h * 131071 + qb) * kPool + i);
+      const float u = static_cast<float>(msa_bench::hash32(key, seed) & 0xffffff) / 16777216.0f;
+      pool[i] = static_cast<int>((static_cast<double>(i) + u) * qb / kPool);
+    }
+  }
+  for (int s = 0; s < k - 1; ++s) {
+    const int j = s + static_cast<int>(msa_bench::hash32(static_cast<unsigned>(p * k + s), seed ^ 0x9e3779b9u) %
+                                       static_cast<unsigned>(n - s));
+    const int v = pool[j];
+    pool[j] = pool[s];
+    pool[s] = v;
+    row[s] = v;
+  }
+  row[k - 1] = qb;
+}
+
+struct Result {
+  std::string name;
+  long long n;
+  double k2q_ms, attn_ms, combine_ms, total_ms, tflops, attn_gb, combine_gb;
+};
+
+Result run_case(long long N, bool clustered, int iters) {
+  const long long T = N, pages = (N + 127) / 128;
+  const std::size_t kv_elems = static_cast<std::size_t>(pages) * kHkv * 128 * 128;
+  __nv_bfloat16 *q, *kc, *vc, *out;
+  float* lse;
+  std::int32_t *topk, *pt, *cu, *seq;
+  CHECK_CUDA(cudaMalloc(&q, static_cast<std::size_t>(T) * kHq * 128 * 2));
+  CHECK_CUDA(cudaMalloc(&out, static_cast<std::size_t>(T) * kHq * 128 * 2));
+  CHECK_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(T) * kHq * 4));
+  CHECK_CUDA(cudaMalloc(&kc, kv_elems * 2));
+  CHECK_CUDA(cudaMalloc(&vc, kv_elems * 2));
+  CHECK_CUDA(cudaMalloc(&topk, static_cast<std::size_t>(kHkv) * T * kTopk * 4));
+  CHECK_CUDA(cudaMalloc(&pt, pages * 4));
+  CHECK_CUDA(cudaMalloc(&cu, 2 * 4));
+  CHECK_CUDA(cudaMalloc(&seq, 4));
+  fill_bf16<<<4096, 256>>>(q, static_cast<std::size_t>(T) * kHq * 128, 1u);
+  fill_bf16<<<4096, 256>>>(kc, kv_elems, 2u);
+  fill_bf16<<<4096, 256>>>(vc, kv_elems, 3u);
+  const unsigned sel_blocks = static_cast<unsigned>((kHkv * T + 255) / 256);
+  if (clustered)
+    clustered_selection<<<sel_blocks, 256>>>(topk, T, kHkv, kTopk, 4u);
+  else
+    msa_bench::random_selection<<<sel_blocks, 256>>>(topk, T, kHkv, kTopk, static_cast<int>(T), N, 4u);
+  std::vector<std::int32_t> h_pt(pages);
+  for (long long i = 0; i < pages; ++i) h_pt[i] = static_cast<std::int32_t>((i * 7919) % pages);  // scattered
+  const std::int32_t h_cu[2] = {0, static_cast<std::int32_t>(T)}, h_seq = static_cast<std::int32_t>(N);
+  CHECK_CUDA(cudaMemcpy(pt, h_pt.data(), h_pt.size() * 4, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(cu, h_cu, 8, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(seq, &h_seq, 4, cudaMemcpyHostToDevice));
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CHECK_CUDA(cudaDeviceSynchronize());
+
+  const msa::Device dev = msa::Device::cuda(0, stream);
+  msa::SparsePrefillPlanArgs pa;
+  pa.topk = msa::make_tensor(topk, msa::DType::kInt32, {kHkv, T, kTopk}, dev);
+  pa.cu_seqlens_q = msa::make_tensor(cu, msa::DType::kInt32, {2}, dev);
+  pa.seq_lens_k = msa::make_tensor(seq, msa::DType::kInt32, {1}, dev);
+  pa.page_table = msa::make_tensor(pt, msa::DType::kInt32, {1, pages}, dev);
+  pa.num_q_heads = kHq;
+  pa.num_kv_heads = kHkv;
+  msa::detail::PrefillCudaPlan plan;
+  const std::string name = std::string(clustered ? "clustered " : "random    ") + std::to_string(N / 1024) + "K";
+  auto check = [&](const msa::Status& st) {
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s: %s\n", name.c_str(), st.to_string().c_str());
+      std::exit(1);
+    }
+  };
+  check(msa::detail::plan_prefill_cuda(pa, 0, &plan));
+  void* ws = nullptr;
+  CHECK_CUDA(cudaMalloc(&ws, plan.workspace_bytes));
+  const msa::SparsePrefillRunArgs ra{msa::make_tensor(q, msa::DType::kBF16, {T, kHq, 128}, dev),
+                                     msa::make_tensor(kc, msa::DType::kBF16, {pages, kHkv, 128, 128}, dev),
+                                     msa::make_tensor(vc, msa::DType::kBF16, {pages, kHkv, 128, 128}, dev),
+                                     msa::make_tensor(out, msa::DType::kBF16, {T, kHq, 128}, dev),
+                                     msa::make_tensor(lse, msa::DType::kFP32, {T, kHq}, dev)};
+  std::vector<std::function<void()>> variants;
+  for (int phases = 1; phases <= 3; ++phases)
+    variants.push_back([&, phases] { check(msa::detail::run_prefill_cuda(plan, pa.topk, ra, ws, plan.workspace_bytes, phases)); });
+  const std::vector<double> t = msa_bench::graph_median_ms(variants, stream, 1, iters);
+
+  // Visible (query, key) pairs: every key <= t of the 16 listed blocks (all keys <= t while n_vis <= 16).
+  double pairs = 0;
+  for (long long tok = 0; tok < T; ++tok) pairs += tok / 128 + 1 <= kTopk ? tok + 1 : (kTopk - 1) * 128 + tok % 128 + 1;
+  const double flops = pairs * kHkv * (kHq / kHkv) * 4.0 * 128;
+  const double partial_bytes = static_cast<double>(T) * kTopk * kHq * (128 * 2 + 4);
+  const double q_bytes = static_cast<double>(T) * kTopk * kHq * 128 * 2;  // Q of each (token, selected block, head)
+  Result r{name, N, t[0], t[1] - t[0], t[2] - t[1], t[2], flops / (t[2] * 1e-3) / 1e12,
+           (q_bytes + partial_bytes) / 1e9, (partial_bytes + static_cast<double>(T) * kHq * (256 + 4)) / 1e9};
+  for (void* p : {static_cast<void*>(q), static_cast<void*>(kc), static_cast<void*>(vc), static_cast<void*>(topk),
+                  static_cast<void*>(pt), static_cast<void*>(cu), static_cast<void*>(seq), static_cast<void*>(out),
+                  static_cast<void*>(lse), ws})
+    cudaFree(p);
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  std::printf("%-16s k2q %8.3f ms | attention %9.3f ms (%6.2f TB/s floor bytes) | combine %8.3f ms (%5.2f TB/s) | "
+              "total %9.3f ms  %6.1f eff. TFLOP/s\n",
+              r.name.c_str(), r.k2q_ms, r.attn_ms, r.attn_gb / r.attn_ms * 1e-3, r.combine_ms,
+              r.combine_gb / r.combine_ms * 1e-3, r.total_ms, r.tflops);
+  std::fflush(stdout);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* json = msa_bench::json_path(argc, argv);
+  long long max_n = 1 << 20;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--max-n") == 0) max_n = std::atoll(argv[i + 1]);
+  if (!msa_bench::have_cuda_device("bench_prefill_attention")) return 1;
+  std::printf("sparse prefill attention, CUDA path: k2q + KV-outer + combine (Hq 64, Hkv 4, k 16, bf16, chunks of "
+              "%lld tokens)\n",
+              static_cast<long long>(msa::detail::kDefaultPrefillChunkTokens));
+  std::vector<Result> rs;
+  for (long long n : {1LL << 15, 1LL << 17, 1LL << 19, 1LL << 20}) {
+    if (n > max_n) break;
+    for (bool clustered : {false, true}) rs.push_back(run_case(n, clustered, n >= (1 << 19) ? 3 : 7));
+  }
+  if (json) {
+    FILE* f = std::fopen(json, "w");
+    std::fprintf(f, "[\n");
+    for (std::size_t i = 0; i < rs.size(); ++i)
+      std::fprintf(f,
+                   "  {\"case\": \"%s\", \"n\": %lld, \"k2q_ms\": %.4f, \"attention_ms\": %.4f, \"combine_ms\": %.4f, "
+                   "\"total_ms\": %.4f, \"eff_tflops\": %.2f, \"attention_floor_gb\": %.3f, \"combine_gb\": %.3f}%s\n",
+                   rs[i].name.c_str(), rs[i].n, rs[i].k2q_ms, rs[i].attn_ms, rs[i].combine_ms, rs[i].total_ms,
+                   rs[i].tflops, rs[i].attn_gb, rs[i].combine_gb, i + 1 < rs.size() ? "," : "");
+    std::fprintf(f, "]\n");
+    std::fclose(f);
+  }
+  return 0;
+}

@@ -1,0 +1,358 @@
+// attention_cuda.cpp — plans and launch sequences of the CUDA sparse attention paths (see attention_cuda.h).
+#include "api/attention_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "api/op_checks.h"
+#include "kernels/combine/launch.h"
+#include "kernels/decode/launch.h"
+#include "kernels/k2q/launch.h"
+#include "kernels/sm90/attention/launch.h"
+
+namespace msa {
+namespace detail {
+namespace {
+
+// Work items of the KV-outer schedule hold at most this many queries (8 Q tiles): hot rows are split so the
+// largest-first order can balance them, while each item still amortises its 64 KiB K/V load over up to 256 KiB of Q.
+constexpr int kMaxQueriesPerItem = 64;
+constexpr int kKvOuterGroup = 16;
+
+std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
+
+float scale_of(double sm_scale) { return static_cast<float>(sm_scale > 0 ? sm_scale : 1.0 / std::sqrt(128.0)); }
+
+// Host copy of a (possibly strided) device int32 tensor, as a CPU descriptor with the same strides over `store`.
+Status host_copy(const Tensor& t, std::vector<std::int32_t>* store, Tensor* host) {
+  std::int64_t span = 1;
+  for (int d = 0; d < t.ndim; ++d)
+    if (t.shape[d] == 0) span = 0;
+  if (span > 0)
+    for (int d = 0; d < t.ndim; ++d) span += (t.shape[d] - 1) * t.stride[d];
+  store->assign(static_cast<std::size_t>(span), 0);
+  MSA_RETURN_IF_ERROR(cuda_copy_to_host(store->data(), t.data, static_cast<std::size_t>(span) * 4, t.device.index));
+  *host = t;
+  host->data = store->data();
+  host->device = Device::cpu();
+  return Status::Ok();
+}
+
+kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& topk, const PrefillChunk& c,
+                                     const std::int32_t* meta) {
+  kernels::K2qBuildArgs a{};
+  a.topk = static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1];
+  a.topk_stride_h = topk.stride[0];
+  a.topk_stride_t = topk.stride[1];
+  a.topk_stride_s = topk.stride[2];
+  a.cu_seqlens_q = meta != nullptr ? meta + c.meta : nullptr;
+  a.cu_stride = 1;
+  a.seq_lens_k = meta != nullptr ? meta + c.meta + c.num_requests + 1 : nullptr;
+  a.seq_stride = 1;
+  a.num_heads = p.args.num_kv_heads;
+  a.k = static_cast<int>(topk.shape[2]);
+  a.num_requests = c.num_requests;
+  a.total_q = c.num_q;
+  a.max_blocks = static_cast<int>(p.args.page_table.shape[1]);
+  a.max_q_per_item = kMaxQueriesPerItem;
+  a.device = topk.device.index;
+  return a;
+}
+
+}  // namespace
+
+Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_tokens, PrefillCudaPlan* p) {
+  MSA_RETURN_IF_ERROR(require_sm90(a.topk.device.index, "sparse prefill attention"));
+  const int G = a.num_q_heads / a.num_kv_heads;
+  if (G > 16 || (G & (G - 1)) != 0)
+    return Status::NotImplemented("SparsePrefillAttention on CUDA: Hq / Hkv must be 1, 2, 4, 8 or 16, got " +
+                                  std::to_string(G));
+  if (max_chunk_tokens < 0)
+    return Status::InvalidArgument("max_chunk_tokens: must be >= 0 (0 selects the default), got " +
+                                   std::to_string(max_chunk_tokens));
+  const std::int64_t chunk = max_chunk_tokens > 0 ? max_chunk_tokens : kDefaultPrefillChunkTokens;
+  p->args = a;
+  p->kv_outer = G == kKvOuterGroup;
+
+  // Batch metadata: read once, checked like the host path's.
+  std::vector<std::int32_t> cu_store, seq_store;
+  Tensor cu_host, seq_host, pt_host;
+  MSA_RETURN_IF_ERROR(host_copy(a.cu_seqlens_q, &cu_store, &cu_host));
+  MSA_RETURN_IF_ERROR(host_copy(a.seq_lens_k, &seq_store, &seq_host));
+  MSA_RETURN_IF_ERROR(host_copy(a.page_table, &p->page_table, &pt_host));
+  MSA_RETURN_IF_ERROR(read_batch(&cu_host, 0, seq_host, a.topk.shape[1], &p->batch));
+
+  // Chunks of at most `chunk` tokens; a request cut by a chunk boundary becomes a shorter request whose KV length
+  // ends at its last query of the chunk (bottom-right positions are unchanged).
+  const BatchInfo& batch = p->batch;
+  const std::int64_t T = batch.num_q(), B = batch.num_requests();
+  std::vector<std::int32_t> meta;
+  p->chunks.clear();
+  p->max_chunk_q = 0;
+  p->max_chunk_requests = 0;
+  std::int64_t b = 0;
+  for (std::int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const std::int64_t t1 = std::min(T, t0 + chunk);
+    while (batch.q_start[b + 1] <= t0) ++b;  // first request with a token at or after t0
+    PrefillChunk c;
+    c.t0 = t0;
+    c.num_q = t1 - t0;
+    c.b_first = static_cast<int>(b);
+    c.meta = meta.size();
+    std::int64_t e = b;
+    while (e < B && batch.q_start[e] < t1) ++e;  // requests [b, e) have tokens in [t0, t1)
+    c.num_requests = static_cast<int>(e - b);
+    meta.push_back(0);
+    std::vector<std::int32_t> lens;
+    for (std::int64_t r = b; r < e; ++r) {
+      const std::int64_t q0 = std::max(batch.q_start[r], t0), q1 = std::min(batch.q_start[r + 1], t1);
+      meta.push_back(static_cast<std::int32_t>(q1 - t0));
+      lens.push_back(static_cast<std::int32_t>(batch.position(r, q1 - 1 - batch.q_start[r]) + 1));
+      (void)q0;
+    }
+    meta.insert(meta.end(), lens.begin(), lens.end());
+    p->max_chunk_q = std::max(p->max_chunk_q, c.num_q);
+    p->max_chunk_requests = std::max(p->max_chunk_requests, c.num_requests);
+    p->chunks.push_back(c);
+  }
+  MSA_RETURN_IF_ERROR(p->meta.upload(meta.data(), meta.size() * 4, a.topk.device.index));
+
+  // Workspace: the largest chunk's k2q lists (KV-outer only) and partials.
+  const std::int64_t H = a.num_kv_heads, k = a.topk.shape[2], Tc = p->max_chunk_q;
+  std::size_t off = 0;
+  auto part = [&off](std::size_t bytes) {
+    const std::size_t at = off;
+    off += align256(bytes);
+    return at;
+  };
+  if (p->kv_outer) {
+    std::int64_t r_cap = 0, i_cap = 0;
+    std::size_t scratch = 0;
+    for (const PrefillChunk& c : p->chunks) {
+      const kernels::K2qBuildArgs ka = chunk_k2q_args(*p, a.topk, c, nullptr);
+      std::size_t bytes = 0;
+      MSA_RETURN_IF_ERROR(kernels::k2q_workspace_bytes(ka, &bytes));
+      r_cap = std::max(r_cap, kernels::k2q_row_capacity(ka));
+      i_cap = std::max(i_cap, kernels::k2q_item_capacity(ka));
+      scratch = std::max(scratch, bytes);
+    }
+    p->off_row_ptr = part(static_cast<std::size_t>(H * (r_cap + 1)) * 4);
+    p->off_row_batch = part(static_cast<std::size_t>(r_cap) * 4);
+    p->off_row_block = part(static_cast<std::size_t>(r_cap) * 4);
+    p->off_q_idx = part(static_cast<std::size_t>(H * Tc * k) * 4);
+    p->off_qsplit = part(static_cast<std::size_t>(H * Tc * k) * 4);
+    p->off_total = part(4);
+    p->off_items = part(static_cast<std::size_t>(i_cap) * 6 * 4);
+    p->off_num_items = part(4);
+    p->off_k2q_scratch = part(scratch);
+    p->k2q_scratch_bytes = scratch;
+  }
+  p->off_counts = part(static_cast<std::size_t>(Tc * H) * 4);
+  p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * 2);
+  p->off_partial_lse = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 4);
+  p->workspace_bytes = off;
+  return Status::Ok();
+}
+
+Status check_prefill_pages(const PrefillCudaPlan& p, std::int64_t num_pages) {
+  Tensor pt = p.args.page_table;
+  pt.data = const_cast<std::int32_t*>(p.page_table.data());
+  pt.device = Device::cpu();
+  return check_page_table(pt, p.batch, num_pages);
+}
+
+Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const SparsePrefillRunArgs& a, void* workspace,
+                        std::size_t workspace_bytes, int phases) {
+  if (workspace_bytes < p.workspace_bytes)
+    return Status::InvalidArgument("workspace: needs " + std::to_string(p.workspace_bytes) +
+                                   " bytes (workspace_bytes() after plan), got " + std::to_string(workspace_bytes));
+  if (p.workspace_bytes > 0 && (workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0))
+    return Status::InvalidArgument("workspace: must be a non-null, 256-byte aligned device pointer");
+  const SparsePrefillPlanArgs& pa = p.args;
+  auto* ws = static_cast<unsigned char*>(workspace);
+  auto* meta = static_cast<const std::int32_t*>(p.meta.get());
+  const int Hq = pa.num_q_heads, Hkv = pa.num_kv_heads, k = static_cast<int>(topk.shape[2]);
+  void* stream = a.q.device.stream;
+  const int device = a.q.device.index;
+  auto* counts = reinterpret_cast<std::int32_t*>(ws + p.off_counts);
+  void* po = ws + p.off_partial_out;
+  auto* pl = reinterpret_cast<float*>(ws + p.off_partial_lse);
+  for (const PrefillChunk& c : p.chunks) {
+    const std::int64_t Tc = c.num_q;
+    const std::int32_t* page_table = static_cast<const std::int32_t*>(pa.page_table.data) + c.b_first * pa.page_table.stride[0];
+    const void* q = static_cast<const std::uint16_t*>(a.q.data) + c.t0 * a.q.stride[0];
+    if (p.kv_outer) {
+      kernels::K2qBuildArgs ka = chunk_k2q_args(p, topk, c, meta);
+      ka.stream = stream;
+      ka.device = device;
+      const kernels::K2qBuildOutputs ko{reinterpret_cast<std::int32_t*>(ws + p.off_row_ptr),
+                                        reinterpret_cast<std::int32_t*>(ws + p.off_row_batch),
+                                        reinterpret_cast<std::int32_t*>(ws + p.off_row_block),
+                                        reinterpret_cast<std::int32_t*>(ws + p.off_q_idx),
+                                        reinterpret_cast<std::int32_t*>(ws + p.off_qsplit),
+                                        counts,
+                                        reinterpret_cast<std::int32_t*>(ws + p.off_total),
+                                        reinterpret_cast<std::int32_t*>(ws + p.off_items),
+                                        reinterpret_cast<std::int32_t*>(ws + p.off_num_items)};
+      MSA_RETURN_IF_ERROR(kernels::launch_k2q_build(ka, ko, ws + p.off_k2q_scratch, p.k2q_scratch_bytes));
+      if (phases < 2) continue;
+      kernels::KvOuterLaunch l{};
+      l.q = q;
+      l.q_stride_t = a.q.stride[0];
+      l.q_stride_h = a.q.stride[1];
+      l.k_cache = a.k_cache.data;
+      l.v_cache = a.v_cache.data;
+      l.kv_stride_page = a.k_cache.stride[0];
+      l.kv_stride_h = a.k_cache.stride[1];
+      l.kv_stride_t = a.k_cache.stride[2];
+      l.num_pages = a.k_cache.shape[0];
+      l.page_table = page_table;
+      l.pt_stride_b = pa.page_table.stride[0];
+      l.pt_stride_j = pa.page_table.stride[1];
+      l.cu_seqlens_q = ka.cu_seqlens_q;
+      l.cu_stride = 1;
+      l.seq_lens_k = ka.seq_lens_k;
+      l.seq_stride = 1;
+      l.row_ptr = ko.row_ptr;
+      l.qsplit_indices = ko.qsplit_indices;
+      l.items = ko.items;
+      l.num_items = ko.num_items;
+      l.row_capacity = kernels::k2q_row_capacity(ka);
+      l.item_capacity = kernels::k2q_item_capacity(ka);
+      l.total_q = Tc;
+      l.num_q_heads = Hq;
+      l.num_kv_heads = Hkv;
+      l.k = k;
+      l.sm_scale = scale_of(pa.sm_scale);
+      l.partial_out = po;
+      l.partial_lse = pl;
+      l.device = device;
+      l.stream = stream;
+      MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
+    } else {
+      kernels::DecodeAttentionLaunch l{};
+      l.q = q;
+      l.q_stride_t = a.q.stride[0];
+      l.q_stride_h = a.q.stride[1];
+      l.k_cache = a.k_cache.data;
+      l.v_cache = a.v_cache.data;
+      l.kv_stride_page = a.k_cache.stride[0];
+      l.kv_stride_h = a.k_cache.stride[1];
+      l.kv_stride_t = a.k_cache.stride[2];
+      l.topk = static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1];
+      l.topk_stride_h = topk.stride[0];
+      l.topk_stride_t = topk.stride[1];
+      l.topk_stride_s = topk.stride[2];
+      l.page_table = page_table;
+      l.pt_stride_b = pa.page_table.stride[0];
+      l.pt_stride_j = pa.page_table.stride[1];
+      l.seq_lens_k = meta + c.meta + c.num_requests + 1;
+      l.seq_stride = 1;
+      l.cu_seqlens_q = meta + c.meta;
+      l.cu_stride = 1;
+      l.num_requests = c.num_requests;
+      l.total_q = Tc;
+      l.num_q_heads = Hq;
+      l.num_kv_heads = Hkv;
+      l.k = k;
+      l.sm_scale = scale_of(pa.sm_scale);
+      l.partial_out = po;
+      l.partial_lse = pl;
+      l.split_counts = counts;
+      l.device = device;
+      l.stream = stream;
+      if (phases < 2) continue;
+      MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
+    }
+    if (phases < 3) continue;
+    kernels::CombineLaunch cl = kernels::contiguous_combine_launch(po, pl, counts, nullptr, nullptr, Tc, Hq, Hkv, k);
+    cl.out = static_cast<std::uint16_t*>(a.out.data) + c.t0 * a.out.stride[0];
+    cl.out_stride_t = a.out.stride[0];
+    cl.out_stride_h = a.out.stride[1];
+    if (a.lse.present()) {
+      cl.lse = static_cast<float*>(a.lse.data) + c.t0 * a.lse.stride[0];
+      cl.lse_stride_t = a.lse.stride[0];
+      cl.lse_stride_h = a.lse.stride[1];
+    }
+    cl.device = device;
+    cl.stream = stream;
+    MSA_RETURN_IF_ERROR(kernels::launch_combine(cl));
+  }
+  return Status::Ok();
+}
+
+Status plan_decode_cuda(const SparseDecodePlanArgs& a, std::size_t* workspace_bytes) {
+  MSA_RETURN_IF_ERROR(require_sm90(a.device.index, "sparse decode attention"));
+  const int G = a.num_q_heads / a.num_kv_heads;
+  if (G > 16 || (G & (G - 1)) != 0)
+    return Status::NotImplemented("SparseDecodeAttention on CUDA: Hq / Hkv must be 1, 2, 4, 8 or 16, got " +
+                                  std::to_string(G));
+  *workspace_bytes = kernels::decode_partials_bytes(static_cast<std::int64_t>(a.batch_size) * a.queries_per_request,
+                                                    a.num_q_heads, a.num_kv_heads, a.topk);
+  return Status::Ok();
+}
+
+Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs& a, void* workspace,
+                       std::size_t workspace_bytes) {
+  const std::int64_t T = a.q.shape[0];
+  const std::size_t need = kernels::decode_partials_bytes(T, p.num_q_heads, p.num_kv_heads, p.topk);
+  if (workspace_bytes < need)
+    return Status::InvalidArgument("workspace: needs " + std::to_string(need) +
+                                   " bytes (workspace_bytes() after plan), got " + std::to_string(workspace_bytes));
+  if (workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
+    return Status::InvalidArgument("workspace: must be a non-null, 256-byte aligned device pointer");
+  const std::size_t rows = static_cast<std::size_t>(p.topk) * static_cast<std::size_t>(T) * p.num_q_heads;
+  auto* ws = static_cast<unsigned char*>(workspace);
+  void* po = ws;
+  auto* pl = reinterpret_cast<float*>(ws + align256(rows * 128 * 2));
+  auto* counts = reinterpret_cast<std::int32_t*>(ws + align256(rows * 128 * 2) + align256(rows * 4));
+  kernels::DecodeAttentionLaunch l{};
+  l.q = a.q.data;
+  l.q_stride_t = a.q.stride[0];
+  l.q_stride_h = a.q.stride[1];
+  l.k_cache = a.k_cache.data;
+  l.v_cache = a.v_cache.data;
+  l.kv_stride_page = a.k_cache.stride[0];
+  l.kv_stride_h = a.k_cache.stride[1];
+  l.kv_stride_t = a.k_cache.stride[2];
+  l.topk = static_cast<const std::int32_t*>(a.topk.data);
+  l.topk_stride_h = a.topk.stride[0];
+  l.topk_stride_t = a.topk.stride[1];
+  l.topk_stride_s = a.topk.stride[2];
+  l.page_table = static_cast<const std::int32_t*>(a.page_table.data);
+  l.pt_stride_b = a.page_table.stride[0];
+  l.pt_stride_j = a.page_table.stride[1];
+  l.seq_lens_k = static_cast<const std::int32_t*>(a.seq_lens_k.data);
+  l.seq_stride = a.seq_lens_k.stride[0];
+  l.cu_seqlens_q = nullptr;
+  l.num_requests = static_cast<int>(a.seq_lens_k.shape[0]);
+  l.total_q = T;
+  l.queries_per_request = p.queries_per_request;
+  l.num_q_heads = p.num_q_heads;
+  l.num_kv_heads = p.num_kv_heads;
+  l.k = p.topk;
+  l.sm_scale = scale_of(p.sm_scale);
+  l.partial_out = po;
+  l.partial_lse = pl;
+  l.split_counts = counts;
+  l.device = a.q.device.index;
+  l.stream = a.q.device.stream;
+  MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
+  kernels::CombineLaunch cl =
+      kernels::contiguous_combine_launch(po, pl, counts, nullptr, nullptr, T, p.num_q_heads, p.num_kv_heads, p.topk);
+  cl.out = a.out.data;
+  cl.out_stride_t = a.out.stride[0];
+  cl.out_stride_h = a.out.stride[1];
+  if (a.lse.present()) {
+    cl.lse = static_cast<float*>(a.lse.data);
+    cl.lse_stride_t = a.lse.stride[0];
+    cl.lse_stride_h = a.lse.stride[1];
+  }
+  cl.device = l.device;
+  cl.stream = l.stream;
+  return kernels::launch_combine(cl);
+}
+
+}  // namespace detail
+}  // namespace msa

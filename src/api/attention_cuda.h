@@ -1,0 +1,61 @@
+// attention_cuda.h — the CUDA paths of the sparse attention ops (host code: plans, workspace layouts, launches).
+//
+// Prefill: plan() copies the batch metadata to the host once (it may synchronise), checks it, and cuts the query
+// tokens into chunks of at most max_chunk_tokens; run() enqueues, per chunk, the device k2q build, the attention
+// kernel (KV-outer for Hq / Hkv = 16, the query-outer split kernel otherwise) and the combine, all on the stream of
+// q, with no allocation and no synchronisation. The workspace holds one chunk's k2q lists and partials, so it is
+// bounded by the chunk size, not by T. topk contents on the device are trusted (the indexer's output contract).
+// Decode: one split-kernel launch and one combine per run, capacities fixed at plan time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "api/device.h"
+#include "api/validate.h"
+#include "msa/attention.h"
+
+namespace msa {
+namespace detail {
+
+struct PrefillChunk {
+  std::int64_t t0 = 0, num_q = 0;  // packed query tokens [t0, t0 + num_q)
+  int b_first = 0, num_requests = 0;
+  std::size_t meta = 0;  // int32 offset into the plan's device metadata: cu_seqlens [n + 1], then seq_lens [n]
+};
+
+struct PrefillCudaPlan {
+  SparsePrefillPlanArgs args;
+  BatchInfo batch;                        // host copy of the batch metadata
+  std::vector<std::int32_t> page_table;  // host copy, checked against the cache's page count at run()
+  std::vector<PrefillChunk> chunks;
+  DeviceBuffer meta;  // per-chunk cu_seqlens / seq_lens (int32)
+  bool kv_outer = false;
+  std::int64_t max_chunk_q = 0;
+  int max_chunk_requests = 0;
+  // Workspace layout (bytes from the base, each part 256-aligned).
+  std::size_t off_row_ptr = 0, off_row_batch = 0, off_row_block = 0, off_q_idx = 0, off_qsplit = 0, off_counts = 0,
+              off_total = 0, off_items = 0, off_num_items = 0, off_k2q_scratch = 0, k2q_scratch_bytes = 0,
+              off_partial_out = 0, off_partial_lse = 0, workspace_bytes = 0;
+};
+
+// Default chunk: 16384 tokens, i.e. at M3 heads (Hq 64) and k = 16 about 4.3 GB of bf16 partials.
+constexpr std::int64_t kDefaultPrefillChunkTokens = 16384;
+
+Status plan_prefill_cuda(const SparsePrefillPlanArgs& args, std::int64_t max_chunk_tokens, PrefillCudaPlan* plan);
+// The plan's page table against the cache's page count (host copy, no device access).
+Status check_prefill_pages(const PrefillCudaPlan& plan, std::int64_t num_pages);
+// topk: the planned selection's descriptor, or (layer ops) one of the same shape whose contents run() computes.
+// phases < 3 stops each chunk after the k2q build (1) or the attention kernel (2): a benchmark hook for per-phase
+// times; the outputs are then not written.
+Status run_prefill_cuda(const PrefillCudaPlan& plan, const Tensor& topk, const SparsePrefillRunArgs& args,
+                        void* workspace, std::size_t workspace_bytes, int phases = 3);
+
+// Decode: the partials workspace for B * Q tokens (see kernels/decode/launch.h); G must be 1, 2, 4, 8 or 16.
+Status plan_decode_cuda(const SparseDecodePlanArgs& args, std::size_t* workspace_bytes);
+Status run_decode_cuda(const SparseDecodePlanArgs& plan, const SparseDecodeRunArgs& args, void* workspace,
+                       std::size_t workspace_bytes);
+
+}  // namespace detail
+}  // namespace msa

@@ -1,0 +1,212 @@
+// test_sm90_ops.cpp — the public attention and layer ops with CUDA descriptors, against the CPU reference on fresh
+// random inputs: sparse prefill (KV-outer for G = 16, the split kernel otherwise) over chunk boundaries that cut
+// requests, sparse decode, and the MsaPrefill / MsaDecode layers (their GPU selection judged by the selection
+// contract, their attention by design.md's error rule on that selection). Cache tails past each length are NaN.
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <random>
+
+#include "cuda_test_util.h"
+#include "test_util.h"
+
+namespace msa {
+namespace test {
+namespace {
+
+struct DeviceMemory {
+  void* ptr = nullptr;
+  explicit DeviceMemory(std::size_t bytes) { EXPECT_EQ(cudaMalloc(&ptr, std::max<std::size_t>(bytes, 1)), cudaSuccess); }
+  ~DeviceMemory() { cudaFree(ptr); }
+};
+
+void shuffle_rows(Problem& p) {  // any order of valid ids is allowed
+  std::mt19937_64 rng(p.spec.seed);
+  const int k = p.spec.topk;
+  for (std::size_t row = 0; row < p.topk.size() / k; ++row) {
+    auto begin = p.topk.begin() + static_cast<std::ptrdiff_t>(row * k);
+    std::shuffle(begin, std::find(begin, begin + k, -1), rng);
+  }
+}
+
+// Public SparsePrefillAttention on the device with the given chunk size; returns out and lse.
+void run_prefill_op(Problem& p, std::int64_t chunk, std::vector<std::uint16_t>* out, std::vector<float>* lse) {
+  DeviceProblem d(p);
+  SparsePrefillPlanArgs pa;
+  pa.topk = on_device(p.topk_t(), d.topk.ptr);
+  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
+  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
+  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
+  pa.num_q_heads = p.spec.num_q_heads;
+  pa.num_kv_heads = p.spec.num_kv_heads;
+  pa.max_chunk_tokens = chunk;
+  SparsePrefillAttention attn;
+  Status st = attn.plan(pa);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  const SparsePrefillRunArgs ra{on_device(p.q_t(), d.q.ptr), on_device(p.k_cache_t(), d.k_cache.ptr),
+                                on_device(p.v_cache_t(), d.v_cache.ptr), on_device(p.out_t(), d.out.ptr),
+                                on_device(p.lse_t(), d.lse.ptr)};
+  DeviceMemory ws(attn.workspace_bytes());
+  if (attn.workspace_bytes() > 0) {
+    st = attn.run(ra, ws.ptr, attn.workspace_bytes() - 1);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("workspace"), std::string::npos) << st.message();
+  }
+  st = attn.run(ra, ws.ptr, attn.workspace_bytes());
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  out->resize(p.out.size());
+  lse->resize(p.lse.size());
+  d.out.download(out);
+  d.lse.download(lse);
+}
+
+void check_prefill_op(std::vector<std::int64_t> nq, std::vector<std::int64_t> L, int Hq, int Hkv) {
+  ProblemSpec s = spec(std::move(nq), std::move(L), Hq, Hkv);
+  s.seed = std::random_device{}();
+  Problem p = testing::make_problem(s);
+  poison_cache_tails(p);
+  ASSERT_TRUE(select(p).ok());
+  shuffle_rows(p);
+  std::vector<std::uint16_t> out, out_chunked;
+  std::vector<float> lse, lse_chunked;
+  run_prefill_op(p, 0, &out, &lse);
+  expect_attention_rule(p, out, lse);
+  // Chunks of 100 tokens cut requests mid-way; every (token, head) result is computed by the same arithmetic.
+  run_prefill_op(p, 100, &out_chunked, &lse_chunked);
+  EXPECT_EQ(out, out_chunked);
+  EXPECT_EQ(0, std::memcmp(lse.data(), lse_chunked.data(), lse.size() * sizeof(float)));
+}
+
+TEST(SM90_SparsePrefillOp, KvOuterVarlenChunked) {
+  MSA_REQUIRE_SM90();
+  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 2);  // G = 16: KV-outer
+}
+
+TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
+  MSA_REQUIRE_SM90();
+  check_prefill_op({129, 0, 40, 300}, {129, 500, 16385, 2600}, 16, 4);  // G = 4: query-outer split kernel
+}
+
+TEST(SM90_SparseDecodeOp, MatchesReferenceBelowCapacity) {
+  MSA_REQUIRE_SM90();
+  const int Q = 2, Hq = 64, Hkv = 4;
+  ProblemSpec s = spec({Q, Q, Q}, {40000, 129, 2}, Hq, Hkv);
+  s.seed = std::random_device{}();
+  Problem p = testing::make_problem(s);
+  poison_cache_tails(p);
+  ASSERT_TRUE(select(p).ok());
+  shuffle_rows(p);
+  DeviceProblem d(p);
+  SparseDecodePlanArgs pa;
+  pa.batch_size = 5;  // capacity above the batch actually run
+  pa.queries_per_request = Q;
+  pa.num_q_heads = Hq;
+  pa.num_kv_heads = Hkv;
+  pa.device = Device::cuda(0);
+  SparseDecodeAttention attn;
+  ASSERT_TRUE(attn.plan(pa).ok());
+  DeviceMemory ws(attn.workspace_bytes());
+  const SparseDecodeRunArgs ra{on_device(p.q_t(), d.q.ptr),          on_device(p.k_cache_t(), d.k_cache.ptr),
+                               on_device(p.v_cache_t(), d.v_cache.ptr), on_device(p.topk_t(), d.topk.ptr),
+                               on_device(p.page_table_t(), d.page_table.ptr), on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
+                               on_device(p.out_t(), d.out.ptr),         on_device(p.lse_t(), d.lse.ptr)};
+  EXPECT_EQ(attn.run(ra, nullptr, 0).code(), StatusCode::kInvalidArgument);
+  const Status st = attn.run(ra, ws.ptr, attn.workspace_bytes());
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<std::uint16_t> out(p.out.size());
+  std::vector<float> lse(p.lse.size());
+  d.out.download(&out);
+  d.lse.download(&lse);
+  expect_attention_rule(p, out, lse);
+}
+
+TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
+  MSA_REQUIRE_SM90();
+  ProblemSpec s = spec({129, 0, 40, 300, 2049}, {129, 500, 16385, 2600, 2049}, 64, 4);
+  s.seed = std::random_device{}();
+  Problem p = testing::make_problem(s);
+  poison_cache_tails(p);
+  DeviceProblem d(p);
+  MsaPrefillPlanArgs pa;
+  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
+  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
+  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
+  pa.total_q = p.total_q;
+  pa.num_q_heads = 64;
+  pa.num_kv_heads = 4;
+  pa.max_chunk_tokens = 1000;
+  MsaPrefill layer;
+  Status st = layer.plan(pa);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  DeviceMemory ws(layer.workspace_bytes());
+  MsaPrefillRunArgs ra{on_device(p.q_t(), d.q.ptr),
+                       on_device(p.k_cache_t(), d.k_cache.ptr),
+                       on_device(p.v_cache_t(), d.v_cache.ptr),
+                       on_device(p.index_q_t(), d.index_q.ptr),
+                       on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
+                       on_device(p.out_t(), d.out.ptr),
+                       on_device(p.lse_t(), d.lse.ptr),
+                       on_device(p.topk_t(), d.topk_out.ptr)};
+  st = layer.run(ra, ws.ptr, layer.workspace_bytes());
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<std::uint16_t> out(p.out.size());
+  std::vector<float> lse(p.lse.size());
+  d.out.download(&out);
+  d.lse.download(&lse);
+  d.topk_out.download(&p.topk);
+  expect_selection_contract(p);
+  expect_attention_rule(p, out, lse);
+  // Without a topk output the selection lives in the workspace; the result is the same.
+  ra.topk = Tensor{};
+  st = layer.run(ra, ws.ptr, layer.workspace_bytes());
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<std::uint16_t> again(out.size());
+  d.out.download(&again);
+  EXPECT_EQ(out, again);
+}
+
+TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
+  MSA_REQUIRE_SM90();
+  const int Q = 3;
+  ProblemSpec s = spec({Q, Q, Q, Q}, {70000, 3, 129, 2048}, 64, 4);
+  s.seed = std::random_device{}();
+  Problem p = testing::make_problem(s);
+  poison_cache_tails(p);
+  DeviceProblem d(p);
+  MsaDecodePlanArgs pa;
+  pa.batch_size = 4;
+  pa.queries_per_request = Q;
+  pa.device = Device::cuda(0);
+  MsaDecode layer;
+  Status st = layer.plan(pa);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  DeviceMemory ws(layer.workspace_bytes());
+  const MsaDecodeRunArgs ra{on_device(p.q_t(), d.q.ptr),
+                            on_device(p.k_cache_t(), d.k_cache.ptr),
+                            on_device(p.v_cache_t(), d.v_cache.ptr),
+                            on_device(p.index_q_t(), d.index_q.ptr),
+                            on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
+                            on_device(p.page_table_t(), d.page_table.ptr),
+                            on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
+                            on_device(p.out_t(), d.out.ptr),
+                            on_device(p.lse_t(), d.lse.ptr),
+                            on_device(p.topk_t(), d.topk_out.ptr)};
+  st = layer.run(ra, ws.ptr, layer.workspace_bytes());
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<std::uint16_t> out(p.out.size());
+  std::vector<float> lse(p.lse.size());
+  d.out.download(&out);
+  d.lse.download(&lse);
+  d.topk_out.download(&p.topk);
+  expect_selection_contract(p);
+  expect_attention_rule(p, out, lse);
+}
+
+}  // namespace
+}  // namespace test
+}  // namespace msa
