@@ -149,8 +149,8 @@ Result run_case(long long N, bool clustered, int iters) {
   CHECK_CUDA(cudaStreamDestroy(stream));
   std::printf("%-16s k2q %8.3f ms | attention %9.3f ms (%6.2f TB/s floor bytes) | combine %8.3f ms (%5.2f TB/s) | "
               "total %9.3f ms  %6.1f eff. TFLOP/s\n",
-              r.name.c_str(), r.k2q_ms, r.attn_ms, r.attn_gb / r.attn_ms * 1e-3, r.combine_ms,
-              r.combine_gb / r.combine_ms * 1e-3, r.total_ms, r.tflops);
+              r.name.c_str(), r.k2q_ms, r.attn_ms, r.attn_gb / r.attn_ms, r.combine_ms,
+              r.combine_gb / r.combine_ms, r.total_ms, r.tflops);
   std::fflush(stdout);
   return r;
 }

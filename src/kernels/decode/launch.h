@@ -1,7 +1,6 @@
 // launch.h — host-side entry of the split decode attention kernel (plain pointers, strides in elements).
 //
-// Status: written and compiled; not yet wired into SparseDecodeAttention::run until its GPU test
-// (tests/cpp/test_sm90_decode_attention.cpp) has passed on a Hopper machine.
+// Used by SparseDecodeAttention and, for Hq / Hkv != 16, SparsePrefillAttention on CUDA (api/attention_cuda.cpp).
 #ifndef MSA_KERNELS_DECODE_LAUNCH_H_
 #define MSA_KERNELS_DECODE_LAUNCH_H_
 

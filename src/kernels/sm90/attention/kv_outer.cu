@@ -1,9 +1,9 @@
-// kv_outer.cu — KV-outer sparse prefill attention (first version; see launch.h for its status).
+// kv_outer.cu — KV-outer sparse prefill attention (G = 16).
 //
 // One CTA per work item of the device k2q schedule: (KV head g, block j of request b, a range of the queries that
 // selected it). A producer warpgroup (one thread) loads K and V of the block once (TMA, 2 x 32 KiB, 128-byte
-// swizzle) and then the item's queries in tiles of 8 tokens x 16 heads = 128 rows (one TMA box of 16 heads x 64
-// dims per token and half), through a 2-stage ring. Two consumer warpgroups take 64 rows (4 tokens) each:
+// swizzle) and then the item's queries in tiles of 4 tokens x 16 heads = 64 rows (one TMA box of 16 heads x 64
+// dims per token and half), through a 4-stage ring. Two consumer warpgroups take alternate tiles:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
 // request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
 // (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
@@ -26,12 +26,15 @@ namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kG = 16, kTokens = 8;  // a Q tile: 8 tokens x 16 heads = 128 rows
-constexpr int kHalf = 128 * 128;                             // bytes of a 64-dim half of a 128-row tile
-constexpr int kQStages = 2;
+constexpr int kG = 16, kTokens = 4;  // a Q tile: 4 tokens x 16 heads = 64 rows, one consumer warpgroup's
+constexpr int kHalf = 128 * 128;     // bytes of a 64-dim half of the 128-key K or V block
+constexpr int kQHalf = 64 * 128;     // bytes of a 64-dim half of a Q tile
+// Tiles alternate between the two consumer warpgroups (tile i -> warpgroup i % 2), each through its own two
+// stages, so the warpgroups drift apart and one's softmax and stores overlap the other's wgmma.
+constexpr int kQStages = 4;
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
 // Shared memory (from a 1024-aligned base): K (2 halves), V (2 halves), Q stages (2 halves each), barriers.
-constexpr int kKOff = 0, kVOff = 2 * kHalf, kQOff = 4 * kHalf, kBarOff = kQOff + kQStages * 2 * kHalf;
+constexpr int kKOff = 0, kVOff = 2 * kHalf, kQOff = 4 * kHalf, kBarOff = kQOff + kQStages * 2 * kQHalf;
 constexpr int kSmemBytes = kBarOff + 64 + 1024;
 
 __global__ void __launch_bounds__(kThreads, 1)
@@ -62,7 +65,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     sm90::mbar_init(kv_full, 1);
     for (int s = 0; s < kQStages; ++s) {
       sm90::mbar_init(&q_full[s], 1);
-      sm90::mbar_init(&q_empty[s], 8);  // one arrive per consumer warp
+      sm90::mbar_init(&q_empty[s], 4);  // one arrive per warp of the consuming warpgroup
     }
     sm90::mbar_fence_init();
   }
@@ -82,20 +85,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       sm90::mbar_wait(&q_empty[s], ((tile / kQStages) & 1) ^ 1);
       const int ntok = min(kTokens, q_count - tile * kTokens);
       sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * kG * 128);
-      unsigned char* stage = smem + kQOff + s * 2 * kHalf;
+      unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
       for (int i = 0; i < ntok; ++i) {
         const int t = q0 + (handles[tile * kTokens + i] & 0xFFFFFF);
         for (int h = 0; h < 2; ++h)
-          sm90::tma_load_3d(stage + h * kHalf + i * kG * 128, &q_map, &q_full[s], 64 * h, g * kG, t);
+          sm90::tma_load_3d(stage + h * kQHalf + i * kG * 128, &q_map, &q_full[s], 64 * h, g * kG, t);
       }
     }
     return;
   }
 
-  // ---- consumers: rows 64 wg + 16 (warp % 4) + lane / 4 (+ 8) = token (row / 16) x head (row % 16) ----
+  // ---- consumers: tile rows 16 (warp % 4) + lane / 4 (+ 8) = token (row / 16) x head (row % 16) ----
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
-  const int r0 = 64 * wg + 16 * (warp % 4) + lane / 4, r1 = r0 + 8;
+  const int r0 = 16 * (warp % 4) + lane / 4, r1 = r0 + 8;
   const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
   const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(smem + kKOff), desc_k1 = sm90::wgmma_desc_sw128(smem + kKOff + kHalf);
   sm90::mbar_wait(kv_full, 0);
@@ -113,14 +116,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     sm90::named_barrier_sync(1, 256);
   }
 
-  for (int tile = 0; tile < n_tiles; ++tile) {
+  for (int tile = wg; tile < n_tiles; tile += 2) {
     const int s = tile % kQStages;
-    const unsigned char* stage = smem + kQOff + s * 2 * kHalf;
+    const unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
     sm90::mbar_wait(&q_full[s], (tile / kQStages) & 1);
     float acc[64];
     sm90::wgmma_fence();
-    const std::uint64_t dq0 = sm90::wgmma_desc_sw128(stage + 64 * wg * 128);
-    const std::uint64_t dq1 = sm90::wgmma_desc_sw128(stage + kHalf + 64 * wg * 128);
+    const std::uint64_t dq0 = sm90::wgmma_desc_sw128(stage);
+    const std::uint64_t dq1 = sm90::wgmma_desc_sw128(stage + kQHalf);
     sm90::wgmma_m64n128k16_bf16_first(acc, dq0, desc_k0);
 #pragma unroll
     for (int kk = 1; kk < 4; ++kk)

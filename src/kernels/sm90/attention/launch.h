@@ -1,7 +1,5 @@
 // launch.h — host-side entry of the KV-outer sparse prefill attention kernel (plain pointers, strides in elements).
-//
-// Status: a first version, compiled but not yet run on a GPU; not behind SparsePrefillAttention until
-// tests/cpp/test_sm90_wgmma.cu (its N-major wgmma layout) and its own GPU test pass.
+// SparsePrefillAttention's CUDA path uses it for Hq / Hkv = 16 (api/attention_cuda.cpp).
 #ifndef MSA_KERNELS_SM90_ATTENTION_LAUNCH_H_
 #define MSA_KERNELS_SM90_ATTENTION_LAUNCH_H_
 
@@ -40,7 +38,7 @@ struct KvOuterLaunch {
   void* stream;
 };
 
-// G = Hq / Hkv must be 16 (8 tokens x 16 heads per 128-row tile).
+// G = Hq / Hkv must be 16 (4 tokens x 16 heads per 64-row tile).
 Status launch_kv_outer_attention(const KvOuterLaunch& args);
 
 }  // namespace kernels
