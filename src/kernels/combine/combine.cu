@@ -3,8 +3,8 @@
 // weighted partial gets O = 0 and LSE = -inf. Same semantics as the CPU implementation (reference/attention_ref.cpp).
 //
 // One warp per (token, head): lane l owns dims 4l .. 4l + 3, so each partial row is one coalesced 256-byte (bf16) or
-// 512-byte (fp32) warp load. The partial LSEs are spread over the lanes (max by shuffles, so every exponent is
-// <= 0), and the rows are loaded eight at a time before any is used, to keep many rows in flight.
+// 512-byte (fp32) warp load. Two passes over the <= S partial LSEs (max, then weights) keep every exponent <= 0;
+// the partial loads of the second pass are independent, so the unrolled loop keeps several rows in flight.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -37,43 +37,26 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   const int n = min(max(a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g], 0), a.num_splits);
   const float* lse_row = a.partial_lse + t * a.pl_stride_t + h * a.pl_stride_h;
 
-  // Slot s's LSE lives in lane s % 32 (one load per lane per 32 slots), so the max and the weights cost shuffles,
-  // not dependent loads, and all partial rows of a group of 8 are loaded before any is used.
   float m = -INFINITY;
-  for (int s0 = 0; s0 < n; s0 += 32) {
-    const float l = s0 + lane < n ? lse_row[(s0 + lane) * a.pl_stride_s] : -INFINITY;
+  for (int s = 0; s < n; ++s) {
+    const float l = lse_row[s * a.pl_stride_s];
     if (isfinite(l)) m = fmaxf(m, l);
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   float wsum = 0.f;
   if (m != -INFINITY) {
     const std::int64_t base = t * a.po_stride_t + h * a.po_stride_h + 4 * lane;
-    for (int s0 = 0; s0 < n; s0 += 32) {
-      const int cnt = min(32, n - s0);
-      const float l = lane < cnt ? lse_row[(s0 + lane) * a.pl_stride_s] : -INFINITY;
-      const float w_lane = isfinite(l) ? expf(l - m) : -1.f;  // -1: no weight (non-finite stats), row not read
-      for (int j = 0; j < cnt; j += 8) {
-        float w[8];
-        float4 v[8];
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          w[u] = __shfl_sync(0xffffffffu, w_lane, (j + u) & 31);
-          const bool use = j + u < cnt && w[u] >= 0.f;
-          v[u] = use ? load4(a, base + (s0 + j + u) * a.po_stride_s) : make_float4(0.f, 0.f, 0.f, 0.f);
-          if (!use) w[u] = 0.f;
-        }
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          if (w[u] == 0.f) continue;  // skipped rows may hold anything (0 * NaN must not reach the sum)
-          acc.x += w[u] * v[u].x;
-          acc.y += w[u] * v[u].y;
-          acc.z += w[u] * v[u].z;
-          acc.w += w[u] * v[u].w;
-          wsum += w[u];
-        }
-      }
+#pragma unroll 4
+    for (int s = 0; s < n; ++s) {
+      const float l = lse_row[s * a.pl_stride_s];
+      if (!isfinite(l)) continue;  // non-finite stats carry no weight
+      const float w = expf(l - m);
+      const float4 v = load4(a, base + s * a.po_stride_s);
+      acc.x += w * v.x;
+      acc.y += w * v.y;
+      acc.z += w * v.z;
+      acc.w += w * v.w;
+      wsum += w;
     }
   }
   const bool empty = !(wsum > 0.f);

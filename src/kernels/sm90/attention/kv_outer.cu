@@ -34,12 +34,16 @@ constexpr int kQHalf = 64 * 128;     // bytes of a 64-dim half of a Q tile
 constexpr int kQStages = 4;
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
 // Shared memory (from a 1024-aligned base): K (2 halves), V (2 halves), Q stages (2 halves each), barriers.
-constexpr int kKOff = 0, kVOff = 2 * kHalf, kQOff = 4 * kHalf, kBarOff = kQOff + kQStages * 2 * kQHalf;
+// O staging: one 4 KiB buffer per consumer warp (its token's 16 rows, two 128B-swizzled 64-dim halves).
+constexpr int kOWarpBytes = 16 * 256;
+constexpr int kKOff = 0, kVOff = 2 * kHalf, kQOff = 4 * kHalf, kOOff = kQOff + kQStages * 2 * kQHalf,
+              kBarOff = kOOff + 8 * kOWarpBytes;
 constexpr int kSmemBytes = kBarOff + 64 + 1024;
 
 __global__ void __launch_bounds__(kThreads, 1)
     kv_outer_kernel(const KvOuterLaunch a, const __grid_constant__ CUtensorMap q_map,
-                    const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
+                    const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map,
+                    const __grid_constant__ CUtensorMap o_map) {
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem =
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
@@ -98,7 +102,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // ---- consumers: tile rows 16 (warp % 4) + lane / 4 (+ 8) = token (row / 16) x head (row % 16) ----
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
-  const int r0 = 16 * (warp % 4) + lane / 4, r1 = r0 + 8;
+  // Thread rows of a tile: r0 = 16 (warp % 4) + lane / 4 and r0 + 8 (both heads of token warp % 4).
   const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
   const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(smem + kKOff), desc_k1 = sm90::wgmma_desc_sw128(smem + kKOff + kHalf);
   sm90::mbar_wait(kv_full, 0);
@@ -137,11 +141,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(&q_empty[s]);  // Q of this stage is read
 
-    // Which query each of this thread's two rows is, and where it lives.
-    const int tok0 = tile * kTokens + r0 / kG, tok1 = tile * kTokens + r1 / kG;
-    const bool valid0 = tok0 < q_count, valid1 = tok1 < q_count;
-    const int h0 = valid0 ? handles[tok0] : 0, h1 = valid1 ? handles[tok1] : 0;
-    const int pos0 = L - nq + (h0 & 0xFFFFFF), pos1 = L - nq + (h1 & 0xFFFFFF);
+    // This warp's rows are the 16 heads of one token of the tile.
+    const int tok = tile * kTokens + warp % 4;
+    const bool valid = tok < q_count;  // uniform over the warp
+    const int handle = valid ? handles[tok] : 0;
+    const int pos0 = L - nq + (handle & 0xFFFFFF), pos1 = pos0;
 
     // Single-tile softmax in log2 units: columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (+2, +3).
     float m0 = -INFINITY, m1 = -INFINITY;
@@ -190,26 +194,41 @@ __global__ void __launch_bounds__(kThreads, 1)
     sm90::wgmma_wait<0>();
     sm90::wgmma_fence_regs(o_acc);
 
-    // Write O / l and the LSE of each valid row to its split slot.
-    auto* po = static_cast<__nv_bfloat16*>(a.partial_out);
+    // O / l (bf16) of the token's 16 rows into the warp's staging buffer, laid out as the 128B-swizzled box of
+    // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then
+    // one TMA store per 64-dim half: 4 KiB of contiguous partial rows instead of 32 scattered 4-byte stores.
+    unsigned char* obuf = smem + kOOff + (warp - 4) * kOWarpBytes;
+    if (lane == 0) sm90::bulk_wait_read<0>();  // the previous tile's store has read the buffer
+    __syncwarp();
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      if (!(half ? valid1 : valid0)) continue;
-      const int handle = half ? h1 : h0, r = half ? r1 : r0;
-      const float l = half ? l1 : l0, m = half ? m1 : m0;
-      const float inv = l > 0.f ? 1.f / l : 0.f;
-      const std::int64_t t = q0 + (handle & 0xFFFFFF);
-      const std::int64_t out_row = ((static_cast<std::int64_t>(handle >> 24) * a.total_q + t) * a.num_q_heads) +
-                                   static_cast<std::int64_t>(g) * kG + r % kG;
-      __nv_bfloat16* dst = po + out_row * 128;
+      const int r = lane / 4 + 8 * half;
+      const float l = half ? l1 : l0, inv = l > 0.f ? 1.f / l : 0.f;
 #pragma unroll
       for (int n = 0; n < 16; ++n) {
         const __nv_bfloat162 v = __floats2bfloat162_rn(o_acc[4 * n + 2 * half] * inv, o_acc[4 * n + 2 * half + 1] * inv);
-        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * n + 2 * c) = v;
+        *reinterpret_cast<__nv_bfloat162*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c) = v;
       }
-      if (c == 0) a.partial_lse[out_row] = l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    }
+    sm90::fence_proxy_async_smem();
+    __syncwarp();
+    if (valid) {
+      const int slot = handle >> 24, t = q0 + (handle & 0xFFFFFF);
+      const std::int64_t out_row = (static_cast<std::int64_t>(slot) * a.total_q + t) * a.num_q_heads + g * kG;
+      if (c == 0) {
+        const int r = lane / 4;
+        a.partial_lse[out_row + r] = l0 > 0.f ? (m0 + log2f(l0)) * 0.6931471805599453f : -INFINITY;
+        a.partial_lse[out_row + r + 8] = l1 > 0.f ? (m1 + log2f(l1)) * 0.6931471805599453f : -INFINITY;
+      }
+      if (lane == 0) {
+        const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
+        sm90::tma_store_3d(&o_map, obuf, 0, g * kG, z);
+        sm90::tma_store_3d(&o_map, obuf + 2048, 64, g * kG, z);
+        sm90::bulk_commit();
+      }
     }
   }
+  if (lane == 0) sm90::bulk_wait<0>();  // stores complete before the CTA's shared memory goes away
 }
 
 }  // namespace
@@ -232,10 +251,17 @@ Status launch_kv_outer_attention(const KvOuterLaunch& a) {
   v.base = a.v_cache;
   MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(k, "k_cache", &k_map));
   MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(v, "v_cache", &v_map));
+  // Partial outputs [k, T, Hq, 128] as rows of (slot, token) x Hq heads x 128 dims; a box is one token's 16 heads.
+  CUtensorMap o_map;
+  const sm90::Bf16Tensor3d o{a.partial_out,
+                             {128, static_cast<std::uint64_t>(a.num_q_heads), static_cast<std::uint64_t>(a.k * a.total_q)},
+                             {128, static_cast<std::int64_t>(a.num_q_heads) * 128},
+                             {64, kG, 1}};
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(o, "partial_out", &o_map));
   cudaError_t e = cudaFuncSetAttribute(kv_outer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e == cudaSuccess) {
     kv_outer_kernel<<<static_cast<unsigned>(a.item_capacity), kThreads, kSmemBytes,
-                      static_cast<cudaStream_t>(a.stream)>>>(a, q_map, k_map, v_map);
+                      static_cast<cudaStream_t>(a.stream)>>>(a, q_map, k_map, v_map, o_map);
     e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("KV-outer attention: ") + cudaGetErrorString(e));
