@@ -6,7 +6,7 @@ weight vector of 128 per norm); NeoX rotate-half RoPE on the first 64 of 128 cha
 and index_k, norm first; K and V appended to a paged main cache and index_k to a paged index-K cache; the index
 branch selects 16 blocks per (token, KV head); sparse attention over them; o_proj. No index value or output.
 
-Run it:  python examples/msa_layer.py   (CPU by default; --device cuda on a Hopper GPU once every op runs there)
+Run it:  python examples/msa_layer.py   (CPU by default; --device cuda on a Hopper GPU)
 """
 
 import argparse

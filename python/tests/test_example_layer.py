@@ -17,7 +17,13 @@ def load_example():
     return module
 
 
-@pytest.mark.parametrize("device", ["cpu"])
+def hopper():
+    import msa
+    return torch.cuda.is_available() and msa.sm90_device_available()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not hopper(),
+                                                                                     reason="needs a Hopper GPU"))])
 def test_layer_equals_dense_below_2048_tokens(device):
     ex = load_example()
     torch.manual_seed(1)

@@ -156,3 +156,38 @@ def test_cuda_graph_capture_of_decode_selection():
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(topk, ops.index_select_decode(q, cache, table, seq, 1)), step
+
+
+@cuda_sm90
+@pytest.mark.parametrize("hq,hkv", [(32, 2), (8, 2)])  # G = 16 (KV-outer kernel) and G = 4 (split kernel)
+def test_cuda_sparse_attention_equals_cpu(hq, hkv):
+    L, T = 2000, 300
+    q, k_cache, v_cache, topk, table, _ = attention_inputs(L, T, Hq=hq, Hkv=hkv)
+    cu, seq = torch.tensor([0, T], dtype=torch.int32), torch.tensor([L], dtype=torch.int32)
+    out_c, lse_c = ops.sparse_prefill_attention(q, k_cache, v_cache, topk, cu, seq, table)
+    out_g, lse_g = ops.sparse_prefill_attention(*(x.cuda() for x in (q, k_cache, v_cache, topk, cu, seq, table)))
+    torch.testing.assert_close(out_g.cpu().float(), out_c.float(), atol=1.5e-2, rtol=1e-2)
+    torch.testing.assert_close(lse_g.cpu(), lse_c, atol=1e-3, rtol=1e-4)
+    # Decode: the last 4 tokens as one request with 4 queries.
+    qd, topk_d = q[-4:].contiguous(), topk[:, -4:].contiguous()
+    out_c, lse_c = ops.sparse_decode_attention(qd, k_cache, v_cache, topk_d, table, seq, 4)
+    out_g, lse_g = ops.sparse_decode_attention(*(x.cuda() for x in (qd, k_cache, v_cache, topk_d, table, seq)), 4)
+    torch.testing.assert_close(out_g.cpu().float(), out_c.float(), atol=1.5e-2, rtol=1e-2)
+    torch.testing.assert_close(lse_g.cpu(), lse_c, atol=1e-3, rtol=1e-4)
+
+
+@cuda_sm90
+def test_cuda_graph_capture_of_decode_attention():
+    q, k_cache, v_cache, topk, table, _ = attention_inputs(2000, 1, Hq=64, Hkv=4, seed=4)
+    q, k_cache, v_cache, topk, table = (x.cuda() for x in (q, k_cache, v_cache, topk, table))
+    seq = torch.tensor([2000], dtype=torch.int32, device="cuda")
+    ops.sparse_decode_attention(q, k_cache, v_cache, topk, table, seq, 1)  # warm-up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = ops.sparse_decode_attention(q, k_cache, v_cache, topk, table, seq, 1)
+    for step in range(5):  # new query values in place between replays; every replay equals an eager run
+        q.normal_()
+        graph.replay()
+        torch.cuda.synchronize()
+        want, want_lse = ops.sparse_decode_attention(q, k_cache, v_cache, topk, table, seq, 1)
+        assert torch.equal(out, want) and torch.equal(lse, want_lse), step
