@@ -6,6 +6,7 @@ import pytest
 
 import msa
 
+jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 
 
@@ -19,9 +20,11 @@ def test_jax_inputs_equal_numpy_inputs():
     cu, seq = np.array([0, T], np.int32), np.array([L], np.int32)
     from_numpy = np.zeros((H, T, 16), np.int32)
     msa.index_select_prefill(msa.bf16(q_bits), msa.bf16(k_bits), table, cu, seq, from_numpy)
-    q_jax = jnp.asarray(q_bits).view(jnp.bfloat16)
-    k_jax = jnp.asarray(k_bits).view(jnp.bfloat16)
+    cpu = jax.devices("cpu")[0]  # JAX may default to a GPU; the output here is a host (NumPy) array
+    put = lambda x: jax.device_put(jnp.asarray(x), cpu)  # noqa: E731
+    q_jax = put(q_bits).view(jnp.bfloat16)
+    k_jax = put(k_bits).view(jnp.bfloat16)
     from_jax = np.zeros_like(from_numpy)
-    msa.index_select_prefill(q_jax, k_jax, jnp.asarray(table), jnp.asarray(cu), jnp.asarray(seq), from_jax)
+    msa.index_select_prefill(q_jax, k_jax, put(table), put(cu), put(seq), from_jax)
     np.testing.assert_array_equal(from_jax, from_numpy)
     assert (from_jax[:, :, 15] == (np.arange(L - T, L) // 128)[None]).all()
