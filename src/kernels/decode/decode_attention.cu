@@ -1,14 +1,17 @@
-// decode_attention.cu — split sparse attention: one warp per (query token t, KV head g, slot s of t's topk list),
-// for decode batches (Q queries per request) and, as a query-outer baseline, varlen prefill batches.
-// It loads the K and V block of that slot once into shared memory (cp.async), computes S = Q·Kᵀ for the G query
-// heads of group g (one m16 row tile of mma.sync m16n8k16, rows past G padded with zeros), a single-tile softmax
-// (the block is the whole tile: key positions past the request's length or after the query are -inf), O = P·V
-// with P rounded to bf16, and writes O / rowsum (bf16) and the natural-log LSE to slot s. The combine kernel then
-// merges exactly split_counts[t, g] slots. Grid = T x Hkv x k CTAs: fixed by shapes, so a run can be captured in a
-// graph.
+// decode_attention.cu — split sparse attention: one CTA of 4 warps per (query token t, KV head g, slot s of t's topk
+// list), for decode batches (Q queries per request) and, as the query-outer path for G != 16, varlen prefill batches.
+// The CTA loads the K and V block of that slot once into shared memory (cp.async, K and V as separate groups so
+// S = Q·Kᵀ starts while V lands); warp w takes keys 32 w .. 32 w + 31: S for the G query heads of group g (one
+// m16 row tile of mma.sync m16n8k16, rows past G zero), the block's row max and row sum through shared memory
+// (keys past the request's length or after the query are -inf), O_w = P·V with P rounded to bf16 (V fragments by
+// ldmatrix.trans); the four O_w are summed in shared memory and O / rowsum (bf16) plus the natural-log LSE go to
+// slot s. With an output given (decode), the last CTA of each (t, g) to finish — counted by a per-(t, g) counter
+// that the launch zeroes — merges that row's slots exactly as the combine kernel does (slot order fixed, so the
+// result does not depend on which CTA is last); otherwise the combine kernel runs after it.
+// Grid = T x Hkv x k CTAs: fixed by shapes, so a run can be captured in a graph.
 //
-// Invariants: G in {1, 2, 4, 8, 16}; slots at or past a row's valid count exit at once (never read by combine);
-// every lane of the warp takes part in every shuffle.
+// Invariants: G in {1, 2, 4, 8, 16}; slots at or past a row's valid count exit at once (never read by the merge);
+// cache rows of keys >= L are zeroed, never loaded; every lane of a warp takes part in every shuffle.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -22,8 +25,11 @@ namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kKeys = 128, kDim = 128, kPad = 136;  // padded smem rows (272 B) keep fragment loads conflict-free
+constexpr int kKeys = 128, kDim = 128, kPad = 136;  // padded smem rows (272 B): conflict-free fragment loads
+constexpr int kWarps = 4, kThreads = kWarps * 32;      // warp w: keys 32 w .. 32 w + 31
+constexpr int kOPad = 132;                             // fp32 row stride of the cross-warp O sum
 constexpr std::size_t kSmemBytes = 2 * kKeys * kPad * sizeof(__nv_bfloat16);
+static_assert(kWarps * 16 * kOPad * sizeof(float) <= kKeys * kPad * sizeof(__nv_bfloat16), "O sum fits K's space");
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(smem))),
@@ -37,29 +43,78 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const std::uint32_t (&a)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Four 8x8 bf16 matrices, transposed: register i holds, for this lane, column lane / 4 and rows 2 (lane % 4) and
+// 2 (lane % 4) + 1 of matrix i, whose row addresses come from lanes 8 i .. 8 i + 7.
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(static_cast<unsigned>(__cvta_generic_to_shared(row))));
+}
+
 __device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const std::uint32_t*>(&v);
 }
 
-__device__ __forceinline__ std::uint32_t pack_halves(__nv_bfloat16 lo, __nv_bfloat16 hi) {
-  return static_cast<std::uint32_t>(__bfloat16_as_ushort(lo)) | (static_cast<std::uint32_t>(__bfloat16_as_ushort(hi)) << 16);
+__device__ __forceinline__ void store_bf16x4(__nv_bfloat16* dst, float4 v, float scale) {
+  uint2 packed;
+  packed.x = pack_bf16(v.x * scale, v.y * scale);
+  packed.y = pack_bf16(v.z * scale, v.w * scale);
+  *reinterpret_cast<uint2*>(dst) = packed;
 }
 
-__global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttentionLaunch a) {
+// The merge of the combine kernel for the G rows of (t, g): slots 0 .. count - 1, non-finite LSEs carry no weight,
+// no weighted slot gives O = 0 and LSE = -inf. Partials come from other CTAs: read through L2 (__ldcg).
+__device__ void merge_row_group(const DecodeAttentionLaunch& a, std::int64_t t, int g, int G, int count) {
+  const auto* po = static_cast<const __nv_bfloat16*>(a.partial_out);
+  for (int item = threadIdx.x; item < G * 32; item += kThreads) {
+    const int h = g * G + item / 32, d = (item % 32) * 4;
+    float m = -INFINITY;
+    for (int s = 0; s < count; ++s) {
+      const float l = __ldcg(a.partial_lse + (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + h);
+      if (isfinite(l)) m = fmaxf(m, l);
+    }
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    float wsum = 0.f;
+    if (m != -INFINITY)
+      for (int s = 0; s < count; ++s) {
+        const std::int64_t row = (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + h;
+        const float l = __ldcg(a.partial_lse + row);
+        if (!isfinite(l)) continue;
+        const float w = expf(l - m);
+        const uint2 raw = __ldcg(reinterpret_cast<const uint2*>(po + row * kDim + d));
+        const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+        const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+        acc.x += w * lo.x;
+        acc.y += w * lo.y;
+        acc.z += w * hi.x;
+        acc.w += w * hi.y;
+        wsum += w;
+      }
+    const bool empty = !(wsum > 0.f);
+    store_bf16x4(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + d, acc,
+                 empty ? 0.f : 1.f / wsum);
+    if (a.lse != nullptr && d == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) decode_attention_kernel(const DecodeAttentionLaunch a) {
   extern __shared__ __align__(16) unsigned char smem[];
   auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
   auto* vs = ks + kKeys * kPad;
+  __shared__ float row_max[kWarps][16], row_sum[kWarps][16];
+  __shared__ int is_last;
 
   const std::int64_t t = blockIdx.x / a.num_kv_heads;
   const int g = static_cast<int>(blockIdx.x % a.num_kv_heads), s = static_cast<int>(blockIdx.y);
-  const int lane = threadIdx.x, r = lane / 4, c = lane % 4;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, c = lane % 4;
   const int G = a.num_q_heads / a.num_kv_heads;
 
   const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
   int count = 0;
   while (count < a.k && list[count * a.topk_stride_s] >= 0) ++count;
-  if (s == 0 && lane == 0) a.split_counts[t * a.num_kv_heads + g] = count;
+  if (s == 0 && tid == 0) a.split_counts[t * a.num_kv_heads + g] = count;
+  if (s == 0 && count == 0 && a.out != nullptr) merge_row_group(a, t, g, G, 0);  // padding row: O = 0, LSE = -inf
   if (s >= count) return;  // uniform over the CTA
 
   int b, i, nq;  // request, query index in it, its query count
@@ -77,23 +132,24 @@ __global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttent
   const int block = list[s * a.topk_stride_s];
   const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + block * a.pt_stride_j];
 
-  // K and V of the block: 2 x 2048 chunks of 16 bytes, 128 per lane.
+  // K, then V, of the block: 2048 chunks of 16 bytes each, 16 per thread. Rows of keys >= L (the tail of the last
+  // page) may hold anything, NaN included, and P = 0 times NaN would still poison O: they are zeroed instead.
   const auto* kg = static_cast<const __nv_bfloat16*>(a.k_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
   const auto* vg = static_cast<const __nv_bfloat16*>(a.v_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
-  // Rows of keys >= L (the tail of the last page) may hold anything, NaN included, and P = 0 times NaN would still
-  // poison O: they are zeroed instead of loaded.
   const int rows_valid = min(kKeys, L - block * kKeys);
-  for (int chunk = lane; chunk < kKeys * kDim / 8; chunk += 32) {
-    const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
-    if (row < rows_valid) {
-      cp_async16(ks + row * kPad + col, kg + row * a.kv_stride_t + col);
-      cp_async16(vs + row * kPad + col, vg + row * a.kv_stride_t + col);
-    } else {
-      *reinterpret_cast<uint4*>(ks + row * kPad + col) = make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4*>(vs + row * kPad + col) = make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int pass = 0; pass < 2; ++pass) {
+    __nv_bfloat16* dst = pass ? vs : ks;
+    const __nv_bfloat16* src = pass ? vg : kg;
+    for (int chunk = tid; chunk < kKeys * kDim / 8; chunk += kThreads) {
+      const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
+      if (row < rows_valid)
+        cp_async16(dst + row * kPad + col, src + row * a.kv_stride_t + col);
+      else
+        *reinterpret_cast<uint4*>(dst + row * kPad + col) = make_uint4(0, 0, 0, 0);
     }
+    asm volatile("cp.async.commit_group;\n" ::);
   }
-  asm volatile("cp.async.commit_group;\n" ::);
 
   // Q fragments of rows r and r + 8 (heads g * G + row; rows >= G are zero), all 128 dims, while K and V land.
   const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + static_cast<std::int64_t>(g) * G * a.q_stride_h;
@@ -108,27 +164,28 @@ __global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttent
     qa[kk][2] = r < G ? *reinterpret_cast<const std::uint32_t*>(row0 + col + 8) : 0u;
     qa[kk][3] = r + 8 < G ? *reinterpret_cast<const std::uint32_t*>(row1 + col + 8) : 0u;
   }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-  __syncwarp();
+  asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // this thread's K chunks
+  __syncthreads();                                         // everyone's
 
-  // S = Q K^T: 16 tiles of 8 keys; thread holds keys 8 nt + 2c (+1) of rows r and r + 8.
-  float sc[kKeys / 8][4];
+  // S = Q K^T over this warp's 32 keys: 4 tiles of 8; thread holds keys 8 nt + 2c (+1) of rows r and r + 8.
+  const int key_base = warp * 32;
+  float sc[4][4];
 #pragma unroll
-  for (int nt = 0; nt < kKeys / 8; ++nt) {
+  for (int nt = 0; nt < 4; ++nt) {
     sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kDim / 16; ++kk) {
-      const __nv_bfloat16* krow = ks + (nt * 8 + r) * kPad + kk * 16 + 2 * c;
+      const __nv_bfloat16* krow = ks + (key_base + nt * 8 + r) * kPad + kk * 16 + 2 * c;
       mma_bf16(sc[nt], qa[kk], *reinterpret_cast<const std::uint32_t*>(krow),
                *reinterpret_cast<const std::uint32_t*>(krow + 8));
     }
   }
-  // Scale to log2 units and mask keys past the request's length or after the query's position.
+  // Scale to log2 units, mask keys past the request's length or after the query's position, block row max.
   const float scale = a.sm_scale * 1.4426950408889634f;
-  const int key0 = block * kKeys;
+  const int key0 = block * kKeys + key_base;
   float m0 = -INFINITY, m1 = -INFINITY;
 #pragma unroll
-  for (int nt = 0; nt < kKeys / 8; ++nt)
+  for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int key = key0 + nt * 8 + 2 * c + (e & 1);
@@ -141,12 +198,19 @@ __global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttent
     m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
     m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
   }
-  // P = exp2(S - m); the row sums add the fp32 values (so the LSE is the exact softmax mass), the P V product uses
-  // them rounded to bf16 (as the reference's round_p_to_bf16 option models).
+  if (c == 0) {
+    row_max[warp][r] = m0;
+    row_max[warp][r + 8] = m1;
+  }
+  __syncthreads();
+  m0 = fmaxf(fmaxf(row_max[0][r], row_max[1][r]), fmaxf(row_max[2][r], row_max[3][r]));
+  m1 = fmaxf(fmaxf(row_max[0][r + 8], row_max[1][r + 8]), fmaxf(row_max[2][r + 8], row_max[3][r + 8]));
+
+  // P = exp2(S - m): row sums of the fp32 values (the LSE is the exact softmax mass), P V on their bf16 rounding.
   const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
   float l0 = 0.f, l1 = 0.f;
 #pragma unroll
-  for (int nt = 0; nt < kKeys / 8; ++nt)
+  for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float p = exp2f(sc[nt][e] - (e < 2 ? base0 : base1));
@@ -158,46 +222,75 @@ __global__ void __launch_bounds__(32) decode_attention_kernel(const DecodeAttent
     l0 += __shfl_xor_sync(0xffffffffu, l0, o);
     l1 += __shfl_xor_sync(0xffffffffu, l1, o);
   }
+  if (c == 0) {
+    row_sum[warp][r] = l0;
+    row_sum[warp][r + 8] = l1;
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this thread's V chunks
+  __syncthreads();  // everyone's V, the row sums, and every warp is done reading K (its space is reused below)
 
-  // O = P V: P's accumulator layout is the A-fragment layout (keys 16 kk .. 16 kk + 15 = tiles 2 kk, 2 kk + 1);
-  // B[key][dim] = V[key][dim] is gathered as bf16 pairs along the key axis.
+  // O_w = P V over the warp's keys: P's accumulator layout is the A-fragment layout (keys 16 kk2 .. 16 kk2 + 15 of
+  // the warp = tiles 2 kk2, 2 kk2 + 1); B[key][dim] = V[key][dim] by transposed ldmatrix, two dim tiles per load.
   float out[kDim / 8][4];
 #pragma unroll
   for (int nt = 0; nt < kDim / 8; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
 #pragma unroll
-  for (int kk = 0; kk < kKeys / 16; ++kk) {
-    const std::uint32_t pa[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]), pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
-                                 pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
-                                 pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
-    const __nv_bfloat16* v0 = vs + (kk * 16 + 2 * c) * kPad;
+  for (int kk2 = 0; kk2 < 2; ++kk2) {
+    const std::uint32_t pa[4] = {pack_bf16(sc[2 * kk2][0], sc[2 * kk2][1]), pack_bf16(sc[2 * kk2][2], sc[2 * kk2][3]),
+                                 pack_bf16(sc[2 * kk2 + 1][0], sc[2 * kk2 + 1][1]),
+                                 pack_bf16(sc[2 * kk2 + 1][2], sc[2 * kk2 + 1][3])};
+    const int m = lane / 8;  // this lane addresses row lane % 8 of matrix m: keys + 8 (m % 2), dims + 8 (m / 2)
+    const __nv_bfloat16* vrow = vs + (key_base + kk2 * 16 + (m % 2) * 8 + lane % 8) * kPad + (m / 2) * 8;
 #pragma unroll
-    for (int nt = 0; nt < kDim / 8; ++nt) {
-      const int dim = nt * 8 + r;
-      const std::uint32_t b0 = pack_halves(v0[dim], v0[kPad + dim]);
-      const std::uint32_t b1 = pack_halves(v0[8 * kPad + dim], v0[9 * kPad + dim]);
-      mma_bf16(out[nt], pa, b0, b1);
+    for (int nt = 0; nt < kDim / 8; nt += 2) {
+      std::uint32_t bv[4];
+      ldmatrix_x4_trans(bv, vrow + nt * 8);
+      mma_bf16(out[nt], pa, bv[0], bv[1]);
+      mma_bf16(out[nt + 1], pa, bv[2], bv[3]);
     }
   }
 
-  // Slot s: O / l (bf16) and LSE = (m + log2 l) ln 2 for rows r and r + 8 that are real heads.
-  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+  // Sum the four warps' O in shared memory (K's space), then O / l (bf16) and the LSE of the G real rows to slot s.
+  auto* osum = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int nt = 0; nt < kDim / 8; ++nt) {
+    *reinterpret_cast<float2*>(osum + (warp * 16 + r) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][0], out[nt][1]);
+    *reinterpret_cast<float2*>(osum + (warp * 16 + r + 8) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][2], out[nt][3]);
+  }
+  __syncthreads();
   auto* po = static_cast<__nv_bfloat16*>(a.partial_out);
   const std::int64_t slot_base = (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + static_cast<std::int64_t>(g) * G;
+  for (int item = tid; item < G * 32; item += kThreads) {
+    const int row = item / 32, d = (item % 32) * 4;
+    float4 v = *reinterpret_cast<const float4*>(osum + row * kOPad + d);
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = r + 8 * half;
-    if (row >= G) continue;
-    const float inv = half ? inv1 : inv0;
-    __nv_bfloat16* dst = po + (slot_base + row) * kDim;
-#pragma unroll
-    for (int nt = 0; nt < kDim / 8; ++nt)
-      *reinterpret_cast<std::uint32_t*>(dst + nt * 8 + 2 * c) =
-          pack_bf16(out[nt][2 * half] * inv, out[nt][2 * half + 1] * inv);
-    if (c == 0) {
-      const float m = half ? m1 : m0, l = half ? l1 : l0;
-      a.partial_lse[slot_base + row] = l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    for (int w = 1; w < kWarps; ++w) {
+      const float4 u = *reinterpret_cast<const float4*>(osum + (w * 16 + row) * kOPad + d);
+      v.x += u.x;
+      v.y += u.y;
+      v.z += u.z;
+      v.w += u.w;
     }
+    const float mrow = fmaxf(fmaxf(row_max[0][row], row_max[1][row]), fmaxf(row_max[2][row], row_max[3][row]));
+    const float lrow = row_sum[0][row] + row_sum[1][row] + row_sum[2][row] + row_sum[3][row];
+    store_bf16x4(po + (slot_base + row) * kDim + d, v, lrow > 0.f ? 1.f / lrow : 0.f);
+    if (d == 0) a.partial_lse[slot_base + row] = lrow > 0.f ? (mrow + log2f(lrow)) * 0.6931471805599453f : -INFINITY;
   }
+  if (a.out == nullptr) return;  // the combine kernel merges
+
+  // Decode: the last CTA of (t, g) merges its slots. Release: every thread's partial writes are fenced before the
+  // barrier, and thread 0 counts after it; the last CTA's fence orders its reads after the count it saw.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    std::int32_t* counter = a.counters + t * a.num_kv_heads + g;
+    is_last = atomicAdd(counter, 1) == count - 1;
+    if (is_last) *counter = 0;  // ready for the next run (the launch also zeroes the counters)
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  merge_row_group(a, t, g, G, count);
 }
 
 std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
@@ -206,19 +299,28 @@ std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
 std::size_t decode_partials_bytes(std::int64_t total_q, int num_q_heads, int num_kv_heads, int k) {
   const std::size_t rows = static_cast<std::size_t>(k) * static_cast<std::size_t>(total_q) * num_q_heads;
-  return align256(rows * kDim * 2) + align256(rows * 4) + align256(static_cast<std::size_t>(total_q) * num_kv_heads * 4);
+  const std::size_t per_row_group = align256(static_cast<std::size_t>(total_q) * num_kv_heads * 4);
+  return align256(rows * kDim * 2) + align256(rows * 4) + 2 * per_row_group;  // partials, LSEs, counts, counters
 }
 
 Status launch_decode_attention(const DecodeAttentionLaunch& a) {
   const int G = a.num_kv_heads > 0 ? a.num_q_heads / a.num_kv_heads : 0;
   if (G < 1 || G > 16 || (G & (G - 1)) != 0 || G * a.num_kv_heads != a.num_q_heads)
     return Status::NotImplemented("decode attention on CUDA: Hq / Hkv must be 1, 2, 4, 8 or 16");
+  if (a.out != nullptr && a.counters == nullptr)
+    return Status::InvalidArgument("decode attention: the fused merge needs its counters");
   if (a.total_q == 0) return Status::Ok();
-  cudaError_t e = cudaFuncSetAttribute(decode_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(kSmemBytes));
+  const auto stream = static_cast<cudaStream_t>(a.stream);
+  cudaError_t e = cudaSuccess;
+  if (a.out != nullptr)
+    e = cudaMemsetAsync(a.counters, 0, static_cast<std::size_t>(a.total_q) * a.num_kv_heads * sizeof(std::int32_t),
+                        stream);
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(decode_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(kSmemBytes));
   if (e == cudaSuccess) {
     const dim3 grid(static_cast<unsigned>(a.total_q * a.num_kv_heads), static_cast<unsigned>(a.k));
-    decode_attention_kernel<<<grid, 32, kSmemBytes, static_cast<cudaStream_t>(a.stream)>>>(a);
+    decode_attention_kernel<<<grid, kThreads, kSmemBytes, stream>>>(a);
     e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("decode attention: ") + cudaGetErrorString(e));
