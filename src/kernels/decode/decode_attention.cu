@@ -63,38 +63,60 @@ __device__ __forceinline__ void store_bf16x4(__nv_bfloat16* dst, float4 v, float
   *reinterpret_cast<uint2*>(dst) = packed;
 }
 
-// The merge of the combine kernel for the G rows of (t, g): slots 0 .. count - 1, non-finite LSEs carry no weight,
-// no weighted slot gives O = 0 and LSE = -inf. Partials come from other CTAs: read through L2 (__ldcg).
+// The merge of the combine kernel for the G rows of (t, g), by the whole CTA: slots 0 .. count - 1, non-finite LSEs
+// carry no weight, no weighted slot gives O = 0 and LSE = -inf; same arithmetic in the same order as the combine
+// kernel. The weights go through shared memory so every partial row load is independent of the others (a merge
+// that walked the slots with dependent loads cost more than the separate combine launch). Partials come from other
+// CTAs: read through L2 (__ldcg).
 __device__ void merge_row_group(const DecodeAttentionLaunch& a, std::int64_t t, int g, int G, int count) {
+  __shared__ float weight[16][16];  // [slot][row]; -1 marks a slot without weight
+  __shared__ float row_m[16], row_wsum[16];
   const auto* po = static_cast<const __nv_bfloat16*>(a.partial_out);
-  for (int item = threadIdx.x; item < G * 32; item += kThreads) {
-    const int h = g * G + item / 32, d = (item % 32) * 4;
-    float m = -INFINITY;
+  auto row_of = [&](int s, int row) {
+    return (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + static_cast<std::int64_t>(g) * G + row;
+  };
+  for (int i = threadIdx.x; i < count * G; i += kThreads) weight[i / G][i % G] = __ldcg(a.partial_lse + row_of(i / G, i % G));
+  __syncthreads();
+  if (threadIdx.x < G) {
+    const int row = threadIdx.x;
+    float m = -INFINITY, wsum = 0.f;
+    for (int s = 0; s < count; ++s)
+      if (isfinite(weight[s][row])) m = fmaxf(m, weight[s][row]);
     for (int s = 0; s < count; ++s) {
-      const float l = __ldcg(a.partial_lse + (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + h);
-      if (isfinite(l)) m = fmaxf(m, l);
+      const float l = weight[s][row];
+      const float w = m != -INFINITY && isfinite(l) ? expf(l - m) : -1.f;
+      if (w >= 0.f) wsum += w;
+      weight[s][row] = w;
     }
+    row_m[row] = m;
+    row_wsum[row] = wsum;
+  }
+  __syncthreads();
+  for (int item = threadIdx.x; item < G * 32; item += kThreads) {
+    const int row = item / 32, d = (item % 32) * 4;
+    uint2 raw[16];
+#pragma unroll
+    for (int s = 0; s < 16; ++s)
+      raw[s] = s < count && weight[s][row] >= 0.f ? __ldcg(reinterpret_cast<const uint2*>(po + row_of(s, row) * kDim + d))
+                                                  : make_uint2(0, 0);
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    float wsum = 0.f;
-    if (m != -INFINITY)
-      for (int s = 0; s < count; ++s) {
-        const std::int64_t row = (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + h;
-        const float l = __ldcg(a.partial_lse + row);
-        if (!isfinite(l)) continue;
-        const float w = expf(l - m);
-        const uint2 raw = __ldcg(reinterpret_cast<const uint2*>(po + row * kDim + d));
-        const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
-        const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
-        acc.x += w * lo.x;
-        acc.y += w * lo.y;
-        acc.z += w * hi.x;
-        acc.w += w * hi.y;
-        wsum += w;
-      }
+#pragma unroll
+    for (int s = 0; s < 16; ++s) {
+      if (s >= count || weight[s][row] < 0.f) continue;
+      const float w = weight[s][row];
+      const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw[s].x));
+      const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw[s].y));
+      acc.x += w * lo.x;
+      acc.y += w * lo.y;
+      acc.z += w * hi.x;
+      acc.w += w * hi.y;
+    }
+    const float wsum = row_wsum[row];
     const bool empty = !(wsum > 0.f);
+    const std::int64_t h = static_cast<std::int64_t>(g) * G + row;
     store_bf16x4(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + d, acc,
                  empty ? 0.f : 1.f / wsum);
-    if (a.lse != nullptr && d == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
+    if (a.lse != nullptr && d == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : row_m[row] + logf(wsum);
   }
 }
 
@@ -307,6 +329,7 @@ Status launch_decode_attention(const DecodeAttentionLaunch& a) {
   const int G = a.num_kv_heads > 0 ? a.num_q_heads / a.num_kv_heads : 0;
   if (G < 1 || G > 16 || (G & (G - 1)) != 0 || G * a.num_kv_heads != a.num_q_heads)
     return Status::NotImplemented("decode attention on CUDA: Hq / Hkv must be 1, 2, 4, 8 or 16");
+  if (a.k < 1 || a.k > 16) return Status::InvalidArgument("decode attention: k must be in [1, 16]");
   if (a.out != nullptr && a.counters == nullptr)
     return Status::InvalidArgument("decode attention: the fused merge needs its counters");
   if (a.total_q == 0) return Status::Ok();
