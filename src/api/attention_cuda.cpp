@@ -307,8 +307,6 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   void* po = ws;
   auto* pl = reinterpret_cast<float*>(ws + align256(rows * 128 * 2));
   auto* counts = reinterpret_cast<std::int32_t*>(ws + align256(rows * 128 * 2) + align256(rows * 4));
-  auto* counters = reinterpret_cast<std::int32_t*>(reinterpret_cast<unsigned char*>(counts) +
-                                                   align256(static_cast<std::size_t>(T) * p.num_kv_heads * 4));
   kernels::DecodeAttentionLaunch l{};
   l.q = a.q.data;
   l.q_stride_t = a.q.stride[0];
@@ -338,18 +336,22 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   l.partial_out = po;
   l.partial_lse = pl;
   l.split_counts = counts;
-  l.out = a.out.data;  // merged in the attention kernel: no combine launch
-  l.out_stride_t = a.out.stride[0];
-  l.out_stride_h = a.out.stride[1];
-  if (a.lse.present()) {
-    l.lse = static_cast<float*>(a.lse.data);
-    l.lse_stride_t = a.lse.stride[0];
-    l.lse_stride_h = a.lse.stride[1];
-  }
-  l.counters = counters;
   l.device = a.q.device.index;
   l.stream = a.q.device.stream;
-  return kernels::launch_decode_attention(l);
+  MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
+  kernels::CombineLaunch cl =
+      kernels::contiguous_combine_launch(po, pl, counts, nullptr, nullptr, T, p.num_q_heads, p.num_kv_heads, p.topk);
+  cl.out = a.out.data;
+  cl.out_stride_t = a.out.stride[0];
+  cl.out_stride_h = a.out.stride[1];
+  if (a.lse.present()) {
+    cl.lse = static_cast<float*>(a.lse.data);
+    cl.lse_stride_t = a.lse.stride[0];
+    cl.lse_stride_h = a.lse.stride[1];
+  }
+  cl.device = l.device;
+  cl.stream = l.stream;
+  return kernels::launch_combine(cl);
 }
 
 }  // namespace detail

@@ -35,22 +35,15 @@ struct DecodeAttentionLaunch {
   void* partial_out;         // [k, T, Hq, 128] bf16, contiguous
   float* partial_lse;        // [k, T, Hq], natural log
   std::int32_t* split_counts;  // [T, Hkv]
-  // Optional fused merge (decode): when out is set, the last CTA of each (token, KV head) merges its slots into
-  // out / lse, counted by `counters` [T, Hkv] (zeroed by the launch); otherwise run the combine kernel after it.
-  void* out;  // [T, Hq, 128] bf16
-  std::int64_t out_stride_t, out_stride_h;
-  float* lse;  // [T, Hq] or nullptr
-  std::int64_t lse_stride_t, lse_stride_h;
-  std::int32_t* counters;
   int device;
   void* stream;
 };
 
-// Workspace of a launch: partials, LSEs, split counts and merge counters (bytes, each part 256-byte aligned).
+// Workspace of a launch: partials, LSEs and split counts (bytes, each part 256-byte aligned).
 std::size_t decode_partials_bytes(std::int64_t total_q, int num_q_heads, int num_kv_heads, int k);
 
-// G = Hq / Hkv must be 1, 2, 4, 8 or 16. Enqueues one CTA (4 warps) per (token, KV head, list slot), after a
-// memset of the counters when the merge is fused.
+// G = Hq / Hkv must be 1, 2, 4, 8 or 16. Enqueues one CTA (4 warps) per (token, KV head, list slot); the combine
+// kernel then merges split_counts slots per (token, head).
 Status launch_decode_attention(const DecodeAttentionLaunch& args);
 
 }  // namespace kernels
