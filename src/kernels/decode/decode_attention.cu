@@ -1,29 +1,26 @@
-// decode_attention.cu — split sparse attention over the listed blocks, for decode batches (Q queries per request)
-// and, as the query-outer path for G != 16, varlen prefill batches. A work item is (query token t, KV head g, slot s
-// of t's topk list); its partial — O / rowsum (bf16) and the natural-log LSE of the G query heads of group g over
-// that one block — goes to slot s, and the combine kernel merges the slots.
+// decode_attention.cu — split sparse attention: one CTA of 4 warps per (query token t, KV head g, slot s of t's topk
+// list), for decode batches (Q queries per request) and, as the query-outer path for G != 16, varlen prefill batches.
+// The CTA loads the K and V block of that slot once into shared memory (cp.async, K and V as separate groups so
+// S = Q·Kᵀ starts while V lands); warp w takes keys 32 w .. 32 w + 31: S for the G query heads of group g (one
+// m16 row tile of mma.sync m16n8k16, rows past G zero), the block's row max and row sum through shared memory
+// (keys past the request's length or after the query are -inf), O_w = P·V with P rounded to bf16 (V fragments by
+// ldmatrix.trans); the four O_w are summed in shared memory and O / rowsum (bf16) plus the natural-log LSE go to
+// slot s; the combine kernel merges the slots. (Merging in the last CTA of each (t, g), counted by an atomic
+// counter, measured slower on H100 — 19.0 µs against 12.8 µs at 1 × 1M × 1, 148 against 132 µs at 64 × 32K: the
+// memset of the counters and every CTA's fence before counting cost more than the combine launch.)
+// Grid = T x Hkv x k CTAs: fixed by shapes, so a run can be captured in a graph. Persistent variants (one CTA per
+// SM walking the items through a 3-stage cp.async ring, with and without a producer warp) measured 176 and 154 µs
+// at 64 x 32K against 132 µs for this one (H100, see docs/performance.md).
 //
-// Persistent CTAs (one per SM): a producer warp walks the CTA's items round-robin — reads each one's topk row,
-// request and page (dependent loads whose latency must not stall the math) — and fills a 3-stage shared-memory
-// ring with its K, V and Q rows by cp.async, completion signalled on the stage's mbarrier; eight consumer warps
-// take the stages in order. (Without the producer warp, with every warp loading its own next item, the metadata
-// chain stalled all warps once per item: 176 µs at 64 x 32K, against 128 µs for one non-persistent CTA per item.)
-// Consumer warp w takes keys 16 w .. 16 w + 15: S with mma.sync m16n8k16 (the G heads as one 16-row tile, rows
-// past G zero), the row max and row sum through shared memory (keys past the request's length or after the query
-// are -inf), O_w = P·V with P rounded to bf16 (V fragments by ldmatrix.trans); the eight O_w are summed in the
-// stage's K/V space. The grid is fixed by the device, so a run can be captured in a graph.
-//
-// Invariants: G in {1, 2, 4, 8, 16}; k <= 16; slots at or past a row's valid count are skipped (never read by the
-// combine); cache rows of keys >= L are zeroed, never loaded; every lane of a warp takes part in every shuffle.
+// Invariants: G in {1, 2, 4, 8, 16}; slots at or past a row's valid count exit at once (never read by the merge);
+// cache rows of keys >= L are zeroed, never loaded; every lane of a warp takes part in every shuffle.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 
 #include "kernels/common/search.cuh"
-#include "kernels/sm90/common/sm90.cuh"
 #include "kernels/decode/launch.h"
 
 namespace msa {
@@ -31,14 +28,10 @@ namespace kernels {
 namespace {
 
 constexpr int kKeys = 128, kDim = 128, kPad = 136;  // padded smem rows (272 B): conflict-free fragment loads
-constexpr int kWarps = 8, kThreads = kWarps * 32;      // consumer warp w: keys 16 w .. 16 w + 15
-constexpr int kBlockThreads = kThreads + 32;           // + the producer warp (warp 8)
-constexpr int kStages = 3;
-constexpr int kOPad = 132;  // fp32 row stride of the cross-warp O sum
-constexpr int kKvBytes = kKeys * kPad * 2, kQBytes = 16 * kPad * 2;
-constexpr int kStageBytes = 2 * kKvBytes + kQBytes;  // K, V, Q rows
-constexpr std::size_t kSmemBytes = static_cast<std::size_t>(kStages) * kStageBytes;
-static_assert(kWarps * 16 * kOPad * sizeof(float) <= 2 * kKvBytes, "the O sum fits the stage's K and V space");
+constexpr int kWarps = 4, kThreads = kWarps * 32;      // warp w: keys 32 w .. 32 w + 31
+constexpr int kOPad = 132;                             // fp32 row stride of the cross-warp O sum
+constexpr std::size_t kSmemBytes = 2 * kKeys * kPad * sizeof(__nv_bfloat16);
+static_assert(kWarps * 16 * kOPad * sizeof(float) <= kKeys * kPad * sizeof(__nv_bfloat16), "O sum fits K's space");
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(smem))),
@@ -72,124 +65,97 @@ __device__ __forceinline__ void store_bf16x4(__nv_bfloat16* dst, float4 v, float
   *reinterpret_cast<uint2*>(dst) = packed;
 }
 
-// One work item, as every thread of the CTA sees it (computed redundantly, so it is uniform).
-struct Item {
-  bool valid;
-  std::int64_t t;
-  int g, s, L, pos, block, page;
-};
+__global__ void __launch_bounds__(kThreads) decode_attention_kernel(const DecodeAttentionLaunch a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
+  auto* vs = ks + kKeys * kPad;
+  __shared__ float row_max[kWarps][16], row_sum[kWarps][16];
 
-// The next listed slot at or after *next in this CTA's round-robin sequence (items are t-major, then g, then s);
-// slots past a row's count are skipped. Visiting slot 0 of a row records the row's count (by `recorder`).
-__device__ Item next_item(const DecodeAttentionLaunch& a, std::int64_t* next, bool recorder) {
-  const std::int64_t total = a.total_q * a.num_kv_heads * a.k;
-  Item it{};
-  while (*next < total) {
-    const std::int64_t item = *next;
-    *next += gridDim.x;
-    it.t = item / (static_cast<std::int64_t>(a.num_kv_heads) * a.k);
-    it.g = static_cast<int>(item / a.k % a.num_kv_heads);
-    it.s = static_cast<int>(item % a.k);
-    const std::int32_t* list = a.topk + it.g * a.topk_stride_h + it.t * a.topk_stride_t;
-    int count = 0;  // valid ids are a prefix of the row: count them with independent loads
+  const std::int64_t t = blockIdx.x / a.num_kv_heads;
+  const int g = static_cast<int>(blockIdx.x % a.num_kv_heads), s = static_cast<int>(blockIdx.y);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, c = lane % 4;
+  const int G = a.num_q_heads / a.num_kv_heads;
+
+  const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
+  int count = 0;  // valid ids are a prefix of the row: count them with independent loads
 #pragma unroll
-    for (int j = 0; j < 16; ++j) count += j < a.k && list[j * a.topk_stride_s] >= 0;
-    if (it.s == 0 && recorder) a.split_counts[it.t * a.num_kv_heads + it.g] = count;
-    if (it.s >= count) continue;
-    int b, i, nq;  // request, query index in it, its query count
-    if (a.cu_seqlens_q == nullptr) {
-      b = static_cast<int>(it.t / a.queries_per_request);
-      i = static_cast<int>(it.t % a.queries_per_request);
-      nq = a.queries_per_request;
-    } else {
-      b = last_at_most(a.cu_seqlens_q, a.cu_stride, a.num_requests, it.t);
-      i = static_cast<int>(it.t - a.cu_seqlens_q[b * a.cu_stride]);
-      nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - a.cu_seqlens_q[b * a.cu_stride];
-    }
-    it.L = a.seq_lens_k[b * a.seq_stride];
-    it.pos = it.L - nq + i;  // bottom-right aligned query position
-    it.block = list[it.s * a.topk_stride_s];
-    it.page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + it.block * a.pt_stride_j];
-    it.valid = true;
-    return it;
-  }
-  it.valid = false;
-  return it;
-}
+  for (int j = 0; j < 16; ++j) count += j < a.k && list[j * a.topk_stride_s] >= 0;
+  if (s == 0 && tid == 0) a.split_counts[t * a.num_kv_heads + g] = count;
+  if (s >= count) return;  // uniform over the CTA
 
-// The producer warp's part of one item: the cp.async loads of its K, V (rows of keys >= L zeroed instead: the tail
-// of the last page may hold anything, NaN included, and P = 0 times NaN would still poison O) and its G query rows
-// (rows >= G zeroed). Every lane then has the stage's mbarrier track its copies and arrives (releasing its zero
-// stores and lane 0's metadata), so the phase completes when all 32 lanes' copies have landed.
-__device__ void load_item(const DecodeAttentionLaunch& a, const Item& it, unsigned char* stage, int G,
-                          std::uint64_t* full) {
-  const int lane = threadIdx.x % 32;
-  if (it.valid) {
-    auto* ks = reinterpret_cast<__nv_bfloat16*>(stage);
-    auto* vs = reinterpret_cast<__nv_bfloat16*>(stage + kKvBytes);
-    auto* qs = reinterpret_cast<__nv_bfloat16*>(stage + 2 * kKvBytes);
-    const auto* kg = static_cast<const __nv_bfloat16*>(a.k_cache) + it.page * a.kv_stride_page + it.g * a.kv_stride_h;
-    const auto* vg = static_cast<const __nv_bfloat16*>(a.v_cache) + it.page * a.kv_stride_page + it.g * a.kv_stride_h;
-    const int rows_valid = min(kKeys, it.L - it.block * kKeys);
-    for (int chunk = lane; chunk < kKeys * kDim / 8; chunk += 32) {
+  int b, i, nq;  // request, query index in it, its query count
+  if (a.cu_seqlens_q == nullptr) {
+    b = static_cast<int>(t / a.queries_per_request);
+    i = static_cast<int>(t % a.queries_per_request);
+    nq = a.queries_per_request;
+  } else {
+    b = last_at_most(a.cu_seqlens_q, a.cu_stride, a.num_requests, t);
+    i = static_cast<int>(t - a.cu_seqlens_q[b * a.cu_stride]);
+    nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - a.cu_seqlens_q[b * a.cu_stride];
+  }
+  const int L = a.seq_lens_k[b * a.seq_stride];
+  const int pos = L - nq + i;  // bottom-right aligned query position
+  const int block = list[s * a.topk_stride_s];
+  const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + block * a.pt_stride_j];
+
+  // K, then V, of the block: 2048 chunks of 16 bytes each, 16 per thread. Rows of keys >= L (the tail of the last
+  // page) may hold anything, NaN included, and P = 0 times NaN would still poison O: they are zeroed instead.
+  const auto* kg = static_cast<const __nv_bfloat16*>(a.k_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
+  const auto* vg = static_cast<const __nv_bfloat16*>(a.v_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
+  const int rows_valid = min(kKeys, L - block * kKeys);
+#pragma unroll
+  for (int pass = 0; pass < 2; ++pass) {
+    __nv_bfloat16* dst = pass ? vs : ks;
+    const __nv_bfloat16* src = pass ? vg : kg;
+    for (int chunk = tid; chunk < kKeys * kDim / 8; chunk += kThreads) {
       const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
-      if (row < rows_valid) {
-        cp_async16(ks + row * kPad + col, kg + row * a.kv_stride_t + col);
-        cp_async16(vs + row * kPad + col, vg + row * a.kv_stride_t + col);
-      } else {
-        *reinterpret_cast<uint4*>(ks + row * kPad + col) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(vs + row * kPad + col) = make_uint4(0, 0, 0, 0);
-      }
-    }
-    const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + it.t * a.q_stride_t +
-                     static_cast<std::int64_t>(it.g) * G * a.q_stride_h;
-    for (int chunk = lane; chunk < 16 * kDim / 8; chunk += 32) {
-      const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
-      if (row < G)
-        cp_async16(qs + row * kPad + col, qg + row * a.q_stride_h + col);
+      if (row < rows_valid)
+        cp_async16(dst + row * kPad + col, src + row * a.kv_stride_t + col);
       else
-        *reinterpret_cast<uint4*>(qs + row * kPad + col) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(dst + row * kPad + col) = make_uint4(0, 0, 0, 0);
     }
+    asm volatile("cp.async.commit_group;\n" ::);
   }
-  asm volatile("cp.async.mbarrier.arrive.shared::cta.b64 [%0];\n" ::"r"(sm90::smem_u32(full)) : "memory");
-  sm90::mbar_arrive(full);
-}
 
-// The consumer warps' part: the partial of one item whose loads have landed in `stage`. Ends with a barrier of the
-// consumers: the stage is free afterwards.
-__device__ void compute_item(const DecodeAttentionLaunch& a, const Item& it, unsigned char* stage, int G,
-                             float (*row_max)[16], float (*row_sum)[16]) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, c = lane % 4;
-  const auto* ks = reinterpret_cast<const __nv_bfloat16*>(stage);
-  const auto* vs = reinterpret_cast<const __nv_bfloat16*>(stage + kKvBytes);
-  const auto* qs = reinterpret_cast<const __nv_bfloat16*>(stage + 2 * kKvBytes);
-
-  // S = Q K^T over this warp's 16 keys: 2 tiles of 8; thread holds keys 8 nt + 2c (+1) of rows r and r + 8.
-  const int key_base = warp * 16;
-  float sc[2][4] = {};
+  // Q fragments of rows r and r + 8 (heads g * G + row; rows >= G are zero), all 128 dims, while K and V land.
+  const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + static_cast<std::int64_t>(g) * G * a.q_stride_h;
+  std::uint32_t qa[kDim / 16][4];
 #pragma unroll
   for (int kk = 0; kk < kDim / 16; ++kk) {
-    const __nv_bfloat16* q0 = qs + r * kPad + kk * 16 + 2 * c;
-    const std::uint32_t qa[4] = {*reinterpret_cast<const std::uint32_t*>(q0),
-                                 *reinterpret_cast<const std::uint32_t*>(q0 + 8 * kPad),
-                                 *reinterpret_cast<const std::uint32_t*>(q0 + 8),
-                                 *reinterpret_cast<const std::uint32_t*>(q0 + 8 * kPad + 8)};
+    const int col = kk * 16 + 2 * c;
+    const __nv_bfloat16* row0 = qg + r * a.q_stride_h;
+    const __nv_bfloat16* row1 = qg + (r + 8) * a.q_stride_h;
+    qa[kk][0] = r < G ? *reinterpret_cast<const std::uint32_t*>(row0 + col) : 0u;
+    qa[kk][1] = r + 8 < G ? *reinterpret_cast<const std::uint32_t*>(row1 + col) : 0u;
+    qa[kk][2] = r < G ? *reinterpret_cast<const std::uint32_t*>(row0 + col + 8) : 0u;
+    qa[kk][3] = r + 8 < G ? *reinterpret_cast<const std::uint32_t*>(row1 + col + 8) : 0u;
+  }
+  asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // this thread's K chunks
+  __syncthreads();                                         // everyone's
+
+  // S = Q K^T over this warp's 32 keys: 4 tiles of 8; thread holds keys 8 nt + 2c (+1) of rows r and r + 8.
+  const int key_base = warp * 32;
+  float sc[4][4];
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
+  for (int nt = 0; nt < 4; ++nt) {
+    sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kDim / 16; ++kk) {
       const __nv_bfloat16* krow = ks + (key_base + nt * 8 + r) * kPad + kk * 16 + 2 * c;
-      mma_bf16(sc[nt], qa, *reinterpret_cast<const std::uint32_t*>(krow), *reinterpret_cast<const std::uint32_t*>(krow + 8));
+      mma_bf16(sc[nt], qa[kk], *reinterpret_cast<const std::uint32_t*>(krow),
+               *reinterpret_cast<const std::uint32_t*>(krow + 8));
     }
   }
   // Scale to log2 units, mask keys past the request's length or after the query's position, block row max.
   const float scale = a.sm_scale * 1.4426950408889634f;
-  const int key0 = it.block * kKeys + key_base;
+  const int key0 = block * kKeys + key_base;
   float m0 = -INFINITY, m1 = -INFINITY;
 #pragma unroll
-  for (int nt = 0; nt < 2; ++nt)
+  for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int key = key0 + nt * 8 + 2 * c + (e & 1);
-      const bool visible = key < it.L && key <= it.pos;
+      const bool visible = key < L && key <= pos;
       sc[nt][e] = visible ? sc[nt][e] * scale : -INFINITY;
       if (e < 2) m0 = fmaxf(m0, sc[nt][e]); else m1 = fmaxf(m1, sc[nt][e]);
     }
@@ -202,19 +168,15 @@ __device__ void compute_item(const DecodeAttentionLaunch& a, const Item& it, uns
     row_max[warp][r] = m0;
     row_max[warp][r + 8] = m1;
   }
-  sm90::named_barrier_sync(1, kThreads);  // consumers only: the producer warp runs ahead
-  m0 = m1 = -INFINITY;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    m0 = fmaxf(m0, row_max[w][r]);
-    m1 = fmaxf(m1, row_max[w][r + 8]);
-  }
+  __syncthreads();
+  m0 = fmaxf(fmaxf(row_max[0][r], row_max[1][r]), fmaxf(row_max[2][r], row_max[3][r]));
+  m1 = fmaxf(fmaxf(row_max[0][r + 8], row_max[1][r + 8]), fmaxf(row_max[2][r + 8], row_max[3][r + 8]));
 
   // P = exp2(S - m): row sums of the fp32 values (the LSE is the exact softmax mass), P V on their bf16 rounding.
   const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
   float l0 = 0.f, l1 = 0.f;
 #pragma unroll
-  for (int nt = 0; nt < 2; ++nt)
+  for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const float p = exp2f(sc[nt][e] - (e < 2 ? base0 : base1));
@@ -230,93 +192,55 @@ __device__ void compute_item(const DecodeAttentionLaunch& a, const Item& it, uns
     row_sum[warp][r] = l0;
     row_sum[warp][r + 8] = l1;
   }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this thread's V chunks
+  __syncthreads();  // everyone's V, the row sums, and every warp is done reading K (its space is reused below)
 
-  // O_w = P V over the warp's 16 keys: P's accumulator layout is the A-fragment layout; B[key][dim] = V[key][dim]
-  // by transposed ldmatrix, two dim tiles per load.
+  // O_w = P V over the warp's keys: P's accumulator layout is the A-fragment layout (keys 16 kk2 .. 16 kk2 + 15 of
+  // the warp = tiles 2 kk2, 2 kk2 + 1); B[key][dim] = V[key][dim] by transposed ldmatrix, two dim tiles per load.
   float out[kDim / 8][4];
 #pragma unroll
   for (int nt = 0; nt < kDim / 8; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
-  const std::uint32_t pa[4] = {pack_bf16(sc[0][0], sc[0][1]), pack_bf16(sc[0][2], sc[0][3]), pack_bf16(sc[1][0], sc[1][1]),
-                               pack_bf16(sc[1][2], sc[1][3])};
-  const int mi = lane / 8;  // this lane addresses row lane % 8 of matrix mi: keys + 8 (mi % 2), dims + 8 (mi / 2)
-  const __nv_bfloat16* vrow = vs + (key_base + (mi % 2) * 8 + lane % 8) * kPad + (mi / 2) * 8;
 #pragma unroll
-  for (int nt = 0; nt < kDim / 8; nt += 2) {
-    std::uint32_t bv[4];
-    ldmatrix_x4_trans(bv, vrow + nt * 8);
-    mma_bf16(out[nt], pa, bv[0], bv[1]);
-    mma_bf16(out[nt + 1], pa, bv[2], bv[3]);
+  for (int kk2 = 0; kk2 < 2; ++kk2) {
+    const std::uint32_t pa[4] = {pack_bf16(sc[2 * kk2][0], sc[2 * kk2][1]), pack_bf16(sc[2 * kk2][2], sc[2 * kk2][3]),
+                                 pack_bf16(sc[2 * kk2 + 1][0], sc[2 * kk2 + 1][1]),
+                                 pack_bf16(sc[2 * kk2 + 1][2], sc[2 * kk2 + 1][3])};
+    const int m = lane / 8;  // this lane addresses row lane % 8 of matrix m: keys + 8 (m % 2), dims + 8 (m / 2)
+    const __nv_bfloat16* vrow = vs + (key_base + kk2 * 16 + (m % 2) * 8 + lane % 8) * kPad + (m / 2) * 8;
+#pragma unroll
+    for (int nt = 0; nt < kDim / 8; nt += 2) {
+      std::uint32_t bv[4];
+      ldmatrix_x4_trans(bv, vrow + nt * 8);
+      mma_bf16(out[nt], pa, bv[0], bv[1]);
+      mma_bf16(out[nt + 1], pa, bv[2], bv[3]);
+    }
   }
-  sm90::named_barrier_sync(1, kThreads);  // every warp is done with K and V (their space takes the O sum); row sums in
 
-  // Sum the warps' O, then O / l (bf16) and the LSE of the G real rows to slot s.
-  auto* osum = reinterpret_cast<float*>(stage);
+  // Sum the four warps' O in shared memory (K's space), then O / l (bf16) and the LSE of the G real rows to slot s.
+  auto* osum = reinterpret_cast<float*>(smem);
 #pragma unroll
   for (int nt = 0; nt < kDim / 8; ++nt) {
     *reinterpret_cast<float2*>(osum + (warp * 16 + r) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][0], out[nt][1]);
     *reinterpret_cast<float2*>(osum + (warp * 16 + r + 8) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][2], out[nt][3]);
   }
-  sm90::named_barrier_sync(1, kThreads);
+  __syncthreads();
   auto* po = static_cast<__nv_bfloat16*>(a.partial_out);
-  const std::int64_t slot_base =
-      (static_cast<std::int64_t>(it.s) * a.total_q + it.t) * a.num_q_heads + static_cast<std::int64_t>(it.g) * G;
-  for (int item = threadIdx.x; item < G * 32; item += kThreads) {
+  const std::int64_t slot_base = (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + static_cast<std::int64_t>(g) * G;
+  for (int item = tid; item < G * 32; item += kThreads) {
     const int row = item / 32, d = (item % 32) * 4;
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    float mrow = -INFINITY, lrow = 0.f;
+    float4 v = *reinterpret_cast<const float4*>(osum + row * kOPad + d);
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = 1; w < kWarps; ++w) {
       const float4 u = *reinterpret_cast<const float4*>(osum + (w * 16 + row) * kOPad + d);
       v.x += u.x;
       v.y += u.y;
       v.z += u.z;
       v.w += u.w;
-      mrow = fmaxf(mrow, row_max[w][row]);
-      lrow += row_sum[w][row];
     }
+    const float mrow = fmaxf(fmaxf(row_max[0][row], row_max[1][row]), fmaxf(row_max[2][row], row_max[3][row]));
+    const float lrow = row_sum[0][row] + row_sum[1][row] + row_sum[2][row] + row_sum[3][row];
     store_bf16x4(po + (slot_base + row) * kDim + d, v, lrow > 0.f ? 1.f / lrow : 0.f);
     if (d == 0) a.partial_lse[slot_base + row] = lrow > 0.f ? (mrow + log2f(lrow)) * 0.6931471805599453f : -INFINITY;
-  }
-  sm90::named_barrier_sync(1, kThreads);  // the O sum and the row statistics are consumed: stage and arrays free
-}
-
-__global__ void __launch_bounds__(kBlockThreads, 1) decode_attention_kernel(const DecodeAttentionLaunch a) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ float row_max[kWarps][16], row_sum[kWarps][16];
-  __shared__ Item meta[kStages];
-  __shared__ __align__(8) std::uint64_t full[kStages], empty[kStages];
-  const int G = a.num_q_heads / a.num_kv_heads;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (threadIdx.x == 0) {
-    for (int st = 0; st < kStages; ++st) {
-      sm90::mbar_init(&full[st], 32);       // the producer's 32 lanes (each also tracking its copies)
-      sm90::mbar_init(&empty[st], kWarps);  // one arrive per consumer warp
-    }
-    sm90::mbar_fence_init();
-  }
-  __syncthreads();
-
-  if (warp == kWarps) {  // ---- producer ----
-    std::int64_t next = blockIdx.x;
-    for (int n = 0;; ++n) {
-      const int st = n % kStages;
-      sm90::mbar_wait(&empty[st], ((n / kStages) & 1) ^ 1);  // passes at once on the first round
-      const Item it = next_item(a, &next, lane == 0);
-      if (lane == 0) meta[st] = it;
-      load_item(a, it, smem + st * kStageBytes, G, &full[st]);
-      if (!it.valid) break;  // the consumers stop at this stage
-    }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-    return;
-  }
-  // ---- consumers ----
-  for (int n = 0;; ++n) {
-    const int st = n % kStages;
-    sm90::mbar_wait(&full[st], (n / kStages) & 1);
-    const Item it = meta[st];
-    if (!it.valid) break;
-    compute_item(a, it, smem + st * kStageBytes, G, row_max, row_sum);
-    if (lane == 0) sm90::mbar_arrive(&empty[st]);
   }
 }
 
@@ -335,16 +259,12 @@ Status launch_decode_attention(const DecodeAttentionLaunch& a) {
     return Status::NotImplemented("decode attention on CUDA: Hq / Hkv must be 1, 2, 4, 8 or 16");
   if (a.k < 1 || a.k > 16) return Status::InvalidArgument("decode attention: k must be in [1, 16]");
   if (a.total_q == 0) return Status::Ok();
-  int sms = 0;
-  cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, a.device);
-  if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(decode_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(kSmemBytes));
+  const auto stream = static_cast<cudaStream_t>(a.stream);
+  cudaError_t e = cudaFuncSetAttribute(decode_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(kSmemBytes));
   if (e == cudaSuccess) {
-    // One persistent CTA per SM (shared memory allows one), never more than there are items.
-    const std::int64_t items = a.total_q * a.num_kv_heads * a.k;
-    const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(items, sms));
-    decode_attention_kernel<<<grid, kBlockThreads, kSmemBytes, static_cast<cudaStream_t>(a.stream)>>>(a);
+    const dim3 grid(static_cast<unsigned>(a.total_q * a.num_kv_heads), static_cast<unsigned>(a.k));
+    decode_attention_kernel<<<grid, kThreads, kSmemBytes, stream>>>(a);
     e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("decode attention: ") + cudaGetErrorString(e));

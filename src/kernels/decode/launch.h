@@ -42,8 +42,8 @@ struct DecodeAttentionLaunch {
 // Workspace of a launch: partials, LSEs and split counts (bytes, each part 256-byte aligned).
 std::size_t decode_partials_bytes(std::int64_t total_q, int num_q_heads, int num_kv_heads, int k);
 
-// G = Hq / Hkv must be 1, 2, 4, 8 or 16, k <= 16. Enqueues one persistent CTA per SM over the (token, KV head,
-// list slot) items; the combine kernel then merges split_counts slots per (token, head).
+// G = Hq / Hkv must be 1, 2, 4, 8 or 16. Enqueues one CTA (4 warps) per (token, KV head, list slot); the combine
+// kernel then merges split_counts slots per (token, head).
 Status launch_decode_attention(const DecodeAttentionLaunch& args);
 
 }  // namespace kernels
