@@ -71,6 +71,71 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   if (a.lse != nullptr && lane == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
 }
 
+// The common case, at most 16 splits (topk <= 16): one thread per 8 dims of a (token, head) row (a half-warp per
+// row), every LSE and every weighted partial row loaded before any is used, so a row costs two memory round trips
+// instead of one per split. Same arithmetic, in the same order, as combine_kernel.
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const CombineLaunch a) {
+  const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 16;
+  if (row >= a.total_q * a.num_q_heads) return;
+  const int d = (threadIdx.x % 16) * 8;
+  const std::int64_t t = row / a.num_q_heads;
+  const int h = static_cast<int>(row % a.num_q_heads);
+  const int n = min(max(a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g], 0), a.num_splits);
+  const float* lse_row = a.partial_lse + t * a.pl_stride_t + h * a.pl_stride_h;
+  float l[16];
+#pragma unroll
+  for (int s = 0; s < 16; ++s) l[s] = s < n ? lse_row[s * a.pl_stride_s] : -INFINITY;
+  float m = -INFINITY;
+#pragma unroll
+  for (int s = 0; s < 16; ++s)
+    if (isfinite(l[s])) m = fmaxf(m, l[s]);
+  const std::int64_t base = t * a.po_stride_t + h * a.po_stride_h + d;
+  float v[16][8];
+#pragma unroll
+  for (int s = 0; s < 16; ++s) {
+    const bool use = m != -INFINITY && isfinite(l[s]);  // non-finite stats carry no weight; their rows are not read
+    if (a.partial_fp32) {
+      const float* src = static_cast<const float*>(a.partial_out) + base + s * a.po_stride_s;
+      const float4 lo = use ? *reinterpret_cast<const float4*>(src) : make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 hi = use ? *reinterpret_cast<const float4*>(src + 4) : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[s][0] = lo.x, v[s][1] = lo.y, v[s][2] = lo.z, v[s][3] = lo.w;
+      v[s][4] = hi.x, v[s][5] = hi.y, v[s][6] = hi.z, v[s][7] = hi.w;
+    } else {
+      const uint4 raw = use ? *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.partial_out) + base +
+                                                              s * a.po_stride_s)
+                            : make_uint4(0, 0, 0, 0);
+      const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[j]));
+        v[s][2 * j] = f.x;
+        v[s][2 * j + 1] = f.y;
+      }
+    }
+  }
+  float acc[8] = {};
+  float wsum = 0.f;
+#pragma unroll
+  for (int s = 0; s < 16; ++s) {
+    if (m == -INFINITY || !isfinite(l[s])) continue;
+    const float w = expf(l[s] - m);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[j] += w * v[s][j];
+    wsum += w;
+  }
+  const bool empty = !(wsum > 0.f);
+  const float inv = empty ? 0.f : 1.f / wsum;
+  uint4 packed;
+  unsigned* words = &packed.x;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const __nv_bfloat162 p = __floats2bfloat162_rn(acc[2 * j] * inv, acc[2 * j + 1] * inv);
+    words[j] = *reinterpret_cast<const unsigned*>(&p);
+  }
+  *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + d) = packed;
+  if (a.lse != nullptr && d == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
+}
+
 }  // namespace
 
 Status launch_combine(const CombineLaunch& a) {
@@ -80,8 +145,14 @@ Status launch_combine(const CombineLaunch& a) {
   cudaError_t e = cudaGetDevice(&current);
   if (e == cudaSuccess && current != a.device) e = cudaSetDevice(a.device);
   if (e == cudaSuccess) {
-    const std::int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    combine_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, static_cast<cudaStream_t>(a.stream)>>>(a);
+    const auto stream = static_cast<cudaStream_t>(a.stream);
+    if (a.num_splits <= 16) {  // two rows per warp
+      const std::int64_t blocks = (rows + 2 * kWarpsPerBlock - 1) / (2 * kWarpsPerBlock);
+      combine16_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
+    } else {
+      const std::int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+      combine_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
+    }
     e = cudaGetLastError();
   }
   if (current != a.device) cudaSetDevice(current);

@@ -77,9 +77,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   const int G = a.num_q_heads / a.num_kv_heads;
 
   const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
-  int count = 0;  // valid ids are a prefix of the row: count them with independent loads
-#pragma unroll
-  for (int j = 0; j < 16; ++j) count += j < a.k && list[j * a.topk_stride_s] >= 0;
+  // Valid ids are a prefix of the row: each warp counts them with one load per lane and a ballot.
+  const int count = __popc(__ballot_sync(0xffffffffu, lane < a.k && list[lane * a.topk_stride_s] >= 0));
   if (s == 0 && tid == 0) a.split_counts[t * a.num_kv_heads + g] = count;
   if (s >= count) return;  // uniform over the CTA
 
