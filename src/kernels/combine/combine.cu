@@ -71,9 +71,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   if (a.lse != nullptr && lane == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
 }
 
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+  const __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
+  return static_cast<unsigned>(__bfloat16_as_ushort(p.x)) | (static_cast<unsigned>(__bfloat16_as_ushort(p.y)) << 16);
+}
+
 // The common case, at most 16 splits (topk <= 16): one thread per 8 dims of a (token, head) row (a half-warp per
 // row), every LSE and every weighted partial row loaded before any is used, so a row costs two memory round trips
 // instead of one per split. Same arithmetic, in the same order, as combine_kernel.
+template <bool kFp32>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const CombineLaunch a) {
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 16;
   if (row >= a.total_q * a.num_q_heads) return;
@@ -90,48 +96,51 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const Co
   for (int s = 0; s < 16; ++s)
     if (isfinite(l[s])) m = fmaxf(m, l[s]);
   const std::int64_t base = t * a.po_stride_t + h * a.po_stride_h + d;
-  float v[16][8];
+  // Raw rows in registers (no arrays whose address is taken: those would live in local memory).
+  uint4 raw[16], raw_hi[kFp32 ? 16 : 1];
 #pragma unroll
   for (int s = 0; s < 16; ++s) {
     const bool use = m != -INFINITY && isfinite(l[s]);  // non-finite stats carry no weight; their rows are not read
-    if (a.partial_fp32) {
-      const float* src = static_cast<const float*>(a.partial_out) + base + s * a.po_stride_s;
-      const float4 lo = use ? *reinterpret_cast<const float4*>(src) : make_float4(0.f, 0.f, 0.f, 0.f);
-      const float4 hi = use ? *reinterpret_cast<const float4*>(src + 4) : make_float4(0.f, 0.f, 0.f, 0.f);
-      v[s][0] = lo.x, v[s][1] = lo.y, v[s][2] = lo.z, v[s][3] = lo.w;
-      v[s][4] = hi.x, v[s][5] = hi.y, v[s][6] = hi.z, v[s][7] = hi.w;
+    raw[s] = make_uint4(0, 0, 0, 0);
+    if (kFp32) raw_hi[kFp32 ? s : 0] = make_uint4(0, 0, 0, 0);
+    if (!use) continue;
+    if (kFp32) {
+      const uint4* src = reinterpret_cast<const uint4*>(static_cast<const float*>(a.partial_out) + base + s * a.po_stride_s);
+      raw[s] = src[0];
+      raw_hi[kFp32 ? s : 0] = src[1];
     } else {
-      const uint4 raw = use ? *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.partial_out) + base +
-                                                              s * a.po_stride_s)
-                            : make_uint4(0, 0, 0, 0);
-      const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[j]));
-        v[s][2 * j] = f.x;
-        v[s][2 * j + 1] = f.y;
-      }
+      raw[s] = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.partial_out) + base + s * a.po_stride_s);
     }
   }
-  float acc[8] = {};
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   float wsum = 0.f;
 #pragma unroll
   for (int s = 0; s < 16; ++s) {
     if (m == -INFINITY || !isfinite(l[s])) continue;
     const float w = expf(l[s] - m);
+    float v[8];
+    if (kFp32) {
+      const uint4 hi = raw_hi[kFp32 ? s : 0];
+      v[0] = __uint_as_float(raw[s].x), v[1] = __uint_as_float(raw[s].y), v[2] = __uint_as_float(raw[s].z),
+      v[3] = __uint_as_float(raw[s].w), v[4] = __uint_as_float(hi.x), v[5] = __uint_as_float(hi.y),
+      v[6] = __uint_as_float(hi.z), v[7] = __uint_as_float(hi.w);
+    } else {  // bf16 pairs: low half first
+      v[0] = __uint_as_float(raw[s].x << 16), v[1] = __uint_as_float(raw[s].x & 0xffff0000u);
+      v[2] = __uint_as_float(raw[s].y << 16), v[3] = __uint_as_float(raw[s].y & 0xffff0000u);
+      v[4] = __uint_as_float(raw[s].z << 16), v[5] = __uint_as_float(raw[s].z & 0xffff0000u);
+      v[6] = __uint_as_float(raw[s].w << 16), v[7] = __uint_as_float(raw[s].w & 0xffff0000u);
+    }
 #pragma unroll
-    for (int j = 0; j < 8; ++j) acc[j] += w * v[s][j];
+    for (int j = 0; j < 8; ++j) acc[j] += w * v[j];
     wsum += w;
   }
   const bool empty = !(wsum > 0.f);
   const float inv = empty ? 0.f : 1.f / wsum;
   uint4 packed;
-  unsigned* words = &packed.x;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const __nv_bfloat162 p = __floats2bfloat162_rn(acc[2 * j] * inv, acc[2 * j + 1] * inv);
-    words[j] = *reinterpret_cast<const unsigned*>(&p);
-  }
+  packed.x = pack2(acc[0] * inv, acc[1] * inv);
+  packed.y = pack2(acc[2] * inv, acc[3] * inv);
+  packed.z = pack2(acc[4] * inv, acc[5] * inv);
+  packed.w = pack2(acc[6] * inv, acc[7] * inv);
   *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + d) = packed;
   if (a.lse != nullptr && d == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
 }
@@ -148,7 +157,10 @@ Status launch_combine(const CombineLaunch& a) {
     const auto stream = static_cast<cudaStream_t>(a.stream);
     if (a.num_splits <= 16) {  // two rows per warp
       const std::int64_t blocks = (rows + 2 * kWarpsPerBlock - 1) / (2 * kWarpsPerBlock);
-      combine16_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
+      if (a.partial_fp32)
+        combine16_kernel<true><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
+      else
+        combine16_kernel<false><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
     } else {
       const std::int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
       combine_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
