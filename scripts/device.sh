@@ -6,6 +6,7 @@
 #
 #   scripts/device.sh                  everything
 #   MSA_SKIP_TESTS=1 scripts/device.sh benchmarks only
+#   MSA_SKIP_SANITIZERS=1 scripts/device.sh    everything but compute-sanitizer (it takes about 5 minutes)
 # GoogleTest: the installed package, else MSA_GTEST_SOURCE_DIR, else .deps/googletest (a carried copy of Debian's
 # /usr/src/googletest: `mkdir -p .deps && cp -r /usr/src/googletest .deps/`).
 set -uo pipefail
@@ -52,7 +53,8 @@ if [ -z "${MSA_SKIP_TESTS:-}" ]; then
     result[python-tests]="skipped (no nanobind or pytest)"
   fi
   : >"$out/sanitizer.log"
-  for tool in memcheck racecheck synccheck; do
+  [ -n "${MSA_SKIP_SANITIZERS:-}" ] && result[sanitizers]="skipped (MSA_SKIP_SANITIZERS)"
+  [ -n "${MSA_SKIP_SANITIZERS:-}" ] || for tool in memcheck racecheck synccheck; do
     step "sanitizer-$tool" sanitizer.log timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 1 \
       "$build/tests/msa_tests" --gtest_filter='SM90_*:-*MillionToken*:SM90_LayerOps*' --gtest_brief=1
   done
@@ -64,6 +66,13 @@ if [ -n "$benches" ]; then
   for b in $benches; do step "$(basename "$b")" bench.log timeout 300 "$b" --json "$out/$(basename "$b").json"; done
 else
   result[benchmarks]="none built yet"
+fi
+# The layer as a user times it: `msa bench` (per phase and end to end), and a near-empty decode run (one token of
+# context) for the launch overhead of a run.
+if [ -x "$build/msa" ]; then
+  step msa-bench-prefill bench.log timeout 300 "$build/msa" bench --mode prefill --json "$out/msa_bench_prefill.json"
+  step msa-bench-decode bench.log timeout 120 "$build/msa" bench --mode decode --json "$out/msa_bench_decode.json"
+  step msa-bench-empty bench.log timeout 120 "$build/msa" bench --mode decode --tokens 1 --json "$out/msa_bench_empty.json"
 fi
 
 {

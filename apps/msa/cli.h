@@ -26,6 +26,7 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int run_demo(Options& opts);
 int run_check(Options& opts);
+int run_bench(Options& opts);
 
 }  // namespace cli
 }  // namespace msa

@@ -1,4 +1,4 @@
-// main.cpp — the `msa` command-line tool: demo, check, help.
+// main.cpp — the `msa` command-line tool: demo, bench, check, help.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -66,6 +66,14 @@ void print_help() {
       "            --device D     auto | cpu | cuda (default auto: cuda when its kernels and an sm_90 GPU exist)\n"
       "            --sample S     query tokens compared with dense attention (default 128)\n"
       "            --seed S       random seed (default 1)\n"
+      "  bench   time one MSA layer on the GPU: per-phase and end-to-end times against the FLOP and byte floors\n"
+      "            --mode M       prefill | decode (default prefill)\n"
+      "            --tokens N     tokens per request: prefill length / decode context (default 128K / 1M)\n"
+      "            --batch B      requests (default 1)\n"
+      "            --queries Q    decode query tokens per request, 1..16 (default 1)\n"
+      "            --heads H      query heads (default 64); --kv-heads G (default 4); --topk K (default 16)\n"
+      "            --iters I      timed graph replays per phase (median reported)\n"
+      "            --json FILE    also write the results as JSON\n"
       "  check   self-check of the CPU implementation (selection contract, dense equivalence, combine, k2q CSR)\n"
       "  help    this text (also --help, -h)\n",
       msa::version());
@@ -90,6 +98,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "demo") return msa::cli::run_demo(opts);
   if (cmd == "check") return msa::cli::run_check(opts);
+  if (cmd == "bench") return msa::cli::run_bench(opts);
   std::fprintf(stderr, "msa: unknown command '%s' (try msa --help)\n", cmd.c_str());
   return 2;
 }
