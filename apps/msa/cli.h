@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "msa/status.h"
+
 namespace msa {
 namespace cli {
 
@@ -25,6 +27,15 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 int run_demo(Options& opts);
+}  // namespace cli
+namespace testing {
+struct Problem;
+}
+namespace cli {
+// The GPU leg of the demo (demo_gpu.cpp): whether it can run here, and the run itself (times in seconds, including
+// the first calls' one-time setup).
+bool gpu_pipeline_available();
+Status run_pipeline_gpu(testing::Problem& p, double* t_index, double* t_attn);
 int run_check(Options& opts);
 int run_bench(Options& opts);
 

@@ -118,12 +118,13 @@ Tensor rows(Tensor t, std::int64_t first, std::int64_t n, int dim = 0) {
 }  // namespace
 
 int run_demo(Options& opts) {
-  const std::int64_t tokens = opts.get_int("tokens", 4096);
+  const std::string device = opts.get("device", "auto");
+  const bool gpu = device == "cuda" || (device == "auto" && gpu_pipeline_available());
+  const std::int64_t tokens = opts.get_int("tokens", gpu ? 131072 : 4096);
   const std::int64_t batch = opts.get_int("batch", 1);
   const int needles = static_cast<int>(opts.get_int("needles", 8));
-  const std::int64_t sample = opts.get_int("sample", 128);
+  const std::int64_t sample = opts.get_int("sample", gpu ? 32 : 128);
   const std::uint64_t seed = static_cast<std::uint64_t>(opts.get_int("seed", 1));
-  const std::string device = opts.get("device", "auto");
   for (const auto& kv : opts.values)
     if (kv.first != "tokens" && kv.first != "batch" && kv.first != "needles" && kv.first != "sample" &&
         kv.first != "seed" && kv.first != "device")
@@ -135,8 +136,8 @@ int run_demo(Options& opts) {
     for (const auto& e : opts.errors) std::fprintf(stderr, "msa demo: %s\n", e.c_str());
     return 2;
   }
-  if (device == "cuda") {
-    std::fprintf(stderr, "msa demo: the CUDA pipeline is not available in this build yet; use --device cpu\n");
+  if (device == "cuda" && !gpu_pipeline_available()) {
+    std::fprintf(stderr, "msa demo: --device cuda needs a CUDA build and an sm_90 (Hopper) GPU; use --device cpu\n");
     return 2;
   }
 
@@ -144,18 +145,30 @@ int run_demo(Options& opts) {
   spec.q_lens.assign(static_cast<std::size_t>(batch), tokens);
   spec.kv_lens.assign(static_cast<std::size_t>(batch), tokens);
   spec.seed = seed;
-  std::printf("msa demo: %lld request(s) x %lld tokens, Hq %d, Hkv = H_idx %d, head dim 128, block 128, k 16, device cpu (%s)\n",
+  std::printf("msa demo: %lld request(s) x %lld tokens, Hq %d, Hkv = H_idx %d, head dim 128, block 128, k 16, device %s (%s)\n",
               static_cast<long long>(batch), static_cast<long long>(tokens), spec.num_q_heads, spec.num_kv_heads,
-              device == "auto" ? "auto: no CUDA pipeline yet" : "requested");
+              gpu ? "cuda" : "cpu", device == "auto" ? "auto" : "requested");
+  std::fprintf(stderr, "  generating the problem ...");
   testing::Problem p = testing::make_problem(spec);
   std::vector<std::vector<std::int64_t>> needle_blocks;
   plant(&p, needles, &needle_blocks);
   const std::int64_t Hq = spec.num_q_heads, Hkv = spec.num_kv_heads;
+  std::fprintf(stderr, " done\n");
 
-  // Phase 1: index selection, chunk by chunk.
+  double t_index = 0, t_attn = 0;
   auto t0 = std::chrono::steady_clock::now();
+  if (gpu) {  // the whole batch in one call per phase, then the same checks on the downloaded results
+    std::fprintf(stderr, "  running index selection and sparse attention on the GPU ...");
+    const Status st = run_pipeline_gpu(p, &t_index, &t_attn);
+    std::fprintf(stderr, " done\n");
+    if (!st.ok()) {
+      std::fprintf(stderr, "msa demo: GPU pipeline failed: %s\n", st.to_string().c_str());
+      return 1;
+    }
+  }
+  // Phase 1 (CPU): index selection, chunk by chunk.
   std::int64_t done = 0;
-  for (std::int64_t b = 0; b < batch; ++b)
+  for (std::int64_t b = 0; b < batch && !gpu; ++b)
     for (std::int64_t i0 = 0; i0 < tokens; i0 += kChunk) {
       const std::int64_t n = std::min(kChunk, tokens - i0);
       Chunk c = make_chunk(p, b, i0, n);
@@ -173,12 +186,12 @@ int run_demo(Options& opts) {
       }
       progress("index selection", done += n, batch * tokens);
     }
-  const double t_index = seconds_since(t0);
+  if (!gpu) t_index = seconds_since(t0);
 
-  // Phase 2: sparse attention.
+  // Phase 2 (CPU): sparse attention.
   t0 = std::chrono::steady_clock::now();
   done = 0;
-  for (std::int64_t b = 0; b < batch; ++b)
+  for (std::int64_t b = 0; b < batch && !gpu; ++b)
     for (std::int64_t i0 = 0; i0 < tokens; i0 += kChunk) {
       const std::int64_t n = std::min(kChunk, tokens - i0);
       Chunk c = make_chunk(p, b, i0, n);
@@ -202,7 +215,7 @@ int run_demo(Options& opts) {
       }
       progress("sparse attention", done += n, batch * tokens);
     }
-  const double t_attn = seconds_since(t0);
+  if (!gpu) t_attn = seconds_since(t0);
 
   // Needle recall: every needle block below a query's local block must be in each of its heads' selections.
   std::int64_t expected = 0, found = 0;
@@ -264,8 +277,9 @@ int run_demo(Options& opts) {
               static_cast<long long>(found), static_cast<long long>(expected), needles_ok ? "all found" : "MISSED");
   std::printf("error        : relative L2 %.3e, max abs %.3e vs dense attention on %lld sampled tokens -> %s\n", rel,
               max_abs, static_cast<long long>(n_sample), error_ok ? "ok (< 1e-2)" : "TOO LARGE");
-  std::printf("time (cpu)   : index selection %.3f s, sparse attention %.3f s, dense reference (%lld tokens) %.3f s\n",
-              t_index, t_attn, static_cast<long long>(n_sample), t_dense);
+  std::printf("time (%s)   : index selection %.3f s, sparse attention %.3f s (wall, first calls included), dense "
+              "reference on the CPU (%lld tokens) %.3f s\n",
+              gpu ? "gpu" : "cpu", t_index, t_attn, static_cast<long long>(n_sample), t_dense);
   std::printf("attention FLOPs: dense %.3e, MSA %.3e (index %.3e + main %.3e) -> %.2fx fewer\n", dense_flops,
               idx_flops + main_flops, idx_flops, main_flops, dense_flops / (idx_flops + main_flops));
   std::printf("result       : %s\n", needles_ok && error_ok ? "PASS" : "FAIL");
