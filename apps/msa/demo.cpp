@@ -83,7 +83,7 @@ void plant(testing::Problem* p, int needles, std::vector<std::vector<std::int64_
         for (int g = 0; g < Hkv; ++g)
           for (int d = 0; d < kHeadDim; ++d)
             p->k_cache[static_cast<std::size_t>(((page * Hkv + g) * kPageSize + r) * kHeadDim + d)] =
-                testing::to_bf16(16.0f * w[g][d]);
+                testing::to_bf16(24.0f * w[g][d]);
       }
     }
   }
