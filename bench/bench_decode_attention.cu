@@ -21,13 +21,6 @@ namespace {
 
 constexpr int kHq = 64, kHkv = 4, kTopk = 16;
 
-__global__ void fill_bf16(__nv_bfloat16* p, std::size_t n, unsigned seed) {
-  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
-    p[i] = __float2bfloat16(static_cast<float>(msa_bench::hash32(static_cast<unsigned>(i), seed) & 0xffff) / 32768.0f -
-                            1.0f);
-}
-
 struct Result {
   std::string name;
   double us, kv_tbps, combine_us;
@@ -45,9 +38,9 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
   CHECK_CUDA(cudaMalloc(&pt, B * pages_per * 4));
   CHECK_CUDA(cudaMalloc(&seq, B * 4));
   CHECK_CUDA(cudaMalloc(&counts, T * kHkv * 4));
-  fill_bf16<<<1024, 256>>>(q, static_cast<std::size_t>(T) * kHq * 128, 1u);
-  fill_bf16<<<4096, 256>>>(kc, kv_elems, 2u);
-  fill_bf16<<<4096, 256>>>(vc, kv_elems, 3u);
+  msa_bench::fill_bf16_hash<<<1024, 256>>>(q, static_cast<std::size_t>(T) * kHq * 128, 1u);
+  msa_bench::fill_bf16_hash<<<4096, 256>>>(kc, kv_elems, 2u);
+  msa_bench::fill_bf16_hash<<<4096, 256>>>(vc, kv_elems, 3u);
   msa_bench::random_selection<<<static_cast<unsigned>((kHkv * T + 255) / 256), 256>>>(topk, T, kHkv, kTopk, Q, L, 4u);
   std::vector<std::int32_t> h_pt(B * pages_per), h_seq(B, static_cast<std::int32_t>(L));
   for (long long i = 0; i < B * pages_per; ++i) h_pt[i] = static_cast<std::int32_t>((i * 7919) % pages);  // scattered

@@ -24,13 +24,6 @@ namespace {
 
 constexpr int kHq = 64, kHkv = 4, kTopk = 16;
 
-__global__ void fill_bf16(__nv_bfloat16* p, std::size_t n, unsigned seed) {
-  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
-    p[i] = __float2bfloat16(static_cast<float>(msa_bench::hash32(static_cast<unsigned>(i), seed) & 0xffff) / 32768.0f -
-                            1.0f);
-}
-
 // Clustered selection for one sequence of T tokens (token t at position t): pool of 24 stratified random blocks of
 // [0, qb) per (head, query block qb); each token takes 15 distinct pool entries (partial Fisher-Yates), then qb.
 __global__ void clustered_selection(std::int32_t* topk, std::int64_t T, int heads, int k, unsigned seed) {
@@ -87,9 +80,9 @@ Result run_case(long long N, bool clustered, int iters) {
   CHECK_CUDA(cudaMalloc(&pt, pages * 4));
   CHECK_CUDA(cudaMalloc(&cu, 2 * 4));
   CHECK_CUDA(cudaMalloc(&seq, 4));
-  fill_bf16<<<4096, 256>>>(q, static_cast<std::size_t>(T) * kHq * 128, 1u);
-  fill_bf16<<<4096, 256>>>(kc, kv_elems, 2u);
-  fill_bf16<<<4096, 256>>>(vc, kv_elems, 3u);
+  msa_bench::fill_bf16_hash<<<4096, 256>>>(q, static_cast<std::size_t>(T) * kHq * 128, 1u);
+  msa_bench::fill_bf16_hash<<<4096, 256>>>(kc, kv_elems, 2u);
+  msa_bench::fill_bf16_hash<<<4096, 256>>>(vc, kv_elems, 3u);
   const unsigned sel_blocks = static_cast<unsigned>((kHkv * T + 255) / 256);
   if (clustered)
     clustered_selection<<<sel_blocks, 256>>>(topk, T, kHkv, kTopk, 4u);

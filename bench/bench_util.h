@@ -3,6 +3,7 @@
 #ifndef MSA_BENCH_BENCH_UTIL_H_
 #define MSA_BENCH_BENCH_UTIL_H_
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -46,6 +47,13 @@ __device__ __forceinline__ unsigned hash32(unsigned i, unsigned seed) {
   x *= 2246822519u;
   x ^= x >> 13;
   return x;
+}
+
+// Fills n bf16 values in [-1, 1) from hash32(i, seed) (grid-stride: any launch shape covers all of them).
+__global__ void fill_bf16_hash(__nv_bfloat16* p, std::size_t n, unsigned seed) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    p[i] = __float2bfloat16(static_cast<float>(hash32(static_cast<unsigned>(i), seed) & 0xffff) / 32768.0f - 1.0f);
 }
 
 // Synthetic topk [heads, T, k] for a uniform batch of requests with Q queries over L keys each (token t at position

@@ -40,6 +40,49 @@ Status host_copy(const Tensor& t, std::vector<std::int32_t>* store, Tensor* host
   return Status::Ok();
 }
 
+// Q, K and V of a launch (KvOuterLaunch or DecodeAttentionLaunch: the same field names), q possibly offset.
+template <class Launch>
+void set_qkv(Launch* l, const void* q, const Tensor& q_t, const Tensor& k_cache, const Tensor& v_cache) {
+  l->q = q;
+  l->q_stride_t = q_t.stride[0];
+  l->q_stride_h = q_t.stride[1];
+  l->k_cache = k_cache.data;
+  l->v_cache = v_cache.data;
+  l->kv_stride_page = k_cache.stride[0];
+  l->kv_stride_h = k_cache.stride[1];
+  l->kv_stride_t = k_cache.stride[2];
+}
+
+// The split kernel's selection and page table, both possibly offset to a chunk's first token / request.
+void set_selection(kernels::DecodeAttentionLaunch* l, const std::int32_t* topk, const Tensor& topk_t,
+                   const std::int32_t* page_table, const Tensor& page_table_t) {
+  l->topk = topk;
+  l->topk_stride_h = topk_t.stride[0];
+  l->topk_stride_t = topk_t.stride[1];
+  l->topk_stride_s = topk_t.stride[2];
+  l->page_table = page_table;
+  l->pt_stride_b = page_table_t.stride[0];
+  l->pt_stride_j = page_table_t.stride[1];
+}
+
+// The combine of a contiguous partial buffer into `out` / `lse` (rows from `first_token` on; lse optional).
+Status launch_combine_into(void* po, float* pl, std::int32_t* counts, std::int64_t T, int Hq, int Hkv, int k,
+                           const Tensor& out, const Tensor& lse, std::int64_t first_token, int device, void* stream) {
+  kernels::CombineLaunch cl =
+      kernels::contiguous_combine_launch(po, pl, counts, nullptr, nullptr, T, Hq, Hkv, k);
+  cl.out = static_cast<std::uint16_t*>(out.data) + first_token * out.stride[0];
+  cl.out_stride_t = out.stride[0];
+  cl.out_stride_h = out.stride[1];
+  if (lse.present()) {
+    cl.lse = static_cast<float*>(lse.data) + first_token * lse.stride[0];
+    cl.lse_stride_t = lse.stride[0];
+    cl.lse_stride_h = lse.stride[1];
+  }
+  cl.device = device;
+  cl.stream = stream;
+  return kernels::launch_combine(cl);
+}
+
 kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& topk, const PrefillChunk& c,
                                      const std::int32_t* meta) {
   kernels::K2qBuildArgs a{};
@@ -199,14 +242,7 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
       MSA_RETURN_IF_ERROR(kernels::launch_k2q_build(ka, ko, ws + p.off_k2q_scratch, p.k2q_scratch_bytes));
       if (phases < 2) continue;
       kernels::KvOuterLaunch l{};
-      l.q = q;
-      l.q_stride_t = a.q.stride[0];
-      l.q_stride_h = a.q.stride[1];
-      l.k_cache = a.k_cache.data;
-      l.v_cache = a.v_cache.data;
-      l.kv_stride_page = a.k_cache.stride[0];
-      l.kv_stride_h = a.k_cache.stride[1];
-      l.kv_stride_t = a.k_cache.stride[2];
+      set_qkv(&l, q, a.q, a.k_cache, a.v_cache);
       l.num_pages = a.k_cache.shape[0];
       l.page_table = page_table;
       l.pt_stride_b = pa.page_table.stride[0];
@@ -233,21 +269,9 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
       MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
     } else {
       kernels::DecodeAttentionLaunch l{};
-      l.q = q;
-      l.q_stride_t = a.q.stride[0];
-      l.q_stride_h = a.q.stride[1];
-      l.k_cache = a.k_cache.data;
-      l.v_cache = a.v_cache.data;
-      l.kv_stride_page = a.k_cache.stride[0];
-      l.kv_stride_h = a.k_cache.stride[1];
-      l.kv_stride_t = a.k_cache.stride[2];
-      l.topk = static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1];
-      l.topk_stride_h = topk.stride[0];
-      l.topk_stride_t = topk.stride[1];
-      l.topk_stride_s = topk.stride[2];
-      l.page_table = page_table;
-      l.pt_stride_b = pa.page_table.stride[0];
-      l.pt_stride_j = pa.page_table.stride[1];
+      set_qkv(&l, q, a.q, a.k_cache, a.v_cache);
+      set_selection(&l, static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1], topk, page_table,
+                    pa.page_table);
       l.seq_lens_k = meta + c.meta + c.num_requests + 1;
       l.seq_stride = 1;
       l.cu_seqlens_q = meta + c.meta;
@@ -267,18 +291,7 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
       MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
     }
     if (phases < 3) continue;
-    kernels::CombineLaunch cl = kernels::contiguous_combine_launch(po, pl, counts, nullptr, nullptr, Tc, Hq, Hkv, k);
-    cl.out = static_cast<std::uint16_t*>(a.out.data) + c.t0 * a.out.stride[0];
-    cl.out_stride_t = a.out.stride[0];
-    cl.out_stride_h = a.out.stride[1];
-    if (a.lse.present()) {
-      cl.lse = static_cast<float*>(a.lse.data) + c.t0 * a.lse.stride[0];
-      cl.lse_stride_t = a.lse.stride[0];
-      cl.lse_stride_h = a.lse.stride[1];
-    }
-    cl.device = device;
-    cl.stream = stream;
-    MSA_RETURN_IF_ERROR(kernels::launch_combine(cl));
+    MSA_RETURN_IF_ERROR(launch_combine_into(po, pl, counts, Tc, Hq, Hkv, k, a.out, a.lse, c.t0, device, stream));
   }
   return Status::Ok();
 }
@@ -309,21 +322,9 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   auto* pl = reinterpret_cast<float*>(ws + align256(rows * 128 * 2));
   auto* counts = reinterpret_cast<std::int32_t*>(ws + align256(rows * 128 * 2) + align256(rows * 4));
   kernels::DecodeAttentionLaunch l{};
-  l.q = a.q.data;
-  l.q_stride_t = a.q.stride[0];
-  l.q_stride_h = a.q.stride[1];
-  l.k_cache = a.k_cache.data;
-  l.v_cache = a.v_cache.data;
-  l.kv_stride_page = a.k_cache.stride[0];
-  l.kv_stride_h = a.k_cache.stride[1];
-  l.kv_stride_t = a.k_cache.stride[2];
-  l.topk = static_cast<const std::int32_t*>(a.topk.data);
-  l.topk_stride_h = a.topk.stride[0];
-  l.topk_stride_t = a.topk.stride[1];
-  l.topk_stride_s = a.topk.stride[2];
-  l.page_table = static_cast<const std::int32_t*>(a.page_table.data);
-  l.pt_stride_b = a.page_table.stride[0];
-  l.pt_stride_j = a.page_table.stride[1];
+  set_qkv(&l, a.q.data, a.q, a.k_cache, a.v_cache);
+  set_selection(&l, static_cast<const std::int32_t*>(a.topk.data), a.topk,
+                static_cast<const std::int32_t*>(a.page_table.data), a.page_table);
   l.seq_lens_k = static_cast<const std::int32_t*>(a.seq_lens_k.data);
   l.seq_stride = a.seq_lens_k.stride[0];
   l.cu_seqlens_q = nullptr;
@@ -340,19 +341,8 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   l.device = a.q.device.index;
   l.stream = a.q.device.stream;
   MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
-  kernels::CombineLaunch cl =
-      kernels::contiguous_combine_launch(po, pl, counts, nullptr, nullptr, T, p.num_q_heads, p.num_kv_heads, p.topk);
-  cl.out = a.out.data;
-  cl.out_stride_t = a.out.stride[0];
-  cl.out_stride_h = a.out.stride[1];
-  if (a.lse.present()) {
-    cl.lse = static_cast<float*>(a.lse.data);
-    cl.lse_stride_t = a.lse.stride[0];
-    cl.lse_stride_h = a.lse.stride[1];
-  }
-  cl.device = l.device;
-  cl.stream = l.stream;
-  return kernels::launch_combine(cl);
+  return launch_combine_into(po, pl, counts, T, p.num_q_heads, p.num_kv_heads, p.topk, a.out, a.lse, 0, l.device,
+                             l.stream);
 }
 
 }  // namespace detail
