@@ -150,10 +150,9 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     meta.push_back(0);
     std::vector<std::int32_t> lens;
     for (std::int64_t r = b; r < e; ++r) {
-      const std::int64_t q0 = std::max(batch.q_start[r], t0), q1 = std::min(batch.q_start[r + 1], t1);
+      const std::int64_t q1 = std::min(batch.q_start[r + 1], t1);  // the request's last token in the chunk, + 1
       meta.push_back(static_cast<std::int32_t>(q1 - t0));
       lens.push_back(static_cast<std::int32_t>(batch.position(r, q1 - 1 - batch.q_start[r]) + 1));
-      (void)q0;
     }
     meta.insert(meta.end(), lens.begin(), lens.end());
     p->max_chunk_q = std::max(p->max_chunk_q, c.num_q);
