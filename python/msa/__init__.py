@@ -88,8 +88,11 @@ class SparsePrefillAttention:
     def __init__(self):
         self._op = _msa.SparsePrefillAttention()
 
-    def plan(self, topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads=64, num_kv_heads=4, sm_scale=0.0):
-        self._op.plan(topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads, num_kv_heads, sm_scale)
+    def plan(self, topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads=64, num_kv_heads=4, sm_scale=0.0,
+             max_chunk_tokens=0):
+        """CUDA: max_chunk_tokens bounds the workspace (query tokens per chunk; 0 = 16384)."""
+        self._op.plan(topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads, num_kv_heads, sm_scale,
+                      max_chunk_tokens)
 
     def workspace_bytes(self):
         return self._op.workspace_bytes()
@@ -123,8 +126,9 @@ class MsaPrefill:
         self._op = _msa.MsaPrefill()
 
     def plan(self, cu_seqlens_q, seq_lens_k, page_table, total_q, num_q_heads=64, num_kv_heads=4, topk=16,
-             sm_scale=0.0):
-        self._op.plan(cu_seqlens_q, seq_lens_k, page_table, total_q, num_q_heads, num_kv_heads, topk, sm_scale)
+             sm_scale=0.0, max_chunk_tokens=0):
+        self._op.plan(cu_seqlens_q, seq_lens_k, page_table, total_q, num_q_heads, num_kv_heads, topk, sm_scale,
+                      max_chunk_tokens)
 
     def workspace_bytes(self):
         return self._op.workspace_bytes()

@@ -197,7 +197,7 @@ NB_MODULE(_msa, m) {
       .def(
           "plan",
           [](msa::SparsePrefillAttention& self, nb::handle topk, nb::handle cu_seqlens_q, nb::handle seq_lens_k,
-             nb::handle page_table, int num_q_heads, int num_kv_heads, double sm_scale) {
+             nb::handle page_table, int num_q_heads, int num_kv_heads, double sm_scale, std::int64_t max_chunk_tokens) {
             Args a;
             msa::SparsePrefillPlanArgs p;
             p.topk = a.tensor(topk, "topk", 0);
@@ -207,10 +207,11 @@ NB_MODULE(_msa, m) {
             p.num_q_heads = num_q_heads;
             p.num_kv_heads = num_kv_heads;
             p.sm_scale = sm_scale;
+            p.max_chunk_tokens = max_chunk_tokens;
             check(self.plan(p));
           },
           "topk"_a, "cu_seqlens_q"_a, "seq_lens_k"_a, "page_table"_a, "num_q_heads"_a = msa::kM3NumQHeads,
-          "num_kv_heads"_a = msa::kM3NumKVHeads, "sm_scale"_a = 0.0)
+          "num_kv_heads"_a = msa::kM3NumKVHeads, "sm_scale"_a = 0.0, "max_chunk_tokens"_a = 0)
       .def("workspace_bytes", &msa::SparsePrefillAttention::workspace_bytes)
       .def(
           "run",
@@ -233,7 +234,8 @@ NB_MODULE(_msa, m) {
       .def(
           "plan",
           [](msa::MsaPrefill& self, nb::handle cu_seqlens_q, nb::handle seq_lens_k, nb::handle page_table,
-             std::int64_t total_q, int num_q_heads, int num_kv_heads, int topk, double sm_scale) {
+             std::int64_t total_q, int num_q_heads, int num_kv_heads, int topk, double sm_scale,
+             std::int64_t max_chunk_tokens) {
             Args a;
             msa::MsaPrefillPlanArgs p;
             p.cu_seqlens_q = a.tensor(cu_seqlens_q, "cu_seqlens_q", 0);
@@ -244,10 +246,12 @@ NB_MODULE(_msa, m) {
             p.num_kv_heads = num_kv_heads;
             p.topk = topk;
             p.sm_scale = sm_scale;
+            p.max_chunk_tokens = max_chunk_tokens;
             check(self.plan(p));
           },
           "cu_seqlens_q"_a, "seq_lens_k"_a, "page_table"_a, "total_q"_a, "num_q_heads"_a = msa::kM3NumQHeads,
-          "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0)
+          "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,
+          "max_chunk_tokens"_a = 0)
       .def("workspace_bytes", &msa::MsaPrefill::workspace_bytes)
       .def(
           "run",
