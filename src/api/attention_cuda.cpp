@@ -106,6 +106,37 @@ kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& top
 
 }  // namespace
 
+std::vector<PrefillChunk> plan_prefill_chunks(const BatchInfo& batch, std::int64_t chunk, std::vector<std::int32_t>* meta) {
+  // A request cut by a chunk boundary becomes a shorter request whose KV length ends at its last query of the
+  // chunk, so bottom-right positions are unchanged.
+  std::vector<PrefillChunk> chunks;
+  meta->clear();
+  const std::int64_t T = batch.num_q(), B = batch.num_requests();
+  std::int64_t b = 0;
+  for (std::int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const std::int64_t t1 = std::min(T, t0 + chunk);
+    while (batch.q_start[b + 1] <= t0) ++b;  // first request with a token at or after t0
+    PrefillChunk c;
+    c.t0 = t0;
+    c.num_q = t1 - t0;
+    c.b_first = static_cast<int>(b);
+    c.meta = meta->size();
+    std::int64_t e = b;
+    while (e < B && batch.q_start[e] < t1) ++e;  // requests [b, e) have tokens in [t0, t1)
+    c.num_requests = static_cast<int>(e - b);
+    meta->push_back(0);
+    std::vector<std::int32_t> lens;
+    for (std::int64_t r = b; r < e; ++r) {
+      const std::int64_t q1 = std::min(batch.q_start[r + 1], t1);  // the request's last token in the chunk, + 1
+      meta->push_back(static_cast<std::int32_t>(q1 - t0));
+      lens.push_back(static_cast<std::int32_t>(batch.position(r, q1 - 1 - batch.q_start[r]) + 1));
+    }
+    meta->insert(meta->end(), lens.begin(), lens.end());
+    chunks.push_back(c);
+  }
+  return chunks;
+}
+
 Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_tokens, PrefillCudaPlan* p) {
   MSA_RETURN_IF_ERROR(require_sm90(a.topk.device.index, "sparse prefill attention"));
   const int G = a.num_q_heads / a.num_kv_heads;
@@ -127,37 +158,13 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
   MSA_RETURN_IF_ERROR(host_copy(a.page_table, &p->page_table, &pt_host));
   MSA_RETURN_IF_ERROR(read_batch(&cu_host, 0, seq_host, a.topk.shape[1], &p->batch));
 
-  // Chunks of at most `chunk` tokens; a request cut by a chunk boundary becomes a shorter request whose KV length
-  // ends at its last query of the chunk (bottom-right positions are unchanged).
-  const BatchInfo& batch = p->batch;
-  const std::int64_t T = batch.num_q(), B = batch.num_requests();
   std::vector<std::int32_t> meta;
-  p->chunks.clear();
+  p->chunks = plan_prefill_chunks(p->batch, chunk, &meta);
   p->max_chunk_q = 0;
   p->max_chunk_requests = 0;
-  std::int64_t b = 0;
-  for (std::int64_t t0 = 0; t0 < T; t0 += chunk) {
-    const std::int64_t t1 = std::min(T, t0 + chunk);
-    while (batch.q_start[b + 1] <= t0) ++b;  // first request with a token at or after t0
-    PrefillChunk c;
-    c.t0 = t0;
-    c.num_q = t1 - t0;
-    c.b_first = static_cast<int>(b);
-    c.meta = meta.size();
-    std::int64_t e = b;
-    while (e < B && batch.q_start[e] < t1) ++e;  // requests [b, e) have tokens in [t0, t1)
-    c.num_requests = static_cast<int>(e - b);
-    meta.push_back(0);
-    std::vector<std::int32_t> lens;
-    for (std::int64_t r = b; r < e; ++r) {
-      const std::int64_t q1 = std::min(batch.q_start[r + 1], t1);  // the request's last token in the chunk, + 1
-      meta.push_back(static_cast<std::int32_t>(q1 - t0));
-      lens.push_back(static_cast<std::int32_t>(batch.position(r, q1 - 1 - batch.q_start[r]) + 1));
-    }
-    meta.insert(meta.end(), lens.begin(), lens.end());
+  for (const PrefillChunk& c : p->chunks) {
     p->max_chunk_q = std::max(p->max_chunk_q, c.num_q);
     p->max_chunk_requests = std::max(p->max_chunk_requests, c.num_requests);
-    p->chunks.push_back(c);
   }
   MSA_RETURN_IF_ERROR(p->meta.upload(meta.data(), meta.size() * 4, a.topk.device.index));
 

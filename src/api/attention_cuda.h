@@ -43,6 +43,9 @@ struct PrefillCudaPlan {
 // Default chunk: 16384 tokens, i.e. at M3 heads (Hq 64) and k = 16 about 4.3 GB of bf16 partials.
 constexpr std::int64_t kDefaultPrefillChunkTokens = 16384;
 
+// The chunks of a batch (host only): tokens [t0, t0 + num_q) in order, each a varlen batch of requests
+// [b_first, b_first + num_requests) whose cu_seqlens and seq_lens are appended to `meta` at chunk.meta.
+std::vector<PrefillChunk> plan_prefill_chunks(const BatchInfo& batch, std::int64_t chunk, std::vector<std::int32_t>* meta);
 Status plan_prefill_cuda(const SparsePrefillPlanArgs& args, std::int64_t max_chunk_tokens, PrefillCudaPlan* plan);
 // The plan's page table against the cache's page count (host copy, no device access).
 Status check_prefill_pages(const PrefillCudaPlan& plan, std::int64_t num_pages);

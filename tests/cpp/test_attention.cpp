@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 
+#include "api/attention_cuda.h"
 #include "test_util.h"
 
 namespace msa {
@@ -253,6 +254,51 @@ TEST(CPU_Combine, EmptyAndNonFiniteSplits) {
       EXPECT_EQ(out[static_cast<std::size_t>(h * 128 + d)], to_bf16(static_cast<float>(d) / 64.0f));
     EXPECT_EQ(lse[static_cast<std::size_t>(2 + h)], -std::numeric_limits<float>::infinity());
     for (int d = 0; d < 128; ++d) EXPECT_EQ(out[static_cast<std::size_t>((2 + h) * 128 + d)], 0);
+  }
+}
+
+// The CUDA prefill path's query chunks (host planning, no GPU): every token lands in exactly one chunk, and its
+// chunk-local request has the same bottom-right position for it as the original request.
+TEST(CPU_Attention, PrefillChunksKeepEveryPosition) {
+  std::mt19937_64 rng(fresh_seed());
+  for (int trial = 0; trial < 40; ++trial) {
+    detail::BatchInfo batch;
+    const int B = 1 + static_cast<int>(rng() % 6);
+    batch.q_start.assign(1, 0);
+    for (int b = 0; b < B; ++b) {
+      const std::int64_t nq = rng() % 3 == 0 ? 0 : 1 + static_cast<std::int64_t>(rng() % 700);
+      batch.q_start.push_back(batch.q_start.back() + nq);
+      batch.kv_len.push_back(nq + static_cast<std::int64_t>(rng() % 3000));
+    }
+    for (std::int64_t chunk : {1, 7, 100, 1000, 1 << 20}) {
+      std::vector<std::int32_t> meta;
+      const std::vector<detail::PrefillChunk> chunks = detail::plan_prefill_chunks(batch, chunk, &meta);
+      std::int64_t next = 0;
+      for (const detail::PrefillChunk& c : chunks) {
+        ASSERT_EQ(c.t0, next);
+        ASSERT_GE(c.num_q, 1);
+        ASSERT_LE(c.num_q, chunk);
+        next += c.num_q;
+        const std::int32_t* cu = meta.data() + c.meta;
+        const std::int32_t* seq = cu + c.num_requests + 1;
+        ASSERT_EQ(cu[0], 0);
+        ASSERT_EQ(cu[c.num_requests], c.num_q);
+        for (int r = 0; r < c.num_requests; ++r) {
+          const std::int64_t b = c.b_first + r, nq_local = cu[r + 1] - cu[r];
+          ASSERT_GE(nq_local, 0);
+          ASSERT_GE(seq[r], nq_local);
+          ASSERT_LE(seq[r], batch.kv_len[static_cast<std::size_t>(b)]);
+          for (std::int64_t i = 0; i < nq_local; ++i) {
+            const std::int64_t t = c.t0 + cu[r] + i;  // global token
+            ASSERT_GE(t, batch.q_start[static_cast<std::size_t>(b)]);
+            ASSERT_LT(t, batch.q_start[static_cast<std::size_t>(b + 1)]);
+            ASSERT_EQ(seq[r] - nq_local + i, batch.position(b, t - batch.q_start[static_cast<std::size_t>(b)]))
+                << "chunk " << chunk << " token " << t;
+          }
+        }
+      }
+      ASSERT_EQ(next, batch.num_q());
+    }
   }
 }
 
