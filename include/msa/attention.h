@@ -85,6 +85,10 @@ struct SparseDecodeRunArgs {
   Tensor lse;         // [B * Q, Hq] fp32 output; optional
 };
 
+// Decode attention with a plan/run split. With a CUDA device in the plan, run() needs workspace_bytes() of device
+// memory (256-byte aligned; sized for batch_size * queries_per_request tokens) and enqueues the split kernel and the
+// combine on q's stream; the launch shapes depend on the tensors' shapes only, so run() can be captured in a CUDA
+// graph and replayed while lengths, pages, queries and caches change in place.
 class SparseDecodeAttention {
  public:
   SparseDecodeAttention();
