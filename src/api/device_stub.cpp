@@ -44,6 +44,10 @@ std::size_t decode_partials_bytes(std::int64_t, int, int, int) { return 0; }
 Status launch_decode_attention(const DecodeAttentionLaunch&) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }
+Status launch_decode_attention_rows(const DecodeAttentionLaunch&, void*, std::int64_t, std::int64_t, float*,
+                                    std::int64_t, std::int64_t) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
+}
 Status launch_kv_outer_attention(const KvOuterLaunch&) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }

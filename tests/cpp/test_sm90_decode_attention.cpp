@@ -103,6 +103,18 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   out.download(&got);
   lse.download(&got_lse);
   expect_attention_rule(p, got, got_lse);
+  if (Q == 0) return;
+
+  // The rows kernel (one CTA per token and KV head over all its blocks, no partials) on the same batch.
+  DeviceBuffer<std::uint16_t> rows_out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
+  DeviceBuffer<float> rows_lse(std::vector<float>(lse_ref.size(), NAN));
+  const Status st = kernels::launch_decode_attention_rows(a, rows_out.ptr, static_cast<std::int64_t>(Hq) * 128, 128,
+                                                         rows_lse.ptr, Hq, 1);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  rows_out.download(&got);
+  rows_lse.download(&got_lse);
+  expect_attention_rule(p, got, got_lse);
 }
 
 TEST(SM90_DecodeAttentionKernel, OneQueryM3Heads) {

@@ -46,6 +46,12 @@ std::size_t decode_partials_bytes(std::int64_t total_q, int num_q_heads, int num
 // kernel then merges split_counts slots per (token, head).
 Status launch_decode_attention(const DecodeAttentionLaunch& args);
 
+// One CTA per (token, KV head) streaming all of the token's listed blocks (decode_rows.cu): writes `out` /
+// `lse` directly, no partials; for batches with T * Hkv >= the SM count. Status: not yet run on a GPU.
+Status launch_decode_attention_rows(const DecodeAttentionLaunch& args, void* out, std::int64_t out_stride_t,
+                                    std::int64_t out_stride_h, float* lse, std::int64_t lse_stride_t,
+                                    std::int64_t lse_stride_h);
+
 }  // namespace kernels
 }  // namespace msa
 
