@@ -3,8 +3,8 @@
 // M3 heads (Hq 64, Hkv 4, D 128, k 16); B requests × L context × Q queries; each query selects 15 random history
 // blocks plus its local block (bench_util.h). Cases of issue 4: 1 × 1M × 1, 8 × 128K × 8, 64 × 32K × 1. Reports the
 // time of the split kernel + combine (SparseDecodeAttention's CUDA path, graph replay), the selected-KV bytes per
-// second (16 blocks × Hkv × K+V 64 KiB per query token, the issue's measure) and the combine alone. `--json FILE`
-// writes the results.
+// second (16 blocks × Hkv × K+V 64 KiB per query token, the issue's measure), the combine alone, and the rows
+// kernel (one CTA per token and KV head, no partials: decode_rows.cu). `--json FILE` writes the results.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -129,8 +129,11 @@ int main(int argc, char** argv) {
     FILE* f = std::fopen(json, "w");
     std::fprintf(f, "[\n");
     for (std::size_t i = 0; i < rs.size(); ++i)
-      std::fprintf(f, "  {\"case\": \"%s\", \"us\": %.2f, \"kv_tbps\": %.4f, \"combine_us\": %.2f, \"rows_kernel_us\": %.2f}%s\n",
-                   rs[i].name.c_str(), rs[i].us, rs[i].kv_tbps, rs[i].combine_us, rs[i].rows_us, i + 1 < rs.size() ? "," : "");
+      std::fprintf(f,
+                   "  {\"case\": \"%s\", \"us\": %.2f, \"kv_tbps\": %.4f, \"combine_us\": %.2f, "
+                   "\"rows_kernel_us\": %.2f}%s\n",
+                   rs[i].name.c_str(), rs[i].us, rs[i].kv_tbps, rs[i].combine_us, rs[i].rows_us,
+                   i + 1 < rs.size() ? "," : "");
     std::fprintf(f, "]\n");
     std::fclose(f);
   }
