@@ -13,6 +13,7 @@
 #include <string>
 
 #include "kernels/combine/launch.h"
+#include "kernels/common/pdl.cuh"
 
 namespace msa {
 namespace kernels {
@@ -29,6 +30,7 @@ __device__ __forceinline__ float4 load4(const CombineLaunch& a, std::int64_t off
 }
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const CombineLaunch a) {
+  pdl_wait();  // the partials come from the attention kernel just before
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 32;
   if (row >= a.total_q * a.num_q_heads) return;  // uniform per warp
   const int lane = threadIdx.x % 32;
@@ -81,6 +83,7 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi) {
 // instead of one per split. Same arithmetic, in the same order, as combine_kernel.
 template <bool kFp32>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const CombineLaunch a) {
+  pdl_wait();  // the partials come from the attention kernel just before
   const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 16;
   if (row >= a.total_q * a.num_q_heads) return;
   const int d = (threadIdx.x % 16) * 8;
@@ -157,15 +160,13 @@ Status launch_combine(const CombineLaunch& a) {
     const auto stream = static_cast<cudaStream_t>(a.stream);
     if (a.num_splits <= 16) {  // two rows per warp
       const std::int64_t blocks = (rows + 2 * kWarpsPerBlock - 1) / (2 * kWarpsPerBlock);
-      if (a.partial_fp32)
-        combine16_kernel<true><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
-      else
-        combine16_kernel<false><<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
+      e = launch_pdl(a.partial_fp32 ? combine16_kernel<true> : combine16_kernel<false>,
+                     dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, a);
     } else {
       const std::int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-      combine_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(a);
+      e = launch_pdl(combine_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, a);
     }
-    e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaGetLastError();
   }
   if (current != a.device) cudaSetDevice(current);
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("combine: ") + cudaGetErrorString(e));

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/common/pdl.cuh"
 #include "kernels/common/search.cuh"
 #include "kernels/decode/launch.h"
 
@@ -70,6 +71,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
   auto* vs = ks + kKeys * kPad;
   __shared__ float row_max[kWarps][16], row_sum[kWarps][16];
+  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
 
   const std::int64_t t = blockIdx.x / a.num_kv_heads;
   const int g = static_cast<int>(blockIdx.x % a.num_kv_heads), s = static_cast<int>(blockIdx.y);
@@ -263,8 +265,8 @@ Status launch_decode_attention(const DecodeAttentionLaunch& a) {
                                        static_cast<int>(kSmemBytes));
   if (e == cudaSuccess) {
     const dim3 grid(static_cast<unsigned>(a.total_q * a.num_kv_heads), static_cast<unsigned>(a.k));
-    decode_attention_kernel<<<grid, kThreads, kSmemBytes, stream>>>(a);
-    e = cudaGetLastError();
+    e = launch_pdl(decode_attention_kernel, grid, dim3(kThreads), kSmemBytes, stream, a);
+    if (e == cudaSuccess) e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("decode attention: ") + cudaGetErrorString(e));
 }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/common/pdl.cuh"
 #include "kernels/decode/launch.h"
 
 namespace msa {
@@ -91,6 +92,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float warp_m[kWarps][16], warp_l[kWarps][16];
   auto* qs = reinterpret_cast<__nv_bfloat16*>(smem + kStages * kStageBytes);
+  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
 
   const std::int64_t t = blockIdx.x / a.num_kv_heads;
   const int g = static_cast<int>(blockIdx.x % a.num_kv_heads);
@@ -281,9 +283,9 @@ Status launch_decode_attention_rows(const DecodeAttentionLaunch& a, void* out, s
                                        static_cast<int>(kSmemBytes));
   if (e == cudaSuccess) {
     const RowsOut o{out, out_stride_t, out_stride_h, lse, lse_stride_t, lse_stride_h};
-    decode_rows_kernel<<<static_cast<unsigned>(a.total_q * a.num_kv_heads), kThreads, kSmemBytes,
-                         static_cast<cudaStream_t>(a.stream)>>>(a, o);
-    e = cudaGetLastError();
+    e = launch_pdl(decode_rows_kernel, dim3(static_cast<unsigned>(a.total_q * a.num_kv_heads)), dim3(kThreads),
+                   kSmemBytes, static_cast<cudaStream_t>(a.stream), a, o);
+    if (e == cudaSuccess) e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("decode attention (rows): ") + cudaGetErrorString(e));
 }

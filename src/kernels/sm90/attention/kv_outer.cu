@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/common/pdl.cuh"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/common/sm90.cuh"
 #include "kernels/sm90/common/tma.h"
@@ -52,7 +53,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   std::uint64_t* q_full = bars + 1;              // [kQStages]
   std::uint64_t* q_empty = bars + 1 + kQStages;  // [kQStages]
 
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  pdl_wait();  // the k2q lists and the caches come from earlier kernels of the run
   const std::int64_t item = blockIdx.x;
   if (item >= *a.num_items) return;
   const std::int32_t* it = a.items + item * 6;
@@ -260,9 +261,9 @@ Status launch_kv_outer_attention(const KvOuterLaunch& a) {
   MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(o, "partial_out", &o_map));
   cudaError_t e = cudaFuncSetAttribute(kv_outer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e == cudaSuccess) {
-    kv_outer_kernel<<<static_cast<unsigned>(a.item_capacity), kThreads, kSmemBytes,
-                      static_cast<cudaStream_t>(a.stream)>>>(a, q_map, k_map, v_map, o_map);
-    e = cudaGetLastError();
+    e = launch_pdl(kv_outer_kernel, dim3(static_cast<unsigned>(a.item_capacity)), dim3(kThreads), kSmemBytes,
+                   static_cast<cudaStream_t>(a.stream), a, q_map, k_map, v_map, o_map);
+    if (e == cudaSuccess) e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("KV-outer attention: ") + cudaGetErrorString(e));
 }
