@@ -14,6 +14,7 @@
 
 #include "kernels/combine/launch.h"
 #include "kernels/common/pdl.cuh"
+#include "kernels/common/warp_mma.cuh"
 
 namespace msa {
 namespace kernels {
@@ -63,19 +64,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   }
   const bool empty = !(wsum > 0.f);
   const float inv = empty ? 0.f : 1.f / wsum;
-  const __nv_bfloat162 lo = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
-  const __nv_bfloat162 hi = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
-  uint2 packed;
-  packed.x = *reinterpret_cast<const unsigned*>(&lo);
-  packed.y = *reinterpret_cast<const unsigned*>(&hi);
-  *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + 4 * lane) =
-      packed;
+  store_bf16x4(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + 4 * lane, acc, inv);
   if (a.lse != nullptr && lane == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
-}
-
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-  const __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
-  return static_cast<unsigned>(__bfloat16_as_ushort(p.x)) | (static_cast<unsigned>(__bfloat16_as_ushort(p.y)) << 16);
 }
 
 // The common case, at most 16 splits (topk <= 16): one thread per 8 dims of a (token, head) row (a half-warp per
@@ -140,10 +130,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const Co
   const bool empty = !(wsum > 0.f);
   const float inv = empty ? 0.f : 1.f / wsum;
   uint4 packed;
-  packed.x = pack2(acc[0] * inv, acc[1] * inv);
-  packed.y = pack2(acc[2] * inv, acc[3] * inv);
-  packed.z = pack2(acc[4] * inv, acc[5] * inv);
-  packed.w = pack2(acc[6] * inv, acc[7] * inv);
+  packed.x = pack_bf16(acc[0] * inv, acc[1] * inv);
+  packed.y = pack_bf16(acc[2] * inv, acc[3] * inv);
+  packed.z = pack_bf16(acc[4] * inv, acc[5] * inv);
+  packed.w = pack_bf16(acc[6] * inv, acc[7] * inv);
   *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + d) = packed;
   if (a.lse != nullptr && d == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
 }

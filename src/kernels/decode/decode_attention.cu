@@ -22,6 +22,7 @@
 
 #include "kernels/common/pdl.cuh"
 #include "kernels/common/search.cuh"
+#include "kernels/common/warp_mma.cuh"
 #include "kernels/decode/launch.h"
 
 namespace msa {
@@ -33,38 +34,6 @@ constexpr int kWarps = 4, kThreads = kWarps * 32;      // warp w: keys 32 w .. 3
 constexpr int kOPad = 132;                             // fp32 row stride of the cross-warp O sum
 constexpr std::size_t kSmemBytes = 2 * kKeys * kPad * sizeof(__nv_bfloat16);
 static_assert(kWarps * 16 * kOPad * sizeof(float) <= kKeys * kPad * sizeof(__nv_bfloat16), "O sum fits K's space");
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(smem))),
-               "l"(gmem));
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Four 8x8 bf16 matrices, transposed: register i holds, for this lane, column lane / 4 and rows 2 (lane % 4) and
-// 2 (lane % 4) + 1 of matrix i, whose row addresses come from lanes 8 i .. 8 i + 7.
-__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(static_cast<unsigned>(__cvta_generic_to_shared(row))));
-}
-
-__device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&v);
-}
-
-__device__ __forceinline__ void store_bf16x4(__nv_bfloat16* dst, float4 v, float scale) {
-  uint2 packed;
-  packed.x = pack_bf16(v.x * scale, v.y * scale);
-  packed.y = pack_bf16(v.z * scale, v.w * scale);
-  *reinterpret_cast<uint2*>(dst) = packed;
-}
 
 __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const DecodeAttentionLaunch a) {
   extern __shared__ __align__(16) unsigned char smem[];

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "kernels/common/pdl.cuh"
+#include "kernels/common/warp_mma.cuh"
 #include "kernels/decode/launch.h"
 
 namespace msa {
@@ -33,29 +34,6 @@ constexpr int kKvBytes = kKeys * kPad * 2, kStageBytes = 2 * kKvBytes, kQBytes =
 constexpr int kOPad = 132;  // fp32 row stride of the final merge
 constexpr std::size_t kSmemBytes = static_cast<std::size_t>(kStages) * kStageBytes + kQBytes;
 static_assert(kWarps * 16 * kOPad * sizeof(float) <= static_cast<std::size_t>(kStages) * kStageBytes, "merge fits");
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(smem))),
-               "l"(gmem));
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(static_cast<unsigned>(__cvta_generic_to_shared(row))));
-}
-
-__device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&v);
-}
 
 // Issues (all threads) the cp.async loads of block `block` (page `page`) into `stage` as one commit group; an
 // out-of-range slot commits an empty group so the group count per step stays fixed.
@@ -260,10 +238,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
     }
     const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
     const std::int64_t h = static_cast<std::int64_t>(g) * G + row;
-    uint2 packed;
-    packed.x = pack_bf16(v.x * inv, v.y * inv);
-    packed.y = pack_bf16(v.z * inv, v.w * inv);
-    *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(o.out) + t * o.out_stride_t + h * o.out_stride_h + d) = packed;
+    store_bf16x4(static_cast<__nv_bfloat16*>(o.out) + t * o.out_stride_t + h * o.out_stride_h + d, v, inv);
     if (o.lse != nullptr && d == 0)
       o.lse[t * o.lse_stride_t + h * o.lse_stride_h] = lsum > 0.f ? (M + log2f(lsum)) * 0.6931471805599453f : -INFINITY;
   }
