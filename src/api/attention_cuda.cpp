@@ -53,6 +53,21 @@ void set_qkv(Launch* l, const void* q, const Tensor& q_t, const Tensor& k_cache,
   l->kv_stride_t = k_cache.stride[2];
 }
 
+// The problem size, partial buffers and stream of a launch (KvOuterLaunch or DecodeAttentionLaunch).
+template <class Launch>
+void set_work(Launch* l, std::int64_t total_q, int num_q_heads, int num_kv_heads, int k, double sm_scale,
+              void* partial_out, float* partial_lse, int device, void* stream) {
+  l->total_q = total_q;
+  l->num_q_heads = num_q_heads;
+  l->num_kv_heads = num_kv_heads;
+  l->k = k;
+  l->sm_scale = scale_of(sm_scale);
+  l->partial_out = partial_out;
+  l->partial_lse = partial_lse;
+  l->device = device;
+  l->stream = stream;
+}
+
 // The split kernel's selection and page table, both possibly offset to a chunk's first token / request.
 void set_selection(kernels::DecodeAttentionLaunch* l, const std::int32_t* topk, const Tensor& topk_t,
                    const std::int32_t* page_table, const Tensor& page_table_t) {
@@ -263,17 +278,10 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
       l.num_items = ko.num_items;
       l.row_capacity = kernels::k2q_row_capacity(ka);
       l.item_capacity = kernels::k2q_item_capacity(ka);
-      l.total_q = Tc;
-      l.num_q_heads = Hq;
-      l.num_kv_heads = Hkv;
-      l.k = k;
-      l.sm_scale = scale_of(pa.sm_scale);
-      l.partial_out = po;
-      l.partial_lse = pl;
-      l.device = device;
-      l.stream = stream;
+      set_work(&l, Tc, Hq, Hkv, k, pa.sm_scale, po, pl, device, stream);
       MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
     } else {
+      if (phases < 2) continue;
       kernels::DecodeAttentionLaunch l{};
       set_qkv(&l, q, a.q, a.k_cache, a.v_cache);
       set_selection(&l, static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1], topk, page_table,
@@ -283,17 +291,8 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
       l.cu_seqlens_q = meta + c.meta;
       l.cu_stride = 1;
       l.num_requests = c.num_requests;
-      l.total_q = Tc;
-      l.num_q_heads = Hq;
-      l.num_kv_heads = Hkv;
-      l.k = k;
-      l.sm_scale = scale_of(pa.sm_scale);
-      l.partial_out = po;
-      l.partial_lse = pl;
+      set_work(&l, Tc, Hq, Hkv, k, pa.sm_scale, po, pl, device, stream);
       l.split_counts = counts;
-      l.device = device;
-      l.stream = stream;
-      if (phases < 2) continue;
       MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
     }
     if (phases < 3) continue;
@@ -322,11 +321,7 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
                                    " bytes (workspace_bytes() after plan), got " + std::to_string(workspace_bytes));
   if (workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
     return Status::InvalidArgument("workspace: must be a non-null, 256-byte aligned device pointer");
-  const std::size_t rows = static_cast<std::size_t>(p.topk) * static_cast<std::size_t>(T) * p.num_q_heads;
-  auto* ws = static_cast<unsigned char*>(workspace);
-  void* po = ws;
-  auto* pl = reinterpret_cast<float*>(ws + align256(rows * 128 * 2));
-  auto* counts = reinterpret_cast<std::int32_t*>(ws + align256(rows * 128 * 2) + align256(rows * 4));
+  const kernels::DecodePartials parts = kernels::decode_partials_at(workspace, T, p.num_q_heads, p.topk);
   kernels::DecodeAttentionLaunch l{};
   set_qkv(&l, a.q.data, a.q, a.k_cache, a.v_cache);
   set_selection(&l, static_cast<const std::int32_t*>(a.topk.data), a.topk,
@@ -335,20 +330,13 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   l.seq_stride = a.seq_lens_k.stride[0];
   l.cu_seqlens_q = nullptr;
   l.num_requests = static_cast<int>(a.seq_lens_k.shape[0]);
-  l.total_q = T;
   l.queries_per_request = p.queries_per_request;
-  l.num_q_heads = p.num_q_heads;
-  l.num_kv_heads = p.num_kv_heads;
-  l.k = p.topk;
-  l.sm_scale = scale_of(p.sm_scale);
-  l.partial_out = po;
-  l.partial_lse = pl;
-  l.split_counts = counts;
-  l.device = a.q.device.index;
-  l.stream = a.q.device.stream;
+  set_work(&l, T, p.num_q_heads, p.num_kv_heads, p.topk, p.sm_scale, parts.out, parts.lse, a.q.device.index,
+           a.q.device.stream);
+  l.split_counts = parts.counts;
   MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
-  return launch_combine_into(po, pl, counts, T, p.num_q_heads, p.num_kv_heads, p.topk, a.out, a.lse, 0, l.device,
-                             l.stream);
+  return launch_combine_into(parts.out, parts.lse, parts.counts, T, p.num_q_heads, p.num_kv_heads, p.topk, a.out,
+                             a.lse, 0, l.device, l.stream);
 }
 
 }  // namespace detail

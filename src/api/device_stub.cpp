@@ -40,7 +40,6 @@ Status k2q_workspace_bytes(const K2qBuildArgs&, std::size_t* bytes) {
 Status launch_k2q_build(const K2qBuildArgs&, const K2qBuildOutputs&, void*, std::size_t) {
   return Status::NotImplemented("k2q: msa was built without CUDA");
 }
-std::size_t decode_partials_bytes(std::int64_t, int, int, int) { return 0; }
 Status launch_decode_attention(const DecodeAttentionLaunch&) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }

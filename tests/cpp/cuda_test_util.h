@@ -56,6 +56,21 @@ struct DeviceProblem {
         lse(std::vector<float>(p.lse.size(), NAN)) {}
 };
 
+// Q, K and V fields of an attention launch (KvOuterLaunch or DecodeAttentionLaunch) for p's contiguous layouts,
+// already on the device.
+template <class Launch>
+void set_problem_qkv(Launch* l, const testing::Problem& p, const void* q, const void* k_cache, const void* v_cache) {
+  const std::int64_t Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads;
+  l->q = q;
+  l->q_stride_t = Hq * 128;
+  l->q_stride_h = 128;
+  l->k_cache = k_cache;
+  l->v_cache = v_cache;
+  l->kv_stride_page = Hkv * 128 * 128;
+  l->kv_stride_h = 128 * 128;
+  l->kv_stride_t = 128;
+}
+
 // The device k2q arguments for p's contiguous topk [Hkv, T, k] and batch metadata, already on the device.
 inline kernels::K2qBuildArgs k2q_args(const testing::Problem& p, const std::int32_t* topk, const std::int32_t* cu,
                                       const std::int32_t* seq, int max_q_per_item) {

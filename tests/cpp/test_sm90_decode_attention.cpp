@@ -64,14 +64,7 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   DeviceBuffer<float> pl(std::vector<float>(rows, NAN));
   DeviceBuffer<std::int32_t> counts(std::vector<std::int32_t>(static_cast<std::size_t>(T * Hkv), -7));
   kernels::DecodeAttentionLaunch a{};
-  a.q = q.ptr;
-  a.q_stride_t = static_cast<std::int64_t>(Hq) * 128;
-  a.q_stride_h = 128;
-  a.k_cache = kc.ptr;
-  a.v_cache = vc.ptr;
-  a.kv_stride_page = static_cast<std::int64_t>(Hkv) * 128 * 128;
-  a.kv_stride_h = 128 * 128;
-  a.kv_stride_t = 128;
+  set_problem_qkv(&a, p, q.ptr, kc.ptr, vc.ptr);
   a.topk = topk.ptr;
   a.topk_stride_h = T * k;
   a.topk_stride_t = k;

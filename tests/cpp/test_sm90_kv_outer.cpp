@@ -62,14 +62,7 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
   DeviceBuffer<float> lse(std::vector<float>(lse_ref.size(), NAN));
   kernels::KvOuterLaunch a{};
-  a.q = q.ptr;
-  a.q_stride_t = static_cast<std::int64_t>(Hq) * 128;
-  a.q_stride_h = 128;
-  a.k_cache = kc.ptr;
-  a.v_cache = vc.ptr;
-  a.kv_stride_page = static_cast<std::int64_t>(Hkv) * 128 * 128;
-  a.kv_stride_h = 128 * 128;
-  a.kv_stride_t = 128;
+  set_problem_qkv(&a, p, q.ptr, kc.ptr, vc.ptr);
   a.num_pages = p.num_pages;
   a.page_table = pt.ptr;
   a.pt_stride_b = p.max_pages;

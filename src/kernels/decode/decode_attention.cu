@@ -214,14 +214,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   }
 }
 
-std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
-
 }  // namespace
-
-std::size_t decode_partials_bytes(std::int64_t total_q, int num_q_heads, int num_kv_heads, int k) {
-  const std::size_t rows = static_cast<std::size_t>(k) * static_cast<std::size_t>(total_q) * num_q_heads;
-  return align256(rows * kDim * 2) + align256(rows * 4) + align256(static_cast<std::size_t>(total_q) * num_kv_heads * 4);
-}
 
 Status launch_decode_attention(const DecodeAttentionLaunch& a) {
   const int G = a.num_kv_heads > 0 ? a.num_q_heads / a.num_kv_heads : 0;
