@@ -190,23 +190,28 @@ int run_bench(Options& opts) {
   if (prefill) {
     IndexPrefillArgs sel{iq_t, ikc_t, pt_t, cu_t, seq_t, topk_t};
     check(index_select_prefill(sel), "index selection");  // a real selection for the attention phases
-    SparsePrefillPlanArgs pa;
-    pa.topk = topk_t;
-    pa.cu_seqlens_q = cu_t;
-    pa.seq_lens_k = seq_t;
-    pa.page_table = pt_t;
-    pa.num_q_heads = Hq;
-    pa.num_kv_heads = Hkv;
-    detail::PrefillCudaPlan plan;
-    check(detail::plan_prefill_cuda(pa, 0, &plan), "attention plan");
-    Buffer ws(plan.workspace_bytes);
-    const SparsePrefillRunArgs ra{q_t, kc_t, vc_t, out_t, Tensor{}};
-    const double t_sel = graph_ms(stream, [&] { check(index_select_prefill(sel), "index selection"); }, 1, iters, "index selection");
-    double t_cut[3];
-    const char* names[3] = {"k2q", "attention", "combine"};
-    for (int ph = 1; ph <= 3; ++ph)
-      t_cut[ph - 1] = graph_ms(stream, [&] { check(detail::run_prefill_cuda(plan, topk_t, ra, ws.ptr, plan.workspace_bytes, ph), names[ph - 1]); },
-                               1, iters, names[ph - 1]);
+    double t_sel = 0, t_cut[3] = {0, 0, 0};
+    {  // per-phase times from the attention plan's phase hook; its workspace is freed before the layer's
+      SparsePrefillPlanArgs pa;
+      pa.topk = topk_t;
+      pa.cu_seqlens_q = cu_t;
+      pa.seq_lens_k = seq_t;
+      pa.page_table = pt_t;
+      pa.num_q_heads = Hq;
+      pa.num_kv_heads = Hkv;
+      detail::PrefillCudaPlan plan;
+      check(detail::plan_prefill_cuda(pa, 0, &plan), "attention plan");
+      Buffer ws(plan.workspace_bytes);
+      const SparsePrefillRunArgs ra{q_t, kc_t, vc_t, out_t, Tensor{}};
+      t_sel = graph_ms(
+          stream, [&] { check(index_select_prefill(sel), "index selection"); }, 1, iters, "index selection");
+      const char* names[3] = {"k2q", "attention", "combine"};
+      for (int ph = 1; ph <= 3; ++ph)
+        t_cut[ph - 1] = graph_ms(
+            stream,
+            [&] { check(detail::run_prefill_cuda(plan, topk_t, ra, ws.ptr, plan.workspace_bytes, ph), names[ph - 1]); },
+            1, iters, names[ph - 1]);
+    }
     MsaPrefill layer;
     MsaPrefillPlanArgs lp;
     lp.cu_seqlens_q = cu_t;
