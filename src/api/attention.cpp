@@ -18,7 +18,7 @@ namespace msa {
 struct SparsePrefillAttention::Impl {
   bool planned = false;
   SparsePrefillPlanArgs plan;
-  detail::BatchInfo batch;
+  detail::BatchInfo batch;                        // CPU plans (a CUDA plan keeps its own copy)
   std::unique_ptr<detail::PrefillCudaPlan> cuda;  // CUDA descriptors only
 };
 
@@ -42,7 +42,6 @@ Status SparsePrefillAttention::plan(const SparsePrefillPlanArgs& a) {
     auto cuda = std::make_unique<detail::PrefillCudaPlan>();
     MSA_RETURN_IF_ERROR(detail::plan_prefill_cuda(a, a.max_chunk_tokens, cuda.get()));
     impl_->plan = a;
-    impl_->batch = cuda->batch;
     impl_->cuda = std::move(cuda);
     impl_->planned = true;
     return Status::Ok();

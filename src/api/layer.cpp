@@ -25,6 +25,15 @@ Status check_common(int num_q_heads, int num_kv_heads, int topk, double sm_scale
 
 std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
+// A layer's CUDA workspace: at least `need` bytes of device memory, non-null and 256-byte aligned.
+Status check_layer_workspace(const void* workspace, std::size_t have, std::size_t need) {
+  if (have < need || workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
+    return Status::InvalidArgument("workspace: needs " + std::to_string(need) +
+                                   " bytes of 256-byte aligned device memory (workspace_bytes() after plan), got " +
+                                   std::to_string(workspace == nullptr ? 0 : have));
+  return Status::Ok();
+}
+
 std::size_t topk_bytes(int heads, std::int64_t T, int k) {
   return static_cast<std::size_t>(heads) * static_cast<std::size_t>(T) * static_cast<std::size_t>(k) * 4;
 }
@@ -120,14 +129,7 @@ Status MsaPrefill::run(const MsaPrefillRunArgs& a, void* workspace, std::size_t 
     const detail::PrefillCudaPlan& plan = *impl_->cuda;
     MSA_RETURN_IF_ERROR(detail::check_prefill_pages(plan, a.k_cache.shape[0]));
     MSA_RETURN_IF_ERROR(detail::check_same_device({{"q", &a.q}, {"index_q", &a.index_q}, {"cu_seqlens_q", &p.cu_seqlens_q}}));
-    if (workspace_bytes < this->workspace_bytes() || workspace == nullptr ||
-        reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
-      return Status::InvalidArgument("workspace: needs " + std::to_string(this->workspace_bytes()) +
-                                     " bytes of 256-byte aligned device memory (workspace_bytes() after plan), got " +
-                                     std::to_string(workspace == nullptr ? 0 : workspace_bytes));
-    std::size_t index_bytes = 0;
-    MSA_RETURN_IF_ERROR(index_select_prefill_workspace_size(sel, &index_bytes));
-    if (index_bytes > 0) return Status::Internal("MsaPrefill: the prefill selection unexpectedly needs a workspace");
+    MSA_RETURN_IF_ERROR(check_layer_workspace(workspace, workspace_bytes, this->workspace_bytes()));
     MSA_RETURN_IF_ERROR(index_select_prefill(sel));
     auto* attn_ws = static_cast<unsigned char*>(workspace) + impl_->attn_offset;
     return detail::run_prefill_cuda(plan, topk, {a.q, a.k_cache, a.v_cache, a.out, a.lse}, attn_ws,
@@ -203,11 +205,7 @@ Status MsaDecode::run(const MsaDecodeRunArgs& a, void* workspace, std::size_t wo
   IndexDecodeArgs sel{a.index_q, a.index_k_cache, a.page_table, a.seq_lens_k, p.queries_per_request, topk};
   const SparseDecodeRunArgs attn{a.q, a.k_cache, a.v_cache, topk, a.page_table, a.seq_lens_k, a.out, a.lse};
   if (p.device.is_cuda()) {
-    if (workspace_bytes < impl_->total_bytes || workspace == nullptr ||
-        reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
-      return Status::InvalidArgument("workspace: needs " + std::to_string(impl_->total_bytes) +
-                                     " bytes of 256-byte aligned device memory (workspace_bytes() after plan), got " +
-                                     std::to_string(workspace == nullptr ? 0 : workspace_bytes));
+    MSA_RETURN_IF_ERROR(check_layer_workspace(workspace, workspace_bytes, impl_->total_bytes));
     auto* ws = static_cast<unsigned char*>(workspace);
     MSA_RETURN_IF_ERROR(index_select_decode(sel, ws + impl_->index_offset, impl_->index_bytes));
     return impl_->attn.run(attn, ws + impl_->attn_offset, workspace_bytes - impl_->attn_offset);
