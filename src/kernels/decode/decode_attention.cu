@@ -21,9 +21,9 @@
 #include <string>
 
 #include "kernels/common/pdl.cuh"
-#include "kernels/common/search.cuh"
 #include "kernels/common/warp_mma.cuh"
 #include "kernels/decode/launch.h"
+#include "kernels/decode/query.cuh"
 
 namespace msa {
 namespace kernels {
@@ -53,18 +53,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   if (s == 0 && tid == 0) a.split_counts[t * a.num_kv_heads + g] = count;
   if (s >= count) return;  // uniform over the CTA
 
-  int b, i, nq;  // request, query index in it, its query count
-  if (a.cu_seqlens_q == nullptr) {
-    b = static_cast<int>(t / a.queries_per_request);
-    i = static_cast<int>(t % a.queries_per_request);
-    nq = a.queries_per_request;
-  } else {
-    b = last_at_most(a.cu_seqlens_q, a.cu_stride, a.num_requests, t);
-    i = static_cast<int>(t - a.cu_seqlens_q[b * a.cu_stride]);
-    nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - a.cu_seqlens_q[b * a.cu_stride];
-  }
-  const int L = a.seq_lens_k[b * a.seq_stride];
-  const int pos = L - nq + i;  // bottom-right aligned query position
+  const QueryPlace place = locate_query(a, t);
+  const int b = place.request, L = place.kv_len, pos = place.position;
   const int block = list[s * a.topk_stride_s];
   const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + block * a.pt_stride_j];
 

@@ -23,6 +23,7 @@
 #include "kernels/common/pdl.cuh"
 #include "kernels/common/warp_mma.cuh"
 #include "kernels/decode/launch.h"
+#include "kernels/decode/query.cuh"
 
 namespace msa {
 namespace kernels {
@@ -81,19 +82,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
   const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
   const int my_block = lane < a.k ? list[lane * a.topk_stride_s] : -1;
   const int count = __popc(__ballot_sync(0xffffffffu, my_block >= 0));
-  int b, i, nq;  // request, query index in it, its query count
-  if (a.cu_seqlens_q == nullptr) {
-    b = static_cast<int>(t / a.queries_per_request);
-    i = static_cast<int>(t % a.queries_per_request);
-    nq = a.queries_per_request;
-  } else {  // not used by the decode op; kept so the launch arguments mean the same as the split kernel's
-    b = 0;
-    while (b + 1 < a.num_requests && a.cu_seqlens_q[(b + 1) * a.cu_stride] <= t) ++b;
-    i = static_cast<int>(t - a.cu_seqlens_q[b * a.cu_stride]);
-    nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - a.cu_seqlens_q[b * a.cu_stride];
-  }
-  const int L = a.seq_lens_k[b * a.seq_stride];
-  const int pos = L - nq + i;
+  const QueryPlace place = locate_query(a, t);
+  const int b = place.request, L = place.kv_len, pos = place.position;
   const int my_page = my_block >= 0 ? a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + my_block * a.pt_stride_j] : 0;
 
   // Ring prologue: blocks 0, 1, 2.
