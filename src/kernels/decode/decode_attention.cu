@@ -21,15 +21,12 @@
 #include <string>
 
 #include "kernels/common/pdl.cuh"
-#include "kernels/common/warp_mma.cuh"
-#include "kernels/decode/launch.h"
-#include "kernels/decode/query.cuh"
+#include "kernels/decode/decode_common.cuh"
 
 namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kKeys = 128, kDim = 128, kPad = 136;  // padded smem rows (272 B): conflict-free fragment loads
 constexpr int kWarps = 4, kThreads = kWarps * 32;      // warp w: keys 32 w .. 32 w + 31
 constexpr int kOPad = 132;                             // fp32 row stride of the cross-warp O sum
 constexpr std::size_t kSmemBytes = 2 * kKeys * kPad * sizeof(__nv_bfloat16);
@@ -58,24 +55,15 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   const int block = list[s * a.topk_stride_s];
   const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + block * a.pt_stride_j];
 
-  // K, then V, of the block: 2048 chunks of 16 bytes each, 16 per thread. Rows of keys >= L (the tail of the last
-  // page) may hold anything, NaN included, and P = 0 times NaN would still poison O: they are zeroed instead.
+  // K, then V, of the block as two commit groups: 2048 chunks of 16 bytes each, 16 per thread; rows of keys >= L
+  // zeroed.
   const auto* kg = static_cast<const __nv_bfloat16*>(a.k_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
   const auto* vg = static_cast<const __nv_bfloat16*>(a.v_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
   const int rows_valid = min(kKeys, L - block * kKeys);
-#pragma unroll
-  for (int pass = 0; pass < 2; ++pass) {
-    __nv_bfloat16* dst = pass ? vs : ks;
-    const __nv_bfloat16* src = pass ? vg : kg;
-    for (int chunk = tid; chunk < kKeys * kDim / 8; chunk += kThreads) {
-      const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
-      if (row < rows_valid)
-        cp_async16(dst + row * kPad + col, src + row * a.kv_stride_t + col);
-      else
-        *reinterpret_cast<uint4*>(dst + row * kPad + col) = make_uint4(0, 0, 0, 0);
-    }
-    asm volatile("cp.async.commit_group;\n" ::);
-  }
+  load_block_rows<kThreads>(ks, kg, a.kv_stride_t, rows_valid);
+  asm volatile("cp.async.commit_group;\n" ::);
+  load_block_rows<kThreads>(vs, vg, a.kv_stride_t, rows_valid);
+  asm volatile("cp.async.commit_group;\n" ::);
 
   // Q fragments of rows r and r + 8 (heads g * G + row; rows >= G are zero), all 128 dims, while K and V land.
   const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + static_cast<std::int64_t>(g) * G * a.q_stride_h;

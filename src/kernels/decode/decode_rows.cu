@@ -21,15 +21,12 @@
 #include <string>
 
 #include "kernels/common/pdl.cuh"
-#include "kernels/common/warp_mma.cuh"
-#include "kernels/decode/launch.h"
-#include "kernels/decode/query.cuh"
+#include "kernels/decode/decode_common.cuh"
 
 namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kKeys = 128, kDim = 128, kPad = 136;  // padded smem rows (272 B): conflict-free fragment loads
 constexpr int kWarps = 8, kThreads = kWarps * 32, kStages = 3;
 constexpr int kKvBytes = kKeys * kPad * 2, kStageBytes = 2 * kKvBytes, kQBytes = 16 * kPad * 2;
 constexpr int kOPad = 132;  // fp32 row stride of the final merge
@@ -46,16 +43,8 @@ __device__ void load_block(const DecodeAttentionLaunch& a, unsigned char* stage,
     const auto* kg = static_cast<const __nv_bfloat16*>(a.k_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
     const auto* vg = static_cast<const __nv_bfloat16*>(a.v_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
     const int rows_valid = min(kKeys, L - block * kKeys);
-    for (int chunk = threadIdx.x; chunk < kKeys * kDim / 8; chunk += kThreads) {
-      const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
-      if (row < rows_valid) {
-        cp_async16(ks + row * kPad + col, kg + row * a.kv_stride_t + col);
-        cp_async16(vs + row * kPad + col, vg + row * a.kv_stride_t + col);
-      } else {
-        *reinterpret_cast<uint4*>(ks + row * kPad + col) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(vs + row * kPad + col) = make_uint4(0, 0, 0, 0);
-      }
-    }
+    load_block_rows<kThreads>(ks, kg, a.kv_stride_t, rows_valid);
+    load_block_rows<kThreads>(vs, vg, a.kv_stride_t, rows_valid);
   }
   asm volatile("cp.async.commit_group;\n" ::);
 }

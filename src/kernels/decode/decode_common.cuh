@@ -1,0 +1,60 @@
+// decode_common.cuh — what the split (decode_attention.cu) and rows (decode_rows.cu) decode kernels share: the
+// block geometry, where a packed query token sits (request, KV length, bottom-right position), and the load of one
+// K or V block into padded shared memory.
+#ifndef MSA_KERNELS_DECODE_DECODE_COMMON_CUH_
+#define MSA_KERNELS_DECODE_DECODE_COMMON_CUH_
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "kernels/common/search.cuh"
+#include "kernels/common/warp_mma.cuh"
+#include "kernels/decode/launch.h"
+
+namespace msa {
+namespace kernels {
+
+// A block is 128 keys x 128 dims; shared-memory rows are padded to 136 elements (272 B), which keeps the
+// mma.sync fragment loads and ldmatrix conflict-free.
+constexpr int kKeys = 128, kDim = 128, kPad = 136;
+
+struct QueryPlace {
+  int request, kv_len, position;
+};
+
+// Token t: request b of Q queries each (cu_seqlens_q == nullptr) or of the varlen batch cu_seqlens_q.
+__device__ __forceinline__ QueryPlace locate_query(const DecodeAttentionLaunch& a, std::int64_t t) {
+  int b, i, nq;  // request, query index in it, its query count
+  if (a.cu_seqlens_q == nullptr) {
+    b = static_cast<int>(t / a.queries_per_request);
+    i = static_cast<int>(t % a.queries_per_request);
+    nq = a.queries_per_request;
+  } else {
+    b = last_at_most(a.cu_seqlens_q, a.cu_stride, a.num_requests, t);
+    i = static_cast<int>(t - a.cu_seqlens_q[b * a.cu_stride]);
+    nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - a.cu_seqlens_q[b * a.cu_stride];
+  }
+  const int L = a.seq_lens_k[b * a.seq_stride];
+  return {b, L, L - nq + i};
+}
+
+// The block's rows [0, rows_valid) from src (row stride src_stride_t) into dst [kKeys][kPad] by cp.async, spread
+// over kThreads threads; rows past rows_valid (keys >= L: the tail of the last page may hold anything, NaN
+// included, and P = 0 times NaN would still poison O) are zeroed instead. The caller commits the group.
+template <int kThreads>
+__device__ __forceinline__ void load_block_rows(__nv_bfloat16* dst, const __nv_bfloat16* src, std::int64_t src_stride_t,
+                                                int rows_valid) {
+  for (int chunk = threadIdx.x; chunk < kKeys * kDim / 8; chunk += kThreads) {
+    const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
+    if (row < rows_valid)
+      cp_async16(dst + row * kPad + col, src + row * src_stride_t + col);
+    else
+      *reinterpret_cast<uint4*>(dst + row * kPad + col) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+}  // namespace kernels
+}  // namespace msa
+
+#endif  // MSA_KERNELS_DECODE_DECODE_COMMON_CUH_
