@@ -95,23 +95,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
     }
   }
   // Scale to log2 units, mask keys past the request's length or after the query's position, block row max.
-  const float scale = a.sm_scale * 1.4426950408889634f;
-  const int key0 = block * kKeys + key_base;
-  float m0 = -INFINITY, m1 = -INFINITY;
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int key = key0 + nt * 8 + 2 * c + (e & 1);
-      const bool visible = key < L && key <= pos;
-      sc[nt][e] = visible ? sc[nt][e] * scale : -INFINITY;
-      if (e < 2) m0 = fmaxf(m0, sc[nt][e]); else m1 = fmaxf(m1, sc[nt][e]);
-    }
-#pragma unroll
-  for (int o = 1; o <= 2; o <<= 1) {
-    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
-    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
-  }
+  float m0, m1;
+  mask_scale_rowmax(sc, block * kKeys + key_base, L, pos, a.sm_scale * 1.4426950408889634f, &m0, &m1);
   if (c == 0) {
     row_max[warp][r] = m0;
     row_max[warp][r + 8] = m1;
@@ -122,20 +107,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
 
   // P = exp2(S - m): row sums of the fp32 values (the LSE is the exact softmax mass), P V on their bf16 rounding.
   const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
-  float l0 = 0.f, l1 = 0.f;
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float p = exp2f(sc[nt][e] - (e < 2 ? base0 : base1));
-      sc[nt][e] = p;
-      if (e < 2) l0 += p; else l1 += p;
-    }
-#pragma unroll
-  for (int o = 1; o <= 2; o <<= 1) {
-    l0 += __shfl_xor_sync(0xffffffffu, l0, o);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, o);
-  }
+  float l0, l1;
+  exp2_rowsum(sc, base0, base1, &l0, &l1);
   if (c == 0) {
     row_sum[warp][r] = l0;
     row_sum[warp][r + 8] = l1;

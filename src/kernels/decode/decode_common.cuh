@@ -39,6 +39,52 @@ __device__ __forceinline__ QueryPlace locate_query(const DecodeAttentionLaunch& 
   return {b, L, L - nq + i};
 }
 
+// S tiles of mma.sync m16n8k16 accumulators: sc[nt] holds keys key0 + 8 nt + 2 c (+1) of rows r (elements 0, 1)
+// and r + 8 (2, 3), c = lane % 4. Scales them to log2 units, masks keys past the request's length L or after the
+// query position (-inf), and returns each row's max over the whole quad (every lane of the warp takes part).
+template <int NT>
+__device__ __forceinline__ void mask_scale_rowmax(float (&sc)[NT][4], int key0, int L, int pos, float scale_log2,
+                                                  float* m0, float* m1) {
+  const int c = threadIdx.x % 4;
+  float a = -INFINITY, b = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int key = key0 + nt * 8 + 2 * c + (e & 1);
+      sc[nt][e] = key < L && key <= pos ? sc[nt][e] * scale_log2 : -INFINITY;
+      if (e < 2) a = fmaxf(a, sc[nt][e]); else b = fmaxf(b, sc[nt][e]);
+    }
+#pragma unroll
+  for (int o = 1; o <= 2; o <<= 1) {
+    a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+    b = fmaxf(b, __shfl_xor_sync(0xffffffffu, b, o));
+  }
+  *m0 = a;
+  *m1 = b;
+}
+
+// P = exp2(S - base) in place (rows r: base0, r + 8: base1) and each row's sum of the fp32 values over the quad.
+template <int NT>
+__device__ __forceinline__ void exp2_rowsum(float (&sc)[NT][4], float base0, float base1, float* l0, float* l1) {
+  float a = 0.f, b = 0.f;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float p = exp2f(sc[nt][e] - (e < 2 ? base0 : base1));
+      sc[nt][e] = p;
+      if (e < 2) a += p; else b += p;
+    }
+#pragma unroll
+  for (int o = 1; o <= 2; o <<= 1) {
+    a += __shfl_xor_sync(0xffffffffu, a, o);
+    b += __shfl_xor_sync(0xffffffffu, b, o);
+  }
+  *l0 = a;
+  *l1 = b;
+}
+
 // The block's rows [0, rows_valid) from src (row stride src_stride_t) into dst [kKeys][kPad] by cp.async, spread
 // over kThreads threads; rows past rows_valid (keys >= L: the tail of the last page may hold anything, NaN
 // included, and P = 0 times NaN would still poison O) are zeroed instead. The caller commits the group.

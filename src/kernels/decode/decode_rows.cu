@@ -119,40 +119,16 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
         const __nv_bfloat16* krow = ks + (key_base + nt * 8 + r) * kPad + kk * 16 + 2 * c;
         mma_bf16(sc[nt], qa[kk], *reinterpret_cast<const std::uint32_t*>(krow), *reinterpret_cast<const std::uint32_t*>(krow + 8));
       }
-    float bm0 = -INFINITY, bm1 = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = block * kKeys + key_base + nt * 8 + 2 * c + (e & 1);
-        sc[nt][e] = key < L && key <= pos ? sc[nt][e] * scale : -INFINITY;
-        if (e < 2) bm0 = fmaxf(bm0, sc[nt][e]); else bm1 = fmaxf(bm1, sc[nt][e]);
-      }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      bm0 = fmaxf(bm0, __shfl_xor_sync(0xffffffffu, bm0, off));
-      bm1 = fmaxf(bm1, __shfl_xor_sync(0xffffffffu, bm1, off));
-    }
+    float bm0, bm1;
+    mask_scale_rowmax(sc, block * kKeys + key_base, L, pos, scale, &bm0, &bm1);
     // Online softmax: rescale the running state to the new max (a state still at -inf has nothing to rescale).
     const float nm0 = fmaxf(m0, bm0), nm1 = fmaxf(m1, bm1);
     const float base0 = nm0 == -INFINITY ? 0.f : nm0, base1 = nm1 == -INFINITY ? 0.f : nm1;
     const float f0 = m0 == -INFINITY ? 0.f : exp2f(m0 - base0), f1 = m1 == -INFINITY ? 0.f : exp2f(m1 - base1);
     m0 = nm0;
     m1 = nm1;
-    float bl0 = 0.f, bl1 = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(sc[nt][e] - (e < 2 ? base0 : base1));
-        sc[nt][e] = p;
-        if (e < 2) bl0 += p; else bl1 += p;
-      }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      bl0 += __shfl_xor_sync(0xffffffffu, bl0, off);
-      bl1 += __shfl_xor_sync(0xffffffffu, bl1, off);
-    }
+    float bl0, bl1;
+    exp2_rowsum(sc, base0, base1, &bl0, &bl1);
     l0 = l0 * f0 + bl0;  // fp32 sums of the unrounded P: the LSE is the exact softmax mass
     l1 = l1 * f1 + bl1;
 #pragma unroll
