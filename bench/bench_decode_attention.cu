@@ -125,6 +125,11 @@ int main(int argc, char** argv) {
   rs.push_back(run_case("decode 1 x 1M x 1", 1, 1 << 20, 1, 20, 21));
   rs.push_back(run_case("decode 8 x 128K x 8", 8, 1 << 17, 8, 10, 21));
   rs.push_back(run_case("decode 64 x 32K x 1", 64, 1 << 15, 1, 10, 21));
+  // Where the rows kernel overtakes split + combine: B x 32K x 1 for T * Hkv from 32 to 512 rows (1 to 4 waves of
+  // rows CTAs on 132 SMs); SparseDecodeAttention's choice between the two is set from these lines.
+  std::printf("sweep, B x 32K x 1 (T * Hkv = 4 B rows):\n");
+  for (int b : {8, 10, 12, 14, 16, 24, 32, 36, 40, 48, 56, 66, 80, 96, 128})
+    rs.push_back(run_case("sweep " + std::to_string(b) + " x 32K x 1", b, 1 << 15, 1, 5, 11));
   if (json) {
     FILE* f = std::fopen(json, "w");
     std::fprintf(f, "[\n");

@@ -7,6 +7,7 @@
 #   scripts/device.sh                  everything
 #   MSA_SKIP_TESTS=1 scripts/device.sh benchmarks only
 #   MSA_SKIP_SANITIZERS=1 scripts/device.sh    everything but compute-sanitizer (it takes about 5 minutes)
+#   MSA_PACK=1 scripts/device.sh       also pack every log and JSON into $OUT/device-logs.tar.gz (summary.json stays)
 # GoogleTest: the installed package, else MSA_GTEST_SOURCE_DIR, else .deps/googletest (a carried copy of Debian's
 # /usr/src/googletest: `mkdir -p .deps && cp -r /usr/src/googletest .deps/`).
 set -uo pipefail
@@ -100,5 +101,9 @@ done
 for k in "${!result[@]}"; do
   case "$k" in configure|build|tests|sanitizer-*) ;; *) printf '%-22s %s\n' "$k" "${result[$k]}" ;; esac
 done
+if [ -n "${MSA_PACK:-}" ]; then
+  (cd "$out" && find . -maxdepth 1 -type f ! -name summary.json ! -name device-logs.tar.gz -printf '%f\n' |
+    tar czf device-logs.tar.gz -T - --remove-files)
+fi
 for k in "${!result[@]}"; do case "${result[$k]}" in FAIL*) exit 1 ;; esac; done
 exit 0

@@ -321,7 +321,6 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
                                    " bytes (workspace_bytes() after plan), got " + std::to_string(workspace_bytes));
   if (workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
     return Status::InvalidArgument("workspace: must be a non-null, 256-byte aligned device pointer");
-  const kernels::DecodePartials parts = kernels::decode_partials_at(workspace, T, p.num_q_heads, p.topk);
   kernels::DecodeAttentionLaunch l{};
   set_qkv(&l, a.q.data, a.q, a.k_cache, a.v_cache);
   set_selection(&l, static_cast<const std::int32_t*>(a.topk.data), a.topk,
@@ -331,7 +330,19 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   l.cu_seqlens_q = nullptr;
   l.num_requests = static_cast<int>(a.seq_lens_k.shape[0]);
   l.queries_per_request = p.queries_per_request;
-  set_work(&l, T, p.num_q_heads, p.num_kv_heads, p.topk, p.sm_scale, parts.out, parts.lse, a.q.device.index,
+  // Enough (token, KV head) rows to fill the GPU: one CTA per row writes out / LSE directly (decode_rows.cu);
+  // otherwise one CTA per listed block, then the combine. The choice depends on T and the device only, so a
+  // captured graph replays the kernels it was captured with.
+  const int device = a.q.device.index;
+  if (kernels::decode_prefers_rows(T * p.num_kv_heads, p.topk, cuda_sm_count(device))) {
+    set_work(&l, T, p.num_q_heads, p.num_kv_heads, p.topk, p.sm_scale, nullptr, nullptr, device, a.q.device.stream);
+    const bool with_lse = a.lse.present();
+    return kernels::launch_decode_attention_rows(l, a.out.data, a.out.stride[0], a.out.stride[1],
+                                                 with_lse ? static_cast<float*>(a.lse.data) : nullptr,
+                                                 with_lse ? a.lse.stride[0] : 0, with_lse ? a.lse.stride[1] : 0);
+  }
+  const kernels::DecodePartials parts = kernels::decode_partials_at(workspace, T, p.num_q_heads, p.topk);
+  set_work(&l, T, p.num_q_heads, p.num_kv_heads, p.topk, p.sm_scale, parts.out, parts.lse, device,
            a.q.device.stream);
   l.split_counts = parts.counts;
   MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));

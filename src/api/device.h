@@ -12,6 +12,9 @@ namespace detail {
 bool cuda_built();
 // Compute capability major of device `index`, or -1 when no device / no CUDA.
 int cuda_device_major(int index);
+// Number of SMs of device `index` (0 when it cannot be queried). A host-side attribute query: no stream work, so
+// run() may call it, also while a stream is being captured.
+int cuda_sm_count(int index);
 // Runs a probe kernel on device `index` and returns the __CUDA_ARCH__ it was compiled for (e.g. 900).
 Status cuda_probe_arch(int index, int* arch);
 // The Status of an op whose CUDA path does not exist in this build.

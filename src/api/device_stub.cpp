@@ -11,6 +11,7 @@ namespace detail {
 
 bool cuda_built() { return false; }
 int cuda_device_major(int) { return -1; }
+int cuda_sm_count(int) { return 0; }
 Status cuda_probe_arch(int, int*) { return Status::NotImplemented("msa was built without CUDA"); }
 Status cuda_path_missing(const std::string& op) {
   return Status::NotImplemented(op + ": msa was built without CUDA; pass CPU descriptors");

@@ -52,9 +52,13 @@ void upload(T* dst, const std::vector<T>& v, cudaStream_t s) {
   ASSERT_EQ(cudaMemcpyAsync(dst, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, s), cudaSuccess);
 }
 
-TEST(SM90_Graphs, DecodeReplayEqualsEagerFor1000Steps) {
-  MSA_REQUIRE_SM90();
-  const int B = 2, Q = 1, Hq = 64, Hkv = 4, steps = 1000;
+// Captures MsaDecode::run once for 2 requests x Q queries and replays it for 1000 steps against eager runs.
+// `rows_kernel` says which decode attention kernel the batch is meant to exercise (decode_prefers_rows).
+void decode_replay(int Q, bool rows_kernel) {
+  const int B = 2, Hq = 64, Hkv = 4, steps = 1000;
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  ASSERT_EQ(kernels::decode_prefers_rows(static_cast<std::int64_t>(B) * Q * Hkv, 16, sms), rows_kernel);
   const std::vector<std::int64_t> start = {3000, 200};
   // Capacity for the final lengths, plus spare pages to remap blocks into.
   ProblemSpec s = spec({Q, Q}, {start[0] + steps, start[1] + steps}, Hq, Hkv);
@@ -141,14 +145,25 @@ TEST(SM90_Graphs, DecodeReplayEqualsEagerFor1000Steps) {
     ASSERT_EQ(got, want) << "step " << step;
     ASSERT_EQ(0, std::memcmp(got_lse.data(), want_lse.data(), got_lse.size() * sizeof(float))) << "step " << step;
     ASSERT_EQ(got_topk, want_topk) << "step " << step;
-    // The selection follows the growth: each query's local block is listed last (or within the first 16).
+    // The selection follows the growth: each request's last query's local block is listed last (or within the
+    // first 16).
     for (int b = 0; b < B; ++b) {
       const std::int32_t local = (lens[static_cast<std::size_t>(b)] - 1) / 128;
-      const std::int32_t* row = &got_topk[static_cast<std::size_t>(b * 16)];  // head 0, token b
+      const std::int32_t* row = &got_topk[static_cast<std::size_t>((b * Q + Q - 1) * 16)];  // head 0
       ASSERT_TRUE(local < 16 ? row[local] == local : row[15] == local) << "step " << step << " request " << b;
     }
   }
   cudaGraphExecDestroy(exec);
+}
+
+TEST(SM90_Graphs, DecodeReplayEqualsEagerFor1000Steps) {
+  MSA_REQUIRE_SM90();
+  decode_replay(1, false);  // split kernel + combine
+}
+
+TEST(SM90_Graphs, DecodeRowsKernelReplayEqualsEagerFor1000Steps) {
+  MSA_REQUIRE_SM90();
+  decode_replay(16, true);  // 128 (token, KV head) rows: one CTA per row, no combine
 }
 
 TEST(SM90_Graphs, PrefillReplayEqualsEager) {

@@ -88,10 +88,15 @@ TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
   check_prefill_op({129, 0, 40, 300}, {129, 500, 16385, 2600}, 16, 4);  // G = 4: query-outer split kernel
 }
 
-TEST(SM90_SparseDecodeOp, MatchesReferenceBelowCapacity) {
-  MSA_REQUIRE_SM90();
-  const int Q = 2, Hq = 64, Hkv = 4;
-  ProblemSpec s = spec({Q, Q, Q}, {40000, 129, 2}, Hq, Hkv);
+// Public SparseDecodeAttention on the device for requests of Q queries with context lengths L, planned for
+// `capacity` requests; checks out and LSE by the error rule, and that a run without LSE writes the same out.
+// `rows_kernel` says which decode kernel the batch must take (decode_prefers_rows).
+void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, bool rows_kernel) {
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
+  ASSERT_EQ(kernels::decode_prefers_rows(T * Hkv, 16, sms), rows_kernel);
+  ProblemSpec s = spec(std::vector<std::int64_t>(L.size(), Q), std::move(L), Hq, Hkv);
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);
@@ -99,7 +104,7 @@ TEST(SM90_SparseDecodeOp, MatchesReferenceBelowCapacity) {
   shuffle_rows(p);
   DeviceProblem d(p);
   SparseDecodePlanArgs pa;
-  pa.batch_size = 5;  // capacity above the batch actually run
+  pa.batch_size = capacity;  // capacity at or above the batch actually run
   pa.queries_per_request = Q;
   pa.num_q_heads = Hq;
   pa.num_kv_heads = Hkv;
@@ -107,19 +112,39 @@ TEST(SM90_SparseDecodeOp, MatchesReferenceBelowCapacity) {
   SparseDecodeAttention attn;
   ASSERT_TRUE(attn.plan(pa).ok());
   DeviceMemory ws(attn.workspace_bytes());
-  const SparseDecodeRunArgs ra{on_device(p.q_t(), d.q.ptr),          on_device(p.k_cache_t(), d.k_cache.ptr),
-                               on_device(p.v_cache_t(), d.v_cache.ptr), on_device(p.topk_t(), d.topk.ptr),
-                               on_device(p.page_table_t(), d.page_table.ptr), on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
-                               on_device(p.out_t(), d.out.ptr),         on_device(p.lse_t(), d.lse.ptr)};
+  SparseDecodeRunArgs ra{on_device(p.q_t(), d.q.ptr),          on_device(p.k_cache_t(), d.k_cache.ptr),
+                         on_device(p.v_cache_t(), d.v_cache.ptr), on_device(p.topk_t(), d.topk.ptr),
+                         on_device(p.page_table_t(), d.page_table.ptr), on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
+                         on_device(p.out_t(), d.out.ptr),         on_device(p.lse_t(), d.lse.ptr)};
   EXPECT_EQ(attn.run(ra, nullptr, 0).code(), StatusCode::kInvalidArgument);
-  const Status st = attn.run(ra, ws.ptr, attn.workspace_bytes());
+  Status st = attn.run(ra, ws.ptr, attn.workspace_bytes());
   ASSERT_TRUE(st.ok()) << st.to_string();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<std::uint16_t> out(p.out.size());
+  std::vector<std::uint16_t> out(p.out.size()), out_no_lse(p.out.size());
   std::vector<float> lse(p.lse.size());
   d.out.download(&out);
   d.lse.download(&lse);
   expect_attention_rule(p, out, lse);
+  // Without the optional LSE: the same out, bit for bit.
+  d.out.upload(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
+  ra.lse = Tensor{};
+  st = attn.run(ra, ws.ptr, attn.workspace_bytes());
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  d.out.download(&out_no_lse);
+  EXPECT_EQ(out, out_no_lse);
+}
+
+TEST(SM90_SparseDecodeOp, MatchesReferenceBelowCapacity) {
+  MSA_REQUIRE_SM90();
+  check_decode_op(2, {40000, 129, 2}, 5, 64, 4, false);  // 24 rows: split kernel + combine
+}
+
+TEST(SM90_SparseDecodeOp, RowsKernelMatchesReference) {
+  MSA_REQUIRE_SM90();
+  // 128 (token, KV head) rows: one CTA per row writes out directly; M3 heads, then G = 4.
+  check_decode_op(4, {40000, 129, 2, 1, 300, 16385, 128, 5000}, 9, 64, 4, true);
+  check_decode_op(2, {7000, 1, 129, 2049, 3, 900, 128, 260}, 8, 16, 4, true);
 }
 
 TEST(SM90_LayerOps, PrefillSelectsAndAttends) {

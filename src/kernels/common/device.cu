@@ -34,6 +34,15 @@ int cuda_device_major(int index) {
   return major;
 }
 
+int cuda_sm_count(int index) {
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, index) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return sms;
+}
+
 Status cuda_probe_arch(int index, int* arch) {
   if (cuda_device_major(index) < 0) return Status::NotImplemented("no CUDA device " + std::to_string(index));
   MSA_RETURN_IF_ERROR(cuda_status(cudaSetDevice(index), "cudaSetDevice"));

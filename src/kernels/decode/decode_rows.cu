@@ -1,6 +1,6 @@
 // decode_rows.cu — decode attention with one CTA per (query token t, KV head g) streaming all of t's listed blocks
-// (flash-decoding over a gathered block list), for batches with enough (t, g) rows to fill the GPU (T · Hkv ≥ the
-// SM count); small batches keep the split kernel (decode_attention.cu), which spreads one row over k CTAs.
+// (flash-decoding over a gathered block list), for batches with enough (t, g) rows to fill the GPU; small batches
+// keep the split kernel (decode_attention.cu), which spreads one row over k CTAs.
 //
 // Why: the split kernel writes k partials per row and pays, per CTA, a launch and a chain of dependent metadata
 // loads (topk row → page) before its only block load, with three CTAs per SM loading and computing in turn
@@ -12,8 +12,7 @@
 // (mma.sync m16n8k16, rows past G zero); the eight states are merged in shared memory at the end. Keys past the
 // request's length or after the query are -inf; cache rows of keys >= L are zeroed, never loaded.
 //
-// Status: written and compiled, not yet run on a GPU; not behind SparseDecodeAttention until
-// SM90_DecodeAttentionKernel's rows variant passes and it is measured against the split kernel.
+// Behind SparseDecodeAttention for T · Hkv ≥ 3/8 of the SM count (decode_prefers_rows in launch.h).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

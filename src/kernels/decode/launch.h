@@ -64,10 +64,19 @@ inline DecodePartials decode_partials_at(void* workspace, std::int64_t total_q, 
 Status launch_decode_attention(const DecodeAttentionLaunch& args);
 
 // One CTA per (token, KV head) streaming all of the token's listed blocks (decode_rows.cu): writes `out` /
-// `lse` directly, no partials; for batches with T * Hkv >= the SM count. Status: not yet run on a GPU.
+// `lse` directly (lse may be null), no partials, no combine; k <= 16.
 Status launch_decode_attention_rows(const DecodeAttentionLaunch& args, void* out, std::int64_t out_stride_t,
                                     std::int64_t out_stride_h, float* lse, std::int64_t lse_stride_t,
                                     std::int64_t lse_stride_h);
+
+// SparseDecodeAttention's choice between the two for T * Hkv rows (token, KV head) on `num_sms` SMs. Measured by
+// bench_decode_attention's sweep (B x 32K x 1, Hkv 4, H100 132 SMs, 2026-11-26): split + combine wins at 32 rows
+// (25.0 vs 33.0 us: a lone rows CTA streams its 16 blocks at ~32 GB/s, so a short grid leaves most SMs idle), the
+// rows kernel from 64 rows up (34.9 vs 43.4 us at 64, 103 vs 130 us at 256, 201 vs 257 us at 512), the split
+// line crossing the rows kernel's one-wave time near 3/8 of the SM count.
+inline bool decode_prefers_rows(std::int64_t rows, int k, int num_sms) {
+  return k >= 1 && k <= 16 && rows * 8 >= 3LL * num_sms;
+}
 
 }  // namespace kernels
 }  // namespace msa
