@@ -8,6 +8,7 @@
 // Per-phase times come from graph replays that stop after k2q, after attention, and after combine (the plan's
 // benchmark hook); effective TFLOP/s counts 4 Hq D per visible (query, key) pair. Bytes: the floor traffic of
 // each phase (attention: Q per selected block + partials written; combine: partials read + output written).
+// At N >= 512K a random case with 64K-token chunks follows (workspace printed with every line).
 // Usage: bench_prefill_attention [--json FILE] [--max-n N]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -61,11 +62,11 @@ __global__ void clustered_selection(std::int32_t* topk, std::int64_t T, int head
 
 struct Result {
   std::string name;
-  long long n;
-  double k2q_ms, attn_ms, combine_ms, total_ms, tflops, attn_gb, combine_gb;
+  long long n, chunk;
+  double workspace_gb, k2q_ms, attn_ms, combine_ms, total_ms, tflops, attn_gb, combine_gb;
 };
 
-Result run_case(long long N, bool clustered, int iters) {
+Result run_case(long long N, bool clustered, long long chunk, int iters) {
   const long long T = N, pages = (N + 127) / 128;
   const std::size_t kv_elems = static_cast<std::size_t>(pages) * kHkv * 128 * 128;
   __nv_bfloat16 *q, *kc, *vc, *out;
@@ -107,14 +108,15 @@ Result run_case(long long N, bool clustered, int iters) {
   pa.num_q_heads = kHq;
   pa.num_kv_heads = kHkv;
   msa::detail::PrefillCudaPlan plan;
-  const std::string name = std::string(clustered ? "clustered " : "random    ") + std::to_string(N / 1024) + "K";
+  const std::string name = std::string(clustered ? "clustered " : "random    ") + std::to_string(N / 1024) + "K" +
+                           (chunk > 0 ? " chunk " + std::to_string(chunk / 1024) + "K" : "");
   auto check = [&](const msa::Status& st) {
     if (!st.ok()) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), st.to_string().c_str());
       std::exit(1);
     }
   };
-  check(msa::detail::plan_prefill_cuda(pa, 0, &plan));
+  check(msa::detail::plan_prefill_cuda(pa, chunk, &plan));
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, plan.workspace_bytes));
   const msa::SparsePrefillRunArgs ra{msa::make_tensor(q, msa::DType::kBF16, {T, kHq, 128}, dev),
@@ -133,17 +135,18 @@ Result run_case(long long N, bool clustered, int iters) {
   const double flops = pairs * kHkv * (kHq / kHkv) * 4.0 * 128;
   const double partial_bytes = static_cast<double>(T) * kTopk * kHq * (128 * 2 + 4);
   const double q_bytes = static_cast<double>(T) * kTopk * kHq * 128 * 2;  // Q of each (token, selected block, head)
-  Result r{name, N, t[0], t[1] - t[0], t[2] - t[1], t[2], flops / (t[2] * 1e-3) / 1e12,
+  Result r{name, N, chunk > 0 ? chunk : static_cast<long long>(msa::detail::kDefaultPrefillChunkTokens),
+           static_cast<double>(plan.workspace_bytes) / 1e9, t[0], t[1] - t[0], t[2] - t[1], t[2], flops / (t[2] * 1e-3) / 1e12,
            (q_bytes + partial_bytes) / 1e9, (partial_bytes + static_cast<double>(T) * kHq * (256 + 4)) / 1e9};
   for (void* p : {static_cast<void*>(q), static_cast<void*>(kc), static_cast<void*>(vc), static_cast<void*>(topk),
                   static_cast<void*>(pt), static_cast<void*>(cu), static_cast<void*>(seq), static_cast<void*>(out),
                   static_cast<void*>(lse), ws})
     cudaFree(p);
   CHECK_CUDA(cudaStreamDestroy(stream));
-  std::printf("%-16s k2q %8.3f ms | attention %9.3f ms (%6.2f TB/s floor bytes) | combine %8.3f ms (%5.2f TB/s) | "
-              "total %9.3f ms  %6.1f eff. TFLOP/s\n",
+  std::printf("%-24s k2q %7.3f ms | attention %9.3f ms (%5.2f TB/s floor bytes) | combine %8.3f ms (%5.2f TB/s) | "
+              "total %9.3f ms  %6.1f eff. TFLOP/s  (workspace %.1f GB)\n",
               r.name.c_str(), r.k2q_ms, r.attn_ms, r.attn_gb / r.attn_ms, r.combine_ms,
-              r.combine_gb / r.combine_ms, r.total_ms, r.tflops);
+              r.combine_gb / r.combine_ms, r.total_ms, r.tflops, r.workspace_gb);
   std::fflush(stdout);
   return r;
 }
@@ -162,16 +165,21 @@ int main(int argc, char** argv) {
   std::vector<Result> rs;
   for (long long n : {1LL << 15, 1LL << 17, 1LL << 19, 1LL << 20}) {
     if (n > max_n) break;
-    for (bool clustered : {false, true}) rs.push_back(run_case(n, clustered, n >= (1 << 19) ? 3 : 7));
+    for (bool clustered : {false, true}) rs.push_back(run_case(n, clustered, 0, n >= (1 << 19) ? 3 : 7));
+    // At large N every 16K-token chunk reloads K/V of nearly every block it touches; larger chunks (more
+    // workspace: max_chunk_tokens) cut that traffic.
+    if (n >= (1 << 19)) rs.push_back(run_case(n, false, 65536, 3));
   }
   if (json) {
     FILE* f = std::fopen(json, "w");
     std::fprintf(f, "[\n");
     for (std::size_t i = 0; i < rs.size(); ++i)
       std::fprintf(f,
-                   "  {\"case\": \"%s\", \"n\": %lld, \"k2q_ms\": %.4f, \"attention_ms\": %.4f, \"combine_ms\": %.4f, "
+                   "  {\"case\": \"%s\", \"n\": %lld, \"chunk\": %lld, \"workspace_gb\": %.2f, \"k2q_ms\": %.4f, "
+                   "\"attention_ms\": %.4f, \"combine_ms\": %.4f, "
                    "\"total_ms\": %.4f, \"eff_tflops\": %.2f, \"attention_floor_gb\": %.3f, \"combine_gb\": %.3f}%s\n",
-                   rs[i].name.c_str(), rs[i].n, rs[i].k2q_ms, rs[i].attn_ms, rs[i].combine_ms, rs[i].total_ms,
+                   rs[i].name.c_str(), rs[i].n, rs[i].chunk, rs[i].workspace_gb, rs[i].k2q_ms, rs[i].attn_ms,
+                   rs[i].combine_ms, rs[i].total_ms,
                    rs[i].tflops, rs[i].attn_gb, rs[i].combine_gb, i + 1 < rs.size() ? "," : "");
     std::fprintf(f, "]\n");
     std::fclose(f);
