@@ -364,14 +364,17 @@ __device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id
   return s > best_s || (s == best_s && id < best_id);
 }
 
-// Sorts one (score, id) pair per thread of a 256-thread CTA into contract order (score desc, id asc: position 0 is
-// the best) with a bitonic network: 36 compare-exchange steps, the 30 with partner distance < 32 by warp shuffles,
-// the 6 others through `xs` / `xi` (256 entries each). Equal pairs never swap, so padding may repeat.
+// Sorts one (score, id) pair per thread of the first N threads into contract order (score desc, id asc: position
+// 0 is the best) with a bitonic network: N = 256 (the whole CTA) takes 36 compare-exchange steps, the 30 with
+// partner distance < 32 by warp shuffles, the 6 others through `xs` / `xi` (256 entries each); N = 32 is one warp
+// and 15 shuffle steps. Equal pairs never swap, so padding may repeat.
 constexpr int kMergeThreads = 256;
-__device__ __forceinline__ void bitonic_sort_256(float* s, int* i, float* xs, int* xi) {
+template <int N>
+__device__ __forceinline__ void bitonic_sort(float* s, int* i, float* xs, int* xi) {
+  static_assert(N == 32 || N == kMergeThreads, "one warp or the whole CTA");
   const int me = threadIdx.x;
 #pragma unroll
-  for (int k = 2; k <= kMergeThreads; k <<= 1) {
+  for (int k = 2; k <= N; k <<= 1) {
 #pragma unroll
     for (int j = k >> 1; j > 0; j >>= 1) {
       float ps;
@@ -402,7 +405,7 @@ __device__ __forceinline__ void bitonic_sort_256(float* s, int* i, float* xs, in
 // by (score desc, id asc), a total order. (1) tau = the (k-1)-th best of the split heads (each list's first entry):
 // the k-1 best heads are distinct candidates >= tau, so nothing below tau can be selected. (2) Keep the candidates
 // >= tau: they come from the <= k-1 lists whose head is >= tau, so at most (k-1)^2 <= 225 of them. (3) The first
-// k-1 kept candidates in contract order are the answer. Steps (1) and (3) are 256-wide bitonic sorts: ranking each
+// k-1 kept candidates in contract order are the answer. Steps (1) and (3) are bitonic sorts: ranking each
 // head and each kept candidate by a serial count over all others measured 8 us for 132 splits (ncu, H100), most of
 // the decode selection's time after its stream.
 static_assert(kMergeThreads >= kMaxList * kMaxList, "one thread per kept candidate");
@@ -461,7 +464,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
   // lists).
   float hs = threadIdx.x < splits ? sc[threadIdx.x * kMaxList] : -INFINITY;
   int hi = threadIdx.x < splits ? id[threadIdx.x * kMaxList] : INT_MAX;
-  bitonic_sort_256(&hs, &hi, sort_sc, sort_id);
+  bitonic_sort<kMergeThreads>(&hs, &hi, sort_sc, sort_id);
   if (threadIdx.x == cap - 1 && hs != -INFINITY) {
     tau_sc = hs;
     tau_id = hi;
@@ -478,13 +481,21 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
       kept_id[slot] = w[i];
     }
   __syncthreads();
-  // (3) Sort the kept candidates (in whatever order they were kept); the first min(m, k - 1) are the answer.
+  // (3) Sort the kept candidates (in whatever order they were kept); the first min(m, k - 1) are the answer. Usually
+  // m is close to k - 1 (iid scores: about k - 1 + a few), so one warp sorts them when they fit.
   const int m = n_kept;
   float cs = threadIdx.x < m ? kept_sc[threadIdx.x] : -INFINITY;
   int ci = threadIdx.x < m ? kept_id[threadIdx.x] : INT_MAX;
-  bitonic_sort_256(&cs, &ci, sort_sc, sort_id);
-  if (threadIdx.x < min(m, cap)) out_ids[threadIdx.x] = ci;
-  __syncthreads();
+  if (m <= 32) {
+    if (threadIdx.x >= 32) return;
+    bitonic_sort<32>(&cs, &ci, sort_sc, sort_id);
+    if (threadIdx.x < min(m, cap)) out_ids[threadIdx.x] = ci;
+    __syncwarp();
+  } else {
+    bitonic_sort<kMergeThreads>(&cs, &ci, sort_sc, sort_id);
+    if (threadIdx.x < min(m, cap)) out_ids[threadIdx.x] = ci;
+    __syncthreads();
+  }
   if (threadIdx.x == 0) write_selection(a, t, head, local, out_ids, min(m, cap));
 }
 
