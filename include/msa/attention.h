@@ -86,9 +86,11 @@ struct SparseDecodeRunArgs {
 };
 
 // Decode attention with a plan/run split. With a CUDA device in the plan, run() needs workspace_bytes() of device
-// memory (256-byte aligned; sized for batch_size * queries_per_request tokens) and enqueues the split kernel and the
-// combine on q's stream; the launch shapes depend on the tensors' shapes only, so run() can be captured in a CUDA
-// graph and replayed while lengths, pages, queries and caches change in place.
+// memory (256-byte aligned; sized for batch_size * queries_per_request tokens) and enqueues on q's stream either
+// one CTA per (token, KV head) writing out directly, when T * Hkv is at least 3/8 of the device's SM count, or one
+// CTA per listed block followed by the combine (small batches); the choice and the launch shapes depend on the
+// tensors' shapes and the device only, so run() can be captured in a CUDA graph and replayed while lengths, pages,
+// queries and caches change in place.
 class SparseDecodeAttention {
  public:
   SparseDecodeAttention();

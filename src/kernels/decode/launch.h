@@ -1,6 +1,8 @@
-// launch.h — host-side entry of the split decode attention kernel (plain pointers, strides in elements).
+// launch.h — host-side entries of the decode attention kernels (plain pointers, strides in elements): the split
+// kernel (decode_attention.cu) and the rows kernel (decode_rows.cu), and the rule choosing between them.
 //
-// Used by SparseDecodeAttention and, for Hq / Hkv != 16, SparsePrefillAttention on CUDA (api/attention_cuda.cpp).
+// Used by SparseDecodeAttention and, for Hq / Hkv != 16, SparsePrefillAttention (split kernel) on CUDA
+// (api/attention_cuda.cpp).
 #ifndef MSA_KERNELS_DECODE_LAUNCH_H_
 #define MSA_KERNELS_DECODE_LAUNCH_H_
 
@@ -70,10 +72,10 @@ Status launch_decode_attention_rows(const DecodeAttentionLaunch& args, void* out
                                     std::int64_t lse_stride_h);
 
 // SparseDecodeAttention's choice between the two for T * Hkv rows (token, KV head) on `num_sms` SMs. Measured by
-// bench_decode_attention's sweep (B x 32K x 1, Hkv 4, H100 132 SMs, 2026-11-26): split + combine wins at 32 rows
-// (25.0 vs 33.0 us: a lone rows CTA streams its 16 blocks at ~32 GB/s, so a short grid leaves most SMs idle), the
-// rows kernel from 64 rows up (34.9 vs 43.4 us at 64, 103 vs 130 us at 256, 201 vs 257 us at 512), the split
-// line crossing the rows kernel's one-wave time near 3/8 of the SM count.
+// bench_decode_attention's sweep (B x 32K x 1, Hkv 4, H100 132 SMs, 2026-11-26): split + combine wins at 32 and 40
+// rows (25.0 vs 32.9, 29.2 vs 33.5 us: a lone rows CTA streams its 16 blocks at ~32 GB/s, so a short grid leaves
+// most SMs idle), ties at 48 (33.8 vs 33.6 us), and the rows kernel wins from 56 rows up (39.7 vs 34.2 us at 56,
+// 130 vs 103 us at 256, 255 vs 200 us at 512): the crossover sits near 3/8 of the SM count.
 inline bool decode_prefers_rows(std::int64_t rows, int k, int num_sms) {
   return k >= 1 && k <= 16 && rows * 8 >= 3LL * num_sms;
 }
