@@ -40,6 +40,14 @@ struct DeviceBuffer {
   }
 };
 
+// Whether SparseDecodeAttention takes its rows kernel (not split + combine) for `rows` (token, KV head) pairs with
+// k = 16 on device 0.
+inline bool decode_takes_rows_kernel(std::int64_t rows) {
+  int sms = 0;
+  EXPECT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  return kernels::decode_prefers_rows(rows, 16, sms);
+}
+
 // The descriptor t (shape and strides kept) moved to device memory ptr on CUDA device 0.
 inline Tensor on_device(Tensor t, void* ptr, void* stream = nullptr) {
   t.data = ptr;

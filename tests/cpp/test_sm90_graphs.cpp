@@ -56,9 +56,7 @@ void upload(T* dst, const std::vector<T>& v, cudaStream_t s) {
 // `rows_kernel` says which decode attention kernel the batch is meant to exercise (decode_prefers_rows).
 void decode_replay(int Q, bool rows_kernel) {
   const int B = 2, Hq = 64, Hkv = 4, steps = 1000;
-  int sms = 0;
-  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
-  ASSERT_EQ(kernels::decode_prefers_rows(static_cast<std::int64_t>(B) * Q * Hkv, 16, sms), rows_kernel);
+  ASSERT_EQ(decode_takes_rows_kernel(static_cast<std::int64_t>(B) * Q * Hkv), rows_kernel);
   const std::vector<std::int64_t> start = {3000, 200};
   // Capacity for the final lengths, plus spare pages to remap blocks into.
   ProblemSpec s = spec({Q, Q}, {start[0] + steps, start[1] + steps}, Hq, Hkv);

@@ -92,10 +92,8 @@ TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
 // `capacity` requests; checks out and LSE by the error rule, and that a run without LSE writes the same out.
 // `rows_kernel` says which decode kernel the batch must take (decode_prefers_rows).
 void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, bool rows_kernel) {
-  int sms = 0;
-  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
   const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
-  ASSERT_EQ(kernels::decode_prefers_rows(T * Hkv, 16, sms), rows_kernel);
+  ASSERT_EQ(decode_takes_rows_kernel(T * Hkv), rows_kernel);
   ProblemSpec s = spec(std::vector<std::int64_t>(L.size(), Q), std::move(L), Hq, Hkv);
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
@@ -147,6 +145,25 @@ TEST(SM90_SparseDecodeOp, RowsKernelMatchesReference) {
   check_decode_op(2, {7000, 1, 129, 2049, 3, 900, 128, 260}, 8, 16, 4, true);
 }
 
+// Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and
+// its out / LSE by the error rule on that selection; returns out.
+template <typename Layer, typename RunArgs>
+std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, const DeviceMemory& ws, Problem& p,
+                                               DeviceProblem& d) {
+  std::vector<std::uint16_t> out(p.out.size());
+  const Status st = layer.run(ra, ws.ptr, layer.workspace_bytes());
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  if (!st.ok()) return out;
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> lse(p.lse.size());
+  d.out.download(&out);
+  d.lse.download(&lse);
+  d.topk_out.download(&p.topk);
+  expect_selection_contract(p);
+  expect_attention_rule(p, out, lse);
+  return out;
+}
+
 TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
   MSA_REQUIRE_SM90();
   ProblemSpec s = spec({129, 0, 40, 300, 2049}, {129, 500, 16385, 2600, 2049}, 64, 4);
@@ -174,16 +191,8 @@ TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
                        on_device(p.out_t(), d.out.ptr),
                        on_device(p.lse_t(), d.lse.ptr),
                        on_device(p.topk_t(), d.topk_out.ptr)};
-  st = layer.run(ra, ws.ptr, layer.workspace_bytes());
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<std::uint16_t> out(p.out.size());
-  std::vector<float> lse(p.lse.size());
-  d.out.download(&out);
-  d.lse.download(&lse);
-  d.topk_out.download(&p.topk);
-  expect_selection_contract(p);
-  expect_attention_rule(p, out, lse);
+  const std::vector<std::uint16_t> out = run_layer_and_check(layer, ra, ws, p, d);
+  ASSERT_FALSE(::testing::Test::HasFailure());
   // Without a topk output the selection lives in the workspace; the result is the same.
   ra.topk = Tensor{};
   st = layer.run(ra, ws.ptr, layer.workspace_bytes());
@@ -220,16 +229,7 @@ TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
                             on_device(p.out_t(), d.out.ptr),
                             on_device(p.lse_t(), d.lse.ptr),
                             on_device(p.topk_t(), d.topk_out.ptr)};
-  st = layer.run(ra, ws.ptr, layer.workspace_bytes());
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<std::uint16_t> out(p.out.size());
-  std::vector<float> lse(p.lse.size());
-  d.out.download(&out);
-  d.lse.download(&lse);
-  d.topk_out.download(&p.topk);
-  expect_selection_contract(p);
-  expect_attention_rule(p, out, lse);
+  run_layer_and_check(layer, ra, ws, p, d);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <string>
 
+#include "api/device.h"
 #include "kernels/sm90/common/sm90.cuh"
 #include "kernels/sm90/common/tma.h"
 #include "kernels/sm90/indexer/launch.h"
@@ -500,9 +501,8 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
 }
 
 int sm_count(int device) {
-  int sms = 132;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  return sms;
+  const int sms = detail::cuda_sm_count(device);
+  return sms > 0 ? sms : 132;  // the split count must not hinge on a failed query: assume an H100
 }
 
 // Tiles of a launch without reading device metadata: exact for decode (Q queries per request), else bounded by
