@@ -8,12 +8,16 @@
 // Per-phase times come from graph replays that stop after k2q, after attention, and after combine (the plan's
 // benchmark hook); effective TFLOP/s counts 4 Hq D per visible (query, key) pair. Bytes: the floor traffic of
 // each phase (attention: Q per selected block + partials written; combine: partials read + output written).
-// At N >= 512K a random case with 64K-token chunks follows (workspace printed with every line).
+// At N >= 512K a random case with 64K-token chunks follows (workspace printed with every line). The phases are those
+// of the KV-outer schedule (kKvOuter); on the same inputs, alternating with those replays, the default schedule
+// (kAuto: union of blocks where a tile's selections overlap) and, for clustered selections at every N and random
+// ones up to 128K, the union-of-blocks kernel alone (kUnion) are timed end to end.
 // Usage: bench_prefill_attention [--json FILE] [--max-n N]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -64,6 +68,7 @@ struct Result {
   std::string name;
   long long n, chunk;
   double workspace_gb, k2q_ms, attn_ms, combine_ms, total_ms, tflops, attn_gb, combine_gb;
+  double auto_ms, union_ms;  // the kAuto and kUnion schedules end to end (union_ms 0 when not timed)
 };
 
 Result run_case(long long N, bool clustered, long long chunk, int iters) {
@@ -107,7 +112,10 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
   pa.page_table = msa::make_tensor(pt, msa::DType::kInt32, {1, pages}, dev);
   pa.num_q_heads = kHq;
   pa.num_kv_heads = kHkv;
-  msa::detail::PrefillCudaPlan plan;
+  // Per-phase times of the KV-outer chain alone (kKvOuter), then the default schedule (kAuto: union of blocks for
+  // tiles whose selections overlap, KV-outer elsewhere) and the union kernel alone (kUnion), end to end.
+  const bool time_union = clustered || N <= (1 << 17);
+  msa::detail::PrefillCudaPlan plan, auto_plan, union_plan;
   const std::string name = std::string(clustered ? "clustered " : "random    ") + std::to_string(N / 1024) + "K" +
                            (chunk > 0 ? " chunk " + std::to_string(chunk / 1024) + "K" : "");
   auto check = [&](const msa::Status& st) {
@@ -116,9 +124,15 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
       std::exit(1);
     }
   };
+  pa.schedule = msa::PrefillSchedule::kKvOuter;
   check(msa::detail::plan_prefill_cuda(pa, chunk, &plan));
+  pa.schedule = msa::PrefillSchedule::kAuto;
+  check(msa::detail::plan_prefill_cuda(pa, chunk, &auto_plan));
+  pa.schedule = msa::PrefillSchedule::kUnion;
+  check(msa::detail::plan_prefill_cuda(pa, chunk, &union_plan));
+  const std::size_t ws_bytes = std::max(plan.workspace_bytes, auto_plan.workspace_bytes);
   void* ws = nullptr;
-  CHECK_CUDA(cudaMalloc(&ws, plan.workspace_bytes));
+  CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
   const msa::SparsePrefillRunArgs ra{msa::make_tensor(q, msa::DType::kBF16, {T, kHq, 128}, dev),
                                      msa::make_tensor(kc, msa::DType::kBF16, {pages, kHkv, 128, 128}, dev),
                                      msa::make_tensor(vc, msa::DType::kBF16, {pages, kHkv, 128, 128}, dev),
@@ -126,7 +140,12 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
                                      msa::make_tensor(lse, msa::DType::kFP32, {T, kHq}, dev)};
   std::vector<std::function<void()>> variants;
   for (int phases = 1; phases <= 3; ++phases)
-    variants.push_back([&, phases] { check(msa::detail::run_prefill_cuda(plan, pa.topk, ra, ws, plan.workspace_bytes, phases)); });
+    variants.push_back([&, phases] { check(msa::detail::run_prefill_cuda(plan, pa.topk, ra, ws, ws_bytes, phases)); });
+  variants.push_back([&] { check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes)); });
+  if (std::getenv("MSA_BENCH_AUTO_PHASES"))
+    for (int phases = 1; phases <= 2; ++phases)
+      variants.push_back([&, phases] { check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes, phases)); });
+  if (time_union) variants.push_back([&] { check(msa::detail::run_prefill_cuda(union_plan, pa.topk, ra, ws, ws_bytes)); });
   const std::vector<double> t = msa_bench::graph_median_ms(variants, stream, 1, iters);
 
   // Visible (query, key) pairs: every key <= t of the 16 listed blocks (all keys <= t while n_vis <= 16).
@@ -136,8 +155,9 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
   const double partial_bytes = static_cast<double>(T) * kTopk * kHq * (128 * 2 + 4);
   const double q_bytes = static_cast<double>(T) * kTopk * kHq * 128 * 2;  // Q of each (token, selected block, head)
   Result r{name, N, chunk > 0 ? chunk : static_cast<long long>(msa::detail::kDefaultPrefillChunkTokens),
-           static_cast<double>(plan.workspace_bytes) / 1e9, t[0], t[1] - t[0], t[2] - t[1], t[2], flops / (t[2] * 1e-3) / 1e12,
-           (q_bytes + partial_bytes) / 1e9, (partial_bytes + static_cast<double>(T) * kHq * (256 + 4)) / 1e9};
+           static_cast<double>(ws_bytes) / 1e9, t[0], t[1] - t[0], t[2] - t[1], t[2], flops / (t[2] * 1e-3) / 1e12,
+           (q_bytes + partial_bytes) / 1e9, (partial_bytes + static_cast<double>(T) * kHq * (256 + 4)) / 1e9,
+           t[3], time_union ? t[4] : 0.0};
   for (void* p : {static_cast<void*>(q), static_cast<void*>(kc), static_cast<void*>(vc), static_cast<void*>(topk),
                   static_cast<void*>(pt), static_cast<void*>(cu), static_cast<void*>(seq), static_cast<void*>(out),
                   static_cast<void*>(lse), ws})
@@ -147,6 +167,13 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
               "total %9.3f ms  %6.1f eff. TFLOP/s  (workspace %.1f GB)\n",
               r.name.c_str(), r.k2q_ms, r.attn_ms, r.attn_gb / r.attn_ms, r.combine_ms,
               r.combine_gb / r.combine_ms, r.total_ms, r.tflops, r.workspace_gb);
+  std::printf("%-24s default schedule (kAuto) %9.3f ms  %6.1f eff. TFLOP/s", r.name.c_str(), r.auto_ms,
+              flops / (r.auto_ms * 1e-3) / 1e12);
+  if (time_union)
+    std::printf(" | union of blocks alone %9.3f ms  %6.1f eff. TFLOP/s", r.union_ms, flops / (r.union_ms * 1e-3) / 1e12);
+  if (std::getenv("MSA_BENCH_AUTO_PHASES"))
+    std::printf(" | auto phases: mask+k2q %.3f, +kv-outer %.3f", t[t.size() - 2], t[t.size() - 1]);
+  std::printf("\n");
   std::fflush(stdout);
   return r;
 }
@@ -177,10 +204,11 @@ int main(int argc, char** argv) {
       std::fprintf(f,
                    "  {\"case\": \"%s\", \"n\": %lld, \"chunk\": %lld, \"workspace_gb\": %.2f, \"k2q_ms\": %.4f, "
                    "\"attention_ms\": %.4f, \"combine_ms\": %.4f, "
-                   "\"total_ms\": %.4f, \"eff_tflops\": %.2f, \"attention_floor_gb\": %.3f, \"combine_gb\": %.3f}%s\n",
+                   "\"total_ms\": %.4f, \"eff_tflops\": %.2f, \"attention_floor_gb\": %.3f, \"combine_gb\": %.3f, "
+                   "\"auto_ms\": %.4f, \"union_ms\": %.4f}%s\n",
                    rs[i].name.c_str(), rs[i].n, rs[i].chunk, rs[i].workspace_gb, rs[i].k2q_ms, rs[i].attn_ms,
                    rs[i].combine_ms, rs[i].total_ms,
-                   rs[i].tflops, rs[i].attn_gb, rs[i].combine_gb, i + 1 < rs.size() ? "," : "");
+                   rs[i].tflops, rs[i].attn_gb, rs[i].combine_gb, rs[i].auto_ms, rs[i].union_ms, i + 1 < rs.size() ? "," : "");
     std::fprintf(f, "]\n");
     std::fclose(f);
   }

@@ -19,6 +19,8 @@
 
 namespace msa {
 
+enum class PrefillSchedule { kAuto, kKvOuter, kUnion };
+
 struct SparsePrefillPlanArgs {
   Tensor topk;          // [Hkv, T, k] int32, k <= 16
   Tensor cu_seqlens_q;  // [B + 1] int32
@@ -30,6 +32,15 @@ struct SparsePrefillPlanArgs {
   // CUDA: query tokens per chunk (0 selects 16384). run() handles the tokens in chunks so the workspace holds one
   // chunk's partials, about max_chunk_tokens * k * Hq * 260 bytes (4.4 GB at the default, Hq = 64, k = 16).
   std::int64_t max_chunk_tokens = 0;
+  // CUDA with Hq / Hkv = 16: how each tile of 8 query tokens x 1 KV head is computed (docs/attention.md).
+  //   kAuto     the union of blocks where the tile's selections overlap enough (a measured rule, decided on the
+  //             device from topk), KV-outer elsewhere. A token's rounding then depends on its tile's schedule, so
+  //             a different chunking may change low bits (both stay within design.md's error rule).
+  //   kKvOuter  KV-outer for every tile: per-block partials merged by the combine.
+  //   kUnion    every tile query-outer over the union of its 8 tokens' blocks (no partials; slow when the tokens
+  //             of a tile select different blocks).
+  // Other head ratios always take the split kernel; kUnion is NotImplemented there.
+  PrefillSchedule schedule = PrefillSchedule::kAuto;
 };
 
 struct SparsePrefillRunArgs {

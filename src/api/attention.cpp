@@ -31,6 +31,7 @@ Status SparsePrefillAttention::plan(const SparsePrefillPlanArgs& a) {
   impl_->planned = false;
   MSA_RETURN_IF_ERROR(detail::check_heads(a.num_q_heads, a.num_kv_heads));
   MSA_RETURN_IF_ERROR(detail::check_sm_scale(a.sm_scale));
+  MSA_RETURN_IF_ERROR(detail::check_prefill_schedule(a.schedule));
   MSA_RETURN_IF_ERROR(detail::check_batch_tensors(&a.cu_seqlens_q, a.seq_lens_k, a.page_table));
   MSA_RETURN_IF_ERROR(detail::check_topk_tensor(a.topk, a.num_kv_heads, -1));
   MSA_RETURN_IF_ERROR(detail::check_same_device({{"topk", &a.topk},

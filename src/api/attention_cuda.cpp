@@ -98,13 +98,21 @@ Status launch_combine_into(void* po, float* pl, std::int32_t* counts, std::int64
   return kernels::launch_combine(cl);
 }
 
+// The k2q build of chunk c over its rows of topk, or over `masked` ([Hkv, c.num_q, k] contiguous: the union mask's
+// copy of them) when given.
 kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& topk, const PrefillChunk& c,
-                                     const std::int32_t* meta) {
+                                     const std::int32_t* meta, const std::int32_t* masked = nullptr) {
   kernels::K2qBuildArgs a{};
   a.topk = static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1];
   a.topk_stride_h = topk.stride[0];
   a.topk_stride_t = topk.stride[1];
   a.topk_stride_s = topk.stride[2];
+  if (masked != nullptr) {
+    a.topk = masked;
+    a.topk_stride_h = c.num_q * topk.shape[2];
+    a.topk_stride_t = topk.shape[2];
+    a.topk_stride_s = 1;
+  }
   a.cu_seqlens_q = meta != nullptr ? meta + c.meta : nullptr;
   a.cu_stride = 1;
   a.seq_lens_k = meta != nullptr ? meta + c.meta + c.num_requests + 1 : nullptr;
@@ -117,6 +125,96 @@ kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& top
   a.max_q_per_item = kMaxQueriesPerItem;
   a.device = topk.device.index;
   return a;
+}
+
+// The union-of-blocks launch of chunk c (kernels/sm90/attention/launch.h); masked_topk points into the workspace
+// when the plan reserved it.
+kernels::UnionLaunch chunk_union_launch(const PrefillCudaPlan& p, const Tensor& topk, const SparsePrefillRunArgs& a,
+                                        const PrefillChunk& c, const std::int32_t* meta, const std::int32_t* page_table,
+                                        const void* q, unsigned char* ws) {
+  kernels::UnionLaunch u{};
+  set_qkv(&u, q, a.q, a.k_cache, a.v_cache);
+  u.num_pages = a.k_cache.shape[0];
+  u.page_table = page_table;
+  u.pt_stride_b = p.args.page_table.stride[0];
+  u.pt_stride_j = p.args.page_table.stride[1];
+  u.cu_seqlens_q = meta + c.meta;
+  u.cu_stride = 1;
+  u.seq_lens_k = meta + c.meta + c.num_requests + 1;
+  u.seq_stride = 1;
+  u.topk = static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1];
+  u.topk_stride_h = topk.stride[0];
+  u.topk_stride_t = topk.stride[1];
+  u.topk_stride_s = topk.stride[2];
+  u.total_q = c.num_q;
+  u.num_requests = c.num_requests;
+  u.num_q_heads = p.args.num_q_heads;
+  u.num_kv_heads = p.args.num_kv_heads;
+  u.k = static_cast<int>(topk.shape[2]);
+  u.sm_scale = scale_of(p.args.sm_scale);
+  u.out = static_cast<std::uint16_t*>(a.out.data) + c.t0 * a.out.stride[0];
+  u.out_stride_t = a.out.stride[0];
+  u.out_stride_h = a.out.stride[1];
+  if (a.lse.present()) {
+    u.lse = static_cast<float*>(a.lse.data) + c.t0 * a.lse.stride[0];
+    u.lse_stride_t = a.lse.stride[0];
+    u.lse_stride_h = a.lse.stride[1];
+  }
+  u.union_budget = p.union_budget;
+  const bool masked = p.kv_outer_chain && p.union_budget > 0;
+  u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(ws + p.off_masked_topk) : nullptr;
+  u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(ws + p.off_tile_flags) : nullptr;
+  u.device = a.q.device.index;
+  u.stream = a.q.device.stream;
+  return u;
+}
+
+// Chunk c through device k2q (over `masked` when given), KV-outer attention and the combine; phases < 3 stop early
+// (the benchmark hook of run_prefill_cuda).
+Status run_kv_outer_chain(const PrefillCudaPlan& p, const Tensor& topk, const SparsePrefillRunArgs& a,
+                          const PrefillChunk& c, const std::int32_t* meta, const std::int32_t* page_table,
+                          const void* q, unsigned char* ws, const std::int32_t* masked, int phases) {
+  const SparsePrefillPlanArgs& pa = p.args;
+  const int Hq = pa.num_q_heads, Hkv = pa.num_kv_heads, k = static_cast<int>(topk.shape[2]);
+  void* stream = a.q.device.stream;
+  const int device = a.q.device.index;
+  auto* counts = reinterpret_cast<std::int32_t*>(ws + p.off_counts);
+  void* po = ws + p.off_partial_out;
+  auto* pl = reinterpret_cast<float*>(ws + p.off_partial_lse);
+  kernels::K2qBuildArgs ka = chunk_k2q_args(p, topk, c, meta, masked);
+  ka.stream = stream;
+  ka.device = device;
+  const kernels::K2qBuildOutputs ko{reinterpret_cast<std::int32_t*>(ws + p.off_row_ptr),
+                                    reinterpret_cast<std::int32_t*>(ws + p.off_row_batch),
+                                    reinterpret_cast<std::int32_t*>(ws + p.off_row_block),
+                                    reinterpret_cast<std::int32_t*>(ws + p.off_q_idx),
+                                    reinterpret_cast<std::int32_t*>(ws + p.off_qsplit),
+                                    counts,
+                                    reinterpret_cast<std::int32_t*>(ws + p.off_total),
+                                    reinterpret_cast<std::int32_t*>(ws + p.off_items),
+                                    reinterpret_cast<std::int32_t*>(ws + p.off_num_items)};
+  MSA_RETURN_IF_ERROR(kernels::launch_k2q_build(ka, ko, ws + p.off_k2q_scratch, p.k2q_scratch_bytes));
+  if (phases < 2) return Status::Ok();
+  kernels::KvOuterLaunch l{};
+  set_qkv(&l, q, a.q, a.k_cache, a.v_cache);
+  l.num_pages = a.k_cache.shape[0];
+  l.page_table = page_table;
+  l.pt_stride_b = pa.page_table.stride[0];
+  l.pt_stride_j = pa.page_table.stride[1];
+  l.cu_seqlens_q = ka.cu_seqlens_q;
+  l.cu_stride = 1;
+  l.seq_lens_k = ka.seq_lens_k;
+  l.seq_stride = 1;
+  l.row_ptr = ko.row_ptr;
+  l.qsplit_indices = ko.qsplit_indices;
+  l.items = ko.items;
+  l.num_items = ko.num_items;
+  l.row_capacity = kernels::k2q_row_capacity(ka);
+  l.item_capacity = kernels::k2q_item_capacity(ka);
+  set_work(&l, c.num_q, Hq, Hkv, k, pa.sm_scale, po, pl, device, stream);
+  MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
+  if (phases < 3) return Status::Ok();
+  return launch_combine_into(po, pl, counts, c.num_q, Hq, Hkv, k, a.out, a.lse, c.t0, device, stream);
 }
 
 }  // namespace
@@ -162,8 +260,15 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     return Status::InvalidArgument("max_chunk_tokens: must be >= 0 (0 selects the default), got " +
                                    std::to_string(max_chunk_tokens));
   const std::int64_t chunk = max_chunk_tokens > 0 ? max_chunk_tokens : kDefaultPrefillChunkTokens;
+  MSA_RETURN_IF_ERROR(check_prefill_schedule(a.schedule));
+  if (a.schedule == PrefillSchedule::kUnion && G != kKvOuterGroup)
+    return Status::NotImplemented("schedule: kUnion needs Hq / Hkv = 16, got " + std::to_string(G));
   p->args = a;
   p->kv_outer = G == kKvOuterGroup;
+  p->kv_outer_chain = p->kv_outer && a.schedule != PrefillSchedule::kUnion;
+  p->union_budget = !p->kv_outer || a.schedule == PrefillSchedule::kKvOuter ? 0
+                    : a.schedule == PrefillSchedule::kUnion                ? kernels::kUnionBudgetAll
+                                                                           : kernels::kUnionBudgetAuto;
 
   // Batch metadata: read once, checked like the host path's.
   std::vector<std::int32_t> cu_store, seq_store;
@@ -191,7 +296,7 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     off += align256(bytes);
     return at;
   };
-  if (p->kv_outer) {
+  if (p->kv_outer_chain) {
     std::int64_t r_cap = 0, i_cap = 0;
     std::size_t scratch = 0;
     for (const PrefillChunk& c : p->chunks) {
@@ -213,9 +318,15 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     p->off_k2q_scratch = part(scratch);
     p->k2q_scratch_bytes = scratch;
   }
-  p->off_counts = part(static_cast<std::size_t>(Tc * H) * 4);
-  p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * 2);
-  p->off_partial_lse = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 4);
+  if (!p->kv_outer || p->kv_outer_chain) {
+    p->off_counts = part(static_cast<std::size_t>(Tc * H) * 4);
+    p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * 2);
+    p->off_partial_lse = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 4);
+  }
+  if (p->kv_outer_chain && p->union_budget > 0) {
+    p->off_masked_topk = part(static_cast<std::size_t>(H * Tc * k) * 4);
+    p->off_tile_flags = part(static_cast<std::size_t>(H * ((Tc + 7) / 8 + p->max_chunk_requests)) * 4);
+  }
   p->workspace_bytes = off;
   return Status::Ok();
 }
@@ -248,38 +359,16 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     const std::int32_t* page_table = static_cast<const std::int32_t*>(pa.page_table.data) + c.b_first * pa.page_table.stride[0];
     const void* q = static_cast<const std::uint16_t*>(a.q.data) + c.t0 * a.q.stride[0];
     if (p.kv_outer) {
-      kernels::K2qBuildArgs ka = chunk_k2q_args(p, topk, c, meta);
-      ka.stream = stream;
-      ka.device = device;
-      const kernels::K2qBuildOutputs ko{reinterpret_cast<std::int32_t*>(ws + p.off_row_ptr),
-                                        reinterpret_cast<std::int32_t*>(ws + p.off_row_batch),
-                                        reinterpret_cast<std::int32_t*>(ws + p.off_row_block),
-                                        reinterpret_cast<std::int32_t*>(ws + p.off_q_idx),
-                                        reinterpret_cast<std::int32_t*>(ws + p.off_qsplit),
-                                        counts,
-                                        reinterpret_cast<std::int32_t*>(ws + p.off_total),
-                                        reinterpret_cast<std::int32_t*>(ws + p.off_items),
-                                        reinterpret_cast<std::int32_t*>(ws + p.off_num_items)};
-      MSA_RETURN_IF_ERROR(kernels::launch_k2q_build(ka, ko, ws + p.off_k2q_scratch, p.k2q_scratch_bytes));
-      if (phases < 2) continue;
-      kernels::KvOuterLaunch l{};
-      set_qkv(&l, q, a.q, a.k_cache, a.v_cache);
-      l.num_pages = a.k_cache.shape[0];
-      l.page_table = page_table;
-      l.pt_stride_b = pa.page_table.stride[0];
-      l.pt_stride_j = pa.page_table.stride[1];
-      l.cu_seqlens_q = ka.cu_seqlens_q;
-      l.cu_stride = 1;
-      l.seq_lens_k = ka.seq_lens_k;
-      l.seq_stride = 1;
-      l.row_ptr = ko.row_ptr;
-      l.qsplit_indices = ko.qsplit_indices;
-      l.items = ko.items;
-      l.num_items = ko.num_items;
-      l.row_capacity = kernels::k2q_row_capacity(ka);
-      l.item_capacity = kernels::k2q_item_capacity(ka);
-      set_work(&l, Tc, Hq, Hkv, k, pa.sm_scale, po, pl, device, stream);
-      MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
+      // Union of blocks (its tiles leave the chain's selection first, and are computed after the chain's combine,
+      // which writes zeros into their rows), then the KV-outer chain.
+      const kernels::UnionLaunch u = chunk_union_launch(p, topk, a, c, meta, page_table, q, ws);
+      const bool masked = p.union_budget > 0 && p.kv_outer_chain;
+      if (masked) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
+      if (p.kv_outer_chain)
+        MSA_RETURN_IF_ERROR(run_kv_outer_chain(p, topk, a, c, meta, page_table, q, ws, masked ? u.masked_topk : nullptr,
+                                               phases));
+      if (phases >= 3 && p.union_budget > 0) MSA_RETURN_IF_ERROR(kernels::launch_union_attention(u));
+      continue;
     } else {
       if (phases < 2) continue;
       kernels::DecodeAttentionLaunch l{};

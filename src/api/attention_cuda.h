@@ -3,7 +3,9 @@
 // Prefill: plan() copies the batch metadata to the host once (it may synchronise), checks it, and cuts the query
 // tokens into chunks of at most max_chunk_tokens; run() enqueues, per chunk, the device k2q build, the attention
 // kernel (KV-outer for Hq / Hkv = 16, the query-outer split kernel otherwise) and the combine, all on the stream of
-// q, with no allocation and no synchronisation. The workspace holds one chunk's k2q lists and partials, so it is
+// q, with no allocation and no synchronisation. For Hq / Hkv = 16 the plan's schedule adds the union-of-blocks
+// kernels around that chain: a mask launch first (the union tiles' rows leave the chain's selection) and the union
+// attention last (it writes those tiles' outputs). The workspace holds one chunk's k2q lists and partials, so it is
 // bounded by the chunk size, not by T. topk contents on the device are trusted (the indexer's output contract).
 // Decode: one split-kernel launch and one combine per run, capacities fixed at plan time.
 #pragma once
@@ -32,12 +34,15 @@ struct PrefillCudaPlan {
   std::vector<PrefillChunk> chunks;
   DeviceBuffer meta;  // per-chunk cu_seqlens / seq_lens (int32)
   bool kv_outer = false;
+  bool kv_outer_chain = false;  // k2q, KV-outer and combine run (kv_outer and not PrefillSchedule::kUnion)
+  int union_budget = 0;         // the union kernels' rule (kernels/sm90/attention/launch.h); 0: not launched
   std::int64_t max_chunk_q = 0;
   int max_chunk_requests = 0;
   // Workspace layout (bytes from the base, each part 256-aligned).
   std::size_t off_row_ptr = 0, off_row_batch = 0, off_row_block = 0, off_q_idx = 0, off_qsplit = 0, off_counts = 0,
               off_total = 0, off_items = 0, off_num_items = 0, off_k2q_scratch = 0, k2q_scratch_bytes = 0,
-              off_partial_out = 0, off_partial_lse = 0, workspace_bytes = 0;
+              off_partial_out = 0, off_partial_lse = 0, off_masked_topk = 0, off_tile_flags = 0,
+              workspace_bytes = 0;
 };
 
 // Default chunk: 16384 tokens, i.e. at M3 heads (Hq 64) and k = 16 about 4.3 GB of bf16 partials.

@@ -51,6 +51,12 @@ Status launch_decode_attention_rows(const DecodeAttentionLaunch&, void*, std::in
 Status launch_kv_outer_attention(const KvOuterLaunch&) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }
+Status launch_union_mask(const UnionLaunch&) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
+}
+Status launch_union_attention(const UnionLaunch&) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
+}
 Status launch_combine(const CombineLaunch&) {
   return Status::NotImplemented("combine: msa was built without CUDA; pass CPU descriptors");
 }

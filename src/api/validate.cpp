@@ -112,6 +112,13 @@ Status check_heads(std::int64_t num_q_heads, std::int64_t num_kv_heads) {
   return Status::Ok();
 }
 
+Status check_prefill_schedule(PrefillSchedule schedule) {
+  if (schedule == PrefillSchedule::kAuto || schedule == PrefillSchedule::kKvOuter || schedule == PrefillSchedule::kUnion)
+    return Status::Ok();
+  return Status::InvalidArgument("schedule: must be kAuto, kKvOuter or kUnion, got " +
+                                 std::to_string(static_cast<int>(schedule)));
+}
+
 Status check_sm_scale(double sm_scale) {
   if (!std::isfinite(sm_scale) || sm_scale < 0.0)
     return invalid("sm_scale", "must be finite and > 0 (or 0 for 1/sqrt(128)), got " + std::to_string(sm_scale));

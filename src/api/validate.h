@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "msa/attention.h"
 #include "msa/status.h"
 #include "msa/types.h"
 
@@ -43,6 +44,7 @@ Status check_bulk_operand(const Tensor& t, const char* name);
 Status check_same_device(std::initializer_list<std::pair<const char*, const Tensor*>> tensors);
 Status check_heads(std::int64_t num_q_heads, std::int64_t num_kv_heads);
 Status check_sm_scale(double sm_scale);
+Status check_prefill_schedule(PrefillSchedule schedule);
 
 // Content checks (host-readable data).
 // cu_seqlens_q == nullptr means a uniform `queries_per_request` per request (decode).

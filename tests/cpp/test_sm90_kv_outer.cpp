@@ -1,7 +1,9 @@
-// test_sm90_kv_outer.cpp — the KV-outer sparse prefill chain on the GPU (device k2q → KV-outer attention →
-// combine) against the CPU SparsePrefillAttention, on a fresh random varlen batch with G = 16 (irregular lengths,
-// a zero-length request, chunked prefill over history, shuffled selections). The kernel is not yet behind the
-// public op; this test drives the launches directly.
+// test_sm90_kv_outer.cpp — the two sm90 prefill attention schedules against the CPU SparsePrefillAttention on a
+// fresh random varlen batch with G = 16 (irregular lengths, a zero-length request, chunked prefill over history,
+// shuffled selections, NaN in the cache past each request's length): the KV-outer chain (device k2q → KV-outer
+// attention → combine) and the query-outer union-of-blocks kernel, the latter also on clustered selections (the
+// tokens of a query block share a pool of blocks, so a tile's lists overlap). The tests drive the launches
+// directly.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -17,20 +19,29 @@ namespace msa {
 namespace test {
 namespace {
 
-TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
-  MSA_REQUIRE_SM90();
+// The varlen problem of these tests, selected by the CPU indexer, each row's valid ids shuffled; out / lse hold the
+// CPU reference.
+Problem varlen_problem(bool clustered) {
   const int Hq = 32, Hkv = 2, k = 16;
   ProblemSpec s = spec({129, 0, 40, 300, 7}, {129, 500, 16385, 2600, 2049}, Hq, Hkv);
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);  // rows past L must never reach O
-  ASSERT_TRUE(select(p).ok());
+  EXPECT_TRUE(select(p).ok());
   std::mt19937_64 rng(s.seed);
+  if (clustered) cluster_selection(p, s.seed);
   for (std::size_t row = 0; row < p.topk.size() / k; ++row) {
     auto begin = p.topk.begin() + static_cast<std::ptrdiff_t>(row * k);
     std::shuffle(begin, std::find(begin, begin + k, -1), rng);
   }
-  ASSERT_TRUE(sparse_prefill(p).ok());  // CPU reference into p.out / p.lse
+  EXPECT_TRUE(sparse_prefill(p).ok());  // CPU reference into p.out / p.lse
+  return p;
+}
+
+TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
+  MSA_REQUIRE_SM90();
+  const int Hq = 32, Hkv = 2, k = 16;
+  Problem p = varlen_problem(false);
   const std::vector<std::uint16_t> out_ref = p.out;
   const std::vector<float> lse_ref = p.lse;
   const std::int64_t T = p.total_q;
@@ -97,6 +108,64 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   out.download(&got);
   lse.download(&got_lse);
   expect_attention_rule(p, got, got_lse);
+}
+
+// The union-of-blocks kernel writes the final output directly; every row is compared, LSE included.
+void check_union_kernel(bool clustered) {
+  Problem p = varlen_problem(clustered);
+  const std::vector<std::uint16_t> out_ref = p.out;
+  const std::vector<float> lse_ref = p.lse;
+  const std::int64_t T = p.total_q;
+  const int Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads, k = p.spec.topk;
+  DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
+  DeviceBuffer<std::int32_t> topk(p.topk), pt(p.page_table), cu(p.cu_seqlens_q), seq(p.seq_lens_k);
+  DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
+  DeviceBuffer<float> lse(std::vector<float>(lse_ref.size(), NAN));
+  kernels::UnionLaunch a{};
+  set_problem_qkv(&a, p, q.ptr, kc.ptr, vc.ptr);
+  a.num_pages = p.num_pages;
+  a.page_table = pt.ptr;
+  a.pt_stride_b = p.max_pages;
+  a.pt_stride_j = 1;
+  a.cu_seqlens_q = cu.ptr;
+  a.cu_stride = 1;
+  a.seq_lens_k = seq.ptr;
+  a.seq_stride = 1;
+  a.topk = topk.ptr;
+  a.topk_stride_h = T * k;
+  a.topk_stride_t = k;
+  a.topk_stride_s = 1;
+  a.total_q = T;
+  a.num_requests = static_cast<int>(p.num_requests());
+  a.num_q_heads = Hq;
+  a.num_kv_heads = Hkv;
+  a.k = k;
+  a.sm_scale = static_cast<float>(1.0 / std::sqrt(128.0));
+  a.out = out.ptr;
+  a.out_stride_t = static_cast<std::int64_t>(Hq) * 128;
+  a.out_stride_h = 128;
+  a.lse = lse.ptr;
+  a.lse_stride_t = Hq;
+  a.lse_stride_h = 1;
+  a.union_budget = kernels::kUnionBudgetAll;  // every tile (the op's kAuto rule is tested through the op)
+  const Status st = kernels::launch_union_attention(a);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<std::uint16_t> got(out_ref.size());
+  std::vector<float> got_lse(lse_ref.size());
+  out.download(&got);
+  lse.download(&got_lse);
+  expect_attention_rule(p, got, got_lse);
+}
+
+TEST(SM90_UnionKernel, VarlenBatchMatchesCpu) {
+  MSA_REQUIRE_SM90();
+  check_union_kernel(false);
+}
+
+TEST(SM90_UnionKernel, ClusteredSelectionsMatchCpu) {
+  MSA_REQUIRE_SM90();
+  check_union_kernel(true);
 }
 
 }  // namespace

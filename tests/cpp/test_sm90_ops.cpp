@@ -29,8 +29,9 @@ void shuffle_rows(Problem& p) {  // any order of valid ids is allowed
   }
 }
 
-// Public SparsePrefillAttention on the device with the given chunk size; returns out and lse.
-void run_prefill_op(Problem& p, std::int64_t chunk, std::vector<std::uint16_t>* out, std::vector<float>* lse) {
+// Public SparsePrefillAttention on the device with the given chunk size and schedule; returns out and lse.
+void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, std::vector<std::uint16_t>* out,
+                    std::vector<float>* lse) {
   DeviceProblem d(p);
   SparsePrefillPlanArgs pa;
   pa.topk = on_device(p.topk_t(), d.topk.ptr);
@@ -40,6 +41,7 @@ void run_prefill_op(Problem& p, std::int64_t chunk, std::vector<std::uint16_t>* 
   pa.num_q_heads = p.spec.num_q_heads;
   pa.num_kv_heads = p.spec.num_kv_heads;
   pa.max_chunk_tokens = chunk;
+  pa.schedule = schedule;
   SparsePrefillAttention attn;
   Status st = attn.plan(pa);
   ASSERT_TRUE(st.ok()) << st.to_string();
@@ -61,26 +63,65 @@ void run_prefill_op(Problem& p, std::int64_t chunk, std::vector<std::uint16_t>* 
   d.lse.download(lse);
 }
 
-void check_prefill_op(std::vector<std::int64_t> nq, std::vector<std::int64_t> L, int Hq, int Hkv) {
+// Both chunkings are judged by the error rule. Under a fixed schedule every (token, head) result is computed by the
+// same arithmetic whatever the chunking (chunks of 100 tokens cut requests mid-way), so they must agree bit for bit;
+// under kAuto a tile's schedule depends on which tokens share it, so only the rule applies.
+void check_prefill_op(std::vector<std::int64_t> nq, std::vector<std::int64_t> L, int Hq, int Hkv,
+                      PrefillSchedule schedule = PrefillSchedule::kAuto, bool clustered = false) {
   ProblemSpec s = spec(std::move(nq), std::move(L), Hq, Hkv);
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);
   ASSERT_TRUE(select(p).ok());
+  if (clustered) cluster_selection(p, s.seed);
   shuffle_rows(p);
   std::vector<std::uint16_t> out, out_chunked;
   std::vector<float> lse, lse_chunked;
-  run_prefill_op(p, 0, &out, &lse);
+  run_prefill_op(p, 0, schedule, &out, &lse);
   expect_attention_rule(p, out, lse);
-  // Chunks of 100 tokens cut requests mid-way; every (token, head) result is computed by the same arithmetic.
-  run_prefill_op(p, 100, &out_chunked, &lse_chunked);
+  run_prefill_op(p, 100, schedule, &out_chunked, &lse_chunked);
+  if (schedule == PrefillSchedule::kAuto) {
+    expect_attention_rule(p, out_chunked, lse_chunked);
+    return;
+  }
   EXPECT_EQ(out, out_chunked);
   EXPECT_EQ(0, std::memcmp(lse.data(), lse_chunked.data(), lse.size() * sizeof(float)));
 }
 
 TEST(SM90_SparsePrefillOp, KvOuterVarlenChunked) {
   MSA_REQUIRE_SM90();
-  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 2);  // G = 16: KV-outer
+  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 2, PrefillSchedule::kKvOuter);
+}
+
+TEST(SM90_SparsePrefillOp, UnionOfBlocksVarlenChunked) {
+  MSA_REQUIRE_SM90();
+  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 2, PrefillSchedule::kUnion);
+}
+
+// The default schedule mixes both per tile: on clustered selections most long-context tiles take the union kernel,
+// the first blocks' tiles too (few visible blocks), the rest KV-outer.
+TEST(SM90_SparsePrefillOp, AutoScheduleVarlenChunked) {
+  MSA_REQUIRE_SM90();
+  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 2);
+  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 2, PrefillSchedule::kAuto, true);
+}
+
+TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
+  MSA_REQUIRE_SM90();
+  Problem p = testing::make_problem(spec({8}, {300}, 16, 4));
+  DeviceProblem d(p);
+  SparsePrefillPlanArgs pa;
+  pa.topk = on_device(p.topk_t(), d.topk.ptr);
+  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
+  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
+  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
+  pa.num_q_heads = 16;
+  pa.num_kv_heads = 4;
+  pa.schedule = PrefillSchedule::kUnion;
+  SparsePrefillAttention attn;
+  const Status st = attn.plan(pa);
+  EXPECT_EQ(st.code(), StatusCode::kNotImplemented);
+  EXPECT_NE(st.message().find("schedule: kUnion needs Hq / Hkv = 16"), std::string::npos) << st.message();
 }
 
 TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {

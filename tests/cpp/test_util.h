@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -49,6 +50,29 @@ inline void set_index_block(Problem& p, int j, float v) {
   for (int r = 0; r < 128; ++r)
     for (int d = 0; d < 128; ++d)
       p.index_k_cache[static_cast<std::size_t>((page * 128 + r) * 128 + d)] = testing::to_bf16(d == 0 ? v : 0.0f);
+}
+
+// Clustered selections: every row whose token sees more than k blocks lists 15 distinct blocks from a pool of 24
+// fixed per (KV head, request, query block), in random order, then its local block (what real indexers tend to
+// pick, and what makes the union-of-blocks schedule pay).
+inline void cluster_selection(Problem& p, std::uint64_t seed) {
+  const int k = p.spec.topk;
+  std::mt19937_64 rng(seed);
+  for (int g = 0; g < p.spec.num_kv_heads; ++g)
+    for (std::int64_t b = 0, t = 0; b < p.num_requests(); ++b)
+      for (std::int64_t i = 0; i < p.spec.q_lens[static_cast<std::size_t>(b)]; ++i, ++t) {
+        const std::int64_t local = p.position(b, i) / 128;
+        if (local + 1 <= k) continue;  // every visible block, as selected
+        std::mt19937_64 pool_rng(seed ^ static_cast<std::uint64_t>((g * 64 + b) * 100003 + local));
+        std::vector<std::int32_t> pool(static_cast<std::size_t>(local));
+        for (std::int64_t j = 0; j < local; ++j) pool[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(j);
+        std::shuffle(pool.begin(), pool.end(), pool_rng);
+        pool.resize(std::min<std::size_t>(24, pool.size()));
+        std::shuffle(pool.begin(), pool.end(), rng);
+        std::int32_t* row = p.topk.data() + (g * p.total_q + t) * k;
+        for (int e = 0; e < k - 1; ++e) row[e] = pool[static_cast<std::size_t>(e)];
+        row[k - 1] = static_cast<std::int32_t>(local);
+      }
 }
 
 // Writes NaN into every K/V cache row past each request's length (the tail of its last page) and into the spare

@@ -133,6 +133,7 @@ const Case kCases[] = {
     {"num_kv_heads 0", Op::kPrefillAttention, MUT { UNUSED; pp.num_kv_heads = 0; }, kBad, "num_kv_heads: must be >= 1"},
     {"sm_scale negative", Op::kPrefillAttention, MUT { UNUSED; pp.sm_scale = -1.0; }, kBad, "sm_scale: must be finite"},
     {"sm_scale NaN", Op::kPrefillAttention, MUT { UNUSED; pp.sm_scale = NAN; }, kBad, "sm_scale: must be finite"},
+    {"schedule out of range", Op::kPrefillAttention, MUT { UNUSED; pp.schedule = static_cast<PrefillSchedule>(7); }, kBad, "schedule: must be kAuto, kKvOuter or kUnion, got 7"},
     {"topk id >= n_vis", Op::kPrefillAttention, MUT { UNUSED; p.topk[0] = 18; }, kBad, "topk[0, 0, 0]: block id 18 >= n_vis 18"},
     {"topk duplicate id", Op::kPrefillAttention, MUT { UNUSED; p.topk[1] = p.topk[0]; }, kBad, "appears twice in the row"},
     {"topk missing local", Op::kPrefillAttention, MUT { UNUSED; p.topk[15] = -1; }, kBad, "topk[0, 0]: local block 17 is missing"},

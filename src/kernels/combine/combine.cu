@@ -1,6 +1,6 @@
 // combine.cu — LSE-merge of the partial attention outputs of each (token, head): exactly split_counts[t, h / G]
 // partials are read (never slots past the count), non-finite partial LSEs carry no weight, and a row with no
-// weighted partial gets O = 0 and LSE = -inf. Same semantics as the CPU implementation (reference/attention_ref.cpp).
+// weighted partial gets O = 0 and LSE = -inf; a negative count means another kernel writes the row. Same semantics as the CPU implementation (reference/attention_ref.cpp).
 //
 // One warp per (token, head): lane l owns dims 4l .. 4l + 3, so each partial row is one coalesced 256-byte (bf16) or
 // 512-byte (fp32) warp load. Two passes over the <= S partial LSEs (max, then weights) keep every exponent <= 0;
@@ -37,7 +37,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
   const int lane = threadIdx.x % 32;
   const std::int64_t t = row / a.num_q_heads;
   const int h = static_cast<int>(row % a.num_q_heads);
-  const int n = min(max(a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g], 0), a.num_splits);
+  const int count = a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g];
+  if (count < 0) return;  // written by another kernel (uniform per warp)
+  const int n = min(count, a.num_splits);
   const float* lse_row = a.partial_lse + t * a.pl_stride_t + h * a.pl_stride_h;
 
   float m = -INFINITY;
@@ -82,7 +84,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const Co
   const int d = (threadIdx.x % 16) * 8;
   const std::int64_t t = row / a.num_q_heads;
   const int h = static_cast<int>(row % a.num_q_heads);
-  const int n = min(max(a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g], 0), a.num_splits);
+  const int count = a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g];
+  if (count < 0) return;  // written by another kernel (no collectives below: the warp's other row goes on)
+  const int n = min(count, a.num_splits);
   const float* lse_row = a.partial_lse + t * a.pl_stride_t + h * a.pl_stride_h;
   const std::int64_t base = t * a.po_stride_t + h * a.po_stride_h + d;
   float l[16];

@@ -16,7 +16,8 @@ struct CombineLaunch {
   std::int64_t po_stride_s, po_stride_t, po_stride_h;
   const float* partial_lse;  // [S, T, Hq]
   std::int64_t pl_stride_s, pl_stride_t, pl_stride_h;
-  const std::int32_t* split_counts;  // [T, Hkv]; each count is clamped to [0, S] on the device
+  const std::int32_t* split_counts;  // [T, Hkv]; clamped to [0, S] on the device, except that a negative count
+                                     // leaves the row's out / LSE untouched (another kernel writes them)
   std::int64_t sc_stride_t, sc_stride_g;
   void* out;  // [T, Hq, 128] bf16
   std::int64_t out_stride_t, out_stride_h;

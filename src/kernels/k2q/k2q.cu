@@ -83,7 +83,9 @@ __global__ void pairs_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, cons
     ids[s] = s < a.k ? row[s * a.topk_stride_s] : -1;
     if (s == count && ids[s] >= 0) ++count;  // valid ids form a prefix
   }
-  o.split_counts[t * a.num_heads + g] = count;
+  // A row the union-of-blocks kernel computes (its first id is kRowElsewhere, from launch_union_mask) gets count -1,
+  // which tells the combine to leave its output alone.
+  o.split_counts[t * a.num_heads + g] = ids[0] == kRowElsewhere ? -1 : count;
   const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
   const std::uint32_t head_base = static_cast<std::uint32_t>(g * (r_cap + 1));
 #pragma unroll

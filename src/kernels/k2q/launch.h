@@ -11,6 +11,10 @@
 namespace msa {
 namespace kernels {
 
+// A topk row whose first id is kRowElsewhere is a row another kernel computes (the union-of-blocks schedule, see
+// kernels/sm90/attention/launch.h): it lists nothing and its split count is -1, which the combine leaves alone.
+constexpr std::int32_t kRowElsewhere = -2;
+
 // Inputs (device pointers, strides in elements). Capacities are shapes, so the launch sequence and the workspace
 // depend on them only and a captured graph stays valid while lengths change.
 struct K2qBuildArgs {
@@ -38,7 +42,7 @@ struct K2qBuildOutputs {
   std::int32_t* row_block;       // [R_cap]
   std::int32_t* q_indices;       // [H, T * k]: request-local query index, ascending per row; -1 pad
   std::int32_t* qsplit_indices;  // [H, T * k]: q_local | (split_slot << 24); -1 pad
-  std::int32_t* split_counts;    // [T, H]
+  std::int32_t* split_counts;    // [T, H]; -1 for kRowElsewhere rows
   std::int32_t* total_rows;      // [1]: R
   // Work schedule (when max_q_per_item > 0), as reference::build_k2q_schedule: items of 6 int32 (head_kv, row,
   // q_begin, q_count, batch, kv_block), largest q_count first, ties in (head, row, q_begin) order; entries past

@@ -20,6 +20,7 @@
 
 #include "kernels/common/pdl.cuh"
 #include "kernels/sm90/attention/launch.h"
+#include "kernels/sm90/attention/qkv_maps.h"
 #include "kernels/sm90/common/sm90.cuh"
 #include "kernels/sm90/common/tma.h"
 
@@ -239,19 +240,7 @@ Status launch_kv_outer_attention(const KvOuterLaunch& a) {
     return Status::NotImplemented("KV-outer attention: Hq / Hkv must be 16 in this version");
   if (a.item_capacity == 0 || a.total_q == 0) return Status::Ok();
   CUtensorMap q_map, k_map, v_map;
-  const sm90::Bf16Tensor3d q{a.q,
-                             {128, static_cast<std::uint64_t>(a.num_q_heads), static_cast<std::uint64_t>(a.total_q)},
-                             {a.q_stride_h, a.q_stride_t},
-                             {64, kG, 1}};
-  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(q, "q", &q_map));
-  const std::uint64_t kv_dims[4] = {128, 128, static_cast<std::uint64_t>(a.num_kv_heads),
-                                    static_cast<std::uint64_t>(a.num_pages)};
-  const sm90::Bf16Tensor4d k{a.k_cache, {kv_dims[0], kv_dims[1], kv_dims[2], kv_dims[3]},
-                             {a.kv_stride_t, a.kv_stride_h, a.kv_stride_page}, {64, 128, 1, 1}};
-  sm90::Bf16Tensor4d v = k;
-  v.base = a.v_cache;
-  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(k, "k_cache", &k_map));
-  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(v, "v_cache", &v_map));
+  MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, kG, &q_map, &k_map, &v_map));
   // Partial outputs [k, T, Hq, 128] as rows of (slot, token) x Hq heads x 128 dims; a box is one token's 16 heads.
   CUtensorMap o_map;
   const sm90::Bf16Tensor3d o{a.partial_out,

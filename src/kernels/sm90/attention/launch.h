@@ -41,6 +41,56 @@ struct KvOuterLaunch {
 // G = Hq / Hkv must be 16 (4 tokens x 16 heads per 64-row tile).
 Status launch_kv_outer_attention(const KvOuterLaunch& args);
 
+// Arguments of the query-outer "union of blocks" kernel (union_blocks.cu): the final output straight from the
+// selection, no k2q, partials or combine.
+struct UnionLaunch {
+  const void* q;  // [T, Hq, 128] bf16
+  std::int64_t q_stride_t, q_stride_h;
+  const void* k_cache;  // [pages, Hkv, 128, 128] bf16
+  const void* v_cache;
+  std::int64_t kv_stride_page, kv_stride_h, kv_stride_t;
+  std::int64_t num_pages;
+  const std::int32_t* page_table;  // [B, max_pages]
+  std::int64_t pt_stride_b, pt_stride_j;
+  const std::int32_t* cu_seqlens_q;  // [B + 1]
+  std::int64_t cu_stride;
+  const std::int32_t* seq_lens_k;  // [B]
+  std::int64_t seq_stride;
+  const std::int32_t* topk;  // [Hkv, T, k]: valid ids first, then -1
+  std::int64_t topk_stride_h, topk_stride_t, topk_stride_s;
+  std::int64_t total_q;
+  int num_requests, num_q_heads, num_kv_heads, k;
+  float sm_scale;
+  void* out;  // [T, Hq, 128] bf16
+  std::int64_t out_stride_t, out_stride_h;
+  float* lse;  // [T, Hq] natural log, or nullptr
+  std::int64_t lse_stride_t, lse_stride_h;
+  // The rule that picks this schedule per (tile of 8 tokens, KV head): the tile's two warpgroups (4 tokens each)
+  // together compute at most union_budget blocks per warpgroup with tokens. kUnionBudgetAuto is the measured
+  // crossover; kUnionBudgetAll takes every tile.
+  int union_budget;
+  std::int32_t* masked_topk;  // launch_union_mask's output: [Hkv, T, k] contiguous
+  std::int32_t* tile_flags;   // launch_union_mask's decisions, [Hkv, union_tiles()]; nullptr: decide in the kernel
+  int device;
+  void* stream;
+};
+
+// Blocks per warpgroup (4 tokens x 16 heads) below which the union schedule is faster than KV-outer: on H100 the
+// union kernel costs ~9 ns per (warpgroup, block) and KV-outer ~270-290 ns per 4 tokens and KV head (32K and 128K,
+// bench_prefill_attention), a crossover near 30; 28 leaves a margin.
+constexpr int kUnionBudgetAuto = 28;
+constexpr int kUnionBudgetAll = 1 << 20;
+
+// G = Hq / Hkv must be 16 and k <= 16 (a tile's 8 tokens list at most 128 blocks). launch_union_mask writes
+// masked_topk: the selection with the rows of union tiles marked kRowElsewhere (kernels/k2q/launch.h), for the
+// KV-outer chain (k2q, KV-outer, combine) that runs between the two launches and leaves those rows alone.
+// launch_union_attention then computes the union tiles and writes their out / LSE rows; it decides the tiles
+// by the mask launch's tile_flags (or, without them, by the same rule).
+// Tiles of a launch (without reading cu_seqlens_q: each request wastes less than one): T / 8 + B.
+std::int64_t union_tiles(const UnionLaunch& args);
+Status launch_union_mask(const UnionLaunch& args);
+Status launch_union_attention(const UnionLaunch& args);
+
 }  // namespace kernels
 }  // namespace msa
 
