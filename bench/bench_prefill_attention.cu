@@ -17,7 +17,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -142,9 +141,7 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
   for (int phases = 1; phases <= 3; ++phases)
     variants.push_back([&, phases] { check(msa::detail::run_prefill_cuda(plan, pa.topk, ra, ws, ws_bytes, phases)); });
   variants.push_back([&] { check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes)); });
-  if (std::getenv("MSA_BENCH_AUTO_PHASES"))
-    for (int phases = 1; phases <= 2; ++phases)
-      variants.push_back([&, phases] { check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes, phases)); });
+
   if (time_union) variants.push_back([&] { check(msa::detail::run_prefill_cuda(union_plan, pa.topk, ra, ws, ws_bytes)); });
   const std::vector<double> t = msa_bench::graph_median_ms(variants, stream, 1, iters);
 
@@ -171,8 +168,6 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
               flops / (r.auto_ms * 1e-3) / 1e12);
   if (time_union)
     std::printf(" | union of blocks alone %9.3f ms  %6.1f eff. TFLOP/s", r.union_ms, flops / (r.union_ms * 1e-3) / 1e12);
-  if (std::getenv("MSA_BENCH_AUTO_PHASES"))
-    std::printf(" | auto phases: mask+k2q %.3f, +kv-outer %.3f", t[t.size() - 2], t[t.size() - 1]);
   std::printf("\n");
   std::fflush(stdout);
   return r;
