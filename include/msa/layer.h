@@ -29,6 +29,7 @@ struct MsaPrefillPlanArgs {
   int topk = kDefaultTopK;
   double sm_scale = 0.0;  // 0 selects 1/sqrt(128)
   std::int64_t max_chunk_tokens = 0;  // CUDA: attention chunk size (see SparsePrefillPlanArgs)
+  PrefillSchedule schedule = PrefillSchedule::kAuto;  // CUDA, Hq / Hkv = 16 (see SparsePrefillPlanArgs)
 };
 
 struct MsaPrefillRunArgs {

@@ -75,6 +75,7 @@ Status MsaPrefill::plan(const MsaPrefillPlanArgs& a) {
   impl_->planned = false;
   MSA_RETURN_IF_ERROR(check_common(a.num_q_heads, a.num_kv_heads, a.topk, a.sm_scale));
   if (a.total_q < 0) return Status::InvalidArgument("total_q: must be >= 0, got " + std::to_string(a.total_q));
+  MSA_RETURN_IF_ERROR(detail::check_prefill_schedule(a.schedule));
   MSA_RETURN_IF_ERROR(detail::check_batch_tensors(&a.cu_seqlens_q, a.seq_lens_k, a.page_table));
   MSA_RETURN_IF_ERROR(detail::check_same_device(
       {{"cu_seqlens_q", &a.cu_seqlens_q}, {"seq_lens_k", &a.seq_lens_k}, {"page_table", &a.page_table}}));
@@ -89,6 +90,7 @@ Status MsaPrefill::plan(const MsaPrefillPlanArgs& a) {
     pa.num_q_heads = a.num_q_heads;
     pa.num_kv_heads = a.num_kv_heads;
     pa.sm_scale = a.sm_scale;
+    pa.schedule = a.schedule;
     auto cuda = std::make_unique<detail::PrefillCudaPlan>();
     MSA_RETURN_IF_ERROR(detail::plan_prefill_cuda(pa, a.max_chunk_tokens, cuda.get()));
     impl_->attn_offset = align256(topk_bytes(a.num_kv_heads, a.total_q, a.topk));

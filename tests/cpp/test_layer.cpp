@@ -120,6 +120,11 @@ TEST(CPU_Layer, BadInputsWriteNothing) {
   EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](std::uint16_t v) { return v == 0x7fc1; }));
   MsaPrefill unplanned;
   EXPECT_EQ(unplanned.run(r).code(), StatusCode::kInvalidArgument);
+  MsaPrefillPlanArgs bad = prefill_plan(p);
+  bad.schedule = static_cast<PrefillSchedule>(3);
+  st = unplanned.plan(bad);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("schedule: must be kAuto, kKvOuter or kUnion"), std::string::npos) << st.message();
 }
 
 TEST(CPU_Layer, CudaPlanWithoutHopperFails) {
