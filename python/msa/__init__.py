@@ -89,10 +89,12 @@ class SparsePrefillAttention:
         self._op = _msa.SparsePrefillAttention()
 
     def plan(self, topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads=64, num_kv_heads=4, sm_scale=0.0,
-             max_chunk_tokens=0):
-        """CUDA: max_chunk_tokens bounds the workspace (query tokens per chunk; 0 = 16384)."""
+             max_chunk_tokens=0, schedule="auto"):
+        """CUDA: max_chunk_tokens bounds the workspace (query tokens per chunk; 0 = 16384). schedule (Hq / Hkv = 16):
+        "auto" (per tile of 8 tokens, the union-of-blocks kernel where the selections overlap, KV-outer elsewhere),
+        "kv_outer" or "union"."""
         self._op.plan(topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads, num_kv_heads, sm_scale,
-                      max_chunk_tokens)
+                      max_chunk_tokens, schedule)
 
     def workspace_bytes(self):
         return self._op.workspace_bytes()
@@ -126,9 +128,10 @@ class MsaPrefill:
         self._op = _msa.MsaPrefill()
 
     def plan(self, cu_seqlens_q, seq_lens_k, page_table, total_q, num_q_heads=64, num_kv_heads=4, topk=16,
-             sm_scale=0.0, max_chunk_tokens=0):
+             sm_scale=0.0, max_chunk_tokens=0, schedule="auto"):
+        """max_chunk_tokens and schedule: as for SparsePrefillAttention.plan."""
         self._op.plan(cu_seqlens_q, seq_lens_k, page_table, total_q, num_q_heads, num_kv_heads, topk, sm_scale,
-                      max_chunk_tokens)
+                      max_chunk_tokens, schedule)
 
     def workspace_bytes(self):
         return self._op.workspace_bytes()

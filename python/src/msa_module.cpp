@@ -94,6 +94,14 @@ void check(const msa::Status& st) {
   }
 }
 
+// The prefill schedule by name: "auto", "kv_outer" or "union" (SparsePrefillPlanArgs::schedule).
+msa::PrefillSchedule schedule_of(const std::string& name) {
+  if (name == "auto") return msa::PrefillSchedule::kAuto;
+  if (name == "kv_outer") return msa::PrefillSchedule::kKvOuter;
+  if (name == "union") return msa::PrefillSchedule::kUnion;
+  throw nb::value_error(("schedule: must be 'auto', 'kv_outer' or 'union', got '" + name + "'").c_str());
+}
+
 msa::IndexPrefillArgs prefill_args(Args& a, nb::handle index_q, nb::handle index_k_cache, nb::handle page_table,
                                    nb::handle cu_seqlens_q, nb::handle seq_lens_k, nb::handle topk,
                                    std::uintptr_t stream) {
@@ -197,9 +205,11 @@ NB_MODULE(_msa, m) {
       .def(
           "plan",
           [](msa::SparsePrefillAttention& self, nb::handle topk, nb::handle cu_seqlens_q, nb::handle seq_lens_k,
-             nb::handle page_table, int num_q_heads, int num_kv_heads, double sm_scale, std::int64_t max_chunk_tokens) {
+             nb::handle page_table, int num_q_heads, int num_kv_heads, double sm_scale, std::int64_t max_chunk_tokens,
+             const std::string& schedule) {
             Args a;
             msa::SparsePrefillPlanArgs p;
+            p.schedule = schedule_of(schedule);
             p.topk = a.tensor(topk, "topk", 0);
             p.cu_seqlens_q = a.tensor(cu_seqlens_q, "cu_seqlens_q", 0);
             p.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", 0);
@@ -211,7 +221,7 @@ NB_MODULE(_msa, m) {
             check(self.plan(p));
           },
           "topk"_a, "cu_seqlens_q"_a, "seq_lens_k"_a, "page_table"_a, "num_q_heads"_a = msa::kM3NumQHeads,
-          "num_kv_heads"_a = msa::kM3NumKVHeads, "sm_scale"_a = 0.0, "max_chunk_tokens"_a = 0)
+          "num_kv_heads"_a = msa::kM3NumKVHeads, "sm_scale"_a = 0.0, "max_chunk_tokens"_a = 0, "schedule"_a = "auto")
       .def("workspace_bytes", &msa::SparsePrefillAttention::workspace_bytes)
       .def(
           "run",
@@ -235,9 +245,10 @@ NB_MODULE(_msa, m) {
           "plan",
           [](msa::MsaPrefill& self, nb::handle cu_seqlens_q, nb::handle seq_lens_k, nb::handle page_table,
              std::int64_t total_q, int num_q_heads, int num_kv_heads, int topk, double sm_scale,
-             std::int64_t max_chunk_tokens) {
+             std::int64_t max_chunk_tokens, const std::string& schedule) {
             Args a;
             msa::MsaPrefillPlanArgs p;
+            p.schedule = schedule_of(schedule);
             p.cu_seqlens_q = a.tensor(cu_seqlens_q, "cu_seqlens_q", 0);
             p.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", 0);
             p.page_table = a.tensor(page_table, "page_table", 0);
@@ -251,7 +262,7 @@ NB_MODULE(_msa, m) {
           },
           "cu_seqlens_q"_a, "seq_lens_k"_a, "page_table"_a, "total_q"_a, "num_q_heads"_a = msa::kM3NumQHeads,
           "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,
-          "max_chunk_tokens"_a = 0)
+          "max_chunk_tokens"_a = 0, "schedule"_a = "auto")
       .def("workspace_bytes", &msa::MsaPrefill::workspace_bytes)
       .def(
           "run",

@@ -160,7 +160,11 @@ def test_sparse_prefill_short_rows_equal_dense():
     for t, p in enumerate(positions):
         topk[:, t, : p // BLOCK + 1] = np.arange(p // BLOCK + 1)
     op = msa.SparsePrefillAttention()
-    op.plan(topk, np.array([0, T], np.int32), np.array([L], np.int32), table, num_q_heads=Hq, num_kv_heads=Hkv)
+    with pytest.raises(ValueError, match="schedule: must be 'auto', 'kv_outer' or 'union', got 'fast'"):
+        op.plan(topk, np.array([0, T], np.int32), np.array([L], np.int32), table, num_q_heads=Hq,
+                num_kv_heads=Hkv, schedule="fast")
+    op.plan(topk, np.array([0, T], np.int32), np.array([L], np.int32), table, num_q_heads=Hq, num_kv_heads=Hkv,
+            schedule="kv_outer")  # CPU descriptors: every schedule computes the same reference
     out = np.zeros((T, Hq, D), np.uint16)
     lse = np.zeros((T, Hq), np.float32)
     op.run(msa.bf16(to_bf16(qf)), msa.bf16(k_cache), msa.bf16(v_cache), msa.bf16(out), lse)
