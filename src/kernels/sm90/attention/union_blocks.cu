@@ -13,7 +13,9 @@
 // Cost model: a warpgroup computes every block of its 4 tokens' union for all of its rows, so it does |U_w| block
 // products where each token needs 16. With clustered selections (tokens of a query block drawing from one pool)
 // |U_w| stays near the pool size; with random ones it approaches 4 x 15 + 1. KV-outer does no wasted products but
-// writes and re-reads 16 partials per (token, head). The measured crossover is in docs/attention.md.
+// writes and re-reads 16 partials per (token, head). The measured crossover is in docs/attention.md; the per-tile
+// choice (PrefillSchedule::kAuto) is union_mask_kernel's, on the same grid: it writes the decision to tile_flags and
+// takes the union tiles' rows out of the selection the KV-outer chain reads (kRowElsewhere).
 //
 // Invariants: G = 16, k <= 16; rows of tokens past the tile's count are computed on stale data and never written;
 // V rows of keys >= L are zeroed in shared memory before P·V (the cache may hold NaN there); every consumer warp
@@ -44,7 +46,7 @@ constexpr int kStages = 2;                    // K + V ring: 64 KiB per stage
 constexpr int kStageBytes = 4 * kHalf;
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
 // Shared memory from a 1024-aligned base: Q [warpgroup][half], the K/V ring (K halves, then V halves), the union
-// scratch (listed ids, first-occurrence flags, union ids, token masks, count), barriers.
+// scratch (listed ids, first-occurrence flags, union ids, token masks), barriers.
 constexpr int kQOff = 0, kKvOff = 4 * kQHalf, kIdsOff = kKvOff + kStages * kStageBytes;
 constexpr int kBarOff = kIdsOff + 4 * kMaxIds * 4 + 16;
 constexpr int kSmemBytes = kBarOff + 64 + 1024;
