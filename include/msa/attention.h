@@ -19,6 +19,7 @@
 
 namespace msa {
 
+// How a CUDA prefill with Hq / Hkv = 16 is scheduled: SparsePrefillPlanArgs::schedule says what each one does.
 enum class PrefillSchedule { kAuto, kKvOuter, kUnion };
 
 struct SparsePrefillPlanArgs {
