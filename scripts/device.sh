@@ -2,8 +2,8 @@
 # One command for a GPU machine: configure + build with all cores, run every test (GPU suites included), run
 # compute-sanitizer (memcheck, racecheck, synccheck: 81, 155 and 85 s on 29 tests at 0c75fda) on the quick GPU
 # tests (all SM90_* but the 1M-token and layer and graph ones: they chain kernels that are checked one by one), run
-# the benchmarks, and write full logs
-# and JSON under $OUT (./out when OUT is unset). Prints a short summary table last.
+# the benchmarks, and write full logs and JSON under $OUT (./out when OUT is unset). Prints a short summary table
+# last.
 #
 #   scripts/device.sh                  everything
 #   MSA_SKIP_TESTS=1 scripts/device.sh benchmarks only
