@@ -40,7 +40,7 @@ Status host_copy(const Tensor& t, std::vector<std::int32_t>* store, Tensor* host
   return Status::Ok();
 }
 
-// Q, K and V of a launch (KvOuterLaunch or DecodeAttentionLaunch: the same field names), q possibly offset.
+// Q, K and V of a launch (PagedPrefillInputs or DecodeAttentionLaunch: the same field names), q possibly offset.
 template <class Launch>
 void set_qkv(Launch* l, const void* q, const Tensor& q_t, const Tensor& k_cache, const Tensor& v_cache) {
   l->q = q;
@@ -127,94 +127,142 @@ kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& top
   return a;
 }
 
-// The union-of-blocks launch of chunk c (kernels/sm90/attention/launch.h); masked_topk points into the workspace
-// when the plan reserved it.
-kernels::UnionLaunch chunk_union_launch(const PrefillCudaPlan& p, const Tensor& topk, const SparsePrefillRunArgs& a,
-                                        const PrefillChunk& c, const std::int32_t* meta, const std::int32_t* page_table,
-                                        const void* q, unsigned char* ws) {
+// One chunk of a run: the plan, the run's tensors and workspace, and what every launch of the chunk derives from them.
+struct ChunkRun {
+  const PrefillCudaPlan& p;
+  const Tensor& topk;
+  const SparsePrefillRunArgs& a;
+  unsigned char* ws;
+  const std::int32_t* meta;  // the plan's device metadata
+  const PrefillChunk& c;
+
+  int k() const { return static_cast<int>(topk.shape[2]); }
+  const std::int32_t* cu_seqlens() const { return meta + c.meta; }
+  const std::int32_t* seq_lens() const { return meta + c.meta + c.num_requests + 1; }
+  const std::int32_t* topk_rows() const { return static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1]; }
+  const std::int32_t* page_table() const {
+    return static_cast<const std::int32_t*>(p.args.page_table.data) + c.b_first * p.args.page_table.stride[0];
+  }
+  const void* q() const { return static_cast<const std::uint16_t*>(a.q.data) + c.t0 * a.q.stride[0]; }
+  std::int32_t* counts() const { return reinterpret_cast<std::int32_t*>(ws + p.off_counts); }
+  void* partial_out() const { return ws + p.off_partial_out; }
+  float* partial_lse() const { return reinterpret_cast<float*>(ws + p.off_partial_lse); }
+  int device() const { return a.q.device.index; }
+  void* stream() const { return a.q.device.stream; }
+};
+
+// Q, the caches, the page table and the batch metadata of the chunk, for either sm90 prefill kernel.
+void set_chunk_inputs(kernels::PagedPrefillInputs* l, const ChunkRun& r) {
+  set_qkv(l, r.q(), r.a.q, r.a.k_cache, r.a.v_cache);
+  l->num_pages = r.a.k_cache.shape[0];
+  l->page_table = r.page_table();
+  l->pt_stride_b = r.p.args.page_table.stride[0];
+  l->pt_stride_j = r.p.args.page_table.stride[1];
+  l->cu_seqlens_q = r.cu_seqlens();
+  l->cu_stride = 1;
+  l->seq_lens_k = r.seq_lens();
+  l->seq_stride = 1;
+}
+
+// The chunk's union-of-blocks launch (kernels/sm90/attention/launch.h); masked_topk and tile_flags point into the
+// workspace when the plan runs the KV-outer chain beside it (kAuto).
+kernels::UnionLaunch chunk_union_launch(const ChunkRun& r) {
+  const PrefillCudaPlan& p = r.p;
+  const SparsePrefillRunArgs& a = r.a;
   kernels::UnionLaunch u{};
-  set_qkv(&u, q, a.q, a.k_cache, a.v_cache);
-  u.num_pages = a.k_cache.shape[0];
-  u.page_table = page_table;
-  u.pt_stride_b = p.args.page_table.stride[0];
-  u.pt_stride_j = p.args.page_table.stride[1];
-  u.cu_seqlens_q = meta + c.meta;
-  u.cu_stride = 1;
-  u.seq_lens_k = meta + c.meta + c.num_requests + 1;
-  u.seq_stride = 1;
-  u.topk = static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1];
-  u.topk_stride_h = topk.stride[0];
-  u.topk_stride_t = topk.stride[1];
-  u.topk_stride_s = topk.stride[2];
-  u.total_q = c.num_q;
-  u.num_requests = c.num_requests;
+  set_chunk_inputs(&u, r);
+  u.topk = r.topk_rows();
+  u.topk_stride_h = r.topk.stride[0];
+  u.topk_stride_t = r.topk.stride[1];
+  u.topk_stride_s = r.topk.stride[2];
+  u.total_q = r.c.num_q;
+  u.num_requests = r.c.num_requests;
   u.num_q_heads = p.args.num_q_heads;
   u.num_kv_heads = p.args.num_kv_heads;
-  u.k = static_cast<int>(topk.shape[2]);
+  u.k = r.k();
   u.sm_scale = scale_of(p.args.sm_scale);
-  u.out = static_cast<std::uint16_t*>(a.out.data) + c.t0 * a.out.stride[0];
+  u.out = static_cast<std::uint16_t*>(a.out.data) + r.c.t0 * a.out.stride[0];
   u.out_stride_t = a.out.stride[0];
   u.out_stride_h = a.out.stride[1];
   if (a.lse.present()) {
-    u.lse = static_cast<float*>(a.lse.data) + c.t0 * a.lse.stride[0];
+    u.lse = static_cast<float*>(a.lse.data) + r.c.t0 * a.lse.stride[0];
     u.lse_stride_t = a.lse.stride[0];
     u.lse_stride_h = a.lse.stride[1];
   }
   u.union_budget = p.union_budget;
   const bool masked = p.kv_outer_chain && p.union_budget > 0;
-  u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(ws + p.off_masked_topk) : nullptr;
-  u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(ws + p.off_tile_flags) : nullptr;
-  u.device = a.q.device.index;
-  u.stream = a.q.device.stream;
+  u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_masked_topk) : nullptr;
+  u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_tile_flags) : nullptr;
+  u.device = r.device();
+  u.stream = r.stream();
   return u;
 }
 
-// Chunk c through device k2q (over `masked` when given), KV-outer attention and the combine; phases < 3 stop early
-// (the benchmark hook of run_prefill_cuda).
-Status run_kv_outer_chain(const PrefillCudaPlan& p, const Tensor& topk, const SparsePrefillRunArgs& a,
-                          const PrefillChunk& c, const std::int32_t* meta, const std::int32_t* page_table,
-                          const void* q, unsigned char* ws, const std::int32_t* masked, int phases) {
-  const SparsePrefillPlanArgs& pa = p.args;
-  const int Hq = pa.num_q_heads, Hkv = pa.num_kv_heads, k = static_cast<int>(topk.shape[2]);
-  void* stream = a.q.device.stream;
-  const int device = a.q.device.index;
-  auto* counts = reinterpret_cast<std::int32_t*>(ws + p.off_counts);
-  void* po = ws + p.off_partial_out;
-  auto* pl = reinterpret_cast<float*>(ws + p.off_partial_lse);
-  kernels::K2qBuildArgs ka = chunk_k2q_args(p, topk, c, meta, masked);
-  ka.stream = stream;
-  ka.device = device;
+// The chunk through device k2q (over `masked` when given), KV-outer attention and the combine; phases < 3 stop
+// early (the benchmark hook of run_prefill_cuda).
+Status run_kv_outer_chain(const ChunkRun& r, const std::int32_t* masked, int phases) {
+  const PrefillCudaPlan& p = r.p;
+  unsigned char* ws = r.ws;
+  kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta, masked);
+  ka.stream = r.stream();
+  ka.device = r.device();
   const kernels::K2qBuildOutputs ko{reinterpret_cast<std::int32_t*>(ws + p.off_row_ptr),
                                     reinterpret_cast<std::int32_t*>(ws + p.off_row_batch),
                                     reinterpret_cast<std::int32_t*>(ws + p.off_row_block),
                                     reinterpret_cast<std::int32_t*>(ws + p.off_q_idx),
                                     reinterpret_cast<std::int32_t*>(ws + p.off_qsplit),
-                                    counts,
+                                    r.counts(),
                                     reinterpret_cast<std::int32_t*>(ws + p.off_total),
                                     reinterpret_cast<std::int32_t*>(ws + p.off_items),
                                     reinterpret_cast<std::int32_t*>(ws + p.off_num_items)};
   MSA_RETURN_IF_ERROR(kernels::launch_k2q_build(ka, ko, ws + p.off_k2q_scratch, p.k2q_scratch_bytes));
   if (phases < 2) return Status::Ok();
   kernels::KvOuterLaunch l{};
-  set_qkv(&l, q, a.q, a.k_cache, a.v_cache);
-  l.num_pages = a.k_cache.shape[0];
-  l.page_table = page_table;
-  l.pt_stride_b = pa.page_table.stride[0];
-  l.pt_stride_j = pa.page_table.stride[1];
-  l.cu_seqlens_q = ka.cu_seqlens_q;
-  l.cu_stride = 1;
-  l.seq_lens_k = ka.seq_lens_k;
-  l.seq_stride = 1;
+  set_chunk_inputs(&l, r);
   l.row_ptr = ko.row_ptr;
   l.qsplit_indices = ko.qsplit_indices;
   l.items = ko.items;
   l.num_items = ko.num_items;
   l.row_capacity = kernels::k2q_row_capacity(ka);
   l.item_capacity = kernels::k2q_item_capacity(ka);
-  set_work(&l, c.num_q, Hq, Hkv, k, pa.sm_scale, po, pl, device, stream);
+  set_work(&l, r.c.num_q, p.args.num_q_heads, p.args.num_kv_heads, r.k(), p.args.sm_scale, r.partial_out(),
+           r.partial_lse(), r.device(), r.stream());
   MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
   if (phases < 3) return Status::Ok();
-  return launch_combine_into(po, pl, counts, c.num_q, Hq, Hkv, k, a.out, a.lse, c.t0, device, stream);
+  return launch_combine_into(r.partial_out(), r.partial_lse(), r.counts(), r.c.num_q, p.args.num_q_heads,
+                             p.args.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0, r.device(), r.stream());
+}
+
+// G = 16: the union mask (kAuto: the union tiles leave the chain's selection), the KV-outer chain over the rest,
+// then the union tiles (the combine left their rows alone: split count -1).
+Status run_kv_outer_chunk(const ChunkRun& r, int phases) {
+  const PrefillCudaPlan& p = r.p;
+  const kernels::UnionLaunch u = chunk_union_launch(r);
+  if (u.masked_topk != nullptr) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
+  if (p.kv_outer_chain) MSA_RETURN_IF_ERROR(run_kv_outer_chain(r, u.masked_topk, phases));
+  if (phases >= 3 && p.union_budget > 0) MSA_RETURN_IF_ERROR(kernels::launch_union_attention(u));
+  return Status::Ok();
+}
+
+// Other G: the query-outer split kernel over the chunk's selection, then the combine.
+Status run_split_chunk(const ChunkRun& r, int phases) {
+  if (phases < 2) return Status::Ok();
+  const SparsePrefillPlanArgs& pa = r.p.args;
+  kernels::DecodeAttentionLaunch l{};
+  set_qkv(&l, r.q(), r.a.q, r.a.k_cache, r.a.v_cache);
+  set_selection(&l, r.topk_rows(), r.topk, r.page_table(), pa.page_table);
+  l.seq_lens_k = r.seq_lens();
+  l.seq_stride = 1;
+  l.cu_seqlens_q = r.cu_seqlens();
+  l.cu_stride = 1;
+  l.num_requests = r.c.num_requests;
+  set_work(&l, r.c.num_q, pa.num_q_heads, pa.num_kv_heads, r.k(), pa.sm_scale, r.partial_out(), r.partial_lse(),
+           r.device(), r.stream());
+  l.split_counts = r.counts();
+  MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
+  if (phases < 3) return Status::Ok();
+  return launch_combine_into(r.partial_out(), r.partial_lse(), r.counts(), r.c.num_q, pa.num_q_heads,
+                             pa.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0, r.device(), r.stream());
 }
 
 }  // namespace
@@ -345,47 +393,11 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
                                    " bytes (workspace_bytes() after plan), got " + std::to_string(workspace_bytes));
   if (p.workspace_bytes > 0 && (workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0))
     return Status::InvalidArgument("workspace: must be a non-null, 256-byte aligned device pointer");
-  const SparsePrefillPlanArgs& pa = p.args;
   auto* ws = static_cast<unsigned char*>(workspace);
   auto* meta = static_cast<const std::int32_t*>(p.meta.get());
-  const int Hq = pa.num_q_heads, Hkv = pa.num_kv_heads, k = static_cast<int>(topk.shape[2]);
-  void* stream = a.q.device.stream;
-  const int device = a.q.device.index;
-  auto* counts = reinterpret_cast<std::int32_t*>(ws + p.off_counts);
-  void* po = ws + p.off_partial_out;
-  auto* pl = reinterpret_cast<float*>(ws + p.off_partial_lse);
   for (const PrefillChunk& c : p.chunks) {
-    const std::int64_t Tc = c.num_q;
-    const std::int32_t* page_table = static_cast<const std::int32_t*>(pa.page_table.data) + c.b_first * pa.page_table.stride[0];
-    const void* q = static_cast<const std::uint16_t*>(a.q.data) + c.t0 * a.q.stride[0];
-    if (p.kv_outer) {
-      // Union of blocks (its tiles leave the chain's selection first, and are computed after the chain's combine,
-      // which writes zeros into their rows), then the KV-outer chain.
-      const kernels::UnionLaunch u = chunk_union_launch(p, topk, a, c, meta, page_table, q, ws);
-      const bool masked = p.union_budget > 0 && p.kv_outer_chain;
-      if (masked) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
-      if (p.kv_outer_chain)
-        MSA_RETURN_IF_ERROR(run_kv_outer_chain(p, topk, a, c, meta, page_table, q, ws, masked ? u.masked_topk : nullptr,
-                                               phases));
-      if (phases >= 3 && p.union_budget > 0) MSA_RETURN_IF_ERROR(kernels::launch_union_attention(u));
-      continue;
-    } else {
-      if (phases < 2) continue;
-      kernels::DecodeAttentionLaunch l{};
-      set_qkv(&l, q, a.q, a.k_cache, a.v_cache);
-      set_selection(&l, static_cast<const std::int32_t*>(topk.data) + c.t0 * topk.stride[1], topk, page_table,
-                    pa.page_table);
-      l.seq_lens_k = meta + c.meta + c.num_requests + 1;
-      l.seq_stride = 1;
-      l.cu_seqlens_q = meta + c.meta;
-      l.cu_stride = 1;
-      l.num_requests = c.num_requests;
-      set_work(&l, Tc, Hq, Hkv, k, pa.sm_scale, po, pl, device, stream);
-      l.split_counts = counts;
-      MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
-    }
-    if (phases < 3) continue;
-    MSA_RETURN_IF_ERROR(launch_combine_into(po, pl, counts, Tc, Hq, Hkv, k, a.out, a.lse, c.t0, device, stream));
+    const ChunkRun r{p, topk, a, ws, meta, c};
+    MSA_RETURN_IF_ERROR(p.kv_outer ? run_kv_outer_chunk(r, phases) : run_split_chunk(r, phases));
   }
   return Status::Ok();
 }

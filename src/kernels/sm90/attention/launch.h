@@ -1,5 +1,5 @@
-// launch.h — host-side entry of the KV-outer sparse prefill attention kernel (plain pointers, strides in elements).
-// SparsePrefillAttention's CUDA path uses it for Hq / Hkv = 16 (api/attention_cuda.cpp).
+// launch.h — host-side entries of the sm90 prefill attention kernels, KV-outer and union of blocks (plain pointers,
+// strides in elements). SparsePrefillAttention's CUDA path uses them for Hq / Hkv = 16 (api/attention_cuda.cpp).
 #ifndef MSA_KERNELS_SM90_ATTENTION_LAUNCH_H_
 #define MSA_KERNELS_SM90_ATTENTION_LAUNCH_H_
 
@@ -10,7 +10,8 @@
 namespace msa {
 namespace kernels {
 
-struct KvOuterLaunch {
+// What both prefill kernels read: queries, the paged caches and the batch of a (chunk of a) varlen prefill.
+struct PagedPrefillInputs {
   const void* q;  // [T, Hq, 128] bf16
   std::int64_t q_stride_t, q_stride_h;
   const void* k_cache;  // [pages, Hkv, 128, 128] bf16
@@ -23,6 +24,9 @@ struct KvOuterLaunch {
   std::int64_t cu_stride;
   const std::int32_t* seq_lens_k;  // [B]
   std::int64_t seq_stride;
+};
+
+struct KvOuterLaunch : PagedPrefillInputs {
   // The device k2q build (kernels/k2q/launch.h): row pointers [Hkv, R_cap + 1], handles [Hkv, T * k], items.
   const std::int32_t* row_ptr;
   const std::int32_t* qsplit_indices;
@@ -43,19 +47,7 @@ Status launch_kv_outer_attention(const KvOuterLaunch& args);
 
 // Arguments of the query-outer "union of blocks" kernel (union_blocks.cu): the final output straight from the
 // selection, no k2q, partials or combine.
-struct UnionLaunch {
-  const void* q;  // [T, Hq, 128] bf16
-  std::int64_t q_stride_t, q_stride_h;
-  const void* k_cache;  // [pages, Hkv, 128, 128] bf16
-  const void* v_cache;
-  std::int64_t kv_stride_page, kv_stride_h, kv_stride_t;
-  std::int64_t num_pages;
-  const std::int32_t* page_table;  // [B, max_pages]
-  std::int64_t pt_stride_b, pt_stride_j;
-  const std::int32_t* cu_seqlens_q;  // [B + 1]
-  std::int64_t cu_stride;
-  const std::int32_t* seq_lens_k;  // [B]
-  std::int64_t seq_stride;
+struct UnionLaunch : PagedPrefillInputs {
   const std::int32_t* topk;  // [Hkv, T, k]: valid ids first, then -1
   std::int64_t topk_stride_h, topk_stride_t, topk_stride_s;
   std::int64_t total_q;

@@ -15,7 +15,7 @@ namespace msa {
 namespace kernels {
 namespace sm90 {
 
-// L is any launch struct with the q / k_cache / v_cache fields of KvOuterLaunch.
+// L: KvOuterLaunch or UnionLaunch (their PagedPrefillInputs and head counts).
 template <class L>
 Status encode_qkv_maps(const L& a, std::int64_t total_q, int group, CUtensorMap* q_map, CUtensorMap* k_map,
                        CUtensorMap* v_map) {
