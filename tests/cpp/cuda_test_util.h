@@ -12,6 +12,7 @@
 #include "kernels/k2q/launch.h"
 #include "msa/msa.h"
 #include "problem.h"
+#include "test_util.h"
 
 #define MSA_REQUIRE_SM90()                                              \
   do {                                                                  \
@@ -68,7 +69,7 @@ struct DeviceProblem {
         lse(std::vector<float>(p.lse.size(), NAN)) {}
 };
 
-// Q, K and V fields of an attention launch (KvOuterLaunch or DecodeAttentionLaunch) for p's contiguous layouts,
+// Q, K and V fields of an attention launch (PagedPrefillInputs or DecodeAttentionLaunch) for p's contiguous layouts,
 // already on the device.
 template <class Launch>
 void set_problem_qkv(Launch* l, const testing::Problem& p, const void* q, const void* k_cache, const void* v_cache) {
@@ -81,6 +82,16 @@ void set_problem_qkv(Launch* l, const testing::Problem& p, const void* q, const 
   l->kv_stride_page = Hkv * 128 * 128;
   l->kv_stride_h = 128 * 128;
   l->kv_stride_t = 128;
+}
+
+// Downloads an attention output out [T, Hq, 128] and lse [T, Hq] and judges them against p by design.md's error rule.
+inline void expect_device_attention_rule(Problem& p, const DeviceBuffer<std::uint16_t>& out,
+                                         const DeviceBuffer<float>& lse) {
+  std::vector<std::uint16_t> got(p.out.size());
+  std::vector<float> got_lse(p.lse.size());
+  out.download(&got);
+  lse.download(&got_lse);
+  expect_attention_rule(p, got, got_lse);
 }
 
 // The device k2q arguments for p's contiguous topk [Hkv, T, k] and batch metadata, already on the device.

@@ -38,12 +38,26 @@ Problem varlen_problem(bool clustered) {
   return p;
 }
 
+// The paged inputs of either prefill kernel for p (contiguous layouts, already on the device).
+void set_problem_inputs(kernels::PagedPrefillInputs* l, const Problem& p, const DeviceBuffer<std::uint16_t>& q,
+                        const DeviceBuffer<std::uint16_t>& kc, const DeviceBuffer<std::uint16_t>& vc,
+                        const DeviceBuffer<std::int32_t>& pt, const DeviceBuffer<std::int32_t>& cu,
+                        const DeviceBuffer<std::int32_t>& seq) {
+  set_problem_qkv(l, p, q.ptr, kc.ptr, vc.ptr);
+  l->num_pages = p.num_pages;
+  l->page_table = pt.ptr;
+  l->pt_stride_b = p.max_pages;
+  l->pt_stride_j = 1;
+  l->cu_seqlens_q = cu.ptr;
+  l->cu_stride = 1;
+  l->seq_lens_k = seq.ptr;
+  l->seq_stride = 1;
+}
+
 TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   MSA_REQUIRE_SM90();
   const int Hq = 32, Hkv = 2, k = 16;
   Problem p = varlen_problem(false);
-  const std::vector<std::uint16_t> out_ref = p.out;
-  const std::vector<float> lse_ref = p.lse;
   const std::int64_t T = p.total_q;
 
   DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
@@ -70,18 +84,10 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   const std::size_t rows = static_cast<std::size_t>(k) * static_cast<std::size_t>(T) * Hq;
   DeviceBuffer<std::uint16_t> po(std::vector<std::uint16_t>(rows * 128, 0x7fc1));
   DeviceBuffer<float> pl(std::vector<float>(rows, NAN));
-  DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
-  DeviceBuffer<float> lse(std::vector<float>(lse_ref.size(), NAN));
+  DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
+  DeviceBuffer<float> lse(std::vector<float>(p.lse.size(), NAN));
   kernels::KvOuterLaunch a{};
-  set_problem_qkv(&a, p, q.ptr, kc.ptr, vc.ptr);
-  a.num_pages = p.num_pages;
-  a.page_table = pt.ptr;
-  a.pt_stride_b = p.max_pages;
-  a.pt_stride_j = 1;
-  a.cu_seqlens_q = cu.ptr;
-  a.cu_stride = 1;
-  a.seq_lens_k = seq.ptr;
-  a.seq_stride = 1;
+  set_problem_inputs(&a, p, q, kc, vc, pt, cu, seq);
   a.row_ptr = row_ptr.ptr;
   a.qsplit_indices = qsplit.ptr;
   a.items = items.ptr;
@@ -103,34 +109,20 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   cudaFree(ws);
 
-  std::vector<std::uint16_t> got(out_ref.size());
-  std::vector<float> got_lse(lse_ref.size());
-  out.download(&got);
-  lse.download(&got_lse);
-  expect_attention_rule(p, got, got_lse);
+  expect_device_attention_rule(p, out, lse);
 }
 
 // The union-of-blocks kernel writes the final output directly; every row is compared, LSE included.
 void check_union_kernel(bool clustered) {
   Problem p = varlen_problem(clustered);
-  const std::vector<std::uint16_t> out_ref = p.out;
-  const std::vector<float> lse_ref = p.lse;
   const std::int64_t T = p.total_q;
   const int Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads, k = p.spec.topk;
   DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
   DeviceBuffer<std::int32_t> topk(p.topk), pt(p.page_table), cu(p.cu_seqlens_q), seq(p.seq_lens_k);
-  DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
-  DeviceBuffer<float> lse(std::vector<float>(lse_ref.size(), NAN));
+  DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
+  DeviceBuffer<float> lse(std::vector<float>(p.lse.size(), NAN));
   kernels::UnionLaunch a{};
-  set_problem_qkv(&a, p, q.ptr, kc.ptr, vc.ptr);
-  a.num_pages = p.num_pages;
-  a.page_table = pt.ptr;
-  a.pt_stride_b = p.max_pages;
-  a.pt_stride_j = 1;
-  a.cu_seqlens_q = cu.ptr;
-  a.cu_stride = 1;
-  a.seq_lens_k = seq.ptr;
-  a.seq_stride = 1;
+  set_problem_inputs(&a, p, q, kc, vc, pt, cu, seq);
   a.topk = topk.ptr;
   a.topk_stride_h = T * k;
   a.topk_stride_t = k;
@@ -151,11 +143,7 @@ void check_union_kernel(bool clustered) {
   const Status st = kernels::launch_union_attention(a);
   ASSERT_TRUE(st.ok()) << st.to_string();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<std::uint16_t> got(out_ref.size());
-  std::vector<float> got_lse(lse_ref.size());
-  out.download(&got);
-  lse.download(&got_lse);
-  expect_attention_rule(p, got, got_lse);
+  expect_device_attention_rule(p, out, lse);
 }
 
 TEST(SM90_UnionKernel, VarlenBatchMatchesCpu) {

@@ -29,10 +29,8 @@ void shuffle_rows(Problem& p) {  // any order of valid ids is allowed
   }
 }
 
-// Public SparsePrefillAttention on the device with the given chunk size and schedule; returns out and lse.
-void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, std::vector<std::uint16_t>* out,
-                    std::vector<float>* lse) {
-  DeviceProblem d(p);
+// SparsePrefillAttention plan arguments for p's selection and batch on the device.
+SparsePrefillPlanArgs prefill_plan_args(Problem& p, const DeviceProblem& d) {
   SparsePrefillPlanArgs pa;
   pa.topk = on_device(p.topk_t(), d.topk.ptr);
   pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
@@ -40,6 +38,14 @@ void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, st
   pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
   pa.num_q_heads = p.spec.num_q_heads;
   pa.num_kv_heads = p.spec.num_kv_heads;
+  return pa;
+}
+
+// Public SparsePrefillAttention on the device with the given chunk size and schedule; returns out and lse.
+void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, std::vector<std::uint16_t>* out,
+                    std::vector<float>* lse) {
+  DeviceProblem d(p);
+  SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
   pa.max_chunk_tokens = chunk;
   pa.schedule = schedule;
   SparsePrefillAttention attn;
@@ -110,13 +116,7 @@ TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
   MSA_REQUIRE_SM90();
   Problem p = testing::make_problem(spec({8}, {300}, 16, 4));
   DeviceProblem d(p);
-  SparsePrefillPlanArgs pa;
-  pa.topk = on_device(p.topk_t(), d.topk.ptr);
-  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
-  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
-  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
-  pa.num_q_heads = 16;
-  pa.num_kv_heads = 4;
+  SparsePrefillPlanArgs pa = prefill_plan_args(p, d);  // Hq 16, Hkv 4
   pa.schedule = PrefillSchedule::kUnion;
   SparsePrefillAttention attn;
   const Status st = attn.plan(pa);
