@@ -74,20 +74,25 @@ struct QuadList {
 };
 
 // Inserts (m, j) behind every entry >= m (older entries have smaller ids, so ties keep the smaller id) when `take`;
-// every lane of every quad of the warp must call it (the shift reads the previous lane's last entry).
+// every lane of every quad of the warp must call it (the shift reads the previous lane's last entry). Branch-free:
+// one compare per slot, then each slot takes its own entry, its predecessor's or (m, j). A list holds at most
+// kMaxList = 15 entries, so slot 0 (lane 0's first) is always a (+inf, -1) sentinel that no m passes: lane 0 never
+// reads the value it shuffles in from "slot -1" (its own last entry). Measured on the H100 against the branchy form
+// with two compares per slot (and a +inf fix-up for lane 0): see docs/indexer.md.
 __device__ __forceinline__ void quad_insert(QuadList& l, float m, int j, bool take) {
-  float prev_sc = __shfl_up_sync(0xffffffffu, l.sc[3], 1, 4);
-  int prev_id = __shfl_up_sync(0xffffffffu, l.id[3], 1, 4);
-  if (threadIdx.x % 4 == 0) prev_sc = INFINITY;  // entry -1 ranks above everything
-  if (!take) return;
+  const float prev_sc = __shfl_up_sync(0xffffffffu, l.sc[3], 1, 4);
+  const int prev_id = __shfl_up_sync(0xffffffffu, l.id[3], 1, 4);
+  bool below[4];  // entry ranks below m: sorted descending, so false ... false true ... true
 #pragma unroll
-  for (int i = 3; i >= 0; --i) {
+  for (int i = 0; i < 4; ++i) below[i] = take && l.sc[i] < m;
+  const bool prev_below = take && prev_sc < m;
+#pragma unroll
+  for (int i = 3; i >= 0; --i) {  // descending: slot i - 1 still holds its old entry
+    const bool shift = i == 0 ? prev_below : below[i - 1];
     const float ps = i == 0 ? prev_sc : l.sc[i - 1];
     const int pi = i == 0 ? prev_id : l.id[i - 1];
-    if (l.sc[i] < m) {
-      l.sc[i] = ps >= m ? m : ps;
-      l.id[i] = ps >= m ? j : pi;
-    }
+    l.sc[i] = below[i] ? (shift ? ps : m) : l.sc[i];
+    l.id[i] = below[i] ? (shift ? pi : j) : l.id[i];
   }
 }
 
