@@ -122,20 +122,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
 #pragma unroll
   for (int nt = 0; nt < kDim / 8; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
 #pragma unroll
-  for (int kk2 = 0; kk2 < 2; ++kk2) {
-    const std::uint32_t pa[4] = {pack_bf16(sc[2 * kk2][0], sc[2 * kk2][1]), pack_bf16(sc[2 * kk2][2], sc[2 * kk2][3]),
-                                 pack_bf16(sc[2 * kk2 + 1][0], sc[2 * kk2 + 1][1]),
-                                 pack_bf16(sc[2 * kk2 + 1][2], sc[2 * kk2 + 1][3])};
-    const int m = lane / 8;  // this lane addresses row lane % 8 of matrix m: keys + 8 (m % 2), dims + 8 (m / 2)
-    const __nv_bfloat16* vrow = vs + (key_base + kk2 * 16 + (m % 2) * 8 + lane % 8) * kPad + (m / 2) * 8;
-#pragma unroll
-    for (int nt = 0; nt < kDim / 8; nt += 2) {
-      std::uint32_t bv[4];
-      ldmatrix_x4_trans(bv, vrow + nt * 8);
-      mma_bf16(out[nt], pa, bv[0], bv[1]);
-      mma_bf16(out[nt + 1], pa, bv[2], bv[3]);
-    }
-  }
+  for (int kk2 = 0; kk2 < 2; ++kk2) pv_16keys(out, sc[2 * kk2], sc[2 * kk2 + 1], vs, key_base + kk2 * 16);
 
   // Sum the four warps' O in shared memory (K's space), then O / l (bf16) and the LSE of the G real rows to slot s.
   auto* osum = reinterpret_cast<float*>(smem);

@@ -137,17 +137,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
       out[nt][2] *= f1;
       out[nt][3] *= f1;
     }
-    const std::uint32_t pa[4] = {pack_bf16(sc[0][0], sc[0][1]), pack_bf16(sc[0][2], sc[0][3]),
-                                 pack_bf16(sc[1][0], sc[1][1]), pack_bf16(sc[1][2], sc[1][3])};
-    const int mi = lane / 8;  // this lane addresses row lane % 8 of matrix mi: keys + 8 (mi % 2), dims + 8 (mi / 2)
-    const __nv_bfloat16* vrow = vs + (key_base + (mi % 2) * 8 + lane % 8) * kPad + (mi / 2) * 8;
-#pragma unroll
-    for (int nt = 0; nt < kDim / 8; nt += 2) {
-      std::uint32_t bv[4];
-      ldmatrix_x4_trans(bv, vrow + nt * 8);
-      mma_bf16(out[nt], pa, bv[0], bv[1]);
-      mma_bf16(out[nt + 1], pa, bv[2], bv[3]);
-    }
+    pv_16keys(out, sc[0], sc[1], vs, key_base);
     __syncthreads();  // every warp is done with this stage: refill it with block n + kStages
     const int next = n + kStages;
     load_block(a, smem + (n % kStages) * kStageBytes, next < count, __shfl_sync(0xffffffffu, my_page, next & 31),

@@ -127,17 +127,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
     sm90::mbar_wait(&q_full[s], (tile / kQStages) & 1);
     float acc[64];
-    sm90::wgmma_fence();
-    const std::uint64_t dq0 = sm90::wgmma_desc_sw128(stage);
-    const std::uint64_t dq1 = sm90::wgmma_desc_sw128(stage + kQHalf);
-    sm90::wgmma_m64n128k16_bf16_first(acc, dq0, desc_k0);
-#pragma unroll
-    for (int kk = 1; kk < 4; ++kk)
-      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(dq0, kk), sm90::wgmma_desc_advance(desc_k0, kk));
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(dq1, kk), sm90::wgmma_desc_advance(desc_k1, kk));
-    sm90::wgmma_commit();
+    sm90::wgmma_m64n128_k128_bf16(acc, sm90::wgmma_desc_sw128(stage), sm90::wgmma_desc_sw128(stage + kQHalf), desc_k0,
+                                  desc_k1);
     sm90::wgmma_wait<0>();
     sm90::wgmma_fence_regs(acc);
     __syncwarp();

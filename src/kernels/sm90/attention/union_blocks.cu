@@ -254,16 +254,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     if (bits & wg_bits) {  // uniform over the warpgroup
       float acc[64];
-      const std::uint64_t dk0 = sm90::wgmma_desc_sw128(st), dk1 = sm90::wgmma_desc_sw128(st + kHalf);
-      sm90::wgmma_fence();
-      sm90::wgmma_m64n128k16_bf16_first(acc, dq0, dk0);
-#pragma unroll
-      for (int kk = 1; kk < 4; ++kk)
-        sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(dq0, kk), sm90::wgmma_desc_advance(dk0, kk));
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(dq1, kk), sm90::wgmma_desc_advance(dk1, kk));
-      sm90::wgmma_commit();
+      sm90::wgmma_m64n128_k128_bf16(acc, dq0, dq1, sm90::wgmma_desc_sw128(st), sm90::wgmma_desc_sw128(st + kHalf));
       sm90::wgmma_wait<0>();
       sm90::wgmma_fence_regs(acc);
 

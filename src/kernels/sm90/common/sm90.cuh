@@ -156,6 +156,20 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], std::uint6
       : "l"(desc_a), "l"(desc_b));
 }
 
+// D[64 x 128] = A[64 x 128] * B[128 x 128]^T over all 128 dims, both operands K-major tiles stored as two 64-dim
+// 128-byte-swizzled halves (descriptors a0 / a1 and b0 / b1): fence, the 8 k-slices, and one commit group. The
+// caller waits for the group (wgmma_wait) before it reads d.
+__device__ __forceinline__ void wgmma_m64n128_k128_bf16(float (&d)[64], std::uint64_t a0, std::uint64_t a1,
+                                                        std::uint64_t b0, std::uint64_t b1) {
+  wgmma_fence();
+  wgmma_m64n128k16_bf16_first(d, a0, b0);
+#pragma unroll
+  for (int kk = 1; kk < 4; ++kk) wgmma_m64n128k16_bf16(d, wgmma_desc_advance(a0, kk), wgmma_desc_advance(b0, kk));
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) wgmma_m64n128k16_bf16(d, wgmma_desc_advance(a1, kk), wgmma_desc_advance(b1, kk));
+  wgmma_commit();
+}
+
 // ---- N-major (transposed) B operands: a [K rows][N] tile stored as 64-column halves, 128-byte swizzled, e.g. V
 // [keys][dims] as TMA writes it. A swizzle atom is 8 K-rows x 64 N-columns (1024 bytes). The PTX ISA's canonical
 // MN-major 128B-swizzle layout ((T,8,m),(8,k)) : ((1,T,LBO),(8T,SBO)), T = 8 bf16, gives the fields: leading byte

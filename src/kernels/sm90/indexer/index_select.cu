@@ -267,16 +267,8 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     const int s = it % P::kStages;
     sm90::mbar_wait(&full[s], (it / P::kStages) & 1);
     const unsigned char* page = pages + s * P::kPageBytes;
-    const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(page), desc_k1 = sm90::wgmma_desc_sw128(page + P::kPageHalfBytes);
-    sm90::wgmma_fence();
-    sm90::wgmma_m64n128k16_bf16_first(acc, desc_q0, desc_k0);
-#pragma unroll
-    for (int kk = 1; kk < 4; ++kk)
-      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q0, kk), sm90::wgmma_desc_advance(desc_k0, kk));
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_m64n128k16_bf16(acc, sm90::wgmma_desc_advance(desc_q1, kk), sm90::wgmma_desc_advance(desc_k1, kk));
-    sm90::wgmma_commit();
+    sm90::wgmma_m64n128_k128_bf16(acc, desc_q0, desc_q1, sm90::wgmma_desc_sw128(page),
+                                  sm90::wgmma_desc_sw128(page + P::kPageHalfBytes));
   };
   // Epilogue of iteration `it`, in two parts. reduce: once its group has completed, free the stage and take the
   // row maxima (masked to the row's history) into (m0, m1, m_block), so the accumulators can be reused at once.
