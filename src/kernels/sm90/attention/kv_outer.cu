@@ -1,23 +1,32 @@
 // kv_outer.cu — KV-outer sparse prefill attention (G = 16).
 //
-// One CTA per work item of the device k2q schedule: (KV head g, block j of request b, a range of the queries that
-// selected it). A producer warpgroup (one thread) loads K and V of the block once (TMA, 2 x 32 KiB, 128-byte
-// swizzle) and then the item's queries in tiles of 4 tokens x 16 heads = 64 rows (one TMA box of 16 heads x 64
-// dims per token and half), through a 4-stage ring. Two consumer warpgroups take alternate tiles:
+// Persistent: one CTA per SM walks the work items of the device k2q schedule (KV head g, block j of request b, a
+// range of the queries that selected it) with a static stride (items are ordered largest first). A producer
+// warpgroup (one thread) loads K and V of each item's block (TMA, 2 x 32 KiB, 128-byte swizzle) into one of two
+// K/V buffers, and the item's queries in tiles of 4 tokens x 16 heads = 64 rows (one TMA box of 16 heads x 64 dims
+// per token and half) through a 4-stage ring that runs on across items, so the next item's metadata, K/V and first
+// Q tiles load while the current item's last tiles compute. Two consumer warpgroups take alternate tiles:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
 // request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
 // (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
 // query's split slot. No atomics: every (token, head, slot) has exactly one writer.
 //
+// Why persistent: with one CTA per item, each item began with a chain of dependent loads (item, row pointer,
+// handles, then the K/V and Q TMA) while its SM idled; with items of 32-128 queries (512K-1M tokens in 16K-64K
+// chunks) the attention phase streamed its floor bytes at 2.3-2.5 TB/s against 2.9 at 128K (256-query items).
+//
 // Invariants: G = 16; rows of tokens past the item's query count are computed on stale data and never written;
-// cache rows of keys >= L are never read into O (V rows zeroed, scores masked).
+// cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is reloaded only
+// after all 8 consumer warps released it (kv_empty), a Q stage only after its warpgroup's S wgmma read it.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
+#include "api/device.h"
 #include "kernels/common/pdl.cuh"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
@@ -35,12 +44,17 @@ constexpr int kQHalf = 64 * 128;     // bytes of a 64-dim half of a Q tile
 // stages, so the warpgroups drift apart and one's softmax and stores overlap the other's wgmma.
 constexpr int kQStages = 4;
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
-// Shared memory (from a 1024-aligned base): K (2 halves), V (2 halves), Q stages (2 halves each), barriers.
-// O staging: one 4 KiB buffer per consumer warp (its token's 16 rows, two 128B-swizzled 64-dim halves).
 constexpr int kOWarpBytes = 16 * 256;
-constexpr int kKOff = 0, kVOff = 2 * kHalf, kQOff = 4 * kHalf, kOOff = kQOff + kQStages * 2 * kQHalf,
-              kBarOff = kOOff + 8 * kOWarpBytes;
-constexpr int kSmemBytes = kBarOff + 64 + 1024;
+// Shared memory (from a 1024-aligned base): two K/V buffers (K halves, then V halves), Q stages (2 halves each),
+// O staging: one 4 KiB buffer per consumer warp (its token's 16 rows, two 128B-swizzled 64-dim halves), the
+// item descriptors of the two K/V buffers and the handles of each Q stage (written by the producer before it arms
+// the buffer's or stage's full barrier, whose completion publishes them), then the barriers. 225 KiB in all.
+constexpr int kKvBytes = 4 * kHalf;
+constexpr int kQOff = 2 * kKvBytes, kOOff = kQOff + kQStages * 2 * kQHalf, kDescOff = kOOff + 8 * kOWarpBytes,
+              kHandleOff = kDescOff + 2 * 8 * 4, kBarOff = kHandleOff + kQStages * kTokens * 4;
+constexpr int kSmemBytes = kBarOff + 12 * 8 + 1024;
+static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
+enum Desc { kDescG, kDescJ, kDescCount, kDescQ0, kDescNq, kDescL, kDescWords = 8 };
 
 __global__ void __launch_bounds__(kThreads, 1)
     kv_outer_kernel(const KvOuterLaunch a, const __grid_constant__ CUtensorMap q_map,
@@ -50,52 +64,72 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* smem =
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
   auto* bars = reinterpret_cast<std::uint64_t*>(smem + kBarOff);
-  std::uint64_t* kv_full = bars;
-  std::uint64_t* q_full = bars + 1;              // [kQStages]
-  std::uint64_t* q_empty = bars + 1 + kQStages;  // [kQStages]
+  std::uint64_t* kv_full = bars;                     // [2] K/V landed (TMA bytes)
+  std::uint64_t* kv_empty = bars + 2;                // [2] one arrive per consumer warp
+  std::uint64_t* q_full = bars + 4;                  // [kQStages]
+  std::uint64_t* q_empty = bars + 4 + kQStages;      // [kQStages] one arrive per warp of the consuming warpgroup
+  auto* descs = reinterpret_cast<int*>(smem + kDescOff);          // [2][kDescWords]
+  auto* stage_handles = reinterpret_cast<int*>(smem + kHandleOff);  // [kQStages][kTokens]
 
   pdl_wait();  // the k2q lists and the caches come from earlier kernels of the run
-  const std::int64_t item = blockIdx.x;
-  if (item >= *a.num_items) return;
-  const std::int32_t* it = a.items + item * 6;
-  const int g = it[0], row = it[1], q_begin = it[2], q_count = it[3], b = it[4], j = it[5];
-  const std::int32_t* handles = a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
-                                a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
-  const int n_tiles = (q_count + kTokens - 1) / kTokens;
-  const int q0 = a.cu_seqlens_q[b * a.cu_stride];
-  const int nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
-  const int L = a.seq_lens_k[b * a.seq_stride];
-
+  const int num_items = *a.num_items;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (threadIdx.x == 0) {
-    sm90::mbar_init(kv_full, 1);
+    for (int i = 0; i < 2; ++i) {
+      sm90::mbar_init(&kv_full[i], 1);
+      sm90::mbar_init(&kv_empty[i], 8);
+    }
     for (int s = 0; s < kQStages; ++s) {
       sm90::mbar_init(&q_full[s], 1);
-      sm90::mbar_init(&q_empty[s], 4);  // one arrive per warp of the consuming warpgroup
+      sm90::mbar_init(&q_empty[s], 4);
     }
     sm90::mbar_fence_init();
   }
   __syncthreads();
 
+  // Item ord of this CTA is items[blockIdx.x + ord * gridDim.x], in K/V buffer ord % 2; Q tiles are numbered across the
+  // CTA's items (gt), tile gt in stage gt % kQStages, consumed by warpgroup gt % 2.
   if (warp < 4) {  // ---- producer ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (threadIdx.x != 0) return;
-    const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + j * a.pt_stride_j];
-    sm90::mbar_arrive_expect_tx(kv_full, 4 * kHalf);
-    for (int h = 0; h < 2; ++h) {
-      sm90::tma_load_4d(smem + kKOff + h * kHalf, &k_map, kv_full, 64 * h, 0, g, page);
-      sm90::tma_load_4d(smem + kVOff + h * kHalf, &v_map, kv_full, 64 * h, 0, g, page);
-    }
-    for (int tile = 0; tile < n_tiles; ++tile) {
-      const int s = tile % kQStages;
-      sm90::mbar_wait(&q_empty[s], ((tile / kQStages) & 1) ^ 1);
-      const int ntok = min(kTokens, q_count - tile * kTokens);
-      sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * kG * 128);
-      unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
-      for (int i = 0; i < ntok; ++i) {
-        const int t = q0 + (handles[tile * kTokens + i] & 0xFFFFFF);
-        for (int h = 0; h < 2; ++h)
-          sm90::tma_load_3d(stage + h * kQHalf + i * kG * 128, &q_map, &q_full[s], 64 * h, g * kG, t);
+    int gt = 0;
+    for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
+      const std::int32_t* it = a.items + static_cast<std::int64_t>(item) * 6;
+      const int g = it[0], row = it[1], q_begin = it[2], q_count = it[3], b = it[4], j = it[5];
+      const std::int32_t* handles = a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
+                                    a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
+      const int q0 = a.cu_seqlens_q[b * a.cu_stride];
+      const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + j * a.pt_stride_j];
+      const int buf = ord & 1;
+      int* d = descs + buf * kDescWords;
+      sm90::mbar_wait(&kv_empty[buf], ((ord >> 1) & 1) ^ 1);
+      d[kDescG] = g;
+      d[kDescJ] = j;
+      d[kDescCount] = q_count;
+      d[kDescQ0] = q0;
+      d[kDescNq] = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
+      d[kDescL] = a.seq_lens_k[b * a.seq_stride];
+      unsigned char* kv = smem + buf * kKvBytes;
+      sm90::mbar_arrive_expect_tx(&kv_full[buf], kKvBytes);
+      for (int h = 0; h < 2; ++h) {
+        sm90::tma_load_4d(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, g, page);
+        sm90::tma_load_4d(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page);
+      }
+      const int n_tiles = (q_count + kTokens - 1) / kTokens;
+      for (int tile = 0; tile < n_tiles; ++tile, ++gt) {
+        const int s = gt % kQStages;
+        sm90::mbar_wait(&q_empty[s], ((gt / kQStages) & 1) ^ 1);
+        const int ntok = min(kTokens, q_count - tile * kTokens);
+        int hs[kTokens];
+        for (int i = 0; i < kTokens; ++i) hs[i] = i < ntok ? handles[tile * kTokens + i] : 0;
+        for (int i = 0; i < kTokens; ++i) stage_handles[s * kTokens + i] = hs[i];
+        sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * kG * 128);
+        unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
+        for (int i = 0; i < ntok; ++i) {
+          const int t = q0 + (hs[i] & 0xFFFFFF);
+          for (int h = 0; h < 2; ++h)
+            sm90::tma_load_3d(stage + h * kQHalf + i * kG * 128, &q_map, &q_full[s], 64 * h, g * kG, t);
+        }
       }
     }
     return;
@@ -106,120 +140,133 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = warp / 4 - 1, c = lane % 4;
   // Thread rows of a tile: r0 = 16 (warp % 4) + lane / 4 and r0 + 8 (both heads of token warp % 4).
   const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
-  const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(smem + kKOff), desc_k1 = sm90::wgmma_desc_sw128(smem + kKOff + kHalf);
-  sm90::mbar_wait(kv_full, 0);
-  if (j * 128 + 128 > L) {
-    // Last page of the request: the rows of keys >= L hold whatever the cache holds there (possibly NaN), and
-    // P = 0 times NaN would still poison O, so the consumers zero those V rows (whole 128-byte rows: the swizzle
-    // only permutes 16-byte chunks within a row) and hand them to the async proxy before the first P V.
-    const int first = max(L - j * 128, 0);
-    auto* v16 = reinterpret_cast<uint4*>(smem + kVOff);
-    for (int i = first * 8 + (threadIdx.x - 128); i < 128 * 8; i += 256) {
-      v16[i] = make_uint4(0, 0, 0, 0);            // half 0: row i / 8
-      v16[kHalf / 16 + i] = make_uint4(0, 0, 0, 0);  // half 1
+  int gt = 0;
+  for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
+    const int buf = ord & 1;
+    sm90::mbar_wait(&kv_full[buf], (ord >> 1) & 1);
+    const int* d = descs + buf * kDescWords;
+    const int g = d[kDescG], j = d[kDescJ], q_count = d[kDescCount], q0 = d[kDescQ0], nq = d[kDescNq], L = d[kDescL];
+    unsigned char* kv = smem + buf * kKvBytes;
+    unsigned char* vbuf = kv + 2 * kHalf;
+    const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(kv), desc_k1 = sm90::wgmma_desc_sw128(kv + kHalf);
+    if (j * 128 + 128 > L) {
+      // Last page of the request: the rows of keys >= L hold whatever the cache holds there (possibly NaN), and
+      // P = 0 times NaN would still poison O, so the consumers zero those V rows (whole 128-byte rows: the swizzle
+      // only permutes 16-byte chunks within a row) and hand them to the async proxy before the first P V.
+      const int first = max(L - j * 128, 0);
+      auto* v16 = reinterpret_cast<uint4*>(vbuf);
+      for (int i = first * 8 + (threadIdx.x - 128); i < 128 * 8; i += 256) {
+        v16[i] = make_uint4(0, 0, 0, 0);               // half 0: row i / 8
+        v16[kHalf / 16 + i] = make_uint4(0, 0, 0, 0);  // half 1
+      }
+      sm90::fence_proxy_async_smem();
+      sm90::named_barrier_sync(1, 256);
     }
-    sm90::fence_proxy_async_smem();
-    sm90::named_barrier_sync(1, 256);
-  }
 
-  for (int tile = wg; tile < n_tiles; tile += 2) {
-    const int s = tile % kQStages;
-    const unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
-    sm90::mbar_wait(&q_full[s], (tile / kQStages) & 1);
-    float acc[64];
-    sm90::wgmma_m64n128_k128_bf16(acc, sm90::wgmma_desc_sw128(stage), sm90::wgmma_desc_sw128(stage + kQHalf), desc_k0,
-                                  desc_k1);
-    sm90::wgmma_wait<0>();
-    sm90::wgmma_fence_regs(acc);
+    const int n_tiles = (q_count + kTokens - 1) / kTokens;
+    for (int tile = (gt + wg) % 2; tile < n_tiles; tile += 2) {  // tiles gt + tile with (gt + tile) % 2 == wg
+      const int s = (gt + tile) % kQStages;
+      const unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
+      sm90::mbar_wait(&q_full[s], ((gt + tile) / kQStages) & 1);
+      // This warp's rows are the 16 heads of one token of the tile.
+      const int tok = tile * kTokens + warp % 4;
+      const bool valid = tok < q_count;  // uniform over the warp
+      const int handle = stage_handles[s * kTokens + warp % 4];  // read before the stage is released
+      float acc[64];
+      sm90::wgmma_m64n128_k128_bf16(acc, sm90::wgmma_desc_sw128(stage), sm90::wgmma_desc_sw128(stage + kQHalf),
+                                    desc_k0, desc_k1);
+      sm90::wgmma_wait<0>();
+      sm90::wgmma_fence_regs(acc);
+      __syncwarp();
+      if (lane == 0) sm90::mbar_arrive(&q_empty[s]);  // Q of this stage is read
+
+      const int pos0 = L - nq + (handle & 0xFFFFFF), pos1 = pos0;
+
+      // Single-tile softmax in log2 units: columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (+2, +3).
+      float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < 16; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = j * 128 + 8 * n + 2 * c + (e & 1);
+          const bool visible = key < L && key <= (e < 2 ? pos0 : pos1);
+          acc[4 * n + e] = visible ? acc[4 * n + e] * scale : -INFINITY;
+          if (e < 2) m0 = fmaxf(m0, acc[4 * n + e]); else m1 = fmaxf(m1, acc[4 * n + e]);
+        }
+#pragma unroll
+      for (int o = 1; o <= 2; o <<= 1) {
+        m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
+        m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
+      }
+      const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
+      float l0 = 0.f, l1 = 0.f;
+      std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {  // row sums of the fp32 values (exact softmax mass), P V on their bf16 rounding
+        const float e0 = exp2f(acc[4 * n] - base0), e1 = exp2f(acc[4 * n + 1] - base0);
+        const float e2 = exp2f(acc[4 * n + 2] - base1), e3 = exp2f(acc[4 * n + 3] - base1);
+        l0 += e0 + e1;
+        l1 += e2 + e3;
+        const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
+        pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
+        pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
+      }
+#pragma unroll
+      for (int o = 1; o <= 2; o <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, o);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, o);
+      }
+
+      // O = P V: slice kk = keys 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice).
+      float o_acc[64];
+#pragma unroll
+      for (int i = 0; i < 64; ++i) o_acc[i] = 0.f;
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk)
+        sm90::wgmma_m64n128k16_bf16_rs_tb(o_acc, pa[kk], sm90::wgmma_desc_sw128_nmajor(vbuf + kk * 2048, kHalf));
+      sm90::wgmma_commit();
+      sm90::wgmma_wait<0>();
+      sm90::wgmma_fence_regs(o_acc);
+
+      // O / l (bf16) of the token's 16 rows into the warp's staging buffer, laid out as the 128B-swizzled box of
+      // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then
+      // one TMA store per 64-dim half: 4 KiB of contiguous partial rows instead of 32 scattered 4-byte stores.
+      unsigned char* obuf = smem + kOOff + (warp - 4) * kOWarpBytes;
+      if (lane == 0) sm90::bulk_wait_read<0>();  // the previous tile's store has read the buffer
+      __syncwarp();
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = lane / 4 + 8 * half;
+        const float l = half ? l1 : l0, inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+        for (int n = 0; n < 16; ++n) {
+          const __nv_bfloat162 v = __floats2bfloat162_rn(o_acc[4 * n + 2 * half] * inv, o_acc[4 * n + 2 * half + 1] * inv);
+          *reinterpret_cast<__nv_bfloat162*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c) = v;
+        }
+      }
+      sm90::fence_proxy_async_smem();
+      __syncwarp();
+      if (valid) {
+        const int slot = handle >> 24, t = q0 + (handle & 0xFFFFFF);
+        const std::int64_t out_row = (static_cast<std::int64_t>(slot) * a.total_q + t) * a.num_q_heads + g * kG;
+        if (c == 0) {
+          const int r = lane / 4;
+          a.partial_lse[out_row + r] = l0 > 0.f ? (m0 + log2f(l0)) * 0.6931471805599453f : -INFINITY;
+          a.partial_lse[out_row + r + 8] = l1 > 0.f ? (m1 + log2f(l1)) * 0.6931471805599453f : -INFINITY;
+        }
+        if (lane == 0) {
+          const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
+          sm90::tma_store_3d(&o_map, obuf, 0, g * kG, z);
+          sm90::tma_store_3d(&o_map, obuf + 2048, 64, g * kG, z);
+          sm90::bulk_commit();
+        }
+      }
+    }
+    gt += n_tiles;
+    // Every wgmma of this warp on the item's K/V buffer has been waited for: release the buffer to the producer.
     __syncwarp();
-    if (lane == 0) sm90::mbar_arrive(&q_empty[s]);  // Q of this stage is read
-
-    // This warp's rows are the 16 heads of one token of the tile.
-    const int tok = tile * kTokens + warp % 4;
-    const bool valid = tok < q_count;  // uniform over the warp
-    const int handle = valid ? handles[tok] : 0;
-    const int pos0 = L - nq + (handle & 0xFFFFFF), pos1 = pos0;
-
-    // Single-tile softmax in log2 units: columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (+2, +3).
-    float m0 = -INFINITY, m1 = -INFINITY;
-#pragma unroll
-    for (int n = 0; n < 16; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = j * 128 + 8 * n + 2 * c + (e & 1);
-        const bool visible = key < L && key <= (e < 2 ? pos0 : pos1);
-        acc[4 * n + e] = visible ? acc[4 * n + e] * scale : -INFINITY;
-        if (e < 2) m0 = fmaxf(m0, acc[4 * n + e]); else m1 = fmaxf(m1, acc[4 * n + e]);
-      }
-#pragma unroll
-    for (int o = 1; o <= 2; o <<= 1) {
-      m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
-      m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
-    }
-    const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
-    float l0 = 0.f, l1 = 0.f;
-    std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
-#pragma unroll
-    for (int n = 0; n < 16; ++n) {  // row sums of the fp32 values (exact softmax mass), P V on their bf16 rounding
-      const float e0 = exp2f(acc[4 * n] - base0), e1 = exp2f(acc[4 * n + 1] - base0);
-      const float e2 = exp2f(acc[4 * n + 2] - base1), e3 = exp2f(acc[4 * n + 3] - base1);
-      l0 += e0 + e1;
-      l1 += e2 + e3;
-      const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
-      pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
-      pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
-    }
-#pragma unroll
-    for (int o = 1; o <= 2; o <<= 1) {
-      l0 += __shfl_xor_sync(0xffffffffu, l0, o);
-      l1 += __shfl_xor_sync(0xffffffffu, l1, o);
-    }
-
-    // O = P V: slice kk = keys 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice).
-    float o_acc[64];
-#pragma unroll
-    for (int i = 0; i < 64; ++i) o_acc[i] = 0.f;
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 8; ++kk)
-      sm90::wgmma_m64n128k16_bf16_rs_tb(o_acc, pa[kk], sm90::wgmma_desc_sw128_nmajor(smem + kVOff + kk * 2048, kHalf));
-    sm90::wgmma_commit();
-    sm90::wgmma_wait<0>();
-    sm90::wgmma_fence_regs(o_acc);
-
-    // O / l (bf16) of the token's 16 rows into the warp's staging buffer, laid out as the 128B-swizzled box of
-    // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then
-    // one TMA store per 64-dim half: 4 KiB of contiguous partial rows instead of 32 scattered 4-byte stores.
-    unsigned char* obuf = smem + kOOff + (warp - 4) * kOWarpBytes;
-    if (lane == 0) sm90::bulk_wait_read<0>();  // the previous tile's store has read the buffer
-    __syncwarp();
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = lane / 4 + 8 * half;
-      const float l = half ? l1 : l0, inv = l > 0.f ? 1.f / l : 0.f;
-#pragma unroll
-      for (int n = 0; n < 16; ++n) {
-        const __nv_bfloat162 v = __floats2bfloat162_rn(o_acc[4 * n + 2 * half] * inv, o_acc[4 * n + 2 * half + 1] * inv);
-        *reinterpret_cast<__nv_bfloat162*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c) = v;
-      }
-    }
-    sm90::fence_proxy_async_smem();
-    __syncwarp();
-    if (valid) {
-      const int slot = handle >> 24, t = q0 + (handle & 0xFFFFFF);
-      const std::int64_t out_row = (static_cast<std::int64_t>(slot) * a.total_q + t) * a.num_q_heads + g * kG;
-      if (c == 0) {
-        const int r = lane / 4;
-        a.partial_lse[out_row + r] = l0 > 0.f ? (m0 + log2f(l0)) * 0.6931471805599453f : -INFINITY;
-        a.partial_lse[out_row + r + 8] = l1 > 0.f ? (m1 + log2f(l1)) * 0.6931471805599453f : -INFINITY;
-      }
-      if (lane == 0) {
-        const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
-        sm90::tma_store_3d(&o_map, obuf, 0, g * kG, z);
-        sm90::tma_store_3d(&o_map, obuf + 2048, 64, g * kG, z);
-        sm90::bulk_commit();
-      }
-    }
+    if (lane == 0) sm90::mbar_arrive(&kv_empty[buf]);
   }
   if (lane == 0) sm90::bulk_wait<0>();  // stores complete before the CTA's shared memory goes away
 }
@@ -241,7 +288,10 @@ Status launch_kv_outer_attention(const KvOuterLaunch& a) {
   MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(o, "partial_out", &o_map));
   cudaError_t e = cudaFuncSetAttribute(kv_outer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e == cudaSuccess) {
-    e = launch_pdl(kv_outer_kernel, dim3(static_cast<unsigned>(a.item_capacity)), dim3(kThreads), kSmemBytes,
+    // One CTA per SM (the kernel holds an SM's shared memory); never more CTAs than items can exist.
+    const int sms = detail::cuda_sm_count(a.device);
+    const std::int64_t grid = std::min<std::int64_t>(a.item_capacity, sms > 0 ? sms : 132);
+    e = launch_pdl(kv_outer_kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), kSmemBytes,
                    static_cast<cudaStream_t>(a.stream), a, q_map, k_map, v_map, o_map);
     if (e == cudaSuccess) e = cudaGetLastError();
   }
