@@ -8,11 +8,13 @@
 // Per-phase times come from graph replays that stop after k2q, after attention, and after combine (the plan's
 // benchmark hook); effective TFLOP/s counts 4 Hq D per visible (query, key) pair. Bytes: the floor traffic of
 // each phase (attention: Q per selected block + partials written; combine: partials read + output written).
-// At N >= 512K a random case with 64K-token chunks follows (workspace printed with every line). The phases are those
+// At N >= 512K a random case with 64K-token chunks follows (workspace printed with every line; --chunks picks
+// other chunk sizes). The phases are those
 // of the KV-outer schedule (kKvOuter); on the same inputs, alternating with those replays, the default schedule
 // (kAuto: union of blocks where a tile's selections overlap) and, for clustered selections at every N and random
 // ones up to 128K, the union-of-blocks kernel alone (kUnion) are timed end to end.
-// Usage: bench_prefill_attention [--json FILE] [--max-n N]
+// Usage: bench_prefill_attention [--json FILE] [--min-n N] [--max-n N] [--chunks C1,C2,...]
+// (--chunks: only the random cases at N >= 512K, with these max_chunk_tokens)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -177,9 +179,22 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
 
 int main(int argc, char** argv) {
   const char* json = msa_bench::json_path(argc, argv);
-  long long max_n = 1 << 20;
-  for (int i = 1; i + 1 < argc; ++i)
+  long long min_n = 1 << 15, max_n = 1 << 20;
+  std::vector<long long> chunks{65536};  // the extra random cases at N >= 512K
+  bool chunks_only = false;
+  for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--max-n") == 0) max_n = std::atoll(argv[i + 1]);
+    if (std::strcmp(argv[i], "--min-n") == 0) min_n = std::atoll(argv[i + 1]);
+    if (std::strcmp(argv[i], "--chunks") == 0) {  // comma-separated list; also skips the default-chunk cases
+      chunks.clear();
+      chunks_only = true;
+      for (const char* c = argv[i + 1]; *c != '\0';) {
+        chunks.push_back(std::atoll(c));
+        while (*c != '\0' && *c != ',') ++c;
+        if (*c == ',') ++c;
+      }
+    }
+  }
   if (!msa_bench::have_cuda_device("bench_prefill_attention")) return 1;
   std::printf("sparse prefill attention, CUDA path: k2q + KV-outer + combine (Hq 64, Hkv 4, k 16, bf16, chunks of "
               "%lld tokens)\n",
@@ -187,10 +202,13 @@ int main(int argc, char** argv) {
   std::vector<Result> rs;
   for (long long n : {1LL << 15, 1LL << 17, 1LL << 19, 1LL << 20}) {
     if (n > max_n) break;
-    for (bool clustered : {false, true}) rs.push_back(run_case(n, clustered, 0, n >= (1 << 19) ? 3 : 7));
+    if (n < min_n) continue;
+    if (!chunks_only)
+      for (bool clustered : {false, true}) rs.push_back(run_case(n, clustered, 0, n >= (1 << 19) ? 3 : 7));
     // At large N every 16K-token chunk reloads K/V of nearly every block it touches; larger chunks (more
     // workspace: max_chunk_tokens) cut that traffic.
-    if (n >= (1 << 19)) rs.push_back(run_case(n, false, 65536, 3));
+    if (n >= (1 << 19))
+      for (long long c : chunks) rs.push_back(run_case(n, false, c, 3));
   }
   if (json) {
     FILE* f = std::fopen(json, "w");

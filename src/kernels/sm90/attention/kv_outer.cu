@@ -13,7 +13,10 @@
 //
 // Why persistent: with one CTA per item, each item began with a chain of dependent loads (item, row pointer,
 // handles, then the K/V and Q TMA) while its SM idled; with items of 32-128 queries (512K-1M tokens in 16K-64K
-// chunks) the attention phase streamed its floor bytes at 2.3-2.5 TB/s against 2.9 at 128K (256-query items).
+// chunks) the attention phase streamed its floor bytes at 2.3-2.4 TB/s against 2.9 at 128K (256-query items).
+// Measured against that version in one call (H100, bench_prefill_attention, two runs each): attention phase at 1M
+// 241-242 -> 224-227 ms (16K chunks) and 228-232 -> 224-229 ms (64K chunks), 512K 108-110 -> 105 ms (16K);
+// k2q + attention + combine at 1M 342-344 -> 333 ms and 320-322 -> 315-317 ms; 512K and 128K unchanged (+-1 %).
 //
 // Invariants: G = 16; rows of tokens past the item's query count are computed on stale data and never written;
 // cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is reloaded only
@@ -93,9 +96,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (threadIdx.x != 0) return;
     int gt = 0;
+    // An item's six fields are requested one item ahead, so they are in registers when its turn comes.
+    int next[6] = {0, 0, 0, 0, 0, 0};
+    auto request = [&](int item) {
+      if (item < num_items)
+        for (int w = 0; w < 6; ++w) next[w] = a.items[static_cast<std::int64_t>(item) * 6 + w];
+    };
+    request(blockIdx.x);
     for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
-      const std::int32_t* it = a.items + static_cast<std::int64_t>(item) * 6;
-      const int g = it[0], row = it[1], q_begin = it[2], q_count = it[3], b = it[4], j = it[5];
+      const int g = next[0], row = next[1], q_begin = next[2], q_count = next[3], b = next[4], j = next[5];
+      request(item + gridDim.x);
       const std::int32_t* handles = a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
                                     a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
       const int q0 = a.cu_seqlens_q[b * a.cu_stride];
@@ -144,8 +154,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
     const int buf = ord & 1;
     sm90::mbar_wait(&kv_full[buf], (ord >> 1) & 1);
-    const int* d = descs + buf * kDescWords;
-    const int g = d[kDescG], j = d[kDescJ], q_count = d[kDescCount], q0 = d[kDescQ0], nq = d[kDescNq], L = d[kDescL];
+    // Lane 0 of each warp reads the descriptor (and below the stage handles) and is also the lane that later
+    // releases the buffer (or stage), so every shared-memory read is ordered before the release in its own thread.
+    int dg = 0, dj = 0, dcount = 0, dq0 = 0, dnq = 0, dL = 0;
+    if (lane == 0) {
+      const int* d = descs + buf * kDescWords;
+      dg = d[kDescG];
+      dj = d[kDescJ];
+      dcount = d[kDescCount];
+      dq0 = d[kDescQ0];
+      dnq = d[kDescNq];
+      dL = d[kDescL];
+    }
+    const int g = __shfl_sync(0xffffffffu, dg, 0), j = __shfl_sync(0xffffffffu, dj, 0);
+    const int q_count = __shfl_sync(0xffffffffu, dcount, 0), q0 = __shfl_sync(0xffffffffu, dq0, 0);
+    const int nq = __shfl_sync(0xffffffffu, dnq, 0), L = __shfl_sync(0xffffffffu, dL, 0);
     unsigned char* kv = smem + buf * kKvBytes;
     unsigned char* vbuf = kv + 2 * kHalf;
     const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(kv), desc_k1 = sm90::wgmma_desc_sw128(kv + kHalf);
@@ -171,7 +194,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       // This warp's rows are the 16 heads of one token of the tile.
       const int tok = tile * kTokens + warp % 4;
       const bool valid = tok < q_count;  // uniform over the warp
-      const int handle = stage_handles[s * kTokens + warp % 4];  // read before the stage is released
+      int handle = 0;
+      if (lane == 0) handle = stage_handles[s * kTokens + warp % 4];
+      handle = __shfl_sync(0xffffffffu, handle, 0);
       float acc[64];
       sm90::wgmma_m64n128_k128_bf16(acc, sm90::wgmma_desc_sw128(stage), sm90::wgmma_desc_sw128(stage + kQHalf),
                                     desc_k0, desc_k1);
