@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: configure + build with all cores, run every test (GPU suites included), run
-# compute-sanitizer (memcheck, racecheck, synccheck: 70, 129 and 68 s on 29 tests at 509fc4e) on the quick GPU
+# compute-sanitizer (memcheck, racecheck, synccheck: 68, 140 and 81 s on 29 tests at ea77618) on the quick GPU
 # tests (all SM90_* but the 1M-token and layer and graph ones: they chain kernels that are checked one by one), run
 # the benchmarks, and write full logs and JSON under $OUT (./out when OUT is unset). Prints a short summary table
 # last.
