@@ -205,7 +205,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncwarp();
       if (lane == 0) sm90::mbar_arrive(&q_empty[s]);  // Q of this stage is read
 
-      const int pos0 = L - nq + (handle & 0xFFFFFF), pos1 = pos0;
+      const int pos = L - nq + (handle & 0xFFFFFF);  // the token of both of this thread's rows
 
       // Single-tile softmax in log2 units: columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (+2, +3).
       float m0 = -INFINITY, m1 = -INFINITY;
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int key = j * 128 + 8 * n + 2 * c + (e & 1);
-          const bool visible = key < L && key <= (e < 2 ? pos0 : pos1);
+          const bool visible = key < L && key <= pos;
           acc[4 * n + e] = visible ? acc[4 * n + e] * scale : -INFINITY;
           if (e < 2) m0 = fmaxf(m0, acc[4 * n + e]); else m1 = fmaxf(m1, acc[4 * n + e]);
         }
