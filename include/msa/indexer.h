@@ -34,7 +34,9 @@ struct IndexDecodeArgs {
   Tensor topk;           // [H_idx, B * Q, k] int32 output
 };
 
-// Scratch memory the call needs (0 on the CPU). Validates shapes, dtypes and devices.
+// Scratch memory the call needs (0 on the CPU). Validates shapes, dtypes and devices. The workspace (16-byte aligned)
+// needs no initialisation and may hold anything between calls; two calls that may run at the same time (on
+// different streams) must not share one.
 Status index_select_prefill_workspace_size(const IndexPrefillArgs& args, std::size_t* bytes);
 Status index_select_decode_workspace_size(const IndexDecodeArgs& args, std::size_t* bytes);
 

@@ -22,8 +22,10 @@ std::vector<std::uint16_t> pad_rows(const std::vector<std::uint16_t>& v, int pad
 }
 
 // Runs the CUDA op (prefill, or decode when Q > 0) on p's inputs, with a poisoned topk, and downloads p.topk.
-// pad > 0 passes index_q and the index-K cache as strided views whose rows are 128 + pad elements apart.
-void run_gpu(Problem& p, int decode_q = 0, int pad = 0) {
+// pad > 0 passes index_q and the index-K cache as strided views whose rows are 128 + pad elements apart. Decode
+// runs once per entry of ws_fills on one workspace, each run after filling the workspace with that byte (-1: as the
+// previous run left it, -2: random bytes); every run's topk must equal the first's.
+void run_gpu(Problem& p, int decode_q = 0, int pad = 0, const std::vector<int>& ws_fills = {-1}) {
   DeviceBuffer<std::uint16_t> iq(pad ? pad_rows(p.index_q, pad) : p.index_q),
       ik(pad ? pad_rows(p.index_k_cache, pad) : p.index_k_cache);
   const std::int64_t H = p.spec.num_kv_heads, w = 128 + pad;
@@ -54,8 +56,27 @@ void run_gpu(Problem& p, int decode_q = 0, int pad = 0) {
       ASSERT_EQ(cudaMalloc(&ws, bytes), cudaSuccess);
       EXPECT_EQ(index_select_decode(a, nullptr, 0).code(), StatusCode::kInvalidArgument);  // workspace too small
     }
-    st = index_select_decode(a, ws, bytes);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<std::int32_t> first;
+    for (std::size_t run = 0; run < ws_fills.size(); ++run) {
+      if (ws_fills[run] >= 0) {
+        ASSERT_EQ(cudaMemset(ws, ws_fills[run], bytes), cudaSuccess);
+      } else if (ws_fills[run] == -2) {
+        std::vector<std::uint8_t> noise(bytes);
+        std::mt19937 rng(static_cast<unsigned>(run));
+        for (auto& x : noise) x = static_cast<std::uint8_t>(rng());
+        ASSERT_EQ(cudaMemcpy(ws, noise.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+      }
+      topk.upload(poison);
+      st = index_select_decode(a, ws, bytes);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<std::int32_t> got(poison.size());
+      topk.download(&got);
+      if (run == 0)
+        first = got;
+      else
+        ASSERT_EQ(got, first) << "run " << run << " after workspace fill " << ws_fills[run];
+    }
     cudaFree(ws);
   } else {
     IndexPrefillArgs a = p.index_prefill_args();
@@ -170,6 +191,18 @@ TEST(SM90_Indexer, DecodeTiesAcrossSplits) {
   Problem q = testing::make_problem(s5);
   run_gpu(q, 1);
   expect_selection_contract(q);
+}
+
+TEST(SM90_Indexer, DecodeWorkspaceNeedsNoInitialisation) {
+  MSA_REQUIRE_SM90();
+  // Split requests take their last blocks from pool counters in the workspace: whatever the workspace holds before
+  // a call (zeros, all ones, noise, or what the previous call left), every call selects the same blocks.
+  ProblemSpec s = spec({2, 2, 2}, {300000, 70000, 5000}, 64, 4);
+  s.with_main = false;
+  Problem p = testing::make_problem(s);
+  run_gpu(p, 2, 0, {0x00, -1, -1, 0xff, -2, 0x00, -1});
+  expect_selection_contract(p);
+  expect_same_as_cpu_where_separated(p);
 }
 
 TEST(SM90_Indexer, IndexHeadCounts) {

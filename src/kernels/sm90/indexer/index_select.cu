@@ -11,8 +11,9 @@
 // order and insertion needs a strictly greater score, so ties keep the smaller id. The local block is never
 // scored; it is appended at the end. No score ever reaches device memory.
 //
-// Decode launches split each request's blocks over gridDim.y CTAs; each leaves a sorted partial list per row in
-// the workspace and merge_splits_kernel picks the exact top-(k-1) of their union.
+// Decode launches split each request's blocks over gridDim.y CTAs (the last quarter of them handed out at run time
+// from a pool, see select_common.cuh); each leaves a sorted partial list per row in the workspace and
+// merge_splits.cu picks the exact top-(k-1) of their union.
 //
 // Invariants: H divides 64; rows whose token lies past the request's queries are computed (on neighbouring or
 // zero-filled queries) and never written; a row only considers blocks j < its own local block; every lane of a
@@ -21,7 +22,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -29,20 +29,20 @@
 #include "kernels/sm90/common/sm90.cuh"
 #include "kernels/sm90/common/tma.h"
 #include "kernels/sm90/indexer/launch.h"
+#include "kernels/sm90/indexer/select_common.cuh"
 
 namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kKeys = 128;
-constexpr int kDim = 128;
-constexpr int kMaxList = 15;
-constexpr int kMaxSplits = 256;  // decode splits per request (at most one per SM); bounds the merge's shared memory
+using namespace sel;  // NOLINT: the family's shared geometry, workspace layout and pool protocol
+
 constexpr int kHalfRowBytes = 128;  // one 64-dim half of a bf16 row: the 128-byte swizzle span
 
 // Shared-memory plan of a CTA with C consumer warpgroups and S page stages (offsets from a 1024-aligned base).
-template <int C, int S>
+template <int C, int S, bool Pool>
 struct Plan {
+  static constexpr bool kPool = Pool;  // decode: stage words, and split launches take their last rounds from a pool
   static constexpr int kConsumers = C;
   static constexpr int kStages = S;
   static constexpr int kRows = 64 * C;
@@ -52,17 +52,14 @@ struct Plan {
   static constexpr int kPageBytes = 2 * kPageHalfBytes;
   static constexpr int kPagesOff = 2 * kQHalfBytes;
   static constexpr int kListOff = kPagesOff + S * kPageBytes;
-  static constexpr int kBarOff = kListOff + kRows * kMaxList * 8;
-  static constexpr int kSmemBytes = kBarOff + (2 * S + 1) * 8 + 1024;  // + slack to align the base
+  static constexpr int kBarOff = kListOff + kRows * kMaxList * 4;  // the final lists' ids
+  static constexpr int kWordOff = kBarOff + (2 * S + 1) * 8;  // the stage words (decode)
+  static constexpr int kSmemBytes = kWordOff + (Pool ? S * 4 : 0) + 1024;  // + slack to align the base
 };
 // Prefill: 2 consumers (32 tokens x 4 heads), 5 stages (208 KiB). Decode: one consumer covers 16 queries x 4
 // heads; 6 stages keep 160+ KiB of index-K in flight per SM for the HBM stream.
-using PrefillPlan = Plan<2, 5>;
-using DecodePlan = Plan<1, 6>;
-
-__device__ __forceinline__ int query_start(const IndexSelectLaunch& a, int b) {
-  return a.cu_seqlens_q != nullptr ? a.cu_seqlens_q[b * a.cu_stride] : b * a.queries_per_request;
-}
+using PrefillPlan = Plan<2, 5, false>;
+using DecodePlan = Plan<1, 6, true>;
 
 // A row's sorted (descending) top list, spread over the 4 lanes of the quad that holds the row: lane c keeps slots
 // 4c .. 4c + 3, and a list of capacity `cap` occupies the last cap slots (entry e in slot 16 - cap + e), so its last
@@ -99,35 +96,6 @@ __device__ __forceinline__ void quad_insert(QuadList& l, float m, int j, bool ta
 // The list's last entry (slot 15), on every lane of the quad.
 __device__ __forceinline__ float quad_last(const QuadList& l) { return __shfl_sync(0xffffffffu, l.sc[3], 3, 4); }
 
-// Writes one topk row: every visible block when n_vis = local + 1 <= k, else the `count` ranked ids, the local
-// block, then -1 padding.
-__device__ __forceinline__ void write_selection(const IndexSelectLaunch& a, std::int64_t token, int head, int local,
-                                                const int* ids, int count) {
-  std::int32_t* out = a.topk + head * a.topk_stride_h + token * a.topk_stride_t;
-  int s = 0;
-  if (local + 1 <= a.k) {
-    for (; s <= local; ++s) out[s * a.topk_stride_s] = s;
-  } else {
-    for (; s < count; ++s) out[s * a.topk_stride_s] = ids[s];
-    out[s++ * a.topk_stride_s] = local;
-  }
-  for (; s < a.k; ++s) out[s * a.topk_stride_s] = -1;
-}
-
-// Workspace of a split launch: kMaxList scores, then kMaxList ids, for each (index row, split); index row =
-// token * H + head. Unused entries hold (-inf, -1).
-struct PartialList {
-  float* sc;
-  int* id;
-};
-__device__ __forceinline__ PartialList partial_list(const IndexSelectLaunch& a, std::int64_t row, int splits,
-                                                    int split) {
-  auto* scores = static_cast<float*>(a.workspace);
-  auto* ids = reinterpret_cast<int*>(scores + a.total_q * a.num_heads * splits * kMaxList);
-  const std::int64_t off = (row * splits + split) * kMaxList;
-  return {scores + off, ids + off};
-}
-
 // This thread's maximum over its 32 columns of one of its two rows (First = 0: row g, 2: row g + 8).
 template <int First>
 __device__ __forceinline__ float lane_max(const float (&acc)[64]) {
@@ -159,12 +127,20 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
   unsigned char* q_tile = smem;
   unsigned char* pages = smem + P::kPagesOff;
-  auto* list_sc = reinterpret_cast<float*>(smem + P::kListOff);
-  auto* list_id = reinterpret_cast<int*>(list_sc + P::kRows * kMaxList);
+  auto* list_id = reinterpret_cast<int*>(smem + P::kListOff);
   auto* full = reinterpret_cast<std::uint64_t*>(smem + P::kBarOff);  // page landed (TMA bytes)
   std::uint64_t* empty = full + P::kStages;                         // page consumed (one arrive per consumer warp)
   std::uint64_t* q_full = empty + P::kStages;
+  // Decode: the block id of each stage's page, written by the producer before the page's barrier completes; -1
+  // (a stage without a page) follows the split's last block.
+  auto* stage_words = reinterpret_cast<volatile int*>(smem + P::kWordOff);
 
+  // The tensor maps are kernel parameters, not written by earlier kernels: a decode grid fetches their descriptors
+  // while it waits for its predecessor.
+  if (P::kPool && threadIdx.x == 0) {
+    sm90::tma_prefetch_map(&q_map);
+    sm90::tma_prefetch_map(&k_map);
+  }
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // see launch(): the previous kernel's writes are visible
   // Tile -> (request, first query). Later tiles of a request see more blocks: launch them first.
   const int H = a.num_heads, tpt = P::kRows / H;
@@ -214,28 +190,73 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
     if (warp != 0) return;
     if (lane == 0) {
-      sm90::tma_prefetch_map(&q_map);
-      sm90::tma_prefetch_map(&k_map);
+      if (!P::kPool) {
+        sm90::tma_prefetch_map(&q_map);
+        sm90::tma_prefetch_map(&k_map);
+      }
       sm90::mbar_arrive_expect_tx(q_full, 2 * P::kQHalfBytes);
       sm90::tma_load_3d(q_tile, &q_map, q_full, 0, 0, q0 + i0);
       sm90::tma_load_3d(q_tile + P::kQHalfBytes, &q_map, q_full, 64, 0, q0 + i0);
     }
-    for (int base = 0; base < n; base += 32) {
-      const int page_of_lane =  // 32 ids per read
-          base == 0 ? first_pages : base + lane < n ? pt[(j0 + (base + lane) * splits) * a.pt_stride_j] : 0;
-      const int cnt = min(32, n - base);
-      for (int u = 0; u < cnt; ++u) {
-        const int page = __shfl_sync(0xffffffffu, page_of_lane, u);
-        const int it = base + u, s = it % P::kStages;
-        if (lane == 0) {
-          sm90::mbar_wait(&empty[s], ((it / P::kStages) & 1) ^ 1);
-          unsigned char* dst = pages + s * P::kPageBytes;
-          sm90::mbar_arrive_expect_tx(&full[s], P::kPageBytes);
-          sm90::tma_load_3d(dst, &k_map, &full[s], 0, 0, page);
-          sm90::tma_load_3d(dst + P::kPageHalfBytes, &k_map, &full[s], 64, 0, page);
+    // Static rounds: blocks j0 + u * splits for u < rounds, 32 page ids per read by the warp; lane 0 loads them.
+    auto stream_rounds = [&](int rounds, auto&& load) {
+      for (int base = 0; base < rounds; base += 32) {
+        const int page_of_lane =  // 32 ids per read
+            base == 0 ? first_pages : base + lane < rounds ? pt[(j0 + (base + lane) * splits) * a.pt_stride_j] : 0;
+        const int cnt = min(32, rounds - base);
+        for (int u = 0; u < cnt; ++u) {
+          const int page = __shfl_sync(0xffffffffu, page_of_lane, u);
+          if (lane == 0) load(base + u, page);
         }
       }
+    };
+    if constexpr (!P::kPool) {  // prefill: the tile's blocks 0 .. n - 1
+      stream_rounds(n, [&](int it, int page) {
+        const int s = it % P::kStages;
+        sm90::mbar_wait(&empty[s], ((it / P::kStages) & 1) ^ 1);
+        unsigned char* dst = pages + s * P::kPageBytes;
+        sm90::mbar_arrive_expect_tx(&full[s], P::kPageBytes);
+        sm90::tma_load_3d(dst, &k_map, &full[s], 0, 0, page);
+        sm90::tma_load_3d(dst + P::kPageHalfBytes, &k_map, &full[s], 64, 0, page);
+      });
+      return;
     }
+    int it = 0;  // ring iteration (lane 0)
+    auto emit = [&](int j, int page) {  // block j's page into the next stage; j = -1: the end, no page
+      const int s = it % P::kStages;
+      sm90::mbar_wait(&empty[s], ((it++ / P::kStages) & 1) ^ 1);
+      stage_words[s] = j;
+      if (j < 0) {
+        sm90::mbar_arrive(&full[s]);
+        return;
+      }
+      unsigned char* dst = pages + s * P::kPageBytes;
+      sm90::mbar_arrive_expect_tx(&full[s], P::kPageBytes);
+      sm90::tma_load_3d(dst, &k_map, &full[s], 0, 0, page);
+      sm90::tma_load_3d(dst + P::kPageHalfBytes, &k_map, &full[s], 64, 0, page);
+    };
+    // Decode: the static rounds, all of them or, in a split launch, three quarters of them; then the pool.
+    const bool pooled = splits > 1;
+    const int rounds = pooled ? min(n, n_hist / splits * 3 / 4) : n;
+    stream_rounds(rounds, [&](int u, int page) { emit(j0 + u * splits, page); });
+    if (lane != 0) return;
+    if (pooled) {  // the pool: tickets and page ids are requested two blocks ahead of the stage they fill
+      unsigned long long* word = pool_word(a, static_cast<int>(blockIdx.x));
+      const int begin = rounds * splits;
+      claim_pool(word);
+      int ja = take_pool(word, begin, n_hist);
+      int jb = ja < n_hist ? take_pool(word, begin, n_hist) : n_hist;
+      int pa = ja < n_hist ? pt[ja * a.pt_stride_j] : 0;
+      while (ja < n_hist) {
+        const int pb = jb < n_hist ? pt[jb * a.pt_stride_j] : 0;
+        const int jc = jb < n_hist ? take_pool(word, begin, n_hist) : n_hist;
+        emit(ja, pa);
+        ja = jb;
+        pa = pb;
+        jb = jc;
+      }
+    }
+    emit(-1, 0);
     return;
   }
 
@@ -277,11 +298,11 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   // reductions when no row of the warp can insert, was slower overall (more branches on the frequent path).
   float m0 = -INFINITY, m1 = -INFINITY;
   int m_block = 0;
-  auto reduce = [&](float(&acc)[64], int it) {
+  auto reduce = [&](float(&acc)[64], int it, int block) {
     sm90::wgmma_fence_regs(acc);
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(&empty[it % P::kStages]);  // this warp's reads of the page are done
-    m_block = j0 + it * splits;
+    m_block = block;
     const float x0 = quad_max(lane_max<0>(acc)), x1 = quad_max(lane_max<2>(acc));  // every lane shuffles
     m0 = valid0 && m_block < local0 ? x0 : -INFINITY;
     m1 = valid1 && m_block < local1 ? x1 : -INFINITY;
@@ -300,7 +321,45 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   // the next group is issued, so the insertion overlaps two groups on the tensor cores. The steady-state loop
   // issues unconditionally and the tail is peeled, so the compiler can see which group is in flight at every point
   // (otherwise it serialises every wgmma of the kernel).
-  if (n > 0) {
+  if constexpr (P::kPool) {  // decode: the stage words name the blocks and end the split (each path drains)
+    // Lane 0 reads the word and shuffles it: the lane that later frees the stage is the one that read it, so the
+    // producer's next write of the word is ordered after every read (compute-sanitizer racecheck flags reads by the
+    // other lanes, which only a __syncwarp orders before that lane's arrive).
+    auto word = [&](int it) {
+      sm90::mbar_wait(&full[it % P::kStages], (it / P::kStages) & 1);
+      return __shfl_sync(0xffffffffu, lane == 0 ? stage_words[it % P::kStages] : 0, 0);
+    };
+    int wa = word(0);  // block of iteration it, in acc0
+    if (wa >= 0) {
+      float acc0[64], acc1[64];
+      issue(acc0, 0);
+      for (int it = 0;; it += 2) {
+        const int wb = word(it + 1);
+        if (wb < 0) {
+          rank();
+          sm90::wgmma_wait<0>();
+          reduce(acc0, it, wa);
+          break;
+        }
+        issue(acc1, it + 1);
+        rank();
+        sm90::wgmma_wait<1>();
+        reduce(acc0, it, wa);
+        wa = word(it + 2);
+        if (wa < 0) {
+          rank();
+          sm90::wgmma_wait<0>();
+          reduce(acc1, it + 1, wb);
+          break;
+        }
+        issue(acc0, it + 2);
+        rank();
+        sm90::wgmma_wait<1>();
+        reduce(acc1, it + 1, wb);
+      }
+      rank();
+    }
+  } else if (n > 0) {  // prefill: blocks 0 .. n - 1, a loop with a peeled tail
     float acc0[64], acc1[64];
     issue(acc0, 0);
     int it = 0;
@@ -308,36 +367,49 @@ __global__ void __launch_bounds__(P::kThreads, 1)
       issue(acc1, it + 1);
       rank();
       sm90::wgmma_wait<1>();
-      reduce(acc0, it);
+      reduce(acc0, it, j0 + it * splits);
       issue(acc0, it + 2);
       rank();
       sm90::wgmma_wait<1>();
-      reduce(acc1, it + 1);
+      reduce(acc1, it + 1, j0 + (it + 1) * splits);
     }
     if (it + 1 < n) {
       issue(acc1, it + 1);
       rank();
       sm90::wgmma_wait<1>();
-      reduce(acc0, it);
+      reduce(acc0, it, j0 + it * splits);
       rank();
       sm90::wgmma_wait<0>();
-      reduce(acc1, it + 1);
+      reduce(acc1, it + 1, j0 + (it + 1) * splits);
     } else {
       rank();
       sm90::wgmma_wait<0>();
-      reduce(acc0, it);
+      reduce(acc0, it, j0 + it * splits);
     }
     rank();
   }
 
-  // Stage the lists in shared memory (entry e of a row sits in slot list_off + e); the row's c == 0 lane writes out.
+  if (P::kPool && splits > 1) {  // partial lists, slot for slot (see partial_list)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      if (!(half ? valid1 : valid0)) continue;
+      const int r = half ? r1 : r0;
+      const QuadList& l = half ? list1 : list0;
+      const int local = half ? local1 : local0;
+      const std::int64_t row = static_cast<std::int64_t>(q0 + i0 + r / H) * H + r % H;
+      const PartialList part = partial_list(a, gridDim.x, row, splits, static_cast<int>(blockIdx.y));
+      *reinterpret_cast<float4*>(part.sc + 4 * c) = make_float4(l.sc[0], l.sc[1], l.sc[2], l.sc[3]);
+      *reinterpret_cast<int4*>(part.id + 4 * c) = make_int4(c == 0 ? local : l.id[0], l.id[1], l.id[2], l.id[3]);
+    }
+    return;
+  }
+  // Stage the lists' ids in shared memory (entry e of a row sits in slot list_off + e); the row's c == 0 lane writes
+  // the selection.
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int e = 4 * c + i - list_off;
     if (e >= 0) {
-      list_sc[r0 * kMaxList + e] = list0.sc[i];
       list_id[r0 * kMaxList + e] = list0.id[i];
-      list_sc[r1 * kMaxList + e] = list1.sc[i];
       list_id[r1 * kMaxList + e] = list1.id[i];
     }
   }
@@ -347,161 +419,11 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   for (int half = 0; half < 2; ++half) {
     const int r = half ? r1 : r0;
     if (!(half ? valid1 : valid0)) continue;
-    const float* sc = list_sc + r * kMaxList;
     const int* ids = list_id + r * kMaxList;
     int count = 0;
     while (count < cap && ids[count] >= 0) ++count;
-    if (splits > 1) {  // partial list: (score, id) x (k - 1) per (row, split), unused entries (-inf, -1)
-      const std::int64_t row = static_cast<std::int64_t>(q0 + i0 + r / H) * H + r % H;
-      const PartialList part = partial_list(a, row, splits, static_cast<int>(blockIdx.y));
-      for (int e = 0; e < cap; ++e) {
-        part.sc[e] = e < count ? sc[e] : -INFINITY;
-        part.id[e] = e < count ? ids[e] : -1;
-      }
-    } else {
-      write_selection(a, q0 + i0 + r / H, r % H, half ? local1 : local0, ids, count);
-    }
+    write_selection(a, q0 + i0 + r / H, r % H, half ? local1 : local0, ids, count);
   }
-}
-
-// Better of two (score, id) candidates: higher score, then smaller id (the contract's tie rule).
-__device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id) {
-  return s > best_s || (s == best_s && id < best_id);
-}
-
-// Sorts one (score, id) pair per thread of the first N threads into contract order (score desc, id asc: position
-// 0 is the best) with a bitonic network: N = 256 (the whole CTA) takes 36 compare-exchange steps, the 30 with
-// partner distance < 32 by warp shuffles, the 6 others through `xs` / `xi` (256 entries each); N = 32 is one warp
-// and 15 shuffle steps. Equal pairs never swap, so padding may repeat.
-constexpr int kMergeThreads = 256;
-template <int N>
-__device__ __forceinline__ void bitonic_sort(float* s, int* i, float* xs, int* xi) {
-  static_assert(N == 32 || N == kMergeThreads, "one warp or the whole CTA");
-  const int me = threadIdx.x;
-#pragma unroll
-  for (int k = 2; k <= N; k <<= 1) {
-#pragma unroll
-    for (int j = k >> 1; j > 0; j >>= 1) {
-      float ps;
-      int pi;
-      if (j < 32) {
-        ps = __shfl_xor_sync(0xffffffffu, *s, j);
-        pi = __shfl_xor_sync(0xffffffffu, *i, j);
-      } else {
-        xs[me] = *s;
-        xi[me] = *i;
-        __syncthreads();
-        ps = xs[me ^ j];
-        pi = xi[me ^ j];
-        __syncthreads();
-      }
-      // The lower index of a pair keeps the earlier element in ascending runs ((me & k) == 0), the later one in
-      // descending runs; both sides of a pair agree, so the pair is exchanged iff the partner should move here.
-      const bool keep_earlier = ((me & j) == 0) == ((me & k) == 0);
-      if (keep_earlier ? beats(ps, pi, *s, *i) : beats(*s, *i, ps, pi)) {
-        *s = ps;
-        *i = pi;
-      }
-    }
-  }
-}
-
-// One CTA per (token, head): the exact top-(k-1) of the union of the splits' sorted partial lists. Order candidates
-// by (score desc, id asc), a total order. (1) tau = the (k-1)-th best of the split heads (each list's first entry):
-// the k-1 best heads are distinct candidates >= tau, so nothing below tau can be selected. (2) Keep the candidates
-// >= tau: they come from the <= k-1 lists whose head is >= tau, so at most (k-1)^2 <= 225 of them. (3) The first
-// k-1 kept candidates in contract order are the answer. Steps (1) and (3) are bitonic sorts: ranking each
-// head and each kept candidate by a serial count over all others measured 8 us for 132 splits (ncu, H100), most of
-// the decode selection's time after its stream.
-static_assert(kMergeThreads >= kMaxList * kMaxList, "one thread per kept candidate");
-static_assert(kMergeThreads >= kMaxSplits, "one thread per split head");
-__global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const IndexSelectLaunch a, int splits) {
-  __shared__ float sc[kMaxSplits * kMaxList];
-  __shared__ int id[kMaxSplits * kMaxList];
-  __shared__ float kept_sc[kMergeThreads];
-  __shared__ int kept_id[kMergeThreads];
-  __shared__ float sort_sc[kMergeThreads];
-  __shared__ int sort_id[kMergeThreads];
-  __shared__ int out_ids[kMaxList];
-  __shared__ float tau_sc;
-  __shared__ int tau_id, n_kept;
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the selection grid's partial lists are complete
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");  // the next kernel may be scheduled now
-
-  const std::int64_t row = blockIdx.x;
-  const int H = a.num_heads;
-  const std::int64_t t = row / H;
-  const int head = static_cast<int>(row % H);
-  int b = 0;
-  while (b + 1 < a.num_requests && query_start(a, b + 1) <= t) ++b;
-  const int q0 = query_start(a, b), nq = query_start(a, b + 1) - q0;
-  const int cap = a.k - 1;
-  // The row's lists are contiguous, split-major. They are loaded before the row's length is known (in bounds either
-  // way) and all loads of a thread are issued before its first store, so the copy and the length cost one round trip.
-  const PartialList part = partial_list(a, row, splits, 0);
-  constexpr int kPerThread = kMaxSplits * kMaxList / kMergeThreads;
-  float v[kPerThread];
-  int w[kPerThread];
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int e = threadIdx.x + i * kMergeThreads;
-    const bool used = e < splits * kMaxList && e % kMaxList < cap;  // entries past k - 1 are never written
-    v[i] = used ? part.sc[e] : -INFINITY;
-    w[i] = used ? part.id[e] : -1;
-  }
-  const int local = (a.seq_lens_k[b * a.seq_stride] - nq + static_cast<int>(t - q0)) / kKeys;
-  if (local + 1 <= a.k || cap == 0) {  // nothing ranked: every visible block, or the local block alone
-    if (threadIdx.x == 0) write_selection(a, t, head, local, nullptr, 0);
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    sc[threadIdx.x + i * kMergeThreads] = v[i];
-    id[threadIdx.x + i * kMergeThreads] = w[i];
-  }
-  if (threadIdx.x == 0) {
-    tau_sc = -INFINITY;  // fewer than k - 1 finite heads: keep every finite candidate
-    tau_id = INT_MAX;
-    n_kept = 0;
-  }
-  __syncthreads();
-  // (1) Sort the heads (thread p holds split p's); position k - 2 is tau when it is finite (-inf heads are empty
-  // lists).
-  float hs = threadIdx.x < splits ? sc[threadIdx.x * kMaxList] : -INFINITY;
-  int hi = threadIdx.x < splits ? id[threadIdx.x * kMaxList] : INT_MAX;
-  bitonic_sort<kMergeThreads>(&hs, &hi, sort_sc, sort_id);
-  if (threadIdx.x == cap - 1 && hs != -INFINITY) {
-    tau_sc = hs;
-    tau_id = hi;
-  }
-  __syncthreads();
-  // (2) Keep the finite candidates that tau does not beat.
-  const float ts = tau_sc;
-  const int ti = tau_id;
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i)
-    if (v[i] != -INFINITY && !beats(ts, ti, v[i], w[i])) {
-      const int slot = atomicAdd(&n_kept, 1);
-      kept_sc[slot] = v[i];
-      kept_id[slot] = w[i];
-    }
-  __syncthreads();
-  // (3) Sort the kept candidates (in whatever order they were kept); the first min(m, k - 1) are the answer. Usually
-  // m is close to k - 1 (iid scores: about k - 1 + a few), so one warp sorts them when they fit.
-  const int m = n_kept;
-  float cs = threadIdx.x < m ? kept_sc[threadIdx.x] : -INFINITY;
-  int ci = threadIdx.x < m ? kept_id[threadIdx.x] : INT_MAX;
-  if (m <= 32) {
-    if (threadIdx.x >= 32) return;
-    bitonic_sort<32>(&cs, &ci, sort_sc, sort_id);
-    if (threadIdx.x < min(m, cap)) out_ids[threadIdx.x] = ci;
-    __syncwarp();
-  } else {
-    bitonic_sort<kMergeThreads>(&cs, &ci, sort_sc, sort_id);
-    if (threadIdx.x < min(m, cap)) out_ids[threadIdx.x] = ci;
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) write_selection(a, t, head, local, out_ids, min(m, cap));
 }
 
 int sm_count(int device) {
@@ -568,10 +490,7 @@ Status launch(const IndexSelectLaunch& a, int splits) {
   e = cudaLaunchKernelEx(&cfg, index_select_kernel<P>, a, q_map, k_map);
   if (e != cudaSuccess) return cuda_error(e, "launch");
   if (splits > 1) {
-    cfg.gridDim = dim3(static_cast<unsigned>(a.total_q * H));
-    cfg.blockDim = dim3(kMergeThreads);
-    cfg.dynamicSmemBytes = 0;
-    e = cudaLaunchKernelEx(&cfg, merge_splits_kernel, a, splits);
+    e = launch_merge_splits(a, splits, static_cast<int>(tile_bound(a, P::kRows)), stream);
     if (e != cudaSuccess) return cuda_error(e, "merge launch");
   }
   e = cudaGetLastError();
@@ -585,7 +504,8 @@ Status index_select_workspace_bytes_sm90(const IndexSelectLaunch& a, std::size_t
   if (a.num_heads < 1 || 64 % a.num_heads != 0 || a.total_q == 0) return Status::Ok();
   const int splits = decode_splits(a, sm_count(a.device));
   if (splits > 1)
-    *bytes = static_cast<std::size_t>(a.total_q) * a.num_heads * splits * kMaxList * (sizeof(float) + sizeof(int));
+    *bytes = pool_header_bytes(tile_bound(a, DecodePlan::kRows)) +
+             static_cast<std::size_t>(a.total_q) * a.num_heads * splits * kSlots * (sizeof(float) + sizeof(int));
   return Status::Ok();
 }
 
