@@ -23,7 +23,7 @@ constexpr int kHq = 64, kHkv = 4, kTopk = 16;
 
 struct Result {
   std::string name;
-  double us, kv_tbps, combine_us, rows_us;
+  double us, kv_tbps, combine_us, rows_us, fused_us;
 };
 
 Result run_case(const std::string& name, int B, long long L, int Q, int reps, int iters) {
@@ -100,17 +100,19 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
          check(msa::kernels::launch_combine(c));
        },
        [&] { check(msa::kernels::launch_combine(c)); },
-       [&] { check(msa::kernels::launch_decode_attention_rows(a, out, kHq * 128, 128, lse, kHq, 1)); }},
+       [&] { check(msa::kernels::launch_decode_attention_rows(a, out, kHq * 128, 128, lse, kHq, 1)); },
+       [&] { check(msa::kernels::launch_decode_attention_fused(a, out, kHq * 128, 128, lse, kHq, 1)); }},
       stream, reps, iters);
   const double kv_bytes = static_cast<double>(T) * kHkv * kTopk * 2 * 128 * 128 * 2;
-  Result r{name, t[0] * 1e3, kv_bytes / (t[0] * 1e-3) / 1e12, t[1] * 1e3, t[2] * 1e3};
+  Result r{name, t[0] * 1e3, kv_bytes / (t[0] * 1e-3) / 1e12, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3};
   for (void* p : {static_cast<void*>(q), static_cast<void*>(kc), static_cast<void*>(vc), static_cast<void*>(topk),
                   static_cast<void*>(pt), static_cast<void*>(seq), static_cast<void*>(counts), static_cast<void*>(po),
                   static_cast<void*>(pl), static_cast<void*>(out), static_cast<void*>(lse)})
     cudaFree(p);
   CHECK_CUDA(cudaStreamDestroy(stream));
-  std::printf("%-24s %9.1f us  %6.3f TB/s of selected KV  (combine alone %.1f us; rows kernel %.1f us, %.3f TB/s)\n",
-              r.name.c_str(), r.us, r.kv_tbps, r.combine_us, r.rows_us, kv_bytes / (r.rows_us * 1e-6) / 1e12);
+  std::printf("%-24s %9.1f us  %6.3f TB/s of selected KV  (combine alone %.1f us; rows kernel %.1f us, %.3f TB/s; "
+              "fused cluster kernel %.1f us)\n",
+              r.name.c_str(), r.us, r.kv_tbps, r.combine_us, r.rows_us, kv_bytes / (r.rows_us * 1e-6) / 1e12, r.fused_us);
   std::fflush(stdout);
   return r;
 }
@@ -128,7 +130,7 @@ int main(int argc, char** argv) {
   // Where the rows kernel overtakes split + combine: B x 32K x 1 for T * Hkv from 32 to 512 rows (1 to 4 waves of
   // rows CTAs on 132 SMs); SparseDecodeAttention's choice between the two is set from these lines.
   std::printf("sweep, B x 32K x 1 (T * Hkv = 4 B rows):\n");
-  for (int b : {8, 10, 12, 14, 16, 24, 32, 36, 40, 48, 56, 66, 80, 96, 128})
+  for (int b : {1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 24, 32, 36, 40, 48, 56, 66, 80, 96, 128})
     rs.push_back(run_case("sweep " + std::to_string(b) + " x 32K x 1", b, 1 << 15, 1, 5, 11));
   if (json) {
     FILE* f = std::fopen(json, "w");
@@ -136,8 +138,8 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < rs.size(); ++i)
       std::fprintf(f,
                    "  {\"case\": \"%s\", \"us\": %.2f, \"kv_tbps\": %.4f, \"combine_us\": %.2f, "
-                   "\"rows_kernel_us\": %.2f}%s\n",
-                   rs[i].name.c_str(), rs[i].us, rs[i].kv_tbps, rs[i].combine_us, rs[i].rows_us,
+                   "\"rows_kernel_us\": %.2f, \"fused_kernel_us\": %.2f}%s\n",
+                   rs[i].name.c_str(), rs[i].us, rs[i].kv_tbps, rs[i].combine_us, rs[i].rows_us, rs[i].fused_us,
                    i + 1 < rs.size() ? "," : "");
     std::fprintf(f, "]\n");
     std::fclose(f);

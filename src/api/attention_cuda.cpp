@@ -431,16 +431,20 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   l.cu_seqlens_q = nullptr;
   l.num_requests = static_cast<int>(a.seq_lens_k.shape[0]);
   l.queries_per_request = p.queries_per_request;
-  // Enough (token, KV head) rows to fill the GPU: one CTA per row writes out / LSE directly (decode_rows.cu);
-  // otherwise one CTA per listed block, then the combine. The choice depends on T and the device only, so a
-  // captured graph replays the kernels it was captured with.
-  const int device = a.q.device.index;
-  if (kernels::decode_prefers_rows(T * p.num_kv_heads, p.topk, cuda_sm_count(device))) {
+  // Enough (token, KV head) rows to fill the GPU: one CTA per row writes out / LSE directly (decode_rows.cu). A
+  // handful of rows: the k CTAs of a row form a cluster that merges its partials on chip and writes out / LSE
+  // (decode_attention.cu). In between: one CTA per listed block, then the combine. The choice depends on T and the
+  // device only, so a captured graph replays the kernels it was captured with.
+  const int device = a.q.device.index, sms = cuda_sm_count(device);
+  const std::int64_t rows = T * p.num_kv_heads;
+  const auto direct = kernels::decode_prefers_rows(rows, p.topk, sms)    ? &kernels::launch_decode_attention_rows
+                      : kernels::decode_prefers_fused(rows, p.topk, sms) ? &kernels::launch_decode_attention_fused
+                                                                          : nullptr;
+  if (direct != nullptr) {
     set_work(&l, T, p.num_q_heads, p.num_kv_heads, p.topk, p.sm_scale, nullptr, nullptr, device, a.q.device.stream);
     const bool with_lse = a.lse.present();
-    return kernels::launch_decode_attention_rows(l, a.out.data, a.out.stride[0], a.out.stride[1],
-                                                 with_lse ? static_cast<float*>(a.lse.data) : nullptr,
-                                                 with_lse ? a.lse.stride[0] : 0, with_lse ? a.lse.stride[1] : 0);
+    return direct(l, a.out.data, a.out.stride[0], a.out.stride[1], with_lse ? static_cast<float*>(a.lse.data) : nullptr,
+                  with_lse ? a.lse.stride[0] : 0, with_lse ? a.lse.stride[1] : 0);
   }
   const kernels::DecodePartials parts = kernels::decode_partials_at(workspace, T, p.num_q_heads, p.topk);
   set_work(&l, T, p.num_q_heads, p.num_kv_heads, p.topk, p.sm_scale, parts.out, parts.lse, device,

@@ -52,18 +52,20 @@ void upload(T* dst, const std::vector<T>& v, cudaStream_t s) {
   ASSERT_EQ(cudaMemcpyAsync(dst, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, s), cudaSuccess);
 }
 
-// Captures MsaDecode::run once for 2 requests x Q queries and replays it for 1000 steps against eager runs.
-// `rows_kernel` says which decode attention kernel the batch is meant to exercise (decode_prefers_rows).
-void decode_replay(int Q, bool rows_kernel) {
-  const int B = 2, Hq = 64, Hkv = 4, steps = 1000;
-  ASSERT_EQ(decode_takes_rows_kernel(static_cast<std::int64_t>(B) * Q * Hkv), rows_kernel);
-  const std::vector<std::int64_t> start = {3000, 200};
+// Captures MsaDecode::run once for B (1 or 2) requests x Q queries and replays it for 1000 steps against eager
+// runs. `path` says which decode attention kernel the batch is meant to exercise.
+void decode_replay(int B, int Q, DecodePath path) {
+  const int Hq = 64, Hkv = 4, steps = 1000;
+  ASSERT_EQ(decode_path(static_cast<std::int64_t>(B) * Q * Hkv, 16), path);
+  const std::vector<std::int64_t> start = B == 1 ? std::vector<std::int64_t>{3000} : std::vector<std::int64_t>{3000, 200};
   // Capacity for the final lengths, plus spare pages to remap blocks into.
-  ProblemSpec s = spec({Q, Q}, {start[0] + steps, start[1] + steps}, Hq, Hkv);
+  std::vector<std::int64_t> final_lens;
+  for (const std::int64_t l : start) final_lens.push_back(l + steps);
+  ProblemSpec s = spec(std::vector<std::int64_t>(start.size(), Q), final_lens, Hq, Hkv);
   s.spare_pages = 10;
   Problem p = testing::make_problem(s);
   std::mt19937_64 rng(s.seed);
-  std::vector<std::int32_t> lens = {static_cast<std::int32_t>(start[0]), static_cast<std::int32_t>(start[1])};
+  std::vector<std::int32_t> lens(start.begin(), start.end());
   p.seq_lens_k = lens;
   DeviceProblem d(p);
   Stream stream;
@@ -156,12 +158,17 @@ void decode_replay(int Q, bool rows_kernel) {
 
 TEST(SM90_Graphs, DecodeReplayEqualsEagerFor1000Steps) {
   MSA_REQUIRE_SM90();
-  decode_replay(1, false);  // split kernel + combine
+  decode_replay(2, 1, DecodePath::kSplitCombine);  // 8 (token, KV head) rows: split kernel + combine
+}
+
+TEST(SM90_Graphs, DecodeFusedKernelReplayEqualsEagerFor1000Steps) {
+  MSA_REQUIRE_SM90();
+  decode_replay(1, 1, DecodePath::kFusedCluster);  // 4 rows: clusters of 16 CTAs merge on chip
 }
 
 TEST(SM90_Graphs, DecodeRowsKernelReplayEqualsEagerFor1000Steps) {
   MSA_REQUIRE_SM90();
-  decode_replay(16, true);  // 128 (token, KV head) rows: one CTA per row, no combine
+  decode_replay(2, 16, DecodePath::kRows);  // 128 (token, KV head) rows: one CTA per row, no combine
 }
 
 TEST(SM90_Graphs, PrefillReplayEqualsEager) {

@@ -131,11 +131,12 @@ TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
 
 // Public SparseDecodeAttention on the device for requests of Q queries with context lengths L, planned for
 // `capacity` requests; checks out and LSE by the error rule, and that a run without LSE writes the same out.
-// `rows_kernel` says which decode kernel the batch must take (decode_prefers_rows).
-void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, bool rows_kernel) {
+// `path` says which decode kernel the batch must take (decode_prefers_rows / decode_prefers_fused).
+void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, DecodePath path, int k = 16) {
   const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
-  ASSERT_EQ(decode_takes_rows_kernel(T * Hkv), rows_kernel);
+  ASSERT_EQ(decode_path(T * Hkv, k), path);
   ProblemSpec s = spec(std::vector<std::int64_t>(L.size(), Q), std::move(L), Hq, Hkv);
+  s.topk = k;
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);
@@ -147,6 +148,7 @@ void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, i
   pa.queries_per_request = Q;
   pa.num_q_heads = Hq;
   pa.num_kv_heads = Hkv;
+  pa.topk = k;
   pa.device = Device::cuda(0);
   SparseDecodeAttention attn;
   ASSERT_TRUE(attn.plan(pa).ok());
@@ -176,14 +178,21 @@ void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, i
 
 TEST(SM90_SparseDecodeOp, MatchesReferenceBelowCapacity) {
   MSA_REQUIRE_SM90();
-  check_decode_op(2, {40000, 129, 2}, 5, 64, 4, false);  // 24 rows: split kernel + combine
+  const auto split = DecodePath::kSplitCombine, fused = DecodePath::kFusedCluster;
+  check_decode_op(2, {40000, 129, 2}, 5, 64, 4, split);  // 24 rows: split kernel + combine
+  check_decode_op(2, {40000, 129, 2}, 5, 16, 4, split);  // G = 4
+  // 4 rows: the fused cluster kernel, clusters of 16 CTAs; a row with 1 or 2 blocks leaves most of them empty.
+  check_decode_op(1, {300000}, 1, 64, 4, fused);
+  check_decode_op(1, {2}, 3, 64, 4, fused);
+  check_decode_op(2, {40000}, 1, 16, 4, fused, 5);  // G = 4, k = 5: clusters of 5 CTAs, 8 rows
+  check_decode_op(1, {40000}, 1, 64, 4, fused, 12);  // 12: a non-portable cluster size
 }
 
 TEST(SM90_SparseDecodeOp, RowsKernelMatchesReference) {
   MSA_REQUIRE_SM90();
   // 128 (token, KV head) rows: one CTA per row writes out directly; M3 heads, then G = 4.
-  check_decode_op(4, {40000, 129, 2, 1, 300, 16385, 128, 5000}, 9, 64, 4, true);
-  check_decode_op(2, {7000, 1, 129, 2049, 3, 900, 128, 260}, 8, 16, 4, true);
+  check_decode_op(4, {40000, 129, 2, 1, 300, 16385, 128, 5000}, 9, 64, 4, DecodePath::kRows);
+  check_decode_op(2, {7000, 1, 129, 2049, 3, 900, 128, 260}, 8, 16, 4, DecodePath::kRows);
 }
 
 // Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and

@@ -8,12 +8,16 @@
 // slot s; the combine kernel merges the slots. (Merging in the last CTA of each (t, g), counted by an atomic
 // counter, measured slower on H100 — 19.0 µs against 12.8 µs at 1 × 1M × 1, 148 against 132 µs at 64 × 32K: the
 // memset of the counters and every CTA's fence before counting cost more than the combine launch.)
+// Fused variant (SparseDecodeAttention's smallest batches, decode_prefers_fused in launch.h): the k CTAs of a (t, g) form one thread-block cluster, keep
+// their unnormalised O, row max and row sum in shared memory, and after a cluster barrier merge the k partials over
+// distributed shared memory and write out / LSE themselves: no partials in device memory, no combine kernel.
 // Grid = T x Hkv x k CTAs: fixed by shapes, so a run can be captured in a graph. Persistent variants (one CTA per
 // SM walking the items through a 3-stage cp.async ring, with and without a producer warp) measured 176 and 154 µs
 // at 64 x 32K against 132 µs for this one (H100, see docs/performance.md).
 //
 // Invariants: G in {1, 2, 4, 8, 16}; slots at or past a row's valid count exit at once (never read by the merge);
 // cache rows of keys >= L are zeroed, never loaded; every lane of a warp takes part in every shuffle.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -32,11 +36,77 @@ constexpr int kOPad = 132;                             // fp32 row stride of the
 constexpr std::size_t kSmemBytes = 2 * kKeys * kPad * sizeof(__nv_bfloat16);
 static_assert(kWarps * 16 * kOPad * sizeof(float) <= kKeys * kPad * sizeof(__nv_bfloat16), "O sum fits K's space");
 
-__global__ void __launch_bounds__(kThreads) decode_attention_kernel(const DecodeAttentionLaunch a) {
+// Dims d .. d + 3 of `row` summed over the warps' O in osum ([kWarps][16][kOPad] fp32).
+__device__ __forceinline__ float4 warps_sum(const float* osum, int row, int d) {
+  float4 v = *reinterpret_cast<const float4*>(osum + row * kOPad + d);
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) {
+    const float4 u = *reinterpret_cast<const float4*>(osum + (w * 16 + row) * kOPad + d);
+    v.x += u.x;
+    v.y += u.y;
+    v.z += u.z;
+    v.w += u.w;
+  }
+  return v;
+}
+
+// The fused variant's last step: CTA `s` of the (t, g) cluster (k CTAs, `count` of them with a block) merges rows
+// of the cluster's partials, each kept by its CTA as O (unnormalised, summed into warp 0's rows of osum), row max
+// m (log2 units) and row sum l. Every CTA of the cluster must call it (two cluster barriers).
+__device__ __forceinline__ void merge_cluster(const DecodeAttentionLaunch& a, const DecodeOut& o, std::int64_t t,
+                                              int g, int G, int s, int count, float* osum, float* cta_m,
+                                              float* cta_l) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every CTA's partial is in its shared memory
+  for (int item = s * kThreads + static_cast<int>(threadIdx.x); item < G * 32; item += a.k * kThreads) {
+    const int row = item / 32, d = (item % 32) * 4;
+    // All remote loads of a step are issued before any is used (unrolled over the <= 16 ranks): two distributed
+    // shared-memory round trips per item instead of one per rank and statistic.
+    float mq[16];
+#pragma unroll
+    for (int q = 0; q < 16; ++q) mq[q] = q < count ? *cluster.map_shared_rank(cta_m + row, q) : -INFINITY;
+    float m = -INFINITY;
+#pragma unroll
+    for (int q = 0; q < 16; ++q) m = fmaxf(m, mq[q]);
+    float l = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (m != -INFINITY) {
+      float lq[16];
+      float4 vq[16];
+#pragma unroll
+      for (int q = 0; q < 16; ++q) {  // a block with no visible key (m = -inf) carries no weight
+        const bool use = mq[q] != -INFINITY;
+        lq[q] = use ? *cluster.map_shared_rank(cta_l + row, q) : 0.f;
+        vq[q] = use ? *reinterpret_cast<const float4*>(cluster.map_shared_rank(osum + row * kOPad + d, q))
+                    : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int q = 0; q < 16; ++q) {
+        const float w = mq[q] != -INFINITY ? exp2f(mq[q] - m) : 0.f;
+        l += w * lq[q];
+        acc.x += w * vq[q].x;
+        acc.y += w * vq[q].y;
+        acc.z += w * vq[q].z;
+        acc.w += w * vq[q].w;
+      }
+    }
+    const int h = g * G + row;
+    store_bf16x4(static_cast<__nv_bfloat16*>(o.out) + t * o.out_stride_t + h * o.out_stride_h + d, acc,
+                 l > 0.f ? 1.f / l : 0.f);
+    if (o.lse != nullptr && d == 0)
+      o.lse[t * o.lse_stride_t + h * o.lse_stride_h] = l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+  }
+  cluster.sync();  // no CTA leaves while another still reads its shared memory
+}
+
+template <bool kFused>
+__global__ void __launch_bounds__(kThreads) decode_attention_kernel(const DecodeAttentionLaunch a, const DecodeOut o) {
   extern __shared__ __align__(16) unsigned char smem[];
   auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
   auto* vs = ks + kKeys * kPad;
   __shared__ float row_max[kWarps][16], row_sum[kWarps][16];
+  __shared__ float cta_m[16], cta_l[16];  // fused: this CTA's partial statistics
   pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
 
   const std::int64_t t = blockIdx.x / a.num_kv_heads;
@@ -47,8 +117,20 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
   // Valid ids are a prefix of the row: each warp counts them with one load per lane and a ballot.
   const int count = __popc(__ballot_sync(0xffffffffu, lane < a.k && list[lane * a.topk_stride_s] >= 0));
-  if (s == 0 && tid == 0) a.split_counts[t * a.num_kv_heads + g] = count;
-  if (s >= count) return;  // uniform over the CTA
+  auto* osum = reinterpret_cast<float*>(smem);
+  if constexpr (kFused) {
+    if (s >= count) {  // no block: an empty partial, but the CTA still takes part in the cluster's merge
+      if (tid < 16) {
+        cta_m[tid] = -INFINITY;
+        cta_l[tid] = 0.f;
+      }
+      merge_cluster(a, o, t, g, G, s, count, osum, cta_m, cta_l);
+      return;
+    }
+  } else {
+    if (s == 0 && tid == 0) a.split_counts[t * a.num_kv_heads + g] = count;
+    if (s >= count) return;  // uniform over the CTA
+  }
 
   const QueryPlace place = locate_query(a, t);
   const int b = place.request, L = place.kv_len, pos = place.position;
@@ -124,27 +206,31 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
 #pragma unroll
   for (int kk2 = 0; kk2 < 2; ++kk2) pv_16keys(out, sc[2 * kk2], sc[2 * kk2 + 1], vs, key_base + kk2 * 16);
 
-  // Sum the four warps' O in shared memory (K's space), then O / l (bf16) and the LSE of the G real rows to slot s.
-  auto* osum = reinterpret_cast<float*>(smem);
+  // Sum the four warps' O in shared memory (K's space), then O / l (bf16) and the LSE of the G real rows to slot s
+  // (fused: the sum, max and row sum stay here for the cluster's merge).
 #pragma unroll
   for (int nt = 0; nt < kDim / 8; ++nt) {
     *reinterpret_cast<float2*>(osum + (warp * 16 + r) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][0], out[nt][1]);
     *reinterpret_cast<float2*>(osum + (warp * 16 + r + 8) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][2], out[nt][3]);
   }
   __syncthreads();
+  if constexpr (kFused) {
+    for (int item = tid; item < G * 32; item += kThreads) {  // warp 0's rows hold the CTA's sum
+      const int row = item / 32, d = (item % 32) * 4;
+      *reinterpret_cast<float4*>(osum + row * kOPad + d) = warps_sum(osum, row, d);
+    }
+    if (tid < 16) {
+      cta_m[tid] = fmaxf(fmaxf(row_max[0][tid], row_max[1][tid]), fmaxf(row_max[2][tid], row_max[3][tid]));
+      cta_l[tid] = row_sum[0][tid] + row_sum[1][tid] + row_sum[2][tid] + row_sum[3][tid];
+    }
+    merge_cluster(a, o, t, g, G, s, count, osum, cta_m, cta_l);  // its first barrier orders these writes
+    return;
+  }
   auto* po = static_cast<__nv_bfloat16*>(a.partial_out);
   const std::int64_t slot_base = (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + static_cast<std::int64_t>(g) * G;
   for (int item = tid; item < G * 32; item += kThreads) {
     const int row = item / 32, d = (item % 32) * 4;
-    float4 v = *reinterpret_cast<const float4*>(osum + row * kOPad + d);
-#pragma unroll
-    for (int w = 1; w < kWarps; ++w) {
-      const float4 u = *reinterpret_cast<const float4*>(osum + (w * 16 + row) * kOPad + d);
-      v.x += u.x;
-      v.y += u.y;
-      v.z += u.z;
-      v.w += u.w;
-    }
+    const float4 v = warps_sum(osum, row, d);
     const float mrow = fmaxf(fmaxf(row_max[0][row], row_max[1][row]), fmaxf(row_max[2][row], row_max[3][row]));
     const float lrow = row_sum[0][row] + row_sum[1][row] + row_sum[2][row] + row_sum[3][row];
     store_bf16x4(po + (slot_base + row) * kDim + d, v, lrow > 0.f ? 1.f / lrow : 0.f);
@@ -152,23 +238,60 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   }
 }
 
-}  // namespace
-
-Status launch_decode_attention(const DecodeAttentionLaunch& a) {
+Status check_decode_attention(const DecodeAttentionLaunch& a) {
   const int G = a.num_kv_heads > 0 ? a.num_q_heads / a.num_kv_heads : 0;
   if (G < 1 || G > 16 || (G & (G - 1)) != 0 || G * a.num_kv_heads != a.num_q_heads)
     return Status::NotImplemented("decode attention on CUDA: Hq / Hkv must be 1, 2, 4, 8 or 16");
   if (a.k < 1 || a.k > 16) return Status::InvalidArgument("decode attention: k must be in [1, 16]");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status launch_decode_attention(const DecodeAttentionLaunch& a) {
+  MSA_RETURN_IF_ERROR(check_decode_attention(a));
   if (a.total_q == 0) return Status::Ok();
   const auto stream = static_cast<cudaStream_t>(a.stream);
-  cudaError_t e = cudaFuncSetAttribute(decode_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  cudaError_t e = cudaFuncSetAttribute(decode_attention_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(kSmemBytes));
   if (e == cudaSuccess) {
     const dim3 grid(static_cast<unsigned>(a.total_q * a.num_kv_heads), static_cast<unsigned>(a.k));
-    e = launch_pdl(decode_attention_kernel, grid, dim3(kThreads), kSmemBytes, stream, a);
+    e = launch_pdl(decode_attention_kernel<false>, grid, dim3(kThreads), kSmemBytes, stream, a, DecodeOut{});
     if (e == cudaSuccess) e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("decode attention: ") + cudaGetErrorString(e));
+}
+
+Status launch_decode_attention_fused(const DecodeAttentionLaunch& a, void* out, std::int64_t out_stride_t,
+                                     std::int64_t out_stride_h, float* lse, std::int64_t lse_stride_t,
+                                     std::int64_t lse_stride_h) {
+  MSA_RETURN_IF_ERROR(check_decode_attention(a));
+  if (a.total_q == 0) return Status::Ok();
+  auto* kernel = decode_attention_kernel<true>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
+  if (e == cudaSuccess && a.k > 8)  // clusters of more than 8 CTAs are not portable; Hopper runs up to 16
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (e == cudaSuccess) {
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    attr[1].id = cudaLaunchAttributeClusterDimension;
+    attr[1].val.clusterDim.x = 1;
+    attr[1].val.clusterDim.y = static_cast<unsigned>(a.k);
+    attr[1].val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(a.total_q * a.num_kv_heads), static_cast<unsigned>(a.k));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = kSmemBytes;
+    cfg.stream = static_cast<cudaStream_t>(a.stream);
+    cfg.attrs = attr;
+    cfg.numAttrs = 2;
+    const DecodeOut o{out, out_stride_t, out_stride_h, lse, lse_stride_t, lse_stride_h};
+    e = cudaLaunchKernelEx(&cfg, kernel, a, o);
+    if (e == cudaSuccess) e = cudaGetLastError();
+  }
+  return e == cudaSuccess ? Status::Ok()
+                          : Status::CudaError(std::string("decode attention (fused): ") + cudaGetErrorString(e));
 }
 
 }  // namespace kernels

@@ -19,6 +19,15 @@ namespace kernels {
 // mma.sync fragment loads and ldmatrix conflict-free.
 constexpr int kKeys = 128, kDim = 128, kPad = 136;
 
+// Where a kernel that finishes its rows itself (no partials, no combine) writes them: out [T, Hq, 128] bf16 and,
+// unless null, the natural-log LSE [T, Hq].
+struct DecodeOut {
+  void* out;
+  std::int64_t out_stride_t, out_stride_h;
+  float* lse;
+  std::int64_t lse_stride_t, lse_stride_h;
+};
+
 struct QueryPlace {
   int request, kv_len, position;
 };

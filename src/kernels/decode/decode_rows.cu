@@ -48,14 +48,7 @@ __device__ void load_block(const DecodeAttentionLaunch& a, unsigned char* stage,
   asm volatile("cp.async.commit_group;\n" ::);
 }
 
-struct RowsOut {
-  void* out;
-  std::int64_t out_stride_t, out_stride_h;
-  float* lse;
-  std::int64_t lse_stride_t, lse_stride_h;
-};
-
-__global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAttentionLaunch a, const RowsOut o) {
+__global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAttentionLaunch a, const DecodeOut o) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float warp_m[kWarps][16], warp_l[kWarps][16];
   auto* qs = reinterpret_cast<__nv_bfloat16*>(smem + kStages * kStageBytes);
@@ -201,7 +194,7 @@ Status launch_decode_attention_rows(const DecodeAttentionLaunch& a, void* out, s
   cudaError_t e = cudaFuncSetAttribute(decode_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(kSmemBytes));
   if (e == cudaSuccess) {
-    const RowsOut o{out, out_stride_t, out_stride_h, lse, lse_stride_t, lse_stride_h};
+    const DecodeOut o{out, out_stride_t, out_stride_h, lse, lse_stride_t, lse_stride_h};
     e = launch_pdl(decode_rows_kernel, dim3(static_cast<unsigned>(a.total_q * a.num_kv_heads)), dim3(kThreads),
                    kSmemBytes, static_cast<cudaStream_t>(a.stream), a, o);
     if (e == cudaSuccess) e = cudaGetLastError();

@@ -65,6 +65,13 @@ inline DecodePartials decode_partials_at(void* workspace, std::int64_t total_q, 
 // kernel then merges split_counts slots per (token, head).
 Status launch_decode_attention(const DecodeAttentionLaunch& args);
 
+// The split kernel with the combine folded in: the k CTAs of a (token, KV head) form a thread-block cluster that
+// merges its partials over distributed shared memory and writes `out` / `lse` (lse may be null) directly; no
+// workspace. k <= 16 (clusters above 8 CTAs are Hopper's non-portable sizes).
+Status launch_decode_attention_fused(const DecodeAttentionLaunch& args, void* out, std::int64_t out_stride_t,
+                                     std::int64_t out_stride_h, float* lse, std::int64_t lse_stride_t,
+                                     std::int64_t lse_stride_h);
+
 // One CTA per (token, KV head) streaming all of the token's listed blocks (decode_rows.cu): writes `out` /
 // `lse` directly (lse may be null), no partials, no combine; k <= 16.
 Status launch_decode_attention_rows(const DecodeAttentionLaunch& args, void* out, std::int64_t out_stride_t,
@@ -78,6 +85,14 @@ Status launch_decode_attention_rows(const DecodeAttentionLaunch& args, void* out
 // 130 vs 103 us at 256, 255 vs 200 us at 512): the crossover sits near 3/8 of the SM count.
 inline bool decode_prefers_rows(std::int64_t rows, int k, int num_sms) {
   return k >= 1 && k <= 16 && rows * 8 >= 3LL * num_sms;
+}
+
+// Below that, the fused cluster kernel instead of split + combine when its rows * k CTAs fill at most half the SMs.
+// Measured by the same sweep (H100, 2026-11-27): the fused kernel wins at 4 rows (1 x 1M x 1: 8.0 against 9.0 us;
+// 1 x 32K x 1: 8.4 against 9.1 us) and loses from 8 rows up (11.5 against 10.0 us; 24.1 against 27.6 us at 32 rows):
+// clusters of k CTAs must be co-scheduled within one GPC, which stalls a grid of several waves.
+inline bool decode_prefers_fused(std::int64_t rows, int k, int num_sms) {
+  return k >= 1 && k <= 16 && rows * k * 2 <= num_sms;
 }
 
 }  // namespace kernels
