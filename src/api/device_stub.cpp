@@ -48,6 +48,10 @@ Status launch_decode_attention_rows(const DecodeAttentionLaunch&, void*, std::in
                                     std::int64_t, std::int64_t) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }
+Status launch_decode_attention_fused(const DecodeAttentionLaunch&, void*, std::int64_t, std::int64_t, float*,
+                                     std::int64_t, std::int64_t) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
+}
 Status launch_kv_outer_attention(const KvOuterLaunch&) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }
