@@ -8,14 +8,16 @@
 // slot s; the combine kernel merges the slots. (Merging in the last CTA of each (t, g), counted by an atomic
 // counter, measured slower on H100 — 19.0 µs against 12.8 µs at 1 × 1M × 1, 148 against 132 µs at 64 × 32K: the
 // memset of the counters and every CTA's fence before counting cost more than the combine launch.)
-// Fused variant (SparseDecodeAttention's smallest batches, decode_prefers_fused in launch.h): the k CTAs of a (t, g) form one thread-block cluster, keep
-// their unnormalised O, row max and row sum in shared memory, and after a cluster barrier merge the k partials over
-// distributed shared memory and write out / LSE themselves: no partials in device memory, no combine kernel.
+// Fused variant (SparseDecodeAttention's smallest batches, decode_prefers_fused in launch.h): the k CTAs of a
+// (t, g) form one thread-block cluster, keep their unnormalised O, row max and row sum in shared memory, and after a
+// cluster barrier merge the k partials over distributed shared memory and write out / LSE themselves: no partials
+// in device memory, no combine kernel.
 // Grid = T x Hkv x k CTAs: fixed by shapes, so a run can be captured in a graph. Persistent variants (one CTA per
 // SM walking the items through a 3-stage cp.async ring, with and without a producer warp) measured 176 and 154 µs
 // at 64 x 32K against 132 µs for this one (H100, see docs/performance.md).
 //
-// Invariants: G in {1, 2, 4, 8, 16}; slots at or past a row's valid count exit at once (never read by the merge);
+// Invariants: G in {1, 2, 4, 8, 16}; slots at or past a row's valid count exit at once (never read by the combine;
+// fused: they only contribute an empty partial, -inf max, to the cluster's merge);
 // cache rows of keys >= L are zeroed, never loaded; every lane of a warp takes part in every shuffle.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
@@ -107,6 +109,11 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   auto* vs = ks + kKeys * kPad;
   __shared__ float row_max[kWarps][16], row_sum[kWarps][16];
   __shared__ float cta_m[16], cta_l[16];  // fused: this CTA's partial statistics
+  // The block's row max (log2 units) and row sum from the four warps' shares.
+  auto block_max = [&](int row) {
+    return fmaxf(fmaxf(row_max[0][row], row_max[1][row]), fmaxf(row_max[2][row], row_max[3][row]));
+  };
+  auto block_sum = [&](int row) { return row_sum[0][row] + row_sum[1][row] + row_sum[2][row] + row_sum[3][row]; };
   pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
 
   const std::int64_t t = blockIdx.x / a.num_kv_heads;
@@ -184,8 +191,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
     row_max[warp][r + 8] = m1;
   }
   __syncthreads();
-  m0 = fmaxf(fmaxf(row_max[0][r], row_max[1][r]), fmaxf(row_max[2][r], row_max[3][r]));
-  m1 = fmaxf(fmaxf(row_max[0][r + 8], row_max[1][r + 8]), fmaxf(row_max[2][r + 8], row_max[3][r + 8]));
+  m0 = block_max(r);
+  m1 = block_max(r + 8);
 
   // P = exp2(S - m): row sums of the fp32 values (the LSE is the exact softmax mass), P V on their bf16 rounding.
   const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
@@ -220,8 +227,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
       *reinterpret_cast<float4*>(osum + row * kOPad + d) = warps_sum(osum, row, d);
     }
     if (tid < 16) {
-      cta_m[tid] = fmaxf(fmaxf(row_max[0][tid], row_max[1][tid]), fmaxf(row_max[2][tid], row_max[3][tid]));
-      cta_l[tid] = row_sum[0][tid] + row_sum[1][tid] + row_sum[2][tid] + row_sum[3][tid];
+      cta_m[tid] = block_max(tid);
+      cta_l[tid] = block_sum(tid);
     }
     merge_cluster(a, o, t, g, G, s, count, osum, cta_m, cta_l);  // its first barrier orders these writes
     return;
@@ -231,8 +238,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   for (int item = tid; item < G * 32; item += kThreads) {
     const int row = item / 32, d = (item % 32) * 4;
     const float4 v = warps_sum(osum, row, d);
-    const float mrow = fmaxf(fmaxf(row_max[0][row], row_max[1][row]), fmaxf(row_max[2][row], row_max[3][row]));
-    const float lrow = row_sum[0][row] + row_sum[1][row] + row_sum[2][row] + row_sum[3][row];
+    const float mrow = block_max(row), lrow = block_sum(row);
     store_bf16x4(po + (slot_base + row) * kDim + d, v, lrow > 0.f ? 1.f / lrow : 0.f);
     if (d == 0) a.partial_lse[slot_base + row] = lrow > 0.f ? (mrow + log2f(lrow)) * 0.6931471805599453f : -INFINITY;
   }
@@ -272,22 +278,10 @@ Status launch_decode_attention_fused(const DecodeAttentionLaunch& a, void* out, 
   if (e == cudaSuccess && a.k > 8)  // clusters of more than 8 CTAs are not portable; Hopper runs up to 16
     e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   if (e == cudaSuccess) {
-    cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    attr[1].id = cudaLaunchAttributeClusterDimension;
-    attr[1].val.clusterDim.x = 1;
-    attr[1].val.clusterDim.y = static_cast<unsigned>(a.k);
-    attr[1].val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(a.total_q * a.num_kv_heads), static_cast<unsigned>(a.k));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kSmemBytes;
-    cfg.stream = static_cast<cudaStream_t>(a.stream);
-    cfg.attrs = attr;
-    cfg.numAttrs = 2;
+    const dim3 grid(static_cast<unsigned>(a.total_q * a.num_kv_heads), static_cast<unsigned>(a.k));
     const DecodeOut o{out, out_stride_t, out_stride_h, lse, lse_stride_t, lse_stride_h};
-    e = cudaLaunchKernelEx(&cfg, kernel, a, o);
+    e = launch_pdl_clusters(kernel, grid, dim3(kThreads), kSmemBytes, static_cast<cudaStream_t>(a.stream),
+                            dim3(1, static_cast<unsigned>(a.k), 1), a, o);
     if (e == cudaSuccess) e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok()

@@ -26,6 +26,7 @@
 #include <string>
 
 #include "api/device.h"
+#include "kernels/common/pdl.cuh"
 #include "kernels/sm90/common/sm90.cuh"
 #include "kernels/sm90/common/tma.h"
 #include "kernels/sm90/indexer/launch.h"
@@ -477,20 +478,12 @@ Status launch(const IndexSelectLaunch& a, int splits) {
   // Both kernels use programmatic dependent launch: each may be scheduled while the kernel before it on the stream
   // drains (its launch and prologue overlap that tail), and waits in griddepcontrol.wait, before its first access
   // to device memory, until that kernel has completed and its writes are visible.
-  cudaLaunchAttribute pdl[1];
-  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(tile_bound(a, P::kRows)), static_cast<unsigned>(splits));
-  cfg.blockDim = dim3(P::kThreads);
-  cfg.dynamicSmemBytes = P::kSmemBytes;
-  cfg.stream = stream;
-  cfg.attrs = pdl;
-  cfg.numAttrs = 1;
-  e = cudaLaunchKernelEx(&cfg, index_select_kernel<P>, a, q_map, k_map);
+  const int tiles = static_cast<int>(tile_bound(a, P::kRows));
+  e = launch_pdl(index_select_kernel<P>, dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)),
+                 dim3(P::kThreads), P::kSmemBytes, stream, a, q_map, k_map);
   if (e != cudaSuccess) return cuda_error(e, "launch");
   if (splits > 1) {
-    e = launch_merge_splits(a, splits, static_cast<int>(tile_bound(a, P::kRows)), stream);
+    e = launch_merge_splits(a, splits, tiles, stream);
     if (e != cudaSuccess) return cuda_error(e, "merge launch");
   }
   e = cudaGetLastError();

@@ -19,6 +19,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "kernels/common/pdl.cuh"
 #include "kernels/sm90/indexer/select_common.cuh"
 
 namespace msa {
@@ -120,16 +121,8 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
 }  // namespace
 
 cudaError_t launch_merge_splits(const IndexSelectLaunch& a, int splits, int tiles, cudaStream_t stream) {
-  cudaLaunchAttribute pdl[1];
-  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(a.total_q * a.num_heads));
-  cfg.blockDim = dim3(kMergeThreads);
-  cfg.stream = stream;
-  cfg.attrs = pdl;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, merge_splits_kernel, a, splits, tiles);
+  return launch_pdl(merge_splits_kernel, dim3(static_cast<unsigned>(a.total_q * a.num_heads)), dim3(kMergeThreads), 0,
+                    stream, a, splits, tiles);
 }
 
 }  // namespace sel
