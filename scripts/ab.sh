@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A/B of source variants on a GPU machine, in one call on one card: each variant scratch/ab/<name>.cu (an untracked
 # copy of one source file, e.g. `git show <commit>:<file> > scratch/ab/base.cu`) replaces $AB_FILE in its own copy
-# of the tree under /tmp/ab_<name>; a variant without such a file builds the tree as it is. Builds $AB_TARGET per
+# of the tree under /tmp/ab_<name>; a variant scratch/ab/<name>.tar (`git archive <commit> -o ...`) is a whole
+# tree instead; a variant without either builds the tree as it is. Builds $AB_TARGET per
 # variant in parallel, then runs "$AB_CMD" (a path under the build directory plus arguments) REPS times per
 # variant, alternating the variants so that clock and thermal drift hit all of them alike.
 #
@@ -17,7 +18,11 @@ file="${AB_FILE:-src/kernels/sm90/indexer/index_select.cu}"
 target="${AB_TARGET:-bench_indexer}"
 [ "${AB_PHASE:-all}" = run ] || for v in $vars; do
   rm -rf "/tmp/ab_$v" && mkdir -p "/tmp/ab_$v"
-  tar --exclude='./build*' --exclude='./out' --exclude='./.git' -cf - . | tar -xf - -C "/tmp/ab_$v"
+  if [ -f "scratch/ab/$v.tar" ]; then  # a whole tree (git archive <commit> -o scratch/ab/<name>.tar)
+    tar -xf "scratch/ab/$v.tar" -C "/tmp/ab_$v"
+  else
+    tar --exclude='./build*' --exclude='./out' --exclude='./.git' --exclude='./scratch' -cf - . | tar -xf - -C "/tmp/ab_$v"
+  fi
   [ -f "scratch/ab/$v.cu" ] && cp "scratch/ab/$v.cu" "/tmp/ab_$v/$file"
   (cmake -S "/tmp/ab_$v" -B "/tmp/ab_$v/b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMSA_BUILD_TESTS=OFF >"/tmp/ab_$v.log" 2>&1 &&
      cmake --build "/tmp/ab_$v/b" --target "$target" -j 8 >>"/tmp/ab_$v.log" 2>&1 || echo "build failed: $v (/tmp/ab_$v.log)") &
