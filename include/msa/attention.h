@@ -97,12 +97,14 @@ struct SparseDecodeRunArgs {
   Tensor lse;         // [B * Q, Hq] fp32 output; optional
 };
 
-// Decode attention with a plan/run split. With a CUDA device in the plan, run() needs workspace_bytes() of device
-// memory (256-byte aligned; sized for batch_size * queries_per_request tokens) and enqueues on q's stream either
-// one CTA per (token, KV head) writing out directly, when T * Hkv is at least 3/8 of the device's SM count, or one
-// CTA per listed block followed by the combine (small batches); the choice and the launch shapes depend on the
-// tensors' shapes and the device only, so run() can be captured in a CUDA graph and replayed while lengths, pages,
-// queries and caches change in place.
+// Decode attention with a plan/run split. With a CUDA device in the plan, run() enqueues on q's stream, for T query
+// tokens: one CTA per (token, KV head) writing out directly when T * Hkv is at least 3/8 of the device's SM count;
+// for a handful of (token, KV head) rows (T * Hkv * k at most half the SMs), thread-block clusters of k CTAs that
+// merge on chip and write out directly; otherwise one CTA per listed block followed by the combine, whose partials
+// need workspace. workspace_bytes() is the most any batch up to batch_size * queries_per_request tokens needs
+// (256-byte aligned device memory; 0 when no such batch takes split + combine, and run() then accepts a null
+// workspace). The choice and the launch shapes depend on the tensors' shapes and the device only, so run() can be
+// captured in a CUDA graph and replayed while lengths, pages, queries and caches change in place.
 class SparseDecodeAttention {
  public:
   SparseDecodeAttention();

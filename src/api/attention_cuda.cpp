@@ -408,19 +408,23 @@ Status plan_decode_cuda(const SparseDecodePlanArgs& a, std::size_t* workspace_by
   if (G > 16 || (G & (G - 1)) != 0)
     return Status::NotImplemented("SparseDecodeAttention on CUDA: Hq / Hkv must be 1, 2, 4, 8 or 16, got " +
                                   std::to_string(G));
-  *workspace_bytes = kernels::decode_partials_bytes(static_cast<std::int64_t>(a.batch_size) * a.queries_per_request,
-                                                    a.num_q_heads, a.num_kv_heads, a.topk);
+  *workspace_bytes =
+      kernels::decode_plan_workspace_bytes(static_cast<std::int64_t>(a.batch_size) * a.queries_per_request,
+                                           a.num_q_heads, a.num_kv_heads, a.topk, cuda_sm_count(a.device.index));
   return Status::Ok();
 }
 
 Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs& a, void* workspace,
                        std::size_t workspace_bytes) {
   const std::int64_t T = a.q.shape[0];
-  const std::size_t need = kernels::decode_partials_bytes(T, p.num_q_heads, p.num_kv_heads, p.topk);
+  const int device = a.q.device.index, sms = cuda_sm_count(device);
+  // Only split + combine uses the workspace (its partials); the plan reserved the most any batch up to its
+  // capacity needs.
+  const std::size_t need = kernels::decode_workspace_bytes(T, p.num_q_heads, p.num_kv_heads, p.topk, sms);
   if (workspace_bytes < need)
     return Status::InvalidArgument("workspace: needs " + std::to_string(need) +
                                    " bytes (workspace_bytes() after plan), got " + std::to_string(workspace_bytes));
-  if (workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0)
+  if (need > 0 && (workspace == nullptr || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0))
     return Status::InvalidArgument("workspace: must be a non-null, 256-byte aligned device pointer");
   kernels::DecodeAttentionLaunch l{};
   set_qkv(&l, a.q.data, a.q, a.k_cache, a.v_cache);
@@ -435,7 +439,6 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   // handful of rows: the k CTAs of a row form a cluster that merges its partials on chip and writes out / LSE
   // (decode_attention.cu). In between: one CTA per listed block, then the combine. The choice depends on T and the
   // device only, so a captured graph replays the kernels it was captured with.
-  const int device = a.q.device.index, sms = cuda_sm_count(device);
   const std::int64_t rows = T * p.num_kv_heads;
   const auto direct = kernels::decode_prefers_rows(rows, p.topk, sms)    ? &kernels::launch_decode_attention_rows
                       : kernels::decode_prefers_fused(rows, p.topk, sms) ? &kernels::launch_decode_attention_fused

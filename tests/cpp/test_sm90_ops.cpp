@@ -135,11 +135,13 @@ TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
 void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, DecodePath path, int k = 16) {
   const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
   ASSERT_EQ(decode_path(T * Hkv, k), path);
-  ProblemSpec s = spec(std::vector<std::int64_t>(L.size(), Q), std::move(L), Hq, Hkv);
+  const std::vector<std::int64_t> queries(L.size(), Q);  // before L is handed over (argument order is unspecified)
+  ProblemSpec s = spec(queries, std::move(L), Hq, Hkv);
   s.topk = k;
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);
+  ASSERT_EQ(p.total_q, T);  // the run covers every query token
   ASSERT_TRUE(select(p).ok());
   shuffle_rows(p);
   DeviceProblem d(p);
@@ -157,8 +159,19 @@ void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, i
                          on_device(p.v_cache_t(), d.v_cache.ptr), on_device(p.topk_t(), d.topk.ptr),
                          on_device(p.page_table_t(), d.page_table.ptr), on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
                          on_device(p.out_t(), d.out.ptr),         on_device(p.lse_t(), d.lse.ptr)};
-  EXPECT_EQ(attn.run(ra, nullptr, 0).code(), StatusCode::kInvalidArgument);
-  Status st = attn.run(ra, ws.ptr, attn.workspace_bytes());
+  // Only split + combine needs workspace; the plan covers any batch up to its capacity.
+  int sms = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
+  const std::size_t need = kernels::decode_workspace_bytes(T, Hq, Hkv, k, sms);
+  EXPECT_EQ(need > 0, path == DecodePath::kSplitCombine);
+  EXPECT_GE(attn.workspace_bytes(), need);
+  Status st;
+  if (need > 0) {
+    EXPECT_EQ(attn.run(ra, nullptr, 0).code(), StatusCode::kInvalidArgument);
+    st = attn.run(ra, ws.ptr, attn.workspace_bytes());
+  } else {
+    st = attn.run(ra, nullptr, 0);  // the fused and rows kernels write out directly: no workspace at all
+  }
   ASSERT_TRUE(st.ok()) << st.to_string();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<std::uint16_t> out(p.out.size()), out_no_lse(p.out.size());

@@ -95,6 +95,25 @@ inline bool decode_prefers_fused(std::int64_t rows, int k, int num_sms) {
   return k >= 1 && k <= 16 && rows * k * 2 <= num_sms;
 }
 
+// Workspace a decode run of total_q tokens needs on num_sms SMs: the partials of split + combine; the fused and
+// rows kernels write out / LSE directly and need none.
+inline std::size_t decode_workspace_bytes(std::int64_t total_q, int num_q_heads, int num_kv_heads, int k, int num_sms) {
+  const std::int64_t rows = total_q * num_kv_heads;
+  if (total_q < 1 || decode_prefers_rows(rows, k, num_sms) || decode_prefers_fused(rows, k, num_sms)) return 0;
+  return decode_partials_bytes(total_q, num_q_heads, num_kv_heads, k);
+}
+
+// What a plan for up to capacity_q tokens reserves: the most any run of 1 .. capacity_q tokens needs (the partials
+// of the largest token count that takes split + combine).
+inline std::size_t decode_plan_workspace_bytes(std::int64_t capacity_q, int num_q_heads, int num_kv_heads, int k,
+                                               int num_sms) {
+  for (std::int64_t t = capacity_q; t >= 1; --t) {
+    const std::size_t bytes = decode_workspace_bytes(t, num_q_heads, num_kv_heads, k, num_sms);
+    if (bytes > 0) return bytes;  // the partials grow with t
+  }
+  return 0;
+}
+
 }  // namespace kernels
 }  // namespace msa
 
