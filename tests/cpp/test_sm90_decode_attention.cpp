@@ -1,7 +1,8 @@
-// test_sm90_decode_attention.cpp — the split attention kernel + the combine kernel against the CPU implementation
-// of SparseDecodeAttention (fresh random decode batches: Q = 1 and 4, G = 16 and 4, shuffled selections, a request
-// whose selection is shorter than k) and of SparsePrefillAttention (a varlen batch). The kernel is not yet behind
-// the public ops; this test drives its launch directly.
+// test_sm90_decode_attention.cpp — the decode attention kernels against the CPU implementation of
+// SparseDecodeAttention (fresh random decode batches: Q = 1 and 4, G = 16 and 4, shuffled selections, a request
+// whose selection is shorter than k): split + combine, the rows kernel and the fused cluster kernel on the same
+// batch; split + combine also against SparsePrefillAttention (a varlen batch, its query-outer path for G != 16).
+// The tests drive the launches directly, whichever path SparseDecodeAttention would choose for the batch.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -102,6 +103,16 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   ASSERT_TRUE(st.ok()) << st.to_string();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   expect_device_attention_rule(p, rows_out, rows_lse);
+
+  // The fused cluster kernel (the k CTAs of a row merge on chip, no partials) on the same batch: several clusters
+  // per request, so more than one wave of them here.
+  DeviceBuffer<std::uint16_t> fused_out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
+  DeviceBuffer<float> fused_lse(std::vector<float>(lse_ref.size(), NAN));
+  const Status fst = kernels::launch_decode_attention_fused(a, fused_out.ptr, static_cast<std::int64_t>(Hq) * 128, 128,
+                                                           fused_lse.ptr, Hq, 1);
+  ASSERT_TRUE(fst.ok()) << fst.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  expect_device_attention_rule(p, fused_out, fused_lse);
 }
 
 TEST(SM90_DecodeAttentionKernel, OneQueryM3Heads) {
