@@ -95,24 +95,17 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   expect_device_attention_rule(p, out, lse);
   if (Q == 0) return;
 
-  // The rows kernel (one CTA per token and KV head over all its blocks, no partials) on the same batch.
-  DeviceBuffer<std::uint16_t> rows_out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
-  DeviceBuffer<float> rows_lse(std::vector<float>(lse_ref.size(), NAN));
-  const Status st = kernels::launch_decode_attention_rows(a, rows_out.ptr, static_cast<std::int64_t>(Hq) * 128, 128,
-                                                         rows_lse.ptr, Hq, 1);
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  expect_device_attention_rule(p, rows_out, rows_lse);
-
-  // The fused cluster kernel (the k CTAs of a row merge on chip, no partials) on the same batch: several clusters
-  // per request, so more than one wave of them here.
-  DeviceBuffer<std::uint16_t> fused_out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
-  DeviceBuffer<float> fused_lse(std::vector<float>(lse_ref.size(), NAN));
-  const Status fst = kernels::launch_decode_attention_fused(a, fused_out.ptr, static_cast<std::int64_t>(Hq) * 128, 128,
-                                                           fused_lse.ptr, Hq, 1);
-  ASSERT_TRUE(fst.ok()) << fst.to_string();
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  expect_device_attention_rule(p, fused_out, fused_lse);
+  // The kernels that write out / LSE themselves, on the same batch: the rows kernel (one CTA per token and KV head
+  // over all its blocks) and the fused cluster kernel (the k CTAs of a (token, KV head) row merge on chip; these
+  // batches have enough rows for several waves of clusters).
+  for (const auto launch : {&kernels::launch_decode_attention_rows, &kernels::launch_decode_attention_fused}) {
+    DeviceBuffer<std::uint16_t> direct_out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
+    DeviceBuffer<float> direct_lse(std::vector<float>(lse_ref.size(), NAN));
+    const Status st = launch(a, direct_out.ptr, static_cast<std::int64_t>(Hq) * 128, 128, direct_lse.ptr, Hq, 1);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    expect_device_attention_rule(p, direct_out, direct_lse);
+  }
 }
 
 TEST(SM90_DecodeAttentionKernel, OneQueryM3Heads) {
