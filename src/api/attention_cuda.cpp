@@ -439,11 +439,10 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   // handful of rows: the k CTAs of a row form a cluster that merges its partials on chip and writes out / LSE
   // (decode_attention.cu). In between: one CTA per listed block, then the combine. The choice depends on T and the
   // device only, so a captured graph replays the kernels it was captured with.
-  const std::int64_t rows = T * p.num_kv_heads;
-  const auto direct = kernels::decode_prefers_rows(rows, p.topk, sms)    ? &kernels::launch_decode_attention_rows
-                      : kernels::decode_prefers_fused(rows, p.topk, sms) ? &kernels::launch_decode_attention_fused
-                                                                          : nullptr;
-  if (direct != nullptr) {
+  const kernels::DecodeKernel kernel = kernels::decode_kernel_for(T * p.num_kv_heads, p.topk, sms);
+  if (kernel != kernels::DecodeKernel::kSplitCombine) {
+    const auto direct = kernel == kernels::DecodeKernel::kRows ? &kernels::launch_decode_attention_rows
+                                                               : &kernels::launch_decode_attention_fused;
     set_work(&l, T, p.num_q_heads, p.num_kv_heads, p.topk, p.sm_scale, nullptr, nullptr, device, a.q.device.stream);
     const bool with_lse = a.lse.present();
     return direct(l, a.out.data, a.out.stride[0], a.out.stride[1], with_lse ? static_cast<float*>(a.lse.data) : nullptr,

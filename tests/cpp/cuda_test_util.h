@@ -41,22 +41,16 @@ struct DeviceBuffer {
   }
 };
 
-// Whether SparseDecodeAttention takes its rows kernel (not split + combine) for `rows` (token, KV head) pairs with
-// k = 16 on device 0.
-inline bool decode_takes_rows_kernel(std::int64_t rows) {
+// The SM count of CUDA device 0.
+inline int device0_sms() {
   int sms = 0;
   EXPECT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
-  return kernels::decode_prefers_rows(rows, 16, sms);
+  return sms;
 }
 
 // Which kernel SparseDecodeAttention takes for `rows` (token, KV head) pairs and k on device 0.
-enum class DecodePath { kSplitCombine, kFusedCluster, kRows };
-inline DecodePath decode_path(std::int64_t rows, int k) {
-  int sms = 0;
-  EXPECT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
-  if (kernels::decode_prefers_rows(rows, k, sms)) return DecodePath::kRows;
-  return kernels::decode_prefers_fused(rows, k, sms) ? DecodePath::kFusedCluster : DecodePath::kSplitCombine;
-}
+using DecodePath = kernels::DecodeKernel;
+inline DecodePath decode_path(std::int64_t rows, int k) { return kernels::decode_kernel_for(rows, k, device0_sms()); }
 
 // The descriptor t (shape and strides kept) moved to device memory ptr on CUDA device 0.
 inline Tensor on_device(Tensor t, void* ptr, void* stream = nullptr) {

@@ -131,7 +131,7 @@ TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
 
 // Public SparseDecodeAttention on the device for requests of Q queries with context lengths L, planned for
 // `capacity` requests; checks out and LSE by the error rule, and that a run without LSE writes the same out.
-// `path` says which decode kernel the batch must take (decode_prefers_rows / decode_prefers_fused).
+// `path` says which decode kernel the batch must take (decode_kernel_for).
 void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, DecodePath path, int k = 16) {
   const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
   ASSERT_EQ(decode_path(T * Hkv, k), path);
@@ -160,9 +160,7 @@ void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, i
                          on_device(p.page_table_t(), d.page_table.ptr), on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
                          on_device(p.out_t(), d.out.ptr),         on_device(p.lse_t(), d.lse.ptr)};
   // Only split + combine needs workspace; the plan covers any batch up to its capacity.
-  int sms = 0;
-  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), cudaSuccess);
-  const std::size_t need = kernels::decode_workspace_bytes(T, Hq, Hkv, k, sms);
+  const std::size_t need = kernels::decode_workspace_bytes(T, Hq, Hkv, k, device0_sms());
   EXPECT_EQ(need > 0, path == DecodePath::kSplitCombine);
   EXPECT_GE(attn.workspace_bytes(), need);
   Status st;

@@ -95,11 +95,17 @@ inline bool decode_prefers_fused(std::int64_t rows, int k, int num_sms) {
   return k >= 1 && k <= 16 && rows * k * 2 <= num_sms;
 }
 
+// The kernel SparseDecodeAttention runs for `rows` (token, KV head) rows on num_sms SMs, by the two rules above.
+enum class DecodeKernel { kSplitCombine, kFusedCluster, kRows };
+inline DecodeKernel decode_kernel_for(std::int64_t rows, int k, int num_sms) {
+  if (decode_prefers_rows(rows, k, num_sms)) return DecodeKernel::kRows;
+  return decode_prefers_fused(rows, k, num_sms) ? DecodeKernel::kFusedCluster : DecodeKernel::kSplitCombine;
+}
+
 // Workspace a decode run of total_q tokens needs on num_sms SMs: the partials of split + combine; the fused and
 // rows kernels write out / LSE directly and need none.
 inline std::size_t decode_workspace_bytes(std::int64_t total_q, int num_q_heads, int num_kv_heads, int k, int num_sms) {
-  const std::int64_t rows = total_q * num_kv_heads;
-  if (total_q < 1 || decode_prefers_rows(rows, k, num_sms) || decode_prefers_fused(rows, k, num_sms)) return 0;
+  if (total_q < 1 || decode_kernel_for(total_q * num_kv_heads, k, num_sms) != DecodeKernel::kSplitCombine) return 0;
   return decode_partials_bytes(total_q, num_q_heads, num_kv_heads, k);
 }
 
