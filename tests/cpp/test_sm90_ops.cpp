@@ -142,7 +142,8 @@ void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, i
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);
   ASSERT_EQ(p.total_q, T);  // the run covers every query token
-  ASSERT_TRUE(select(p).ok());
+  const Status selected = select(p);
+  ASSERT_TRUE(selected.ok()) << selected.to_string();
   shuffle_rows(p);
   DeviceProblem d(p);
   SparseDecodePlanArgs pa;
@@ -201,9 +202,10 @@ TEST(SM90_SparseDecodeOp, MatchesReferenceBelowCapacity) {
 
 TEST(SM90_SparseDecodeOp, RowsKernelMatchesReference) {
   MSA_REQUIRE_SM90();
-  // 128 (token, KV head) rows: one CTA per row writes out directly; M3 heads, then G = 4.
-  check_decode_op(4, {40000, 129, 2, 1, 300, 16385, 128, 5000}, 9, 64, 4, DecodePath::kRows);
-  check_decode_op(2, {7000, 1, 129, 2049, 3, 900, 128, 260}, 8, 16, 4, DecodePath::kRows);
+  // 128 (token, KV head) rows: one CTA per row writes out directly; M3 heads, then G = 4. A context holds its
+  // request's queries, so the shortest ones are exactly Q tokens long.
+  check_decode_op(4, {40000, 129, 4, 5, 300, 16385, 128, 5000}, 9, 64, 4, DecodePath::kRows);
+  check_decode_op(2, {7000, 2, 129, 2049, 3, 900, 128, 260}, 8, 16, 4, DecodePath::kRows);
 }
 
 // Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and
