@@ -19,6 +19,8 @@
 
 namespace msa {
 
+class MsaDecode;
+
 // How a CUDA prefill with Hq / Hkv = 16 is scheduled: SparsePrefillPlanArgs::schedule says what each one does.
 enum class PrefillSchedule { kAuto, kKvOuter, kUnion };
 
@@ -119,6 +121,12 @@ class SparseDecodeAttention {
   Status run(const SparseDecodeRunArgs& args, void* workspace = nullptr, std::size_t workspace_bytes = 0);
 
  private:
+  friend class MsaDecode;
+  // MsaDecode's run(): the same, right behind msa's own index selection on the stream, which lets the CUDA kernels
+  // read q and the lengths before they wait for the selection.
+  Status run_after_selection(const SparseDecodeRunArgs& args, void* workspace, std::size_t workspace_bytes);
+  Status run_impl(const SparseDecodeRunArgs& args, void* workspace, std::size_t workspace_bytes, bool after_selection);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

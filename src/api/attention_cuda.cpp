@@ -415,7 +415,7 @@ Status plan_decode_cuda(const SparseDecodePlanArgs& a, std::size_t* workspace_by
 }
 
 Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs& a, void* workspace,
-                       std::size_t workspace_bytes) {
+                       std::size_t workspace_bytes, bool after_selection) {
   const std::int64_t T = a.q.shape[0];
   const int device = a.q.device.index, sms = cuda_sm_count(device);
   // Only split + combine uses the workspace (its partials); the plan reserved the most any batch up to its
@@ -435,6 +435,7 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
   l.cu_seqlens_q = nullptr;
   l.num_requests = static_cast<int>(a.seq_lens_k.shape[0]);
   l.queries_per_request = p.queries_per_request;
+  l.inputs_before_wait = after_selection;
   // Enough (token, KV head) rows to fill the GPU: one CTA per row writes out / LSE directly (decode_rows.cu). A
   // handful of rows: the k CTAs of a row form a cluster that merges its partials on chip and writes out / LSE
   // (decode_attention.cu). In between: one CTA per listed block, then the combine. The choice depends on T and the

@@ -62,8 +62,10 @@ Status run_prefill_cuda(const PrefillCudaPlan& plan, const Tensor& topk, const S
 
 // Decode: the partials workspace for B * Q tokens (see kernels/decode/launch.h); G must be 1, 2, 4, 8 or 16.
 Status plan_decode_cuda(const SparseDecodePlanArgs& args, std::size_t* workspace_bytes);
+// after_selection: the run follows msa's decode selection on the stream (MsaDecode), so the kernels may read q and
+// the lengths before their griddepcontrol.wait (DecodeAttentionLaunch::inputs_before_wait).
 Status run_decode_cuda(const SparseDecodePlanArgs& plan, const SparseDecodeRunArgs& args, void* workspace,
-                       std::size_t workspace_bytes);
+                       std::size_t workspace_bytes, bool after_selection);
 
 }  // namespace detail
 }  // namespace msa

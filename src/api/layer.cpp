@@ -210,7 +210,7 @@ Status MsaDecode::run(const MsaDecodeRunArgs& a, void* workspace, std::size_t wo
     MSA_RETURN_IF_ERROR(check_layer_workspace(workspace, workspace_bytes, impl_->total_bytes));
     auto* ws = static_cast<unsigned char*>(workspace);
     MSA_RETURN_IF_ERROR(index_select_decode(sel, ws + impl_->index_offset, impl_->index_bytes));
-    return impl_->attn.run(attn, ws + impl_->attn_offset, workspace_bytes - impl_->attn_offset);
+    return impl_->attn.run_after_selection(attn, ws + impl_->attn_offset, workspace_bytes - impl_->attn_offset);
   }
   MSA_RETURN_IF_ERROR(index_select_decode(sel));
   return impl_->attn.run(attn);

@@ -97,15 +97,18 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
 
   // The kernels that write out / LSE themselves, on the same batch: the rows kernel (one CTA per token and KV head
   // over all its blocks) and the fused cluster kernel (the k CTAs of a (token, KV head) row merge on chip; these
-  // batches have enough rows for several waves of clusters).
-  for (const auto launch : {&kernels::launch_decode_attention_rows, &kernels::launch_decode_attention_fused}) {
-    DeviceBuffer<std::uint16_t> direct_out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
-    DeviceBuffer<float> direct_lse(std::vector<float>(lse_ref.size(), NAN));
-    const Status st = launch(a, direct_out.ptr, static_cast<std::int64_t>(Hq) * 128, 128, direct_lse.ptr, Hq, 1);
-    ASSERT_TRUE(st.ok()) << st.to_string();
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    expect_device_attention_rule(p, direct_out, direct_lse);
-  }
+  // batches have enough rows for several waves of clusters). Each with q and the lengths read after and before
+  // the kernel's wait (inputs_before_wait, MsaDecode's order; the synchronisation above settles them).
+  for (const auto launch : {&kernels::launch_decode_attention_rows, &kernels::launch_decode_attention_fused})
+    for (const bool early : {false, true}) {
+      a.inputs_before_wait = early;
+      DeviceBuffer<std::uint16_t> direct_out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
+      DeviceBuffer<float> direct_lse(std::vector<float>(lse_ref.size(), NAN));
+      const Status st = launch(a, direct_out.ptr, static_cast<std::int64_t>(Hq) * 128, 128, direct_lse.ptr, Hq, 1);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      expect_device_attention_rule(p, direct_out, direct_lse);
+    }
 }
 
 TEST(SM90_DecodeAttentionKernel, OneQueryM3Heads) {

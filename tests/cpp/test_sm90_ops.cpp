@@ -266,16 +266,21 @@ TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
   EXPECT_EQ(out, again);
 }
 
-TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
-  MSA_REQUIRE_SM90();
-  const int Q = 3;
-  ProblemSpec s = spec({Q, Q, Q, Q}, {70000, 3, 129, 2048}, 64, 4);
+// MsaDecode on requests of Q queries with context lengths L: its topk by the selection contract, out / LSE by the
+// error rule. `path` is the attention kernel the batch must take (decode_kernel_for); the layer runs it right behind
+// the selection, with q and the lengths read before the kernel's wait.
+void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path) {
+  const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
+  ASSERT_EQ(decode_path(T * 4, 16), path);
+  const std::vector<std::int64_t> queries(L.size(), Q);
+  ProblemSpec s = spec(queries, std::move(L), 64, 4);
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
+  ASSERT_EQ(p.total_q, T);
   poison_cache_tails(p);
   DeviceProblem d(p);
   MsaDecodePlanArgs pa;
-  pa.batch_size = 4;
+  pa.batch_size = static_cast<int>(p.seq_lens_k.size());
   pa.queries_per_request = Q;
   pa.device = Device::cuda(0);
   MsaDecode layer;
@@ -293,6 +298,14 @@ TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
                             on_device(p.lse_t(), d.lse.ptr),
                             on_device(p.topk_t(), d.topk_out.ptr)};
   run_layer_and_check(layer, ra, ws, p, d);
+}
+
+TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
+  MSA_REQUIRE_SM90();
+  check_decode_layer(3, {70000, 3, 129, 2048}, DecodePath::kSplitCombine);  // 48 rows
+  check_decode_layer(1, {300000}, DecodePath::kFusedCluster);                 // 4 rows: the single long request
+  check_decode_layer(2, {70000, 2, 129, 2048, 5000, 300, 128, 40000, 9000, 16385, 7, 1000, 131072, 2, 600, 20000},
+                     DecodePath::kRows);  // 128 rows
 }
 
 }  // namespace

@@ -52,6 +52,24 @@ __device__ __forceinline__ float4 warps_sum(const float* osum, int row, int d) {
   return v;
 }
 
+// Q fragments of token t's rows r and r + 8 (heads g * G + row; rows >= G are zero), all 128 dims, as mma.sync
+// A operands.
+__device__ __forceinline__ void load_q_fragments(const DecodeAttentionLaunch& a, std::int64_t t, int g, int G,
+                                                 std::uint32_t (&qa)[kDim / 16][4]) {
+  const int r = (threadIdx.x % 32) / 4, c = threadIdx.x % 4;
+  const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + static_cast<std::int64_t>(g) * G * a.q_stride_h;
+  const __nv_bfloat16* row0 = qg + r * a.q_stride_h;
+  const __nv_bfloat16* row1 = qg + (r + 8) * a.q_stride_h;
+#pragma unroll
+  for (int kk = 0; kk < kDim / 16; ++kk) {
+    const int col = kk * 16 + 2 * c;
+    qa[kk][0] = r < G ? *reinterpret_cast<const std::uint32_t*>(row0 + col) : 0u;
+    qa[kk][1] = r + 8 < G ? *reinterpret_cast<const std::uint32_t*>(row1 + col) : 0u;
+    qa[kk][2] = r < G ? *reinterpret_cast<const std::uint32_t*>(row0 + col + 8) : 0u;
+    qa[kk][3] = r + 8 < G ? *reinterpret_cast<const std::uint32_t*>(row1 + col + 8) : 0u;
+  }
+}
+
 // The fused variant's last step: CTA `s` of the (t, g) cluster (k CTAs, `count` of them with a block) merges rows
 // of the cluster's partials, each kept by its CTA as O (unnormalised, summed into warp 0's rows of osum), row max
 // m (log2 units) and row sum l. Every CTA of the cluster must call it (two cluster barriers).
@@ -114,12 +132,20 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
     return fmaxf(fmaxf(row_max[0][row], row_max[1][row]), fmaxf(row_max[2][row], row_max[3][row]));
   };
   auto block_sum = [&](int row) { return row_sum[0][row] + row_sum[1][row] + row_sum[2][row] + row_sum[3][row]; };
-  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
-
   const std::int64_t t = blockIdx.x / a.num_kv_heads;
   const int g = static_cast<int>(blockIdx.x % a.num_kv_heads), s = static_cast<int>(blockIdx.y);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, c = lane % 4;
   const int G = a.num_q_heads / a.num_kv_heads;
+  // The token's place and Q fragments: before the wait when the predecessor allows it (inputs_before_wait).
+  QueryPlace place;
+  std::uint32_t qa[kDim / 16][4];
+  auto read_inputs = [&] {
+    place = locate_query(a, t);
+    load_q_fragments(a, t, g, G, qa);
+  };
+  if (a.inputs_before_wait) read_inputs();
+  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
+  if (!a.inputs_before_wait) read_inputs();
 
   const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
   // Valid ids are a prefix of the row: each warp counts them with one load per lane and a ballot.
@@ -139,7 +165,6 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
     if (s >= count) return;  // uniform over the CTA
   }
 
-  const QueryPlace place = locate_query(a, t);
   const int b = place.request, L = place.kv_len, pos = place.position;
   const int block = list[s * a.topk_stride_s];
   const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + block * a.pt_stride_j];
@@ -154,19 +179,6 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   load_block_rows<kThreads>(vs, vg, a.kv_stride_t, rows_valid);
   asm volatile("cp.async.commit_group;\n" ::);
 
-  // Q fragments of rows r and r + 8 (heads g * G + row; rows >= G are zero), all 128 dims, while K and V land.
-  const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + static_cast<std::int64_t>(g) * G * a.q_stride_h;
-  std::uint32_t qa[kDim / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < kDim / 16; ++kk) {
-    const int col = kk * 16 + 2 * c;
-    const __nv_bfloat16* row0 = qg + r * a.q_stride_h;
-    const __nv_bfloat16* row1 = qg + (r + 8) * a.q_stride_h;
-    qa[kk][0] = r < G ? *reinterpret_cast<const std::uint32_t*>(row0 + col) : 0u;
-    qa[kk][1] = r + 8 < G ? *reinterpret_cast<const std::uint32_t*>(row1 + col) : 0u;
-    qa[kk][2] = r < G ? *reinterpret_cast<const std::uint32_t*>(row0 + col + 8) : 0u;
-    qa[kk][3] = r + 8 < G ? *reinterpret_cast<const std::uint32_t*>(row1 + col + 8) : 0u;
-  }
   asm volatile("cp.async.wait_group 1;\n" ::: "memory");  // this thread's K chunks
   __syncthreads();                                         // everyone's
 

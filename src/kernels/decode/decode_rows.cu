@@ -52,18 +52,31 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float warp_m[kWarps][16], warp_l[kWarps][16];
   auto* qs = reinterpret_cast<__nv_bfloat16*>(smem + kStages * kStageBytes);
-  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
-
   const std::int64_t t = blockIdx.x / a.num_kv_heads;
   const int g = static_cast<int>(blockIdx.x % a.num_kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, c = lane % 4;
   const int G = a.num_q_heads / a.num_kv_heads;
+  // The token's Q rows of the G heads into shared memory (rows >= G zero); the barrier before the fragments below
+  // orders the stores. With inputs_before_wait they and the token's place are read before the wait; otherwise
+  // after it, the Q rows behind the first block loads.
+  auto stage_q = [&] {
+    const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + static_cast<std::int64_t>(g) * G * a.q_stride_h;
+    const int row = threadIdx.x / 16, col = (threadIdx.x % 16) * 8;
+    *reinterpret_cast<uint4*>(qs + row * kPad + col) =
+        row < G ? *reinterpret_cast<const uint4*>(qg + row * a.q_stride_h + col) : make_uint4(0, 0, 0, 0);
+  };
+  QueryPlace place;
+  if (a.inputs_before_wait) {
+    place = locate_query(a, t);
+    stage_q();
+  }
+  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
+  if (!a.inputs_before_wait) place = locate_query(a, t);
 
   // The row's listed blocks: lane j holds block j and its page (valid ids are a prefix of the row).
   const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
   const int my_block = lane < a.k ? list[lane * a.topk_stride_s] : -1;
   const int count = __popc(__ballot_sync(0xffffffffu, my_block >= 0));
-  const QueryPlace place = locate_query(a, t);
   const int b = place.request, L = place.kv_len, pos = place.position;
   const int my_page = my_block >= 0 ? a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + my_block * a.pt_stride_j] : 0;
 
@@ -72,14 +85,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
   for (int s = 0; s < kStages; ++s)
     load_block(a, smem + s * kStageBytes, s < count, __shfl_sync(0xffffffffu, my_page, s),
                __shfl_sync(0xffffffffu, my_block, s), g, L);
-  // Q rows of the G heads (rows >= G zero), then their fragments in registers for every block.
-  {
-    const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + static_cast<std::int64_t>(g) * G * a.q_stride_h;
-    const int row = threadIdx.x / 16, col = (threadIdx.x % 16) * 8;
-    *reinterpret_cast<uint4*>(qs + row * kPad + col) =
-        row < G ? *reinterpret_cast<const uint4*>(qg + row * a.q_stride_h + col) : make_uint4(0, 0, 0, 0);
-  }
-  __syncthreads();
+  if (!a.inputs_before_wait) stage_q();
+  __syncthreads();  // the Q rows are in shared memory: their fragments in registers for every block
   std::uint32_t qa[kDim / 16][4];
 #pragma unroll
   for (int kk = 0; kk < kDim / 16; ++kk) {

@@ -184,7 +184,8 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     sm90::mbar_fence_init();
   }
   __syncthreads();
-  // Let a dependent merge grid launch now; it waits for this grid's completion before reading anything.
+  // Let a dependent merge grid launch now; it waits for this grid's completion before reading anything. Always
+  // after this grid's own wait: a decode attention behind it reads its inputs before its wait (inputs_before_wait).
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 
   if (warp < 4) {  // ---- producer warpgroup: one thread loads Q once, then the pages through the ring ----
