@@ -133,6 +133,7 @@ struct ChunkRun {
   const Tensor& topk;
   const SparsePrefillRunArgs& a;
   unsigned char* ws;
+  unsigned char* set;        // the chunk's set of selection structures (ws, or ws + front_set_bytes)
   const std::int32_t* meta;  // the plan's device metadata
   const PrefillChunk& c;
 
@@ -144,7 +145,7 @@ struct ChunkRun {
     return static_cast<const std::int32_t*>(p.args.page_table.data) + c.b_first * p.args.page_table.stride[0];
   }
   const void* q() const { return static_cast<const std::uint16_t*>(a.q.data) + c.t0 * a.q.stride[0]; }
-  std::int32_t* counts() const { return reinterpret_cast<std::int32_t*>(ws + p.off_counts); }
+  std::int32_t* counts() const { return reinterpret_cast<std::int32_t*>(set + p.off_counts); }
   void* partial_out() const { return ws + p.off_partial_out; }
   float* partial_lse() const { return reinterpret_cast<float*>(ws + p.off_partial_lse); }
   int device() const { return a.q.device.index; }
@@ -191,56 +192,60 @@ kernels::UnionLaunch chunk_union_launch(const ChunkRun& r) {
   }
   u.union_budget = p.union_budget;
   const bool masked = p.kv_outer_chain && p.union_budget > 0;
-  u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_masked_topk) : nullptr;
-  u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_tile_flags) : nullptr;
+  u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(r.set + p.off_masked_topk) : nullptr;
+  u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(r.set + p.off_tile_flags) : nullptr;
   u.device = r.device();
   u.stream = r.stream();
   return u;
 }
 
-// The chunk through device k2q (over `masked` when given), KV-outer attention and the combine; phases < 3 stop
-// early (the benchmark hook of run_prefill_cuda).
-Status run_kv_outer_chain(const ChunkRun& r, const std::int32_t* masked, int phases) {
+// The k2q lists of a chunk in its set of the workspace.
+kernels::K2qBuildOutputs chunk_k2q_outputs(const ChunkRun& r) {
   const PrefillCudaPlan& p = r.p;
-  unsigned char* ws = r.ws;
-  kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta, masked);
-  ka.stream = r.stream();
-  ka.device = r.device();
-  const kernels::K2qBuildOutputs ko{reinterpret_cast<std::int32_t*>(ws + p.off_row_ptr),
-                                    reinterpret_cast<std::int32_t*>(ws + p.off_row_batch),
-                                    reinterpret_cast<std::int32_t*>(ws + p.off_row_block),
-                                    reinterpret_cast<std::int32_t*>(ws + p.off_q_idx),
-                                    reinterpret_cast<std::int32_t*>(ws + p.off_qsplit),
-                                    r.counts(),
-                                    reinterpret_cast<std::int32_t*>(ws + p.off_total),
-                                    reinterpret_cast<std::int32_t*>(ws + p.off_items),
-                                    reinterpret_cast<std::int32_t*>(ws + p.off_num_items)};
-  MSA_RETURN_IF_ERROR(kernels::launch_k2q_build(ka, ko, ws + p.off_k2q_scratch, p.k2q_scratch_bytes));
-  if (phases < 2) return Status::Ok();
-  kernels::KvOuterLaunch l{};
-  set_chunk_inputs(&l, r);
-  l.row_ptr = ko.row_ptr;
-  l.qsplit_indices = ko.qsplit_indices;
-  l.items = ko.items;
-  l.num_items = ko.num_items;
-  l.row_capacity = kernels::k2q_row_capacity(ka);
-  l.item_capacity = kernels::k2q_item_capacity(ka);
-  set_work(&l, r.c.num_q, p.args.num_q_heads, p.args.num_kv_heads, r.k(), p.args.sm_scale, r.partial_out(),
-           r.partial_lse(), r.device(), r.stream());
-  MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
-  if (phases < 3) return Status::Ok();
-  return launch_combine_into(r.partial_out(), r.partial_lse(), r.counts(), r.c.num_q, p.args.num_q_heads,
-                             p.args.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0, r.device(), r.stream());
+  auto at = [&r](std::size_t off) { return reinterpret_cast<std::int32_t*>(r.set + off); };
+  return {at(p.off_row_ptr), at(p.off_row_batch), at(p.off_row_block), at(p.off_q_idx), at(p.off_qsplit),
+          r.counts(),        at(p.off_total),     at(p.off_items),     at(p.off_num_items)};
 }
 
-// G = 16: the union mask (kAuto: the union tiles leave the chain's selection), the KV-outer chain over the rest,
-// then the union tiles (the combine left their rows alone: split count -1).
-Status run_kv_outer_chunk(const ChunkRun& r, int phases) {
+// G = 16, the chunk's front on `stream`: the union mask (kAuto: the union tiles leave the chain's selection) and
+// the k2q build over what is left. It reads only topk and the plan's metadata and writes only the chunk's set.
+Status run_front(const ChunkRun& r, void* stream) {
   const PrefillCudaPlan& p = r.p;
-  const kernels::UnionLaunch u = chunk_union_launch(r);
+  kernels::UnionLaunch u = chunk_union_launch(r);
+  u.stream = stream;
   if (u.masked_topk != nullptr) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
-  if (p.kv_outer_chain) MSA_RETURN_IF_ERROR(run_kv_outer_chain(r, u.masked_topk, phases));
-  if (phases >= 3 && p.union_budget > 0) MSA_RETURN_IF_ERROR(kernels::launch_union_attention(u));
+  if (!p.kv_outer_chain) return Status::Ok();
+  kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta, u.masked_topk);
+  ka.stream = stream;
+  ka.device = r.device();
+  return kernels::launch_k2q_build(ka, chunk_k2q_outputs(r), r.set + p.off_k2q_scratch, p.k2q_scratch_bytes);
+}
+
+// G = 16, the rest of the chunk on the caller's stream: KV-outer attention over the front's lists and the combine,
+// then the union tiles (the combine left their rows alone: split count -1). phases < 3 stop after the attention
+// kernel (the benchmark hook of run_prefill_cuda).
+Status run_back(const ChunkRun& r, int phases) {
+  const PrefillCudaPlan& p = r.p;
+  if (p.kv_outer_chain) {
+    const kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta);
+    const kernels::K2qBuildOutputs ko = chunk_k2q_outputs(r);
+    kernels::KvOuterLaunch l{};
+    set_chunk_inputs(&l, r);
+    l.row_ptr = ko.row_ptr;
+    l.qsplit_indices = ko.qsplit_indices;
+    l.items = ko.items;
+    l.num_items = ko.num_items;
+    l.row_capacity = kernels::k2q_row_capacity(ka);
+    l.item_capacity = kernels::k2q_item_capacity(ka);
+    set_work(&l, r.c.num_q, p.args.num_q_heads, p.args.num_kv_heads, r.k(), p.args.sm_scale, r.partial_out(),
+             r.partial_lse(), r.device(), r.stream());
+    MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
+    if (phases < 3) return Status::Ok();
+    MSA_RETURN_IF_ERROR(launch_combine_into(r.partial_out(), r.partial_lse(), r.counts(), r.c.num_q,
+                                            p.args.num_q_heads, p.args.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0,
+                                            r.device(), r.stream()));
+  }
+  if (phases >= 3 && p.union_budget > 0) MSA_RETURN_IF_ERROR(kernels::launch_union_attention(chunk_union_launch(r)));
   return Status::Ok();
 }
 
@@ -366,14 +371,23 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     p->off_k2q_scratch = part(scratch);
     p->k2q_scratch_bytes = scratch;
   }
-  if (!p->kv_outer || p->kv_outer_chain) {
-    p->off_counts = part(static_cast<std::size_t>(Tc * H) * 4);
-    p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * 2);
-    p->off_partial_lse = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 4);
-  }
+  const bool partials = !p->kv_outer || p->kv_outer_chain;
+  if (partials) p->off_counts = part(static_cast<std::size_t>(Tc * H) * 4);
   if (p->kv_outer_chain && p->union_budget > 0) {
     p->off_masked_topk = part(static_cast<std::size_t>(H * Tc * k) * 4);
     p->off_tile_flags = part(static_cast<std::size_t>(H * ((Tc + 7) / 8 + p->max_chunk_requests)) * 4);
+  }
+  // Several chunks through the KV-outer chain: a second set of the structures above, and the side stream that
+  // builds chunk c + 1's set while chunk c attends (events: 0 the run's start, 1 + s set s built, 3 + s set s free).
+  p->front_set_bytes = off;
+  p->overlap_front = p->kv_outer_chain && p->chunks.size() > 1;
+  if (p->overlap_front) {
+    off += p->front_set_bytes;
+    MSA_RETURN_IF_ERROR(p->side.create(a.topk.device.index, 5));
+  }
+  if (partials) {
+    p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * 2);
+    p->off_partial_lse = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 4);
   }
   p->workspace_bytes = off;
   return Status::Ok();
@@ -395,9 +409,44 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     return Status::InvalidArgument("workspace: must be a non-null, 256-byte aligned device pointer");
   auto* ws = static_cast<unsigned char*>(workspace);
   auto* meta = static_cast<const std::int32_t*>(p.meta.get());
-  for (const PrefillChunk& c : p.chunks) {
-    const ChunkRun r{p, topk, a, ws, meta, c};
-    MSA_RETURN_IF_ERROR(p.kv_outer ? run_kv_outer_chunk(r, phases) : run_split_chunk(r, phases));
+  const auto run_at = [&](std::size_t i) {
+    unsigned char* set = ws + (p.overlap_front && i % 2 == 1 ? p.front_set_bytes : 0);
+    return ChunkRun{p, topk, a, ws, set, meta, p.chunks[i]};
+  };
+  if (!p.kv_outer) {
+    for (std::size_t i = 0; i < p.chunks.size(); ++i) MSA_RETURN_IF_ERROR(run_split_chunk(run_at(i), phases));
+    return Status::Ok();
+  }
+  if (!p.overlap_front || phases < 3) {  // one stream: front and back of each chunk in turn
+    for (std::size_t i = 0; i < p.chunks.size(); ++i) {
+      const ChunkRun r = run_at(i);
+      MSA_RETURN_IF_ERROR(run_front(r, r.stream()));
+      if (phases >= 2) MSA_RETURN_IF_ERROR(run_back(r, phases));
+    }
+    return Status::Ok();
+  }
+  // Two streams. The side stream starts after everything before this run on the caller's stream (topk included),
+  // builds chunk i + 1's set while the caller's stream attends chunk i, and may refill a set only once the chunk
+  // that used it two steps before is done with it. Every front is waited on by its back, so the caller's stream has
+  // joined all the side work when run() returns (also when it is being captured into a graph).
+  void* main = a.q.device.stream;
+  void* side = p.side.stream();
+  constexpr int kStart = 0, kBuilt = 1, kFree = 3;
+  MSA_RETURN_IF_ERROR(p.side.record(kStart, main));
+  MSA_RETURN_IF_ERROR(p.side.wait(side, kStart));
+  MSA_RETURN_IF_ERROR(run_front(run_at(0), side));
+  MSA_RETURN_IF_ERROR(p.side.record(kBuilt + 0, side));
+  for (std::size_t i = 0; i < p.chunks.size(); ++i) {
+    if (i + 1 < p.chunks.size()) {
+      const int set = static_cast<int>((i + 1) % 2);
+      if (i >= 1) MSA_RETURN_IF_ERROR(p.side.wait(side, kFree + set));  // chunk i - 1's back is done with it
+      MSA_RETURN_IF_ERROR(run_front(run_at(i + 1), side));
+      MSA_RETURN_IF_ERROR(p.side.record(kBuilt + set, side));
+    }
+    const int set = static_cast<int>(i % 2);
+    MSA_RETURN_IF_ERROR(p.side.wait(main, kBuilt + set));
+    MSA_RETURN_IF_ERROR(run_back(run_at(i), phases));
+    MSA_RETURN_IF_ERROR(p.side.record(kFree + set, main));
   }
   return Status::Ok();
 }

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "msa/status.h"
 
@@ -39,6 +40,28 @@ class DeviceBuffer {
 
  private:
   void* ptr_ = nullptr;
+  int index_ = 0;
+};
+
+// A second stream owned by a plan, with a few events: run() forks work off the caller's stream onto it and joins it
+// back through events only (no synchronisation), which a CUDA graph capture of the caller's stream also records.
+class SideStream {
+ public:
+  SideStream() = default;
+  ~SideStream() { reset(); }
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+  // Plan time: a non-blocking stream and `events` timing-free events on device `index`.
+  Status create(int index, int events);
+  void reset();
+  void* stream() const { return stream_; }
+  // Run time: event e recorded on `stream` (the caller's or stream()); `stream` waits for e's latest record.
+  Status record(int e, void* stream) const;
+  Status wait(void* stream, int e) const;
+
+ private:
+  void* stream_ = nullptr;
+  std::vector<void*> events_;
   int index_ = 0;
 };
 

@@ -21,6 +21,10 @@ Status require_sm90(int, const std::string& op) { return cuda_path_missing(op); 
 Status cuda_copy_to_host(void*, const void*, std::size_t, int) { return cuda_path_missing("plan"); }
 Status DeviceBuffer::upload(const void*, std::size_t, int) { return cuda_path_missing("plan"); }
 void DeviceBuffer::reset() { ptr_ = nullptr; }
+Status SideStream::create(int, int) { return cuda_path_missing("plan"); }
+void SideStream::reset() { stream_ = nullptr; }
+Status SideStream::record(int, void*) const { return cuda_path_missing("run"); }
+Status SideStream::wait(void*, int) const { return cuda_path_missing("run"); }
 
 }  // namespace detail
 

@@ -95,5 +95,46 @@ void DeviceBuffer::reset() {
   ptr_ = nullptr;
 }
 
+Status SideStream::create(int index, int events) {
+  reset();
+  MSA_RETURN_IF_ERROR(cuda_status(cudaSetDevice(index), "cudaSetDevice"));
+  index_ = index;
+  cudaStream_t s = nullptr;
+  MSA_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate (plan)"));
+  stream_ = s;
+  for (int e = 0; e < events; ++e) {
+    cudaEvent_t ev = nullptr;
+    const Status st = cuda_status(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate (plan)");
+    if (!st.ok()) {
+      reset();
+      return st;
+    }
+    events_.push_back(ev);
+  }
+  return Status::Ok();
+}
+
+void SideStream::reset() {
+  if (stream_ == nullptr && events_.empty()) return;
+  int current = 0;
+  const bool switch_device = cudaGetDevice(&current) == cudaSuccess && current != index_;
+  if (switch_device) cudaSetDevice(index_);
+  for (void* ev : events_) cudaEventDestroy(static_cast<cudaEvent_t>(ev));
+  events_.clear();
+  if (stream_ != nullptr) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+  stream_ = nullptr;
+  if (switch_device) cudaSetDevice(current);
+}
+
+Status SideStream::record(int e, void* stream) const {
+  return cuda_status(cudaEventRecord(static_cast<cudaEvent_t>(events_[e]), static_cast<cudaStream_t>(stream)),
+                     "cudaEventRecord (side stream)");
+}
+
+Status SideStream::wait(void* stream, int e) const {
+  return cuda_status(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(events_[e]), 0),
+                     "cudaStreamWaitEvent (side stream)");
+}
+
 }  // namespace detail
 }  // namespace msa
