@@ -58,7 +58,9 @@ struct SparsePrefillRunArgs {
 // memory, same contents) until the last run() of that plan. With CUDA descriptors, plan() reads cu_seqlens_q,
 // seq_lens_k and page_table to the host (it synchronises) and checks them; topk contents on the device are not
 // checked (they are the indexer's output: valid rows by contract). run() needs workspace_bytes() of device memory
-// (256-byte aligned) and enqueues everything on q's stream.
+// (256-byte aligned) and enqueues everything on q's stream; for Hq / Hkv = 16 over several query chunks the plan
+// also owns a second stream, onto which run() forks each next chunk's list building and which it joins back
+// through events before it returns (no synchronisation; a CUDA graph capture of q's stream records both).
 class SparsePrefillAttention {
  public:
   SparsePrefillAttention();

@@ -5,8 +5,10 @@
 // kernel (KV-outer for Hq / Hkv = 16, the query-outer split kernel otherwise) and the combine, all on the stream of
 // q, with no allocation and no synchronisation. For Hq / Hkv = 16 the plan's schedule adds the union-of-blocks
 // kernels around that chain: a mask launch first (the union tiles' rows leave the chain's selection) and the union
-// attention last (it writes those tiles' outputs). The workspace holds one chunk's k2q lists and partials, so it is
-// bounded by the chunk size, not by T. topk contents on the device are trusted (the indexer's output contract).
+// attention last (it writes those tiles' outputs). Over several chunks the front of chunk c + 1 (union mask, k2q)
+// runs on the plan's side stream while chunk c attends and combines on q's stream (two sets of the selection
+// structures, alternating). The workspace holds those two sets and one chunk's partials, so it is bounded by the
+// chunk size, not by T. topk contents on the device are trusted (the indexer's output contract).
 // Decode: one split-kernel launch and one combine per run, capacities fixed at plan time.
 #pragma once
 
