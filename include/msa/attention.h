@@ -60,7 +60,9 @@ struct SparsePrefillRunArgs {
 // checked (they are the indexer's output: valid rows by contract). run() needs workspace_bytes() of device memory
 // (256-byte aligned) and enqueues everything on q's stream; for Hq / Hkv = 16 over several query chunks the plan
 // also owns a second stream, onto which run() forks each next chunk's list building and which it joins back
-// through events before it returns (no synchronisation; a CUDA graph capture of q's stream records both).
+// through events before it returns (no synchronisation; a CUDA graph capture of q's stream records both). Those
+// events belong to the plan, so runs of one plan must not be enqueued from several host threads at once; runs on
+// different streams are fine when their enqueueing is ordered (one plan per thread otherwise).
 class SparsePrefillAttention {
  public:
   SparsePrefillAttention();

@@ -5,7 +5,8 @@
 // run() only enqueues work. Optional outputs: the selection (topk) and the LSE. CPU descriptors run the CPU
 // implementation. CUDA descriptors run the kernels on q's stream and need workspace_bytes() of 256-byte aligned
 // device memory (the selection lives there when no topk output is given); with CUDA, MsaPrefill::plan reads the
-// batch metadata to the host (see SparsePrefillAttention).
+// batch metadata to the host (see SparsePrefillAttention, also for enqueueing runs of one plan from several host
+// threads).
 #ifndef MSA_LAYER_H_
 #define MSA_LAYER_H_
 
