@@ -97,21 +97,21 @@ void DeviceBuffer::reset() {
 
 Status SideStream::create(int index, int events) {
   reset();
+  int current = 0;
+  MSA_RETURN_IF_ERROR(cuda_status(cudaGetDevice(&current), "cudaGetDevice"));
   MSA_RETURN_IF_ERROR(cuda_status(cudaSetDevice(index), "cudaSetDevice"));
   index_ = index;
   cudaStream_t s = nullptr;
-  MSA_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate (plan)"));
-  stream_ = s;
-  for (int e = 0; e < events; ++e) {
+  Status st = cuda_status(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate (plan)");
+  if (st.ok()) stream_ = s;
+  for (int e = 0; st.ok() && e < events; ++e) {
     cudaEvent_t ev = nullptr;
-    const Status st = cuda_status(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate (plan)");
-    if (!st.ok()) {
-      reset();
-      return st;
-    }
-    events_.push_back(ev);
+    st = cuda_status(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate (plan)");
+    if (st.ok()) events_.push_back(ev);
   }
-  return Status::Ok();
+  cudaSetDevice(current);  // the caller's device, as it was
+  if (!st.ok()) reset();
+  return st;
 }
 
 void SideStream::reset() {
