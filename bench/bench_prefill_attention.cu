@@ -13,8 +13,9 @@
 // of the KV-outer schedule (kKvOuter); on the same inputs, alternating with those replays, the default schedule
 // (kAuto: union of blocks where a tile's selections overlap) and, for clustered selections at every N and random
 // ones up to 128K, the union-of-blocks kernel alone (kUnion) are timed end to end.
-// Usage: bench_prefill_attention [--json FILE] [--min-n N] [--max-n N] [--chunks C1,C2,...]
-// (--chunks: only the random cases at N >= 512K, with these max_chunk_tokens)
+// Usage: bench_prefill_attention [--json FILE] [--min-n N] [--max-n N] [--chunks C1,C2,...] [--pattern P]
+// (--chunks: only the random cases at N >= 512K, with these max_chunk_tokens; --pattern random or clustered: only
+// those cases)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -182,7 +183,9 @@ int main(int argc, char** argv) {
   long long min_n = 1 << 15, max_n = 1 << 20;
   std::vector<long long> chunks{65536};  // the extra random cases at N >= 512K
   bool chunks_only = false;
+  const char* pattern = nullptr;  // --pattern random|clustered: only those cases (e.g. for a profiler)
   for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--pattern") == 0) pattern = argv[i + 1];
     if (std::strcmp(argv[i], "--max-n") == 0) max_n = std::atoll(argv[i + 1]);
     if (std::strcmp(argv[i], "--min-n") == 0) min_n = std::atoll(argv[i + 1]);
     if (std::strcmp(argv[i], "--chunks") == 0) {  // comma-separated list; also skips the default-chunk cases
@@ -204,10 +207,12 @@ int main(int argc, char** argv) {
     if (n > max_n) break;
     if (n < min_n) continue;
     if (!chunks_only)
-      for (bool clustered : {false, true}) rs.push_back(run_case(n, clustered, 0, n >= (1 << 19) ? 3 : 7));
+      for (bool clustered : {false, true})
+        if (pattern == nullptr || std::strcmp(pattern, clustered ? "clustered" : "random") == 0)
+          rs.push_back(run_case(n, clustered, 0, n >= (1 << 19) ? 3 : 7));
     // At large N every 16K-token chunk reloads K/V of nearly every block it touches; larger chunks (more
     // workspace: max_chunk_tokens) cut that traffic.
-    if (n >= (1 << 19))
+    if (n >= (1 << 19) && (pattern == nullptr || std::strcmp(pattern, "random") == 0))
       for (long long c : chunks) rs.push_back(run_case(n, false, c, 3));
   }
   if (json) {
