@@ -9,7 +9,8 @@
 // runs on the plan's side stream while chunk c attends and combines on q's stream (two sets of the selection
 // structures, alternating). The workspace holds those two sets and one chunk's partials, so it is bounded by the
 // chunk size, not by T. topk contents on the device are trusted (the indexer's output contract).
-// Decode: one split-kernel launch and one combine per run, capacities fixed at plan time.
+// Decode: the kernel decode_kernel_for picks per batch (rows, fused cluster, or split + combine), capacities fixed
+// at plan time; behind MsaDecode's selection the kernels read q and the lengths before their wait.
 #pragma once
 
 #include <cstddef>
