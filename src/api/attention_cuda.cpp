@@ -20,6 +20,9 @@ namespace {
 // Measured on H100 (attention phase, 128K random): 64 → 26.7 ms, 128 → 25.1 ms, 256 → 23.6 ms.
 constexpr int kMaxQueriesPerItem = 256;
 constexpr int kKvOuterGroup = 16;
+// Events of a plan's side stream (run_prefill_cuda): the run's start, set s built (kEventBuilt + s), set s free
+// again (kEventFree + s).
+constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
 
 std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
@@ -378,12 +381,12 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     p->off_tile_flags = part(static_cast<std::size_t>(H * ((Tc + 7) / 8 + p->max_chunk_requests)) * 4);
   }
   // Several chunks through the KV-outer chain: a second set of the structures above, and the side stream that
-  // builds chunk c + 1's set while chunk c attends (events: 0 the run's start, 1 + s set s built, 3 + s set s free).
+  // builds chunk c + 1's set while chunk c attends.
   p->front_set_bytes = off;
   p->overlap_front = p->kv_outer_chain && p->chunks.size() > 1;
   if (p->overlap_front) {
     off += p->front_set_bytes;
-    MSA_RETURN_IF_ERROR(p->side.create(a.topk.device.index, 5));
+    MSA_RETURN_IF_ERROR(p->side.create(a.topk.device.index, kSideEvents));
   }
   if (partials) {
     p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * 2);
@@ -431,22 +434,21 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
   // joined all the side work when run() returns (also when it is being captured into a graph).
   void* main = a.q.device.stream;
   void* side = p.side.stream();
-  constexpr int kStart = 0, kBuilt = 1, kFree = 3;
-  MSA_RETURN_IF_ERROR(p.side.record(kStart, main));
-  MSA_RETURN_IF_ERROR(p.side.wait(side, kStart));
+  MSA_RETURN_IF_ERROR(p.side.record(kEventStart, main));
+  MSA_RETURN_IF_ERROR(p.side.wait(side, kEventStart));
   MSA_RETURN_IF_ERROR(run_front(run_at(0), side));
-  MSA_RETURN_IF_ERROR(p.side.record(kBuilt + 0, side));
+  MSA_RETURN_IF_ERROR(p.side.record(kEventBuilt + 0, side));
   for (std::size_t i = 0; i < p.chunks.size(); ++i) {
     if (i + 1 < p.chunks.size()) {
       const int set = static_cast<int>((i + 1) % 2);
-      if (i >= 1) MSA_RETURN_IF_ERROR(p.side.wait(side, kFree + set));  // chunk i - 1's back is done with it
+      if (i >= 1) MSA_RETURN_IF_ERROR(p.side.wait(side, kEventFree + set));  // chunk i - 1's back is done with it
       MSA_RETURN_IF_ERROR(run_front(run_at(i + 1), side));
-      MSA_RETURN_IF_ERROR(p.side.record(kBuilt + set, side));
+      MSA_RETURN_IF_ERROR(p.side.record(kEventBuilt + set, side));
     }
     const int set = static_cast<int>(i % 2);
-    MSA_RETURN_IF_ERROR(p.side.wait(main, kBuilt + set));
+    MSA_RETURN_IF_ERROR(p.side.wait(main, kEventBuilt + set));
     MSA_RETURN_IF_ERROR(run_back(run_at(i), phases));
-    MSA_RETURN_IF_ERROR(p.side.record(kFree + set, main));
+    MSA_RETURN_IF_ERROR(p.side.record(kEventFree + set, main));
   }
   return Status::Ok();
 }
