@@ -5,9 +5,10 @@
 // listed it. A producer warpgroup (one thread issues, its warp reads page ids) loads Q of the 8 tokens x 16 heads
 // once and streams K and V of every block of U through a 2-stage ring (TMA, 128-byte swizzle). Consumer warpgroup w
 // owns tokens 4w .. 4w + 3 (64 rows; each warp one token's 16 heads). For each block that one of its tokens listed
-// it computes S = Q·Kᵀ (8 x wgmma m64n128k16), masks what the row's token may not see (a block it did not list,
-// keys after its position, keys >= L), updates the running max and sum (fp32, log2 units; O rescaled), and adds
-// P·V (P as bf16 A fragments in registers). At the end O / l (bf16) and the natural-log LSE go straight to the
+// it computes S = Q·Kᵀ (8 x wgmma m64n128k16); a warp whose token listed the block masks keys after the token's
+// position (its own block only), updates the running max (raw scores) and sum (fp32, exponents in log2 units by
+// one FFMA; O rescaled), and adds P·V (P as bf16 A fragments in registers); a warp whose token did not list it
+// adds P = 0. At the end O / l (bf16) and the natural-log LSE go straight to the
 // output: no k2q lists, no partials, no combine.
 //
 // Cost model: a warpgroup computes every block of its 4 tokens' union for all of its rows, so it does |U_w| block
@@ -234,7 +235,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   float o[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // l: this thread's columns only, summed at the end
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // m: raw scores; l: this thread's columns only
   for (int u = 0; u < nu; ++u) {
     const int s = u % kStages;
     unsigned char* st = smem + kKvOff + s * kStageBytes;
@@ -258,50 +259,65 @@ __global__ void __launch_bounds__(kThreads, 1)
       sm90::wgmma_wait<0>();
       sm90::wgmma_fence_regs(acc);
 
-      // Columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (acc[4n+2], acc[4n+3]); both rows belong to
-      // this warp's token, so one visibility test serves both. kv_outer.cu has the same mask / scale / row-max
-      // loop; one shared inline helper for both kept kv_outer's SASS byte-identical but rescheduled this kernel
-      // (same size, different code) and measured slower on an H100: clustered 128K union alone 30.4-30.5 -> 32.2-32.3
-      // ms, 32K 7.2 -> 7.6-7.7 ms (two alternating runs each), so the loop stays written out here.
-      const bool listed = valid && ((bits >> tok) & 1);
-      float b0 = -INFINITY, b1 = -INFINITY;
+      // Both rows of a thread (acc[4n], acc[4n+1] of row r0; acc[4n+2], acc[4n+3] of r1) belong to this warp's
+      // token, so what the token may see is uniform over the warp: a block its token did not list contributes
+      // nothing (P = 0, no softmax work; the warp still takes part in the warpgroup's P·V), a block wholly at or
+      // before its position needs no per-key test, and only the token's own block (keys after its position; keys
+      // >= L lie after it too, as pos < L) is masked key by key. Scores stay raw (unscaled) and each exponent is
+      // one FFMA, 2^(s·scale − m·scale): the scale is > 0 (validated), so the raw max is the scaled max.
+      std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
+      if (valid && ((bits >> tok) & 1)) {
+        if (j * 128 + 127 > pos) {
 #pragma unroll
-      for (int n = 0; n < 16; ++n)
+          for (int n = 0; n < 16; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = j * 128 + 8 * n + 2 * c + (e & 1);
-          const bool visible = listed && key < L && key <= pos;
-          acc[4 * n + e] = visible ? acc[4 * n + e] * scale : -INFINITY;
-          if (e < 2) b0 = fmaxf(b0, acc[4 * n + e]); else b1 = fmaxf(b1, acc[4 * n + e]);
+            for (int e = 0; e < 4; ++e)
+              if (j * 128 + 8 * n + 2 * c + (e & 1) > pos) acc[4 * n + e] = -INFINITY;
+        }
+        float b0 = -INFINITY, b1 = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < 16; ++n) {
+          b0 = fmaxf(b0, fmaxf(acc[4 * n], acc[4 * n + 1]));
+          b1 = fmaxf(b1, fmaxf(acc[4 * n + 2], acc[4 * n + 3]));
         }
 #pragma unroll
-      for (int x = 1; x <= 2; x <<= 1) {
-        b0 = fmaxf(b0, __shfl_xor_sync(0xffffffffu, b0, x));
-        b1 = fmaxf(b1, __shfl_xor_sync(0xffffffffu, b1, x));
-      }
-      // New running max; a row that has seen nothing yet keeps -inf and a base of 0, so every exp2 below is of
-      // -inf (= 0) and never of -inf - -inf.
-      const float n0 = fmaxf(m0, b0), n1 = fmaxf(m1, b1);
-      const float base0 = n0 == -INFINITY ? 0.f : n0, base1 = n1 == -INFINITY ? 0.f : n1;
-      const float al0 = exp2f(m0 - base0), al1 = exp2f(m1 - base1);
-      m0 = n0;
-      m1 = n1;
-      l0 *= al0;
-      l1 *= al1;
-      std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
+        for (int x = 1; x <= 2; x <<= 1) {
+          b0 = fmaxf(b0, __shfl_xor_sync(0xffffffffu, b0, x));
+          b1 = fmaxf(b1, __shfl_xor_sync(0xffffffffu, b1, x));
+        }
+        // New running max; a row that has seen nothing yet keeps -inf and a base of 0, so every exponent below is
+        // -inf (2^-inf = 0) and never -inf - -inf. An unchanged max rescales by exactly 1, and a warp whose rows
+        // all kept their max skips the rescale of O.
+        const float n0 = fmaxf(m0, b0), n1 = fmaxf(m1, b1);
+        const float base0 = n0 == -INFINITY ? 0.f : n0 * scale, base1 = n1 == -INFINITY ? 0.f : n1 * scale;
+        const float al0 = n0 == m0 ? 1.f : exp2f(fmaf(m0, scale, -base0));
+        const float al1 = n1 == m1 ? 1.f : exp2f(fmaf(m1, scale, -base1));
+        m0 = n0;
+        m1 = n1;
+        if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {
+          l0 *= al0;
+          l1 *= al1;
 #pragma unroll
-      for (int n = 0; n < 16; ++n) {  // sums of the fp32 values (exact softmax mass), P·V on their bf16 rounding
-        const float e0 = exp2f(acc[4 * n] - base0), e1 = exp2f(acc[4 * n + 1] - base0);
-        const float e2 = exp2f(acc[4 * n + 2] - base1), e3 = exp2f(acc[4 * n + 3] - base1);
-        l0 += e0 + e1;
-        l1 += e2 + e3;
-        o[4 * n] *= al0;
-        o[4 * n + 1] *= al0;
-        o[4 * n + 2] *= al1;
-        o[4 * n + 3] *= al1;
-        const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
-        pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
-        pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
+          for (int n = 0; n < 16; ++n) {
+            o[4 * n] *= al0;
+            o[4 * n + 1] *= al0;
+            o[4 * n + 2] *= al1;
+            o[4 * n + 3] *= al1;
+          }
+        }
+#pragma unroll
+        for (int n = 0; n < 16; ++n) {  // sums of the fp32 values (exact softmax mass), P·V on their bf16 rounding
+          const float e0 = exp2f(fmaf(acc[4 * n], scale, -base0)), e1 = exp2f(fmaf(acc[4 * n + 1], scale, -base0));
+          const float e2 = exp2f(fmaf(acc[4 * n + 2], scale, -base1)), e3 = exp2f(fmaf(acc[4 * n + 3], scale, -base1));
+          l0 += e0 + e1;
+          l1 += e2 + e3;
+          const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
+          pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
+          pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
+        }
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < 8; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
       }
       // O += P V: slice kk = keys 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice).
       sm90::wgmma_fence();
@@ -333,7 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       *reinterpret_cast<__nv_bfloat162*>(row + 8 * n + 2 * c) =
           __floats2bfloat162_rn(o[4 * n + 2 * half] * inv, o[4 * n + 2 * half + 1] * inv);
     if (a.lse != nullptr && c == 0)
-      a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+      a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = l > 0.f ? (m * scale + log2f(l)) * 0.6931471805599453f : -INFINITY;
   }
 }
 
