@@ -25,6 +25,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -46,34 +47,58 @@ constexpr int kQHalf = 64 * 128;              // bytes of a 64-dim half of a war
 constexpr int kStages = 3;  // K + V ring, 64 KiB per stage (H100, 128K: clustered 27.2-27.7 -> 26.9-27.1 ms over 2)
 constexpr int kStageBytes = 4 * kHalf;
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
-// Shared memory: a head at the (16-byte aligned) base with the union scratch (listed ids, union ids, token masks as
-// ints, first-occurrence flags as bytes) and the barriers, then from the next 1024-byte boundary Q
-// [warpgroup][half] and the K/V ring (K halves, then V halves). Three stages fit only so: 32 KiB of Q + 192 KiB of
-// ring + the head + at most 1023 bytes of alignment slack is 232127 of the 232448 bytes a CTA may have.
-constexpr int kBarOff = 3 * kMaxIds * 4 + kMaxIds;  // 8-byte aligned
-constexpr int kHeadBytes = kBarOff + (2 * kStages + 2) * 8;
 constexpr int kQOff = 0, kKvOff = 4 * kQHalf;
-constexpr int kSmemBytes = kHeadBytes + 1023 + kKvOff + kStages * kStageBytes;
+
+// One union tile as the producer warpgroup hands it to the consumers (two of these alternate).
+struct TileBuf {
+  int uni[kMaxIds];                 // [nu] ascending unique block ids
+  unsigned mask4[kMaxIds / 4];      // byte u: bit i set when token i of the tile listed uni[u]
+  int nu, b, i0, ntok, q0, nq, g;   // nu < 0: no more tiles for this CTA
+};
+__device__ __forceinline__ int tile_mask(const TileBuf& t, int u) { return (t.mask4[u >> 2] >> (8 * (u & 3))) & 0xFF; }
+
+// The head of shared memory, at the (16-byte aligned) base; Q [warpgroup][half] and the K/V ring (K halves, then
+// V halves) follow from the next 1024-byte boundary. Three stages fit only so: 32 KiB of Q + 192 KiB of ring +
+// the head + at most 1023 bytes of alignment slack is 232351 of the 232448 bytes a CTA may have.
+struct Head {
+  std::uint64_t full[kStages];   // stage landed (TMA bytes)
+  std::uint64_t empty[kStages];  // stage consumed (one arrive per consumer warp)
+  std::uint64_t q_full[2];       // a warpgroup's Q landed
+  std::uint64_t q_empty;         // the consumers are done with Q (one arrive per consumer warp)
+  std::uint64_t u_full[2];       // buf[i] holds a tile (one arrive per producer thread)
+  std::uint64_t u_empty[2];      // the consumers are done with buf[i] (one arrive per consumer warp)
+  int ids[kMaxIds];              // union building scratch
+  TileBuf buf[2];
+};
+constexpr int kSmemBytes = static_cast<int>(sizeof(Head)) + 1023 + kKvOff + kStages * kStageBytes;
 static_assert(kSmemBytes <= 232448, "union-of-blocks shared memory exceeds 227 KiB");
 
-// The union scratch in shared memory.
-struct UnionScratch {
-  int* ids;              // [kMaxIds] listed ids (INT_MAX: none)
-  int* uni;              // [|U|] ascending unique ids
-  int* mask;             // [|U|] bit i: token i of the tile listed uni[u]
-  unsigned char* first;  // [kMaxIds] 1 where an id is listed for the first time
-};
-__device__ __forceinline__ UnionScratch union_scratch(unsigned char* base) {
-  int* w = reinterpret_cast<int*>(base);
-  return UnionScratch{w, w + kMaxIds, w + 2 * kMaxIds, base + 3 * kMaxIds * 4};
+// Barrier `id` over the first `threads` threads of the CTA, with and without a count of the threads whose pred holds
+// (id 0 with the whole CTA is __syncthreads).
+__device__ __forceinline__ void bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ int bar_count(int id, int threads, bool pred) {
+  int n;
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.u32 p, %1, 0;\n bar.red.popc.u32 %0, %2, %3, p;\n}\n"
+      : "=r"(n)
+      : "r"(static_cast<int>(pred)), "r"(id), "r"(threads)
+      : "memory");
+  return n;
+}
+
+// Tiles of the shared grid: 8-token tiles of every request (a request's last may be short), plus one per request
+// of slack so the count depends on total_q and the request count only.
+__host__ __device__ __forceinline__ std::int64_t tile_count(const UnionLaunch& a) {
+  return (a.total_q + kTileTokens - 1) / kTileTokens + a.num_requests;
 }
 
 // A tile: 8 consecutive query tokens [i0, i0 + ntok) of request b (tile index -> request by the cu_seqlens walk).
 struct Tile {
   int b, i0, ntok, q0, nq;
 };
-__device__ __forceinline__ bool find_tile(const UnionLaunch& a, Tile* t) {
-  int tile = static_cast<int>(blockIdx.x);
+__device__ __forceinline__ bool find_tile(const UnionLaunch& a, int tile, Tile* t) {
   for (int b = 0; b < a.num_requests; ++b) {
     const int q0 = a.cu_seqlens_q[b * a.cu_stride], nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
     const int tiles = (nq + kTileTokens - 1) / kTileTokens;
@@ -86,40 +111,38 @@ __device__ __forceinline__ bool find_tile(const UnionLaunch& a, Tile* t) {
   return false;
 }
 
-// Builds the tile's union for KV head g with threads 0 .. 127 holding one (token, slot) entry each; every thread of
-// the CTA must call it (it contains barriers). Returns |U| and, in u_wg, how many blocks of U each warpgroup's 4
-// tokens listed. Whether the tile takes this schedule: the measured rule, sum of u_wg <= budget per warpgroup
-// with tokens (the same inputs give the same answer in both kernels).
-__device__ __forceinline__ int build_union(const UnionLaunch& a, const Tile& t, int g, const UnionScratch& x,
-                                           int (&u_wg)[2]) {
-  const int tid = threadIdx.x;
+// Builds the tile's union for KV head g into out.uni / out.mask4 with threads 0 .. 127 of the CTA holding one
+// (token, slot) entry each, synchronised by barrier `bar` over those 128 threads (all of them must call it).
+// First occurrences by a scan of the earlier entries, then ranks by counting the smaller first occurrences: no
+// sort. Returns |U| and, in u_wg, how many blocks of U each warpgroup's 4 tokens listed. Whether the tile takes
+// this schedule: the measured rule, sum of u_wg <= budget per warpgroup with tokens (the same inputs give the same
+// answer in both kernels).
+__device__ __forceinline__ int build_union(const UnionLaunch& a, const Tile& t, int g, int* ids, TileBuf& out,
+                                           int bar, int (&u_wg)[2]) {
+  const int tid = threadIdx.x, i = tid / kMaxK, s = tid % kMaxK;
   int mine = INT_MAX;
-  if (tid < kMaxIds) {
-    const int i = tid / kMaxK, s = tid % kMaxK;
-    if (i < t.ntok && s < a.k) {
-      const int v = a.topk[g * a.topk_stride_h + static_cast<std::int64_t>(t.q0 + t.i0 + i) * a.topk_stride_t +
-                           s * a.topk_stride_s];
-      if (v >= 0) mine = v;
-    }
-    x.ids[tid] = mine;
-    x.mask[tid] = 0;
+  if (i < t.ntok && s < a.k) {
+    const int v = a.topk[g * a.topk_stride_h + static_cast<std::int64_t>(t.q0 + t.i0 + i) * a.topk_stride_t +
+                         s * a.topk_stride_s];
+    if (v >= 0) mine = v;
   }
-  __syncthreads();
-  if (tid < kMaxIds) {
-    int f = mine != INT_MAX;
-    for (int j = 0; j < tid; ++j) f &= x.ids[j] != mine;  // same-address reads across the warp: broadcasts
-    x.first[tid] = f;
-  }
-  __syncthreads();
-  if (tid < kMaxIds && mine != INT_MAX) {
+  ids[tid] = mine;
+  if (tid < kMaxIds / 4) out.mask4[tid] = 0u;
+  bar_sync(bar, kMaxIds);
+  int f = mine != INT_MAX;
+  for (int j = 0; j < tid; ++j) f &= ids[j] != mine;  // same-address reads across the warp: broadcasts
+  bar_sync(bar, kMaxIds);
+  ids[tid] = f ? mine : INT_MAX;  // each listed id once
+  bar_sync(bar, kMaxIds);
+  if (mine != INT_MAX) {
     int rank = 0;  // distinct ids below mine
-    for (int j = 0; j < kMaxIds; ++j) rank += x.first[j] & (x.ids[j] < mine);
-    if (x.first[tid]) x.uni[rank] = mine;
-    atomicOr(&x.mask[rank], 1 << (tid / kMaxK));
+    for (int j = 0; j < kMaxIds; ++j) rank += ids[j] < mine;
+    if (f) out.uni[rank] = mine;
+    atomicOr(&out.mask4[rank >> 2], 1u << (8 * (rank & 3) + i));
   }
-  const int nu = __syncthreads_count(tid < kMaxIds && x.first[tid]);  // also publishes uni and mask
-  u_wg[0] = __syncthreads_count(tid < nu && (x.mask[tid] & 0x0F));
-  u_wg[1] = __syncthreads_count(tid < nu && (x.mask[tid] & 0xF0));
+  const int nu = bar_count(bar, kMaxIds, f);  // also publishes uni and mask4
+  u_wg[0] = bar_count(bar, kMaxIds, tid < nu && (tile_mask(out, tid) & 0x0F));
+  u_wg[1] = bar_count(bar, kMaxIds, tid < nu && (tile_mask(out, tid) & 0xF0));
   return nu;
 }
 
@@ -131,20 +154,20 @@ __device__ __forceinline__ bool takes_union(const UnionLaunch& a, const Tile& t,
 // masked_topk ([Hkv, T, k] contiguous); the rows of tiles that take the union schedule become (kRowElsewhere,
 // -1, ...), so k2q lists nothing for them and gives them split count -1, which the combine leaves alone: their
 // out / LSE rows belong to union_attention_kernel.
-// It also writes the decision to tile_flags (one int per CTA of the shared grid) for union_attention_kernel.
+// It also writes the decision to tile_flags ([Hkv][tile], the work items of union_attention_kernel).
 __global__ void __launch_bounds__(kMaxIds) union_mask_kernel(const UnionLaunch a) {
-  __shared__ __align__(16) unsigned char scratch[kBarOff];
+  __shared__ int ids[kMaxIds];
+  __shared__ TileBuf tb;
   pdl_wait();
   int* flag = a.tile_flags + blockIdx.y * gridDim.x + blockIdx.x;
   Tile t;
-  if (!find_tile(a, &t)) {
+  if (!find_tile(a, static_cast<int>(blockIdx.x), &t)) {
     if (threadIdx.x == 0) *flag = 0;
     return;
   }
   const int g = static_cast<int>(blockIdx.y);
-  const UnionScratch x = union_scratch(scratch);
   int u_wg[2];
-  build_union(a, t, g, x, u_wg);
+  build_union(a, t, g, ids, tb, 0, u_wg);
   const bool drop = takes_union(a, t, u_wg);
   if (threadIdx.x == 0) *flag = drop;
   const int i = threadIdx.x / kMaxK, s = threadIdx.x % kMaxK;
@@ -155,74 +178,107 @@ __global__ void __launch_bounds__(kMaxIds) union_mask_kernel(const UnionLaunch a
   }
 }
 
+// Persistent: one CTA per SM walks the work items (KV head g, tile) = blockIdx.x, + gridDim.x, ... (g-major, so
+// the CTAs at work at one time share K/V pools in L2). The producer warpgroup finds the next union tile, builds its
+// union into the free TileBuf (while the consumers still compute the previous tile), loads its Q once the
+// consumers are done with the previous Q, and streams K and V of its blocks through the ring, whose position runs
+// on across tiles. The consumers take tiles in the same order and write each tile's output while the producer
+// loads the next; a CTA per tile would leave the union build, the launch and the output writes unhidden
+// (measured on an H100 at 128K clustered: 3.1 of the 26.8 ms of the union kernel with nothing computed).
 __global__ void __launch_bounds__(kThreads, 1)
     union_attention_kernel(const UnionLaunch a, const __grid_constant__ CUtensorMap q_map,
                            const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  Head& hd = *reinterpret_cast<Head*>(smem_raw);
   unsigned char* smem = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<std::uintptr_t>(smem_raw) + kHeadBytes + 1023) & ~std::uintptr_t{1023});
-  const UnionScratch x = union_scratch(smem_raw);
-  const int* uni = x.uni;
-  const int* mask = x.mask;
-  auto* full = reinterpret_cast<std::uint64_t*>(smem_raw + kBarOff);  // stage landed (TMA bytes)
-  std::uint64_t* empty = full + kStages;                         // stage consumed (one arrive per consumer warp)
-  std::uint64_t* q_full = empty + kStages;                       // [2] a warpgroup's Q landed
-
-  pdl_wait();  // the selection and the caches come from earlier kernels of the run
-  // A tile the mask launch gave to the KV-outer chain leaves at once (most of the grid, on random selections).
-  if (a.tile_flags != nullptr && a.tile_flags[blockIdx.y * gridDim.x + blockIdx.x] == 0) return;
-  Tile tl;
-  if (!find_tile(a, &tl)) return;
-  const int g = static_cast<int>(blockIdx.y);
-  const int b = tl.b, i0 = tl.i0, ntok = tl.ntok, q0 = tl.q0, nq = tl.nq;
-  const int L = a.seq_lens_k[b * a.seq_stride];
+      (reinterpret_cast<std::uintptr_t>(smem_raw) + sizeof(Head) + 1023) & ~std::uintptr_t{1023});
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
-      sm90::mbar_init(&full[s], 1);
-      sm90::mbar_init(&empty[s], 8);
+      sm90::mbar_init(&hd.full[s], 1);
+      sm90::mbar_init(&hd.empty[s], 8);
     }
-    sm90::mbar_init(&q_full[0], 1);
-    sm90::mbar_init(&q_full[1], 1);
+    sm90::mbar_init(&hd.q_full[0], 1);
+    sm90::mbar_init(&hd.q_full[1], 1);
+    sm90::mbar_init(&hd.q_empty, 8);
+    for (int i = 0; i < 2; ++i) {
+      sm90::mbar_init(&hd.u_full[i], kMaxIds);
+      sm90::mbar_init(&hd.u_empty[i], 8);
+    }
     sm90::mbar_fence_init();
   }
-  int u_wg[2];
-  const int nu = build_union(a, tl, g, x, u_wg);  // its barriers also publish the barrier inits
-  if (a.tile_flags == nullptr && !takes_union(a, tl, u_wg)) return;  // without a mask launch: the rule here
+  __syncthreads();
+  pdl_wait();  // the selection and the caches come from earlier kernels of the run
+  const int tiles = static_cast<int>(tile_count(a)), items = tiles * a.num_kv_heads;
 
-  if (warp < 4) {  // ---- producer warpgroup: Q once, then K and V of each block of U ----
+  if (warp < 4) {  // ---- producer warpgroup ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    if (warp != 0) return;
-    if (lane == 0) {
+    if (tid == 0) {
       sm90::tma_prefetch_map(&q_map);
       sm90::tma_prefetch_map(&k_map);
       sm90::tma_prefetch_map(&v_map);
-      for (int w = 0; w < 2; ++w) {
-        const int nt = max(0, min(4, ntok - 4 * w));
-        sm90::mbar_arrive_expect_tx(&q_full[w], nt * 2 * kG * 128);
-        for (int i = 0; i < nt; ++i)
-          for (int h = 0; h < 2; ++h)
-            sm90::tma_load_3d(smem + kQOff + (2 * w + h) * kQHalf + i * kG * 128, &q_map, &q_full[w], 64 * h, g * kG,
-                              q0 + i0 + 4 * w + i);
-      }
     }
-    const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(b) * a.pt_stride_b;
-    for (int base = 0; base < nu; base += 32) {
-      const int page_of_lane = base + lane < nu ? pt[uni[base + lane] * a.pt_stride_j] : 0;  // 32 ids per read
-      const int cnt = min(32, nu - base);
-      for (int e = 0; e < cnt; ++e) {
-        const int page = __shfl_sync(0xffffffffu, page_of_lane, e);
-        const int u = base + e, s = u % kStages;
+    int it = 0, k = 0;  // blocks issued (warp 0), tiles handed over
+    for (int item = static_cast<int>(blockIdx.x);; item += static_cast<int>(gridDim.x)) {
+      Tile tl{};
+      const int g = item / tiles;
+      if (item < items) {
+        // A tile the mask launch gave to the KV-outer chain is skipped (most of them, on random selections).
+        if (a.tile_flags != nullptr && a.tile_flags[item] == 0) continue;
+        if (!find_tile(a, item % tiles, &tl)) continue;
+      }
+      TileBuf& tb = hd.buf[k & 1];
+      sm90::mbar_wait(&hd.u_empty[k & 1], ((k >> 1) & 1) ^ 1);  // the consumers are done with tile k - 2
+      if (item >= items) {
+        if (tid == 0) tb.nu = -1;
+        sm90::mbar_arrive(&hd.u_full[k & 1]);
+        break;
+      }
+      int u_wg[2];
+      const int nu = build_union(a, tl, g, hd.ids, tb, 2, u_wg);
+      if (a.tile_flags == nullptr && !takes_union(a, tl, u_wg)) continue;  // without a mask launch: the rule here
+      if (tid == 0) {
+        tb.nu = nu;
+        tb.b = tl.b;
+        tb.i0 = tl.i0;
+        tb.ntok = tl.ntok;
+        tb.q0 = tl.q0;
+        tb.nq = tl.nq;
+        tb.g = g;
+      }
+      sm90::mbar_arrive(&hd.u_full[k & 1]);
+      if (warp == 0) {
         if (lane == 0) {
-          sm90::mbar_wait(&empty[s], ((u / kStages) & 1) ^ 1);
-          unsigned char* st = smem + kKvOff + s * kStageBytes;
-          sm90::mbar_arrive_expect_tx(&full[s], kStageBytes);
-          for (int h = 0; h < 2; ++h) {
-            sm90::tma_load_4d(st + h * kHalf, &k_map, &full[s], 64 * h, 0, g, page);
-            sm90::tma_load_4d(st + (2 + h) * kHalf, &v_map, &full[s], 64 * h, 0, g, page);
+          sm90::mbar_wait(&hd.q_empty, (k & 1) ^ 1);  // the consumers are done with the previous tile's Q
+          for (int w = 0; w < 2; ++w) {
+            const int nt = max(0, min(4, tl.ntok - 4 * w));
+            sm90::mbar_arrive_expect_tx(&hd.q_full[w], nt * 2 * kG * 128);
+            for (int i = 0; i < nt; ++i)
+              for (int h = 0; h < 2; ++h)
+                sm90::tma_load_3d(smem + kQOff + (2 * w + h) * kQHalf + i * kG * 128, &q_map, &hd.q_full[w], 64 * h,
+                                  g * kG, tl.q0 + tl.i0 + 4 * w + i);
+          }
+        }
+        const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(tl.b) * a.pt_stride_b;
+        for (int base = 0; base < nu; base += 32) {
+          const int page_of_lane = base + lane < nu ? pt[tb.uni[base + lane] * a.pt_stride_j] : 0;  // 32 per read
+          const int cnt = min(32, nu - base);
+          for (int e = 0; e < cnt; ++e, ++it) {
+            const int page = __shfl_sync(0xffffffffu, page_of_lane, e);
+            const int s = it % kStages;
+            if (lane == 0) {
+              sm90::mbar_wait(&hd.empty[s], ((it / kStages) & 1) ^ 1);
+              unsigned char* st = smem + kKvOff + s * kStageBytes;
+              sm90::mbar_arrive_expect_tx(&hd.full[s], kStageBytes);
+              for (int h = 0; h < 2; ++h) {
+                sm90::tma_load_4d(st + h * kHalf, &k_map, &hd.full[s], 64 * h, 0, g, page);
+                sm90::tma_load_4d(st + (2 + h) * kHalf, &v_map, &hd.full[s], 64 * h, 0, g, page);
+              }
+            }
           }
         }
       }
+      ++k;
     }
     return;
   }
@@ -231,139 +287,156 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
   const int tok = 4 * wg + warp % 4;
-  const bool valid = tok < ntok;
-  const int pos = L - nq + i0 + tok;
   const int wg_bits = 0xF << (4 * wg);
   const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
   const std::uint64_t dq0 = sm90::wgmma_desc_sw128(smem + kQOff + 2 * wg * kQHalf);
   const std::uint64_t dq1 = sm90::wgmma_desc_sw128(smem + kQOff + (2 * wg + 1) * kQHalf);
-  sm90::mbar_wait(&q_full[wg], 0);
+  int it = 0;  // ring position, as the producer counts it
+  for (int k = 0;; ++k) {
+    const TileBuf& tb = hd.buf[k & 1];
+    sm90::mbar_wait(&hd.u_full[k & 1], (k >> 1) & 1);
+    const int nu = tb.nu;
+    if (nu < 0) break;
+    const int g = tb.g, i0 = tb.i0, nq = tb.nq;
+    const std::int64_t t = tb.q0 + i0 + tok;
+    const int L = a.seq_lens_k[tb.b * a.seq_stride];
+    const bool valid = tok < tb.ntok;
+    const int pos = L - nq + i0 + tok;
+    sm90::mbar_wait(&hd.q_full[wg], k & 1);
 
-  float o[64];
+    float o[64];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) o[i] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // m: raw scores; l: this thread's columns only
-  for (int u = 0; u < nu; ++u) {
-    const int s = u % kStages;
-    unsigned char* st = smem + kKvOff + s * kStageBytes;
-    sm90::mbar_wait(&full[s], (u / kStages) & 1);
-    const int j = uni[u], bits = mask[u];
-    if (j * 128 + 128 > L) {
-      // The request's last page: V rows of keys >= L hold whatever the cache holds (possibly NaN), and P = 0 times
-      // NaN would still poison O, so both consumer warpgroups zero them (whole 128-byte rows: the swizzle only
-      // permutes 16-byte chunks within a row) and hand them to the async proxy before either one's P·V.
-      auto* v16 = reinterpret_cast<uint4*>(st + 2 * kHalf);
-      for (int i = max(L - j * 128, 0) * 8 + (tid - 128); i < 128 * 8; i += 256) {
-        v16[i] = make_uint4(0, 0, 0, 0);
-        v16[kHalf / 16 + i] = make_uint4(0, 0, 0, 0);
+    for (int i = 0; i < 64; ++i) o[i] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // m: raw scores; l: this thread's columns only
+    for (int u = 0; u < nu; ++u, ++it) {
+      const int s = it % kStages;
+      unsigned char* st = smem + kKvOff + s * kStageBytes;
+      sm90::mbar_wait(&hd.full[s], (it / kStages) & 1);
+      const int j = tb.uni[u], bits = tile_mask(tb, u);
+      if (j * 128 + 128 > L) {
+        // The request's last page: V rows of keys >= L hold whatever the cache holds (possibly NaN), and P = 0 times
+        // NaN would still poison O, so both consumer warpgroups zero them (whole 128-byte rows: the swizzle only
+        // permutes 16-byte chunks within a row) and hand them to the async proxy before either one's P·V.
+        auto* v16 = reinterpret_cast<uint4*>(st + 2 * kHalf);
+        for (int i = max(L - j * 128, 0) * 8 + (tid - 128); i < 128 * 8; i += 256) {
+          v16[i] = make_uint4(0, 0, 0, 0);
+          v16[kHalf / 16 + i] = make_uint4(0, 0, 0, 0);
+        }
+        sm90::fence_proxy_async_smem();
+        sm90::named_barrier_sync(1, 256);
       }
-      sm90::fence_proxy_async_smem();
-      sm90::named_barrier_sync(1, 256);
-    }
-    if (bits & wg_bits) {  // uniform over the warpgroup
-      float acc[64];
-      sm90::wgmma_m64n128_k128_bf16(acc, dq0, dq1, sm90::wgmma_desc_sw128(st), sm90::wgmma_desc_sw128(st + kHalf));
-      sm90::wgmma_wait<0>();
-      sm90::wgmma_fence_regs(acc);
+      if (bits & wg_bits) {  // uniform over the warpgroup
+        float acc[64];
+        sm90::wgmma_m64n128_k128_bf16(acc, dq0, dq1, sm90::wgmma_desc_sw128(st), sm90::wgmma_desc_sw128(st + kHalf));
+        sm90::wgmma_wait<0>();
+        sm90::wgmma_fence_regs(acc);
 
-      // Both rows of a thread (acc[4n], acc[4n+1] of row r0; acc[4n+2], acc[4n+3] of r1) belong to this warp's
-      // token, so what the token may see is uniform over the warp: a block its token did not list contributes
-      // nothing (P = 0, no softmax work; the warp still takes part in the warpgroup's P·V), a block wholly at or
-      // before its position needs no per-key test, and only the token's own block (keys after its position; keys
-      // >= L lie after it too, as pos < L) is masked key by key. Scores stay raw (unscaled) and each exponent is
-      // one FFMA, 2^(s·scale − m·scale): the scale is > 0 (validated), so the raw max is the scaled max.
-      std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
-      if (valid && ((bits >> tok) & 1)) {
-        if (j * 128 + 127 > pos) {
+        // Both rows of a thread (acc[4n], acc[4n+1] of row r0; acc[4n+2], acc[4n+3] of r1) belong to this warp's
+        // token, so what the token may see is uniform over the warp: a block its token did not list contributes
+        // nothing (P = 0, no softmax work; the warp still takes part in the warpgroup's P·V), a block wholly at or
+        // before its position needs no per-key test, and only the token's own block (keys after its position; keys
+        // >= L lie after it too, as pos < L) is masked key by key. Scores stay raw (unscaled) and each exponent is
+        // one FFMA, 2^(s·scale − m·scale): the scale is > 0 (validated), so the raw max is the scaled max.
+        std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
+        if (valid && ((bits >> tok) & 1)) {
+          if (j * 128 + 127 > pos) {
 #pragma unroll
-          for (int n = 0; n < 16; ++n)
+            for (int n = 0; n < 16; ++n)
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (j * 128 + 8 * n + 2 * c + (e & 1) > pos) acc[4 * n + e] = -INFINITY;
-        }
-        float b0 = -INFINITY, b1 = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < 16; ++n) {
-          b0 = fmaxf(b0, fmaxf(acc[4 * n], acc[4 * n + 1]));
-          b1 = fmaxf(b1, fmaxf(acc[4 * n + 2], acc[4 * n + 3]));
-        }
-#pragma unroll
-        for (int x = 1; x <= 2; x <<= 1) {
-          b0 = fmaxf(b0, __shfl_xor_sync(0xffffffffu, b0, x));
-          b1 = fmaxf(b1, __shfl_xor_sync(0xffffffffu, b1, x));
-        }
-        // New running max; a row that has seen nothing yet keeps -inf and a base of 0, so every exponent below is
-        // -inf (2^-inf = 0) and never -inf - -inf. An unchanged max rescales by exactly 1, and a warp whose rows
-        // all kept their max skips the rescale of O.
-        const float n0 = fmaxf(m0, b0), n1 = fmaxf(m1, b1);
-        const float base0 = n0 == -INFINITY ? 0.f : n0 * scale, base1 = n1 == -INFINITY ? 0.f : n1 * scale;
-        const float al0 = n0 == m0 ? 1.f : exp2f(fmaf(m0, scale, -base0));
-        const float al1 = n1 == m1 ? 1.f : exp2f(fmaf(m1, scale, -base1));
-        m0 = n0;
-        m1 = n1;
-        if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {
-          l0 *= al0;
-          l1 *= al1;
+              for (int e = 0; e < 4; ++e)
+                if (j * 128 + 8 * n + 2 * c + (e & 1) > pos) acc[4 * n + e] = -INFINITY;
+          }
+          float b0 = -INFINITY, b1 = -INFINITY;
 #pragma unroll
           for (int n = 0; n < 16; ++n) {
-            o[4 * n] *= al0;
-            o[4 * n + 1] *= al0;
-            o[4 * n + 2] *= al1;
-            o[4 * n + 3] *= al1;
+            b0 = fmaxf(b0, fmaxf(acc[4 * n], acc[4 * n + 1]));
+            b1 = fmaxf(b1, fmaxf(acc[4 * n + 2], acc[4 * n + 3]));
           }
-        }
 #pragma unroll
-        for (int n = 0; n < 16; ++n) {  // sums of the fp32 values (exact softmax mass), P·V on their bf16 rounding
-          const float e0 = exp2f(fmaf(acc[4 * n], scale, -base0)), e1 = exp2f(fmaf(acc[4 * n + 1], scale, -base0));
-          const float e2 = exp2f(fmaf(acc[4 * n + 2], scale, -base1)), e3 = exp2f(fmaf(acc[4 * n + 3], scale, -base1));
-          l0 += e0 + e1;
-          l1 += e2 + e3;
-          const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
-          pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
-          pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
-        }
-      } else {
+          for (int x = 1; x <= 2; x <<= 1) {
+            b0 = fmaxf(b0, __shfl_xor_sync(0xffffffffu, b0, x));
+            b1 = fmaxf(b1, __shfl_xor_sync(0xffffffffu, b1, x));
+          }
+          // New running max; a row that has seen nothing yet keeps -inf and a base of 0, so every exponent below is
+          // -inf (2^-inf = 0) and never -inf - -inf. An unchanged max rescales by exactly 1, and a warp whose rows
+          // all kept their max skips the rescale of O.
+          const float n0 = fmaxf(m0, b0), n1 = fmaxf(m1, b1);
+          const float base0 = n0 == -INFINITY ? 0.f : n0 * scale, base1 = n1 == -INFINITY ? 0.f : n1 * scale;
+          const float al0 = n0 == m0 ? 1.f : exp2f(fmaf(m0, scale, -base0));
+          const float al1 = n1 == m1 ? 1.f : exp2f(fmaf(m1, scale, -base1));
+          m0 = n0;
+          m1 = n1;
+          if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {
+            l0 *= al0;
+            l1 *= al1;
 #pragma unroll
-        for (int kk = 0; kk < 8; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
+            for (int n = 0; n < 16; ++n) {
+              o[4 * n] *= al0;
+              o[4 * n + 1] *= al0;
+              o[4 * n + 2] *= al1;
+              o[4 * n + 3] *= al1;
+            }
+          }
+#pragma unroll
+          for (int n = 0; n < 16; ++n) {  // sums of the fp32 values (exact softmax mass), P·V on their bf16 rounding
+            const float e0 = exp2f(fmaf(acc[4 * n], scale, -base0)), e1 = exp2f(fmaf(acc[4 * n + 1], scale, -base0));
+            const float e2 = exp2f(fmaf(acc[4 * n + 2], scale, -base1)), e3 = exp2f(fmaf(acc[4 * n + 3], scale, -base1));
+            l0 += e0 + e1;
+            l1 += e2 + e3;
+            const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
+            pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
+            pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
+          }
+        } else {
+#pragma unroll
+          for (int kk = 0; kk < 8; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
+        }
+        // O += P V: slice kk = keys 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice).
+        sm90::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 8; ++kk)
+          sm90::wgmma_m64n128k16_bf16_rs_tb(o, pa[kk], sm90::wgmma_desc_sw128_nmajor(st + 2 * kHalf + kk * 2048, kHalf));
+        sm90::wgmma_commit();
+        sm90::wgmma_wait<0>();
+        sm90::wgmma_fence_regs(o);
       }
-      // O += P V: slice kk = keys 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice).
-      sm90::wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk)
-        sm90::wgmma_m64n128k16_bf16_rs_tb(o, pa[kk], sm90::wgmma_desc_sw128_nmajor(st + 2 * kHalf + kk * 2048, kHalf));
-      sm90::wgmma_commit();
-      sm90::wgmma_wait<0>();
-      sm90::wgmma_fence_regs(o);
+      __syncwarp();
+      if (lane == 0) sm90::mbar_arrive(&hd.empty[s]);  // this warp is done with the stage's K and V
     }
-    __syncwarp();
-    if (lane == 0) sm90::mbar_arrive(&empty[s]);  // this warp is done with the stage's K and V
-  }
 
+
+    // Done with the tile's Q and union: the producer may load the next Q and build into this buffer.
+    __syncwarp();
+    if (lane == 0) {
+      sm90::mbar_arrive(&hd.q_empty);
+      sm90::mbar_arrive(&hd.u_empty[k & 1]);
+    }
 #pragma unroll
-  for (int x = 1; x <= 2; x <<= 1) {
-    l0 += __shfl_xor_sync(0xffffffffu, l0, x);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, x);
-  }
-  if (!valid) return;
-  const std::int64_t t = q0 + i0 + tok;
+    for (int x = 1; x <= 2; x <<= 1) {
+      l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, x);
+    }
+    if (!valid) continue;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int h = g * kG + lane / 4 + 8 * half;
-    const float l = half ? l1 : l0, m = half ? m1 : m0, inv = l > 0.f ? 1.f / l : 0.f;
-    auto* row = static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h;
+    for (int half = 0; half < 2; ++half) {
+      const int h = g * kG + lane / 4 + 8 * half;
+      const float l = half ? l1 : l0, m = half ? m1 : m0, inv = l > 0.f ? 1.f / l : 0.f;
+      auto* row = static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h;
 #pragma unroll
-    for (int n = 0; n < 16; ++n)
-      *reinterpret_cast<__nv_bfloat162*>(row + 8 * n + 2 * c) =
-          __floats2bfloat162_rn(o[4 * n + 2 * half] * inv, o[4 * n + 2 * half + 1] * inv);
-    if (a.lse != nullptr && c == 0)
-      a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = l > 0.f ? (m * scale + log2f(l)) * 0.6931471805599453f : -INFINITY;
+      for (int n = 0; n < 16; ++n)
+        *reinterpret_cast<__nv_bfloat162*>(row + 8 * n + 2 * c) =
+            __floats2bfloat162_rn(o[4 * n + 2 * half] * inv, o[4 * n + 2 * half + 1] * inv);
+      if (a.lse != nullptr && c == 0)
+        a.lse[t * a.lse_stride_t + h * a.lse_stride_h] =
+            l > 0.f ? (m * scale + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    }
   }
 }
 
 
 }  // namespace
 
-std::int64_t union_tiles(const UnionLaunch& a) { return (a.total_q + kTileTokens - 1) / kTileTokens + a.num_requests; }
+std::int64_t union_tiles(const UnionLaunch& a) { return tile_count(a); }
 
 namespace {
 
@@ -391,8 +464,14 @@ Status launch_union_attention(const UnionLaunch& a) {
   if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
   CUtensorMap q_map, k_map, v_map;
   MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, kG, &q_map, &k_map, &v_map));
-  const dim3 grid(static_cast<unsigned>(union_tiles(a)), static_cast<unsigned>(a.num_kv_heads));
-  cudaError_t e = cudaFuncSetAttribute(union_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  // Persistent: one CTA per SM (kSmemBytes allows no more), never more CTAs than work items.
+  int device = 0, sms = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (e != cudaSuccess)
+    return Status::CudaError(std::string("union-of-blocks attention: ") + cudaGetErrorString(e));
+  const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(union_tiles(a) * a.num_kv_heads, sms)));
+  e = cudaFuncSetAttribute(union_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e == cudaSuccess) {
     e = launch_pdl(union_attention_kernel, grid, dim3(kThreads), kSmemBytes, static_cast<cudaStream_t>(a.stream), a,
                    q_map, k_map, v_map);
