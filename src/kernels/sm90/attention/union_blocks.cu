@@ -1,9 +1,10 @@
 // union_blocks.cu — query-outer "union of blocks" sparse prefill attention (G = 16).
 //
-// One CTA per (tile of 8 consecutive query tokens of one request, KV head g). The CTA reads the tile's 8 selection
-// lists and builds their union U (ascending unique block ids) with, per block of U, a bit mask of the tokens that
-// listed it. A producer warpgroup (one thread issues, its warp reads page ids) loads Q of the 8 tokens x 16 heads
-// once and streams K and V of every block of U through a 3-stage ring (TMA, 128-byte swizzle). Consumer warpgroup w
+// Work item = (tile of 8 consecutive query tokens of one request, KV head g); one persistent CTA per SM walks
+// them. The producer warpgroup reads the tile's 8 selection lists and builds their union U (ascending unique block
+// ids) with, per block of U, a bit mask of the tokens that listed it, loads Q of the 8 tokens x 16 heads, and
+// streams K and V of every block of U through a 3-stage ring (TMA, 128-byte swizzle; one thread issues, its warp
+// reads page ids); it builds the next tile's union while the consumers compute. Consumer warpgroup w
 // owns tokens 4w .. 4w + 3 (64 rows; each warp one token's 16 heads). For each block that one of its tokens listed
 // it computes S = Q·Kᵀ (8 x wgmma m64n128k16); a warp whose token listed the block masks keys after the token's
 // position (its own block only), updates the running max (raw scores) and sum (fp32, exponents in log2 units by
@@ -19,6 +20,7 @@
 // takes the union tiles' rows out of the selection the KV-outer chain reads (kRowElsewhere).
 //
 // Invariants: G = 16, k <= 16; rows of tokens past the tile's count are computed on stale data and never written;
+// producer and consumers see the same sequence of union tiles and count ring positions alike;
 // V rows of keys >= L are zeroed in shared memory before P·V (the cache may hold NaN there); every consumer warp
 // arrives on a stage's empty barrier once per block of U, whether or not its warpgroup computed on it.
 #include <cuda.h>
@@ -73,21 +75,6 @@ struct Head {
 constexpr int kSmemBytes = static_cast<int>(sizeof(Head)) + 1023 + kKvOff + kStages * kStageBytes;
 static_assert(kSmemBytes <= 232448, "union-of-blocks shared memory exceeds 227 KiB");
 
-// Barrier `id` over the first `threads` threads of the CTA, with and without a count of the threads whose pred holds
-// (id 0 with the whole CTA is __syncthreads).
-__device__ __forceinline__ void bar_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ int bar_count(int id, int threads, bool pred) {
-  int n;
-  asm volatile(
-      "{\n .reg .pred p;\n setp.ne.u32 p, %1, 0;\n bar.red.popc.u32 %0, %2, %3, p;\n}\n"
-      : "=r"(n)
-      : "r"(static_cast<int>(pred)), "r"(id), "r"(threads)
-      : "memory");
-  return n;
-}
-
 // Tiles of the shared grid: 8-token tiles of every request (a request's last may be short), plus one per request
 // of slack so the count depends on total_q and the request count only.
 __host__ __device__ __forceinline__ std::int64_t tile_count(const UnionLaunch& a) {
@@ -128,21 +115,21 @@ __device__ __forceinline__ int build_union(const UnionLaunch& a, const Tile& t, 
   }
   ids[tid] = mine;
   if (tid < kMaxIds / 4) out.mask4[tid] = 0u;
-  bar_sync(bar, kMaxIds);
+  sm90::named_barrier_sync(bar, kMaxIds);
   int f = mine != INT_MAX;
   for (int j = 0; j < tid; ++j) f &= ids[j] != mine;  // same-address reads across the warp: broadcasts
-  bar_sync(bar, kMaxIds);
+  sm90::named_barrier_sync(bar, kMaxIds);
   ids[tid] = f ? mine : INT_MAX;  // each listed id once
-  bar_sync(bar, kMaxIds);
+  sm90::named_barrier_sync(bar, kMaxIds);
   if (mine != INT_MAX) {
     int rank = 0;  // distinct ids below mine
     for (int j = 0; j < kMaxIds; ++j) rank += ids[j] < mine;
     if (f) out.uni[rank] = mine;
     atomicOr(&out.mask4[rank >> 2], 1u << (8 * (rank & 3) + i));
   }
-  const int nu = bar_count(bar, kMaxIds, f);  // also publishes uni and mask4
-  u_wg[0] = bar_count(bar, kMaxIds, tid < nu && (tile_mask(out, tid) & 0x0F));
-  u_wg[1] = bar_count(bar, kMaxIds, tid < nu && (tile_mask(out, tid) & 0xF0));
+  const int nu = sm90::named_barrier_count(bar, kMaxIds, f);  // also publishes uni and mask4
+  u_wg[0] = sm90::named_barrier_count(bar, kMaxIds, tid < nu && (tile_mask(out, tid) & 0x0F));
+  u_wg[1] = sm90::named_barrier_count(bar, kMaxIds, tid < nu && (tile_mask(out, tid) & 0xF0));
   return nu;
 }
 

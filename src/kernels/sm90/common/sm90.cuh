@@ -106,9 +106,14 @@ __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.p
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
-// Arrives on barrier `id` without waiting (the other side of a named_barrier_sync over `threads`).
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+// named_barrier_sync that also counts the threads whose pred holds (like __syncthreads_count).
+__device__ __forceinline__ int named_barrier_count(int id, int threads, bool pred) {
+  int n;
+  asm volatile("{\n .reg .pred p;\n setp.ne.u32 p, %1, 0;\n bar.red.popc.u32 %0, %2, %3, p;\n}\n"
+               : "=r"(n)
+               : "r"(static_cast<int>(pred)), "r"(id), "r"(threads)
+               : "memory");
+  return n;
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
