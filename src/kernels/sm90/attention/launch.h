@@ -76,8 +76,8 @@ constexpr int kUnionBudgetAll = 1 << 20;
 // G = Hq / Hkv must be 16 and k <= 16 (a tile's 8 tokens list at most 128 blocks). launch_union_mask writes
 // masked_topk: the selection with the rows of union tiles marked kRowElsewhere (kernels/k2q/launch.h), for the
 // KV-outer chain (k2q, KV-outer, combine) that runs between the two launches and leaves those rows alone.
-// launch_union_attention then computes the union tiles and writes their out / LSE rows; it decides the tiles
-// by the mask launch's tile_flags (or, without them, by the same rule).
+// launch_union_attention (persistent: one CTA per SM) then computes the union tiles and writes their out / LSE
+// rows; it decides the tiles by the mask launch's tile_flags (or, without them, by the same rule).
 // Tiles of a launch (without reading cu_seqlens_q: each request wastes less than one): T / 8 + B.
 std::int64_t union_tiles(const UnionLaunch& args);
 Status launch_union_mask(const UnionLaunch& args);
