@@ -226,10 +226,10 @@ Status run_front(const ChunkRun& r, void* stream) {
 
 // G = 16, the rest of the chunk on the caller's stream: KV-outer attention over the front's lists and the combine,
 // then the union tiles (the combine left their rows alone: split count -1). phases < 3 stop after the attention
-// kernel (the benchmark hook of run_prefill_cuda).
-Status run_back(const ChunkRun& r, int phases) {
+// kernel, skip leaves launches out (the benchmark hooks of run_prefill_cuda).
+Status run_back(const ChunkRun& r, int phases, unsigned skip) {
   const PrefillCudaPlan& p = r.p;
-  if (p.kv_outer_chain) {
+  if (p.kv_outer_chain && (skip & kSkipKvOuterBack) == 0) {
     const kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta);
     const kernels::K2qBuildOutputs ko = chunk_k2q_outputs(r);
     kernels::KvOuterLaunch l{};
@@ -248,7 +248,8 @@ Status run_back(const ChunkRun& r, int phases) {
                                             p.args.num_q_heads, p.args.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0,
                                             r.device(), r.stream()));
   }
-  if (phases >= 3 && p.union_budget > 0) MSA_RETURN_IF_ERROR(kernels::launch_union_attention(chunk_union_launch(r)));
+  if (phases >= 3 && p.union_budget > 0 && (skip & kSkipUnionBack) == 0)
+    MSA_RETURN_IF_ERROR(kernels::launch_union_attention(chunk_union_launch(r)));
   return Status::Ok();
 }
 
@@ -404,7 +405,7 @@ Status check_prefill_pages(const PrefillCudaPlan& p, std::int64_t num_pages) {
 }
 
 Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const SparsePrefillRunArgs& a, void* workspace,
-                        std::size_t workspace_bytes, int phases) {
+                        std::size_t workspace_bytes, int phases, unsigned skip) {
   if (workspace_bytes < p.workspace_bytes)
     return Status::InvalidArgument("workspace: needs " + std::to_string(p.workspace_bytes) +
                                    " bytes (workspace_bytes() after plan), got " + std::to_string(workspace_bytes));
@@ -424,7 +425,7 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     for (std::size_t i = 0; i < p.chunks.size(); ++i) {
       const ChunkRun r = run_at(i);
       MSA_RETURN_IF_ERROR(run_front(r, r.stream()));
-      if (phases >= 2) MSA_RETURN_IF_ERROR(run_back(r, phases));
+      if (phases >= 2) MSA_RETURN_IF_ERROR(run_back(r, phases, skip));
     }
     return Status::Ok();
   }
@@ -447,7 +448,7 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     }
     const int set = static_cast<int>(i % 2);
     MSA_RETURN_IF_ERROR(p.side.wait(main, kEventBuilt + set));
-    MSA_RETURN_IF_ERROR(run_back(run_at(i), phases));
+    MSA_RETURN_IF_ERROR(run_back(run_at(i), phases, skip));
     MSA_RETURN_IF_ERROR(p.side.record(kEventFree + set, main));
   }
   return Status::Ok();

@@ -64,10 +64,15 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& args, std::int64_t max_chu
 // The plan's page table against the cache's page count (host copy, no device access).
 Status check_prefill_pages(const PrefillCudaPlan& plan, std::int64_t num_pages);
 // topk: the planned selection's descriptor, or (layer ops) one of the same shape whose contents run() computes.
-// phases < 3 stops each chunk after the k2q build (1) or the attention kernel (2): a benchmark hook for per-phase
-// times; the outputs are then not written.
+// Benchmark hooks, timing only (the outputs are then not written, or not all of them): phases < 3 stops each chunk
+// after the k2q build (1) or the attention kernel (2); skip leaves out launches of each chunk's back (G = 16).
+enum PrefillSkip : unsigned {
+  kSkipNothing = 0,
+  kSkipKvOuterBack = 1,  // the KV-outer attention and the combine
+  kSkipUnionBack = 2,    // the union-of-blocks attention
+};
 Status run_prefill_cuda(const PrefillCudaPlan& plan, const Tensor& topk, const SparsePrefillRunArgs& args,
-                        void* workspace, std::size_t workspace_bytes, int phases = 3);
+                        void* workspace, std::size_t workspace_bytes, int phases = 3, unsigned skip = kSkipNothing);
 
 // Decode: the partials workspace for B * Q tokens (see kernels/decode/launch.h); G must be 1, 2, 4, 8 or 16.
 Status plan_decode_cuda(const SparseDecodePlanArgs& args, std::size_t* workspace_bytes);
