@@ -16,8 +16,8 @@
 // products where each token needs 16. With clustered selections (tokens of a query block drawing from one pool)
 // |U_w| stays near the pool size; with random ones it approaches 4 x 15 + 1. KV-outer does no wasted products but
 // writes and re-reads 16 partials per (token, head). The measured crossover is in docs/attention.md; the per-tile
-// choice (PrefillSchedule::kAuto) is union_mask_kernel's, one CTA per work item: it writes the decision to tile_flags and
-// takes the union tiles' rows out of the selection the KV-outer chain reads (kRowElsewhere).
+// choice (PrefillSchedule::kAuto) is union_mask_kernel's, one CTA per work item: it writes the decision to
+// tile_flags and takes the union tiles' rows out of the selection the KV-outer chain reads (kRowElsewhere).
 //
 // Invariants: G = 16, k <= 16; rows of tokens past the tile's count are computed on stale data and never written;
 // producer and consumers see the same sequence of union tiles and count ring positions alike;
