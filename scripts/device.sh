@@ -9,6 +9,8 @@
 #   MSA_SKIP_TESTS=1 scripts/device.sh benchmarks only
 #   MSA_SKIP_SANITIZERS=1 scripts/device.sh    everything but compute-sanitizer (it takes about 5 minutes)
 #   MSA_PACK=1 scripts/device.sh       also pack every log and JSON into $OUT/device-logs.tar.gz (summary.json stays)
+#   MSA_COMMIT=<hash> scripts/device.sh  the commit to print (a copied tree's git metadata may be stale: pass the
+#                                      submitting machine's `git rev-parse --short HEAD`)
 # GoogleTest: the installed package, else MSA_GTEST_SOURCE_DIR, else .deps/googletest (a carried copy of Debian's
 # /usr/src/googletest: `mkdir -p .deps && cp -r /usr/src/googletest .deps/`).
 set -uo pipefail
