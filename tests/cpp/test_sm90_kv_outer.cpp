@@ -19,11 +19,12 @@ namespace msa {
 namespace test {
 namespace {
 
-// The varlen problem of these tests, selected by the CPU indexer, each row's valid ids shuffled; out / lse hold the
-// CPU reference.
-Problem varlen_problem(bool clustered) {
-  const int Hq = 32, Hkv = 2, k = 16;
-  ProblemSpec s = spec({129, 0, 40, 300, 7}, {129, 500, 16385, 2600, 2049}, Hq, Hkv);
+// The varlen problem of these tests (by default 476 query tokens, Hq 32, Hkv 2), selected by the CPU indexer, each
+// row's valid ids shuffled; out / lse hold the CPU reference.
+Problem varlen_problem(bool clustered, std::vector<std::int64_t> q_lens = {129, 0, 40, 300, 7},
+                       std::vector<std::int64_t> kv_lens = {129, 500, 16385, 2600, 2049}, int Hq = 32, int Hkv = 2) {
+  const int k = 16;
+  ProblemSpec s = spec(std::move(q_lens), std::move(kv_lens), Hq, Hkv);
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);  // rows past L must never reach O
@@ -113,8 +114,7 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
 }
 
 // The union-of-blocks kernel writes the final output directly; every row is compared, LSE included.
-void check_union_kernel(bool clustered) {
-  Problem p = varlen_problem(clustered);
+void check_union_kernel(Problem p) {
   const std::int64_t T = p.total_q;
   const int Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads, k = p.spec.topk;
   DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
@@ -148,12 +148,21 @@ void check_union_kernel(bool clustered) {
 
 TEST(SM90_UnionKernel, VarlenBatchMatchesCpu) {
   MSA_REQUIRE_SM90();
-  check_union_kernel(false);
+  check_union_kernel(varlen_problem(false));
 }
 
 TEST(SM90_UnionKernel, ClusteredSelectionsMatchCpu) {
   MSA_REQUIRE_SM90();
-  check_union_kernel(true);
+  check_union_kernel(varlen_problem(true));
+}
+
+// The kernel is persistent (one CTA per SM): the batches above have fewer work items than an H100 has SMs. Here
+// 527 tiles of one KV head (4202 query tokens; 532 work items with the per-request slack) give each CTA several,
+// so the tile buffers alternate, the barrier phases flip and the K/V ring runs on across tiles; a zero-length
+// request and a one-token one sit between long ones.
+TEST(SM90_UnionKernel, ManyTilesPerCtaMatchCpu) {
+  MSA_REQUIRE_SM90();
+  check_union_kernel(varlen_problem(true, {2000, 0, 1500, 701, 1}, {2000, 300, 9000, 701, 129}, 16, 1));
 }
 
 }  // namespace
