@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <string>
 
+#include "api/device.h"
 #include "kernels/common/pdl.cuh"
 #include "kernels/k2q/launch.h"
 #include "kernels/sm90/attention/launch.h"
@@ -451,14 +452,10 @@ Status launch_union_attention(const UnionLaunch& a) {
   if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
   CUtensorMap q_map, k_map, v_map;
   MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, kG, &q_map, &k_map, &v_map));
-  // Persistent: one CTA per SM (kSmemBytes allows no more), never more CTAs than work items.
-  int device = 0, sms = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess)
-    return Status::CudaError(std::string("union-of-blocks attention: ") + cudaGetErrorString(e));
-  const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(union_tiles(a) * a.num_kv_heads, sms)));
-  e = cudaFuncSetAttribute(union_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  // Persistent: one CTA per SM of the launch's device (kSmemBytes allows no more), never more CTAs than work items.
+  const int sms = detail::cuda_sm_count(a.device);
+  const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(union_tiles(a) * a.num_kv_heads, sms > 0 ? sms : 132)));
+  cudaError_t e = cudaFuncSetAttribute(union_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e == cudaSuccess) {
     e = launch_pdl(union_attention_kernel, grid, dim3(kThreads), kSmemBytes, static_cast<cudaStream_t>(a.stream), a,
                    q_map, k_map, v_map);
