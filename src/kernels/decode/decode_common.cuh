@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "kernels/common/fast_math.cuh"
 #include "kernels/common/search.cuh"
 #include "kernels/common/warp_mma.cuh"
 #include "kernels/decode/launch.h"
@@ -81,7 +82,7 @@ __device__ __forceinline__ void exp2_rowsum(float (&sc)[NT][4], float base0, flo
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const float p = exp2f(sc[nt][e] - (e < 2 ? base0 : base1));
+      const float p = fast_exp2(sc[nt][e] - (e < 2 ? base0 : base1));
       sc[nt][e] = p;
       if (e < 2) a += p; else b += p;
     }

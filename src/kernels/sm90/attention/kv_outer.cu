@@ -30,6 +30,7 @@
 #include <string>
 
 #include "api/device.h"
+#include "kernels/common/fast_math.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
@@ -207,29 +208,39 @@ __global__ void __launch_bounds__(kThreads, 1)
 
       const int pos = L - nq + (handle & 0xFFFFFF);  // the token of both of this thread's rows
 
-      // Single-tile softmax in log2 units: columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (+2, +3).
+      // Single-tile softmax: columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (+2, +3), both rows of
+      // this warp's token. Only the token's own block (keys after its position; keys >= L lie after it too, as
+      // pos < L) is masked key by key, a test uniform over the warp; scores stay raw and each exponent is one FFMA,
+      // 2^(s·scale − m·scale) (scale > 0, validated, so the raw max is the scaled max).
+      if (j * 128 + 127 > pos) {
+#pragma unroll
+        for (int n = 0; n < 16; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (j * 128 + 8 * n + 2 * c + (e & 1) > pos) acc[4 * n + e] = -INFINITY;
+      }
       float m0 = -INFINITY, m1 = -INFINITY;
 #pragma unroll
-      for (int n = 0; n < 16; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = j * 128 + 8 * n + 2 * c + (e & 1);
-          const bool visible = key < L && key <= pos;
-          acc[4 * n + e] = visible ? acc[4 * n + e] * scale : -INFINITY;
-          if (e < 2) m0 = fmaxf(m0, acc[4 * n + e]); else m1 = fmaxf(m1, acc[4 * n + e]);
-        }
+      for (int n = 0; n < 16; ++n) {
+        m0 = fmaxf(m0, fmaxf(acc[4 * n], acc[4 * n + 1]));
+        m1 = fmaxf(m1, fmaxf(acc[4 * n + 2], acc[4 * n + 3]));
+      }
 #pragma unroll
       for (int o = 1; o <= 2; o <<= 1) {
         m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
         m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
       }
+      m0 *= scale;  // log2 units from here on
+      m1 *= scale;
       const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
       float l0 = 0.f, l1 = 0.f;
       std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
 #pragma unroll
       for (int n = 0; n < 16; ++n) {  // row sums of the fp32 values (exact softmax mass), P V on their bf16 rounding
-        const float e0 = exp2f(acc[4 * n] - base0), e1 = exp2f(acc[4 * n + 1] - base0);
-        const float e2 = exp2f(acc[4 * n + 2] - base1), e3 = exp2f(acc[4 * n + 3] - base1);
+        const float e0 = fast_exp2(fmaf(acc[4 * n], scale, -base0));
+        const float e1 = fast_exp2(fmaf(acc[4 * n + 1], scale, -base0));
+        const float e2 = fast_exp2(fmaf(acc[4 * n + 2], scale, -base1));
+        const float e3 = fast_exp2(fmaf(acc[4 * n + 3], scale, -base1));
         l0 += e0 + e1;
         l1 += e2 + e3;
         const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);

@@ -33,6 +33,7 @@
 #include <string>
 
 #include "api/device.h"
+#include "kernels/common/fast_math.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/k2q/launch.h"
 #include "kernels/sm90/attention/launch.h"
@@ -350,8 +351,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           // all kept their max skips the rescale of O.
           const float n0 = fmaxf(m0, b0), n1 = fmaxf(m1, b1);
           const float base0 = n0 == -INFINITY ? 0.f : n0 * scale, base1 = n1 == -INFINITY ? 0.f : n1 * scale;
-          const float al0 = n0 == m0 ? 1.f : exp2f(fmaf(m0, scale, -base0));
-          const float al1 = n1 == m1 ? 1.f : exp2f(fmaf(m1, scale, -base1));
+          const float al0 = n0 == m0 ? 1.f : fast_exp2(fmaf(m0, scale, -base0));
+          const float al1 = n1 == m1 ? 1.f : fast_exp2(fmaf(m1, scale, -base1));
           m0 = n0;
           m1 = n1;
           if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {
@@ -367,8 +368,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
 #pragma unroll
           for (int n = 0; n < 16; ++n) {  // sums of the fp32 values (exact softmax mass), P·V on their bf16 rounding
-            const float e0 = exp2f(fmaf(acc[4 * n], scale, -base0)), e1 = exp2f(fmaf(acc[4 * n + 1], scale, -base0));
-            const float e2 = exp2f(fmaf(acc[4 * n + 2], scale, -base1)), e3 = exp2f(fmaf(acc[4 * n + 3], scale, -base1));
+            const float e0 = fast_exp2(fmaf(acc[4 * n], scale, -base0)), e1 = fast_exp2(fmaf(acc[4 * n + 1], scale, -base0));
+            const float e2 = fast_exp2(fmaf(acc[4 * n + 2], scale, -base1)), e3 = fast_exp2(fmaf(acc[4 * n + 3], scale, -base1));
             l0 += e0 + e1;
             l1 += e2 + e3;
             const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
