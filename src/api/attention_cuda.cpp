@@ -21,8 +21,8 @@ namespace {
 constexpr int kMaxQueriesPerItem = 256;
 constexpr int kKvOuterGroup = 16;
 // Events of a plan's side stream (run_prefill_cuda): the run's start, set s built (kEventBuilt + s), set s free
-// again (kEventFree + s).
-constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
+// again (kEventFree + s), the current chunk's union kernel done (kEventUnion).
+constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kEventUnion = 5, kSideEvents = 6;
 
 std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
@@ -224,10 +224,18 @@ Status run_front(const ChunkRun& r, void* stream) {
   return kernels::launch_k2q_build(ka, chunk_k2q_outputs(r), r.set + p.off_k2q_scratch, p.k2q_scratch_bytes);
 }
 
-// G = 16, the rest of the chunk on the caller's stream: KV-outer attention over the front's lists and the combine,
-// then the union tiles (the combine left their rows alone: split count -1). phases < 3 stop after the attention
-// kernel, skip leaves launches out (the benchmark hooks of run_prefill_cuda).
-Status run_back(const ChunkRun& r, int phases, unsigned skip) {
+// G = 16, the rest of the chunk on the caller's stream, in two parts: the union tiles (union_back), then KV-outer
+// attention over the front's lists and the combine (kv_outer_back; the combine leaves the union tiles' rows alone:
+// split count -1). phases < 3 stop after the attention kernel, skip leaves launches out (the benchmark hooks of
+// run_prefill_cuda).
+Status union_back(const ChunkRun& r, int phases, unsigned skip) {
+  const PrefillCudaPlan& p = r.p;
+  if (phases >= 3 && p.union_budget > 0 && (skip & kSkipUnionBack) == 0)
+    MSA_RETURN_IF_ERROR(kernels::launch_union_attention(chunk_union_launch(r)));
+  return Status::Ok();
+}
+
+Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
   const PrefillCudaPlan& p = r.p;
   if (p.kv_outer_chain && (skip & kSkipKvOuterBack) == 0) {
     const kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta);
@@ -248,9 +256,12 @@ Status run_back(const ChunkRun& r, int phases, unsigned skip) {
                                             p.args.num_q_heads, p.args.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0,
                                             r.device(), r.stream()));
   }
-  if (phases >= 3 && p.union_budget > 0 && (skip & kSkipUnionBack) == 0)
-    MSA_RETURN_IF_ERROR(kernels::launch_union_attention(chunk_union_launch(r)));
   return Status::Ok();
+}
+
+Status run_back(const ChunkRun& r, int phases, unsigned skip) {
+  MSA_RETURN_IF_ERROR(union_back(r, phases, skip));
+  return kv_outer_back(r, phases, skip);
 }
 
 // Other G: the query-outer split kernel over the chunk's selection, then the combine.
@@ -433,6 +444,8 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
   // builds chunk i + 1's set while the caller's stream attends chunk i, and may refill a set only once the chunk
   // that used it two steps before is done with it. Every front is waited on by its back, so the caller's stream has
   // joined all the side work when run() returns (also when it is being captured into a graph).
+  // Chunk i's union kernel goes first and runs alone: it is persistent, one CTA per SM, so a front launched beside
+  // it would hold SMs it waits for. Chunk i + 1's front then overlaps chunk i's KV-outer and combine.
   void* main = a.q.device.stream;
   void* side = p.side.stream();
   MSA_RETURN_IF_ERROR(p.side.record(kEventStart, main));
@@ -440,15 +453,19 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
   MSA_RETURN_IF_ERROR(run_front(run_at(0), side));
   MSA_RETURN_IF_ERROR(p.side.record(kEventBuilt + 0, side));
   for (std::size_t i = 0; i < p.chunks.size(); ++i) {
-    if (i + 1 < p.chunks.size()) {
-      const int set = static_cast<int>((i + 1) % 2);
-      if (i >= 1) MSA_RETURN_IF_ERROR(p.side.wait(side, kEventFree + set));  // chunk i - 1's back is done with it
-      MSA_RETURN_IF_ERROR(run_front(run_at(i + 1), side));
-      MSA_RETURN_IF_ERROR(p.side.record(kEventBuilt + set, side));
-    }
     const int set = static_cast<int>(i % 2);
+    const ChunkRun r = run_at(i);
     MSA_RETURN_IF_ERROR(p.side.wait(main, kEventBuilt + set));
-    MSA_RETURN_IF_ERROR(run_back(run_at(i), phases, skip));
+    MSA_RETURN_IF_ERROR(union_back(r, phases, skip));
+    if (i + 1 < p.chunks.size()) {
+      const int next = static_cast<int>((i + 1) % 2);
+      MSA_RETURN_IF_ERROR(p.side.record(kEventUnion, main));
+      MSA_RETURN_IF_ERROR(p.side.wait(side, kEventUnion));
+      if (i >= 1) MSA_RETURN_IF_ERROR(p.side.wait(side, kEventFree + next));  // chunk i - 1's back is done with it
+      MSA_RETURN_IF_ERROR(run_front(run_at(i + 1), side));
+      MSA_RETURN_IF_ERROR(p.side.record(kEventBuilt + next, side));
+    }
+    MSA_RETURN_IF_ERROR(kv_outer_back(r, phases, skip));
     MSA_RETURN_IF_ERROR(p.side.record(kEventFree + set, main));
   }
   return Status::Ok();
