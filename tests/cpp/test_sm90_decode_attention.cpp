@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 
 #include "cuda_test_util.h"
 #include "kernels/combine/launch.h"
@@ -22,6 +23,7 @@ namespace {
 // varlen prefill batch nq, checked against SparsePrefillAttention on the CPU.
 void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv, std::vector<std::int64_t> lens,
                            std::uint64_t seed) {
+  SCOPED_TRACE("seed " + std::to_string(seed));  // a failure names its inputs
   ProblemSpec s = spec(Q > 0 ? std::vector<std::int64_t>(lens.size(), Q) : nq, lens, Hq, Hkv);
   s.seed = seed;
   Problem p = testing::make_problem(s);
@@ -92,7 +94,10 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
                   kernels::contiguous_combine_launch(po.ptr, pl.ptr, counts.ptr, out.ptr, lse.ptr, T, Hq, Hkv, k))
                   .ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  expect_device_attention_rule(p, out, lse);
+  {
+    SCOPED_TRACE("split kernel + combine");
+    expect_device_attention_rule(p, out, lse);
+  }
   if (Q == 0) return;
 
   // The kernels that write out / LSE themselves, on the same batch: the rows kernel (one CTA per token and KV head
@@ -107,6 +112,8 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
       const Status st = launch(a, direct_out.ptr, static_cast<std::int64_t>(Hq) * 128, 128, direct_lse.ptr, Hq, 1);
       ASSERT_TRUE(st.ok()) << st.to_string();
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      SCOPED_TRACE(std::string(launch == &kernels::launch_decode_attention_rows ? "rows kernel" : "fused kernel") +
+                   (early ? ", inputs before the wait" : ""));
       expect_device_attention_rule(p, direct_out, direct_lse);
     }
 }
