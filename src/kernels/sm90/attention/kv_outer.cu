@@ -30,10 +30,10 @@
 #include <string>
 
 #include "api/device.h"
-#include "kernels/common/fast_math.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
+#include "kernels/sm90/attention/tile_softmax.cuh"
 #include "kernels/sm90/common/sm90.cuh"
 #include "kernels/sm90/common/tma.h"
 
@@ -208,45 +208,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 
       const int pos = L - nq + (handle & 0xFFFFFF);  // the token of both of this thread's rows
 
-      // Single-tile softmax: columns 8 n + 2 c (+1) of rows r0 (acc[4n], acc[4n+1]) and r1 (+2, +3), both rows of
-      // this warp's token. Only the token's own block (keys after its position; keys >= L lie after it too, as
-      // pos < L) is masked key by key, a test uniform over the warp; scores stay raw and each exponent is one FFMA,
-      // 2^(s·scale − m·scale) (scale > 0, validated, so the raw max is the scaled max).
-      if (j * 128 + 127 > pos) {
-#pragma unroll
-        for (int n = 0; n < 16; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (j * 128 + 8 * n + 2 * c + (e & 1) > pos) acc[4 * n + e] = -INFINITY;
-      }
-      float m0 = -INFINITY, m1 = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < 16; ++n) {
-        m0 = fmaxf(m0, fmaxf(acc[4 * n], acc[4 * n + 1]));
-        m1 = fmaxf(m1, fmaxf(acc[4 * n + 2], acc[4 * n + 3]));
-      }
-#pragma unroll
-      for (int o = 1; o <= 2; o <<= 1) {
-        m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, o));
-        m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, o));
-      }
+      // Single-tile softmax over both rows of this warp's token (tile_softmax.cuh): the own block masked key by
+      // key, raw max, exponents by one FFMA each.
+      mask_keys_after(acc, j * 128, c, pos);
+      float m0, m1;
+      tile_row_max(acc, m0, m1);
       m0 *= scale;  // log2 units from here on
       m1 *= scale;
       const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
       float l0 = 0.f, l1 = 0.f;
       std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
-#pragma unroll
-      for (int n = 0; n < 16; ++n) {  // row sums of the fp32 values (exact softmax mass), P V on their bf16 rounding
-        const float e0 = fast_exp2(fmaf(acc[4 * n], scale, -base0));
-        const float e1 = fast_exp2(fmaf(acc[4 * n + 1], scale, -base0));
-        const float e2 = fast_exp2(fmaf(acc[4 * n + 2], scale, -base1));
-        const float e3 = fast_exp2(fmaf(acc[4 * n + 3], scale, -base1));
-        l0 += e0 + e1;
-        l1 += e2 + e3;
-        const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
-        pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
-        pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
-      }
+      tile_exp_to_p(acc, scale, base0, base1, l0, l1, pa);
 #pragma unroll
       for (int o = 1; o <= 2; o <<= 1) {
         l0 += __shfl_xor_sync(0xffffffffu, l0, o);

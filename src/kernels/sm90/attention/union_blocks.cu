@@ -38,6 +38,7 @@
 #include "kernels/k2q/launch.h"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
+#include "kernels/sm90/attention/tile_softmax.cuh"
 #include "kernels/sm90/common/sm90.cuh"
 
 namespace msa {
@@ -320,32 +321,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::wgmma_wait<0>();
         sm90::wgmma_fence_regs(acc);
 
-        // Both rows of a thread (acc[4n], acc[4n+1] of row r0; acc[4n+2], acc[4n+3] of r1) belong to this warp's
-        // token, so what the token may see is uniform over the warp: a block its token did not list contributes
-        // nothing (P = 0, no softmax work; the warp still takes part in the warpgroup's P·V), a block wholly at or
-        // before its position needs no per-key test, and only the token's own block (keys after its position; keys
-        // >= L lie after it too, as pos < L) is masked key by key. Scores stay raw (unscaled) and each exponent is
-        // one FFMA, 2^(s·scale − m·scale): the scale is > 0 (validated), so the raw max is the scaled max.
+        // Both rows of a thread belong to this warp's token, so what the token may see is uniform over the warp:
+        // a block its token did not list contributes nothing (P = 0, no softmax work; the warp still takes part in
+        // the warpgroup's P·V), and only the token's own block is masked key by key (tile_softmax.cuh).
         std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
         if (valid && ((bits >> tok) & 1)) {
-          if (j * 128 + 127 > pos) {
-#pragma unroll
-            for (int n = 0; n < 16; ++n)
-#pragma unroll
-              for (int e = 0; e < 4; ++e)
-                if (j * 128 + 8 * n + 2 * c + (e & 1) > pos) acc[4 * n + e] = -INFINITY;
-          }
-          float b0 = -INFINITY, b1 = -INFINITY;
-#pragma unroll
-          for (int n = 0; n < 16; ++n) {
-            b0 = fmaxf(b0, fmaxf(acc[4 * n], acc[4 * n + 1]));
-            b1 = fmaxf(b1, fmaxf(acc[4 * n + 2], acc[4 * n + 3]));
-          }
-#pragma unroll
-          for (int x = 1; x <= 2; x <<= 1) {
-            b0 = fmaxf(b0, __shfl_xor_sync(0xffffffffu, b0, x));
-            b1 = fmaxf(b1, __shfl_xor_sync(0xffffffffu, b1, x));
-          }
+          mask_keys_after(acc, j * 128, c, pos);
+          float b0, b1;
+          tile_row_max(acc, b0, b1);
           // New running max; a row that has seen nothing yet keeps -inf and a base of 0, so every exponent below is
           // -inf (2^-inf = 0) and never -inf - -inf. An unchanged max rescales by exactly 1, and a warp whose rows
           // all kept their max skips the rescale of O.
@@ -366,16 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               o[4 * n + 3] *= al1;
             }
           }
-#pragma unroll
-          for (int n = 0; n < 16; ++n) {  // sums of the fp32 values (exact softmax mass), P·V on their bf16 rounding
-            const float e0 = fast_exp2(fmaf(acc[4 * n], scale, -base0)), e1 = fast_exp2(fmaf(acc[4 * n + 1], scale, -base0));
-            const float e2 = fast_exp2(fmaf(acc[4 * n + 2], scale, -base1)), e3 = fast_exp2(fmaf(acc[4 * n + 3], scale, -base1));
-            l0 += e0 + e1;
-            l1 += e2 + e3;
-            const __nv_bfloat162 p0 = __floats2bfloat162_rn(e0, e1), p1 = __floats2bfloat162_rn(e2, e3);
-            pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
-            pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
-          }
+          tile_exp_to_p(acc, scale, base0, base1, l0, l1, pa);
         } else {
 #pragma unroll
           for (int kk = 0; kk < 8; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
