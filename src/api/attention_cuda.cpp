@@ -390,8 +390,7 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
   if (partials) p->off_counts = part(static_cast<std::size_t>(Tc * H) * 4);
   if (p->kv_outer_chain && p->union_budget > 0) {
     p->off_masked_topk = part(static_cast<std::size_t>(H * Tc * k) * 4);
-    p->off_tile_flags =
-        part(static_cast<std::size_t>(H * kernels::union_tile_capacity(Tc, p->max_chunk_requests)) * 4);
+    p->off_tile_flags = part(static_cast<std::size_t>(H * ((Tc + 7) / 8 + p->max_chunk_requests)) * 4);
   }
   // Several chunks through the KV-outer chain: a second set of the structures above, and the side stream that
   // builds chunk c + 1's set while chunk c attends.

@@ -80,8 +80,6 @@ constexpr int kUnionBudgetAll = 1 << 20;
 // rows; it decides the tiles by the mask launch's tile_flags (or, without them, by the same rule).
 // Tiles of a launch (without reading cu_seqlens_q: each request wastes less than one): T / 8 + B.
 std::int64_t union_tiles(const UnionLaunch& args);
-// The same count for a plan that sizes tile_flags before any launch exists (chunk tokens, requests per chunk).
-std::int64_t union_tile_capacity(std::int64_t total_q, int num_requests);
 Status launch_union_mask(const UnionLaunch& args);
 Status launch_union_attention(const UnionLaunch& args);
 

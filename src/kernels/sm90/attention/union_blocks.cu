@@ -80,11 +80,8 @@ static_assert(kSmemBytes <= 232448, "union-of-blocks shared memory exceeds 227 K
 
 // Tiles of the shared grid: 8-token tiles of every request (a request's last may be short), plus one per request
 // of slack so the count depends on total_q and the request count only.
-__host__ __device__ __forceinline__ std::int64_t tile_count(std::int64_t total_q, int num_requests) {
-  return (total_q + kTileTokens - 1) / kTileTokens + num_requests;
-}
 __host__ __device__ __forceinline__ std::int64_t tile_count(const UnionLaunch& a) {
-  return tile_count(a.total_q, a.num_requests);
+  return (a.total_q + kTileTokens - 1) / kTileTokens + a.num_requests;
 }
 
 // A tile: 8 consecutive query tokens [i0, i0 + ntok) of request b (tile index -> request by the cu_seqlens walk).
@@ -403,7 +400,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 }  // namespace
 
 std::int64_t union_tiles(const UnionLaunch& a) { return tile_count(a); }
-std::int64_t union_tile_capacity(std::int64_t total_q, int num_requests) { return tile_count(total_q, num_requests); }
 
 namespace {
 
