@@ -47,9 +47,9 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
   CHECK_CUDA(cudaMemcpy(pt, h_pt.data(), h_pt.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(seq, h_seq.data(), h_seq.size() * 4, cudaMemcpyHostToDevice));
   const std::size_t rows = static_cast<std::size_t>(kTopk) * T * kHq;
-  __nv_bfloat16 *po, *out;
-  float *pl, *lse;
-  CHECK_CUDA(cudaMalloc(&po, rows * 128 * 2));
+  __nv_bfloat16* out;
+  float *po, *pl, *lse;  // fp32 partials, as the split kernel writes them
+  CHECK_CUDA(cudaMalloc(&po, rows * 128 * 4));
   CHECK_CUDA(cudaMalloc(&pl, rows * 4));
   CHECK_CUDA(cudaMalloc(&out, T * kHq * 128 * 2));
   CHECK_CUDA(cudaMalloc(&lse, T * kHq * 4));
@@ -87,6 +87,7 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
   a.stream = stream;
   msa::kernels::CombineLaunch c =
       msa::kernels::contiguous_combine_launch(po, pl, counts, out, lse, T, kHq, kHkv, kTopk);
+  c.partial_fp32 = true;
   c.stream = stream;
   auto check = [&](const msa::Status& st) {
     if (!st.ok()) {

@@ -65,7 +65,7 @@ void set_work(Launch* l, std::int64_t total_q, int num_q_heads, int num_kv_heads
   l->num_kv_heads = num_kv_heads;
   l->k = k;
   l->sm_scale = scale_of(sm_scale);
-  l->partial_out = partial_out;
+  l->partial_out = static_cast<decltype(l->partial_out)>(partial_out);  // bf16 (KV-outer) or fp32 (split kernel)
   l->partial_lse = partial_lse;
   l->device = device;
   l->stream = stream;
@@ -84,10 +84,12 @@ void set_selection(kernels::DecodeAttentionLaunch* l, const std::int32_t* topk, 
 }
 
 // The combine of a contiguous partial buffer into `out` / `lse` (rows from `first_token` on; lse optional).
-Status launch_combine_into(void* po, float* pl, std::int32_t* counts, std::int64_t T, int Hq, int Hkv, int k,
-                           const Tensor& out, const Tensor& lse, std::int64_t first_token, int device, void* stream) {
+Status launch_combine_into(void* po, bool po_fp32, float* pl, std::int32_t* counts, std::int64_t T, int Hq, int Hkv,
+                           int k, const Tensor& out, const Tensor& lse, std::int64_t first_token, int device,
+                           void* stream) {
   kernels::CombineLaunch cl =
       kernels::contiguous_combine_launch(po, pl, counts, nullptr, nullptr, T, Hq, Hkv, k);
+  cl.partial_fp32 = po_fp32;
   cl.out = static_cast<std::uint16_t*>(out.data) + first_token * out.stride[0];
   cl.out_stride_t = out.stride[0];
   cl.out_stride_h = out.stride[1];
@@ -252,7 +254,7 @@ Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
              r.partial_lse(), r.device(), r.stream());
     MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
     if (phases < 3) return Status::Ok();
-    MSA_RETURN_IF_ERROR(launch_combine_into(r.partial_out(), r.partial_lse(), r.counts(), r.c.num_q,
+    MSA_RETURN_IF_ERROR(launch_combine_into(r.partial_out(), false, r.partial_lse(), r.counts(), r.c.num_q,
                                             p.args.num_q_heads, p.args.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0,
                                             r.device(), r.stream()));
   }
@@ -281,7 +283,7 @@ Status run_split_chunk(const ChunkRun& r, int phases) {
   l.split_counts = r.counts();
   MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
   if (phases < 3) return Status::Ok();
-  return launch_combine_into(r.partial_out(), r.partial_lse(), r.counts(), r.c.num_q, pa.num_q_heads,
+  return launch_combine_into(r.partial_out(), true, r.partial_lse(), r.counts(), r.c.num_q, pa.num_q_heads,
                              pa.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0, r.device(), r.stream());
 }
 
@@ -401,7 +403,8 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     MSA_RETURN_IF_ERROR(p->side.create(a.topk.device.index, kSideEvents));
   }
   if (partials) {
-    p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * 2);
+    // bf16 partials for KV-outer, fp32 for the split kernel (kernels/decode/launch.h).
+    p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * (p->kv_outer ? 2 : 4));
     p->off_partial_lse = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 4);
   }
   p->workspace_bytes = off;
@@ -523,7 +526,7 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
            a.q.device.stream);
   l.split_counts = parts.counts;
   MSA_RETURN_IF_ERROR(kernels::launch_decode_attention(l));
-  return launch_combine_into(parts.out, parts.lse, parts.counts, T, p.num_q_heads, p.num_kv_heads, p.topk, a.out,
+  return launch_combine_into(parts.out, true, parts.lse, parts.counts, T, p.num_q_heads, p.num_kv_heads, p.topk, a.out,
                              a.lse, 0, l.device, l.stream);
 }
 

@@ -63,7 +63,7 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(out_ref.size(), 0x7fc1));
   DeviceBuffer<float> lse(std::vector<float>(lse_ref.size(), NAN));
   const std::size_t rows = static_cast<std::size_t>(k) * static_cast<std::size_t>(T) * Hq;
-  DeviceBuffer<std::uint16_t> po(std::vector<std::uint16_t>(rows * 128, 0x7fc1));
+  DeviceBuffer<float> po(std::vector<float>(rows * 128, NAN));
   DeviceBuffer<float> pl(std::vector<float>(rows, NAN));
   DeviceBuffer<std::int32_t> counts(std::vector<std::int32_t>(static_cast<std::size_t>(T * Hkv), -7));
   kernels::DecodeAttentionLaunch a{};
@@ -90,9 +90,9 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   a.partial_lse = pl.ptr;
   a.split_counts = counts.ptr;
   ASSERT_TRUE(kernels::launch_decode_attention(a).ok());
-  ASSERT_TRUE(kernels::launch_combine(
-                  kernels::contiguous_combine_launch(po.ptr, pl.ptr, counts.ptr, out.ptr, lse.ptr, T, Hq, Hkv, k))
-                  .ok());
+  kernels::CombineLaunch cl = kernels::contiguous_combine_launch(po.ptr, pl.ptr, counts.ptr, out.ptr, lse.ptr, T, Hq, Hkv, k);
+  cl.partial_fp32 = true;
+  ASSERT_TRUE(kernels::launch_combine(cl).ok());
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   {
     SCOPED_TRACE("split kernel + combine");

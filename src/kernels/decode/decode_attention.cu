@@ -4,7 +4,7 @@
 // S = Q·Kᵀ starts while V lands); warp w takes keys 32 w .. 32 w + 31: S for the G query heads of group g (one
 // m16 row tile of mma.sync m16n8k16, rows past G zero), the block's row max and row sum through shared memory
 // (keys past the request's length or after the query are -inf), O_w = P·V with P rounded to bf16 (V fragments by
-// ldmatrix.trans); the four O_w are summed in shared memory and O / rowsum (bf16) plus the natural-log LSE go to
+// ldmatrix.trans); the four O_w are summed in shared memory and O / rowsum (fp32) plus the natural-log LSE go to
 // slot s; the combine kernel merges the slots. (Merging in the last CTA of each (t, g), counted by an atomic
 // counter, measured slower on H100 — 19.0 µs against 12.8 µs at 1 × 1M × 1, 148 against 132 µs at 64 × 32K: the
 // memset of the counters and every CTA's fence before counting cost more than the combine launch.)
@@ -260,13 +260,14 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
     merge_cluster(a, o, t, g, G, s, count, osum, cta_m, cta_l);  // its first barrier orders these writes
     return;
   }
-  auto* po = static_cast<__nv_bfloat16*>(a.partial_out);
+  float* po = a.partial_out;
   const std::int64_t slot_base = (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + static_cast<std::int64_t>(g) * G;
   for (int item = tid; item < G * 32; item += kThreads) {
     const int row = item / 32, d = (item % 32) * 4;
     const float4 v = warps_sum(osum, row, d);
     const float mrow = block_max(row), lrow = block_sum(row);
-    store_bf16x4(po + (slot_base + row) * kDim + d, v, lrow > 0.f ? 1.f / lrow : 0.f);
+    const float inv = lrow > 0.f ? 1.f / lrow : 0.f;
+    *reinterpret_cast<float4*>(po + (slot_base + row) * kDim + d) = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
     if (d == 0) a.partial_lse[slot_base + row] = lrow > 0.f ? (mrow + log2f(lrow)) * 0.6931471805599453f : -INFINITY;
   }
 }

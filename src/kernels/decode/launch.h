@@ -34,7 +34,9 @@ struct DecodeAttentionLaunch {
   int num_q_heads, num_kv_heads, k;
   float sm_scale;
   // Outputs: the partials of slot s = the s-th listed block (combine reads exactly split_counts slots).
-  void* partial_out;         // [k, T, Hq, 128] bf16, contiguous
+  // fp32: with bf16 partials the combined output can exceed design.md's attention error rule (each partial's bf16
+  // rounding is an error the rule's emulation does not include; scripts/split_error_model.py).
+  float* partial_out;        // [k, T, Hq, 128] fp32, contiguous
   float* partial_lse;        // [k, T, Hq], natural log
   std::int32_t* split_counts;  // [T, Hkv]
   // True when the launch's predecessor on the stream is msa's decode selection (MsaDecode::run): its kernels let
@@ -47,24 +49,24 @@ struct DecodeAttentionLaunch {
   void* stream;
 };
 
-// Workspace of a launch: partials [k, T, Hq, 128] bf16, LSEs [k, T, Hq] and split counts [T, Hkv], each part
+// Workspace of a launch: partials [k, T, Hq, 128] fp32, LSEs [k, T, Hq] and split counts [T, Hkv], each part
 // 256-byte aligned. decode_partials_at() carves it in the same layout that decode_partials_bytes() sizes.
 struct DecodePartials {
-  void* out;
+  float* out;
   float* lse;
   std::int32_t* counts;
 };
 inline std::size_t decode_partials_align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 inline std::size_t decode_partials_bytes(std::int64_t total_q, int num_q_heads, int num_kv_heads, int k) {
   const std::size_t rows = static_cast<std::size_t>(k) * static_cast<std::size_t>(total_q) * num_q_heads;
-  return decode_partials_align(rows * 128 * 2) + decode_partials_align(rows * 4) +
+  return decode_partials_align(rows * 128 * 4) + decode_partials_align(rows * 4) +
          decode_partials_align(static_cast<std::size_t>(total_q) * num_kv_heads * 4);
 }
 inline DecodePartials decode_partials_at(void* workspace, std::int64_t total_q, int num_q_heads, int k) {
   const std::size_t rows = static_cast<std::size_t>(k) * static_cast<std::size_t>(total_q) * num_q_heads;
   auto* ws = static_cast<unsigned char*>(workspace);
-  const std::size_t lse_at = decode_partials_align(rows * 128 * 2), counts_at = lse_at + decode_partials_align(rows * 4);
-  return {ws, reinterpret_cast<float*>(ws + lse_at), reinterpret_cast<std::int32_t*>(ws + counts_at)};
+  const std::size_t lse_at = decode_partials_align(rows * 128 * 4), counts_at = lse_at + decode_partials_align(rows * 4);
+  return {reinterpret_cast<float*>(ws), reinterpret_cast<float*>(ws + lse_at), reinterpret_cast<std::int32_t*>(ws + counts_at)};
 }
 
 // G = Hq / Hkv must be 1, 2, 4, 8 or 16. Enqueues one CTA (4 warps) per (token, KV head, list slot); the combine
