@@ -33,7 +33,8 @@ struct SparsePrefillPlanArgs {
   int num_kv_heads = kM3NumKVHeads;
   double sm_scale = 0.0;  // 0 selects 1/sqrt(128)
   // CUDA: query tokens per chunk (0 selects 16384). run() handles the tokens in chunks so the workspace holds one
-  // chunk's partials, about max_chunk_tokens * k * Hq * 260 bytes (4.4 GB at the default, Hq = 64, k = 16).
+  // chunk's partials, about max_chunk_tokens * k * Hq * 260 bytes (4.4 GB at the default, Hq = 64, k = 16; the
+  // split kernel of other head ratios keeps fp32 partials, about 516 bytes instead of 260).
   // Larger chunks reload less K / V at long contexts: a 1M-token prefill's attention with random selections took
   // 325 / 315 / 309 ms with 16K / 32K / 64K-token chunks on an H100 (docs/performance.md).
   std::int64_t max_chunk_tokens = 0;
@@ -41,7 +42,10 @@ struct SparsePrefillPlanArgs {
   //   kAuto     the union of blocks where the tile's selections overlap enough (a measured rule, decided on the
   //             device from topk), KV-outer elsewhere. A token's rounding then depends on its tile's schedule, so
   //             a different chunking may change low bits (both stay within design.md's error rule).
-  //   kKvOuter  KV-outer for every tile: per-block partials merged by the combine.
+  //   kKvOuter  KV-outer for every tile: per-block bf16 partials merged by the combine. Their rounding is an
+  //             error the rule's emulation leaves out; on small chunks of short rows (<= 16 visible blocks, where
+  //             |out| is largest) it can exceed design.md's attention rule by a few percent (about 1 random problem
+  //             in 100 in scripts/split_error_model.py). kAuto computes every such row with the union kernel.
   //   kUnion    every tile query-outer over the union of its 8 tokens' blocks (no partials; slow when the tokens
   //             of a tile select different blocks).
   // Other head ratios always take the split kernel; kUnion is NotImplemented there.
