@@ -11,6 +11,7 @@
 #   MSA_ONLY_SANITIZERS=1 scripts/device.sh    build and compute-sanitizer only (at f565eba memcheck took 108 s and
 #                                      racecheck over 200 s on 31 tests: with the rest it no longer fits one
 #                                      10-minute call)
+#   MSA_SANITIZER_TOOLS="racecheck" MSA_SANITIZER_SHARDS=4   which tools, in how many parallel test shards
 #   MSA_PACK=1 scripts/device.sh       also pack every log and JSON into $OUT/device-logs.tar.gz (summary.json stays)
 #   MSA_COMMIT=<hash> scripts/device.sh  the commit to print (a copied tree's git metadata may be stale: pass the
 #                                      submitting machine's `git rev-parse --short HEAD`)
@@ -28,6 +29,21 @@ declare -A result
 gpu="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 [ -n "$gpu" ] || gpu="none"
 commit="${MSA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+
+# sanitize TOOL: compute-sanitizer over the quick GPU tests in $shards GoogleTest shards at once (the tools spend
+# most of their time on the host, so shards run side by side on the one GPU); fails if any shard fails.
+shards="${MSA_SANITIZER_SHARDS:-4}"
+sanitize() {
+  local tool="$1" i rc=0
+  for i in $(seq 0 $((shards - 1))); do
+    GTEST_TOTAL_SHARDS="$shards" GTEST_SHARD_INDEX="$i" timeout 420 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      "$build/tests/msa_tests" --gtest_filter='SM90_*:-*MillionToken*:SM90_LayerOps*:SM90_Graphs*' --gtest_brief=1 \
+      >"$out/sanitizer-$tool-$i.log" 2>&1 &
+  done
+  for i in $(seq 0 $((shards - 1))); do wait -n || rc=1; done
+  cat "$out"/sanitizer-"$tool"-*.log && rm -f "$out"/sanitizer-"$tool"-*.log
+  return "$rc"
+}
 
 step() {  # step NAME LOG CMD... : runs CMD, logs to $out/LOG, records pass/fail
   local name="$1" log="$2"
@@ -63,9 +79,8 @@ fi
 if [ -z "${MSA_SKIP_TESTS:-}" ]; then
   : >"$out/sanitizer.log"
   [ -n "${MSA_SKIP_SANITIZERS:-}" ] && result[sanitizers]="skipped (MSA_SKIP_SANITIZERS)"
-  [ -n "${MSA_SKIP_SANITIZERS:-}" ] || for tool in memcheck racecheck synccheck; do
-    step "sanitizer-$tool" sanitizer.log timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-      "$build/tests/msa_tests" --gtest_filter='SM90_*:-*MillionToken*:SM90_LayerOps*:SM90_Graphs*' --gtest_brief=1
+  [ -n "${MSA_SKIP_SANITIZERS:-}" ] || for tool in ${MSA_SANITIZER_TOOLS:-memcheck racecheck synccheck}; do
+    step "sanitizer-$tool" sanitizer.log sanitize "$tool"
   done
 fi
 
