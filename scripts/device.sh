@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: configure + build with all cores, run every test (GPU suites included), run
-# compute-sanitizer (memcheck, racecheck, synccheck: 68, 140 and 81 s on 29 tests at ea77618) on the quick GPU
+# compute-sanitizer (memcheck, racecheck, synccheck: 36, 110 and 39 s on 31 tests in 4 shards at 749d22c) on the quick GPU
 # tests (all SM90_* but the 1M-token and layer and graph ones: they chain kernels that are checked one by one), run
 # the benchmarks, and write full logs and JSON under $OUT (./out when OUT is unset). Prints a short summary table
 # last.
 #
 #   scripts/device.sh                  everything
 #   MSA_SKIP_TESTS=1 scripts/device.sh benchmarks only
-#   MSA_SKIP_SANITIZERS=1 scripts/device.sh    everything but compute-sanitizer (it takes about 5 minutes)
-#   MSA_ONLY_SANITIZERS=1 scripts/device.sh    build and compute-sanitizer only (at f565eba memcheck took 108 s and
-#                                      racecheck over 200 s on 31 tests: with the rest it no longer fits one
-#                                      10-minute call)
+#   MSA_SKIP_SANITIZERS=1 scripts/device.sh    everything but compute-sanitizer
+#   MSA_ONLY_SANITIZERS=1 scripts/device.sh    build and compute-sanitizer only (3.4 minutes at 749d22c; the
+#                                      rest, MSA_SKIP_SANITIZERS=1, took another 3.5)
 #   MSA_SANITIZER_TOOLS="racecheck" MSA_SANITIZER_SHARDS=4   which tools, in how many parallel test shards
 #   MSA_PACK=1 scripts/device.sh       also pack every log and JSON into $OUT/device-logs.tar.gz (summary.json stays)
 #   MSA_COMMIT=<hash> scripts/device.sh  the commit to print (a copied tree's git metadata may be stale: pass the
