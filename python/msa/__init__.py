@@ -92,7 +92,8 @@ class SparsePrefillAttention:
              max_chunk_tokens=0, schedule="auto"):
         """CUDA: max_chunk_tokens bounds the workspace (query tokens per chunk; 0 = 16384). schedule (Hq / Hkv = 16):
         "auto" (per tile of 8 tokens, the union-of-blocks kernel where the selections overlap, KV-outer elsewhere),
-        "kv_outer" or "union"."""
+        "kv_outer" (bf16 per-block partials: on small chunks of short rows they can exceed the attention error rule
+        by a few percent; "auto" computes such rows with the union kernel) or "union"."""
         self._op.plan(topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads, num_kv_heads, sm_scale,
                       max_chunk_tokens, schedule)
 
