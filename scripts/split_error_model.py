@@ -10,8 +10,11 @@ computes, per (request, head):
          O / l rounded to bf16 (the stored partial; --fp32-partials keeps it fp32), then the LSE merge; the output
          rounded to bf16;
 and reports, per random problem, max |split - ref64|, max |emul - ref64| and the rule's bound 2 * emul + 1e-3.
+--prefill N [--prefill-start S] models a KV-outer prefill chunk instead: every token S .. N-1 of one request as a
+query (Hq 16, Hkv 1), the bound taken over the whole chunk.
 
   python3 scripts/split_error_model.py --problems 80        (numpy; about 3 s per problem; 1 of seeds 0-79 is over)
+  python3 scripts/split_error_model.py --problems 100 --prefill 137 --prefill-start 129   (1 of 100 is over)
 """
 import argparse
 
@@ -54,8 +57,7 @@ def row_errors(q, kc, vc, spans, fp32_partials):
 def selection(rng, pos, k):
     """Key spans of the query at position pos: k - 1 random history blocks (all of them if fewer) + its own."""
     own = pos // 128
-    history = [b for b in range(own)]
-    sel = list(rng.choice(history, size=min(k - 1, len(history)), replace=False)) + [own]
+    sel = list(rng.choice(own, size=min(k - 1, own), replace=False)) + [own] if own else [own]
     return [np.arange(b * 128, min(b * 128 + 128, pos + 1)) for b in sel]
 
 
@@ -91,8 +93,8 @@ def main():
     ap.add_argument("--prefill-start", type=int, default=0, help="with --prefill: the chunk's first token")
     args = ap.parse_args()
     over = 0
+    hq, hkv = (16, 1) if args.prefill else (64, 4)
     for seed in range(args.first, args.first + args.problems):
-        hq, hkv = (16, 1) if args.prefill else (64, 4)
         err, emul = problem_errors(seed, args.lens, hq, hkv, args.k, args.fp32_partials, args.prefill, args.prefill_start)
         bound = 2 * emul + 1e-3
         over += err > bound
