@@ -9,9 +9,9 @@
 // counter, measured slower on H100 — 19.0 µs against 12.8 µs at 1 × 1M × 1, 148 against 132 µs at 64 × 32K: the
 // memset of the counters and every CTA's fence before counting cost more than the combine launch.)
 // Fused variant (SparseDecodeAttention's smallest batches, decode_prefers_fused in launch.h): the k CTAs of a
-// (t, g) form one thread-block cluster, keep their unnormalised O, row max and row sum in shared memory, and after a
-// cluster barrier merge the k partials over distributed shared memory and write out / LSE themselves: no partials
-// in device memory, no combine kernel. Behind msa's own selection (inputs_before_wait) a CTA reads its token's
+// (t, g) form one thread-block cluster; each CTA pushes its partial of every row (unnormalised O, row max, row sum)
+// into the shared memory of the CTA owning the row, and after one cluster barrier the owners merge and write out /
+// LSE themselves: no partials in device memory, no combine kernel. Behind msa's own selection (inputs_before_wait) a CTA reads its token's
 // place and Q fragments before the grid's wait, and the fused variant also pulls the request's page-table row into
 // L2 then: the critical path after the wait is topk row -> page -> K/V block.
 // Grid = T x Hkv x k CTAs: fixed by shapes, so a run can be captured in a graph. Persistent variants (one CTA per
@@ -82,45 +82,84 @@ __device__ __forceinline__ void prefetch_page_row(const DecodeAttentionLaunch& a
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row + j * a.pt_stride_j));
 }
 
-// The fused variant's last step: CTA `s` of the (t, g) cluster (k CTAs, `count` of them with a block) merges rows
-// of the cluster's partials, each kept by its CTA as O (unnormalised, summed into warp 0's rows of osum), row max
-// m (log2 units) and row sum l. Every CTA of the cluster must call it (two cluster barriers).
-__device__ __forceinline__ void merge_cluster(const DecodeAttentionLaunch& a, const DecodeOut& o, std::int64_t t,
-                                              int g, int G, int s, int count, float* osum, float* cta_m,
-                                              float* cta_l) {
+// The fused variant's merge. Row `row` of a (t, g) cluster belongs to CTA row % k; every CTA pushes its partial of
+// the row (O unnormalised and summed over the warps, row max m in log2 units, row sum l) into the owner's inbox
+// entry (row / k) * k + s over distributed shared memory, and after one cluster barrier each owner merges its rows
+// from its own shared memory. Pulling instead (each CTA reading all k partials of its rows from the other CTAs)
+// took two remote round trips and a second cluster barrier, so that no CTA left while another still read its
+// shared memory: 3.5 of the kernel's 6.3 us after its wait at 1 x 1M x 1 (clock64 per phase, H100). Pushing:
+// bench_decode_attention 1 x 1M fused 7.5 -> 7.0 us, msa bench end to end 101.5-101.6 -> 100.9-101.4 us. The
+// inbox (18 KB) leaves two CTAs per SM instead of three, which slows grids of several waves (4 x 32K x 1:
+// 13.6 -> 16.2 us); decode_prefers_fused only picks grids of at most half the SMs.
+constexpr int kInbox = 32;  // entries: ceil(G / k) * k <= G + k - 1 <= 31 for G, k <= 16
+struct ClusterInbox {
+  float o[kInbox][kDim];
+  float m[kInbox], l[kInbox];
+};
+// The kernel's one inbox (every call site must address the same shared variable: pushes go to its offset).
+__device__ __forceinline__ ClusterInbox& cluster_inbox() {
+  __shared__ ClusterInbox inbox;
+  return inbox;
+}
+
+// barrier.cluster phases: arrive without ordering (start of the kernel: the CTA exists), arrive with release
+// semantics (the pushes are done), and wait (acquire).
+__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_arrive_release() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+
+// CTA s pushes its partial of every row to the row's owner (osum = null: no block, only m = -inf and l = 0 go
+// out), then waits until every CTA's pushes are visible. Every thread of every CTA of the cluster must call it once,
+// after cluster_arrive_relaxed: its first wait makes sure every CTA of the cluster runs (a CTA's shared memory
+// exists only then) before anything is written there.
+template <class RowStat>
+__device__ __forceinline__ void push_partial(const DecodeAttentionLaunch& a, int G, int s, const float* osum,
+                                             RowStat row_stat, ClusterInbox& inbox) {
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();  // every CTA's partial is in its shared memory
-  for (int item = s * kThreads + static_cast<int>(threadIdx.x); item < G * 32; item += a.k * kThreads) {
-    const int row = item / 32, d = (item % 32) * 4;
-    // All remote loads of a step are issued before any is used (unrolled over the <= 16 ranks): two distributed
-    // shared-memory round trips per item instead of one per rank and statistic.
-    float mq[16];
-#pragma unroll
-    for (int q = 0; q < 16; ++q) mq[q] = q < count ? *cluster.map_shared_rank(cta_m + row, q) : -INFINITY;
+  cluster_wait();
+  if (osum != nullptr)
+    for (int item = static_cast<int>(threadIdx.x); item < G * 32; item += kThreads) {
+      const int row = item / 32, d = (item % 32) * 4;
+      ClusterInbox* dst = cluster.map_shared_rank(&inbox, row % a.k);
+      *reinterpret_cast<float4*>(&dst->o[(row / a.k) * a.k + s][d]) = warps_sum(osum, row, d);
+    }
+  for (int row = static_cast<int>(threadIdx.x); row < G; row += kThreads) {
+    ClusterInbox* dst = cluster.map_shared_rank(&inbox, row % a.k);
+    float m = -INFINITY, l = 0.f;
+    if (osum != nullptr) row_stat(row, &m, &l);
+    dst->m[(row / a.k) * a.k + s] = m;
+    dst->l[(row / a.k) * a.k + s] = l;
+  }
+  cluster_arrive_release();
+  cluster_wait();
+}
+
+// CTA s merges the k partials of each row it owns (s, s + k, ... < G) from its inbox and writes out / LSE.
+__device__ __forceinline__ void merge_inbox(const DecodeAttentionLaunch& a, const DecodeOut& o, std::int64_t t, int g,
+                                            int G, int s, const ClusterInbox& inbox) {
+  const int owned = s < G ? (G - 1 - s) / a.k + 1 : 0;
+  for (int item = static_cast<int>(threadIdx.x); item < owned * 32; item += kThreads) {
+    const int e0 = (item / 32) * a.k, d = (item % 32) * 4;
+    const int row = s + (item / 32) * a.k;
     float m = -INFINITY;
 #pragma unroll
-    for (int q = 0; q < 16; ++q) m = fmaxf(m, mq[q]);
+    for (int q = 0; q < 16; ++q)
+      if (q < a.k) m = fmaxf(m, inbox.m[e0 + q]);
     float l = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     if (m != -INFINITY) {
-      float lq[16];
-      float4 vq[16];
 #pragma unroll
-      for (int q = 0; q < 16; ++q) {  // a block with no visible key (m = -inf) carries no weight
-        const bool use = mq[q] != -INFINITY;
-        lq[q] = use ? *cluster.map_shared_rank(cta_l + row, q) : 0.f;
-        vq[q] = use ? *reinterpret_cast<const float4*>(cluster.map_shared_rank(osum + row * kOPad + d, q))
-                    : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-#pragma unroll
-      for (int q = 0; q < 16; ++q) {
-        const float w = mq[q] != -INFINITY ? exp2f(mq[q] - m) : 0.f;
-        l += w * lq[q];
-        acc.x += w * vq[q].x;
-        acc.y += w * vq[q].y;
-        acc.z += w * vq[q].z;
-        acc.w += w * vq[q].w;
+      for (int q = 0; q < 16; ++q) {  // a partial with no visible key (m = -inf) carries no weight, and no O
+        const float mq = q < a.k ? inbox.m[e0 + q] : -INFINITY;
+        if (mq == -INFINITY) continue;
+        const float w = exp2f(mq - m);
+        const float4 v = *reinterpret_cast<const float4*>(&inbox.o[e0 + q][d]);
+        l += w * inbox.l[e0 + q];
+        acc.x += w * v.x;
+        acc.y += w * v.y;
+        acc.z += w * v.z;
+        acc.w += w * v.w;
       }
     }
     const int h = g * G + row;
@@ -129,7 +168,6 @@ __device__ __forceinline__ void merge_cluster(const DecodeAttentionLaunch& a, co
     if (o.lse != nullptr && d == 0)
       o.lse[t * o.lse_stride_t + h * o.lse_stride_h] = l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
   }
-  cluster.sync();  // no CTA leaves while another still reads its shared memory
 }
 
 template <bool kFused>
@@ -138,12 +176,12 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   auto* ks = reinterpret_cast<__nv_bfloat16*>(smem);
   auto* vs = ks + kKeys * kPad;
   __shared__ float row_max[kWarps][16], row_sum[kWarps][16];
-  __shared__ float cta_m[16], cta_l[16];  // fused: this CTA's partial statistics
   // The block's row max (log2 units) and row sum from the four warps' shares.
   auto block_max = [&](int row) {
     return fmaxf(fmaxf(row_max[0][row], row_max[1][row]), fmaxf(row_max[2][row], row_max[3][row]));
   };
   auto block_sum = [&](int row) { return row_sum[0][row] + row_sum[1][row] + row_sum[2][row] + row_sum[3][row]; };
+  if constexpr (kFused) cluster_arrive_relaxed();  // this CTA runs (see push_partial)
   const std::int64_t t = blockIdx.x / a.num_kv_heads;
   const int g = static_cast<int>(blockIdx.x % a.num_kv_heads), s = static_cast<int>(blockIdx.y);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, c = lane % 4;
@@ -168,11 +206,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   auto* osum = reinterpret_cast<float*>(smem);
   if constexpr (kFused) {
     if (s >= count) {  // no block: an empty partial, but the CTA still takes part in the cluster's merge
-      if (tid < 16) {
-        cta_m[tid] = -INFINITY;
-        cta_l[tid] = 0.f;
-      }
-      merge_cluster(a, o, t, g, G, s, count, osum, cta_m, cta_l);
+      push_partial(a, G, s, nullptr, [](int, float*, float*) {}, cluster_inbox());
+      merge_inbox(a, o, t, g, G, s, cluster_inbox());
       return;
     }
   } else {
@@ -249,15 +284,9 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   }
   __syncthreads();
   if constexpr (kFused) {
-    for (int item = tid; item < G * 32; item += kThreads) {  // warp 0's rows hold the CTA's sum
-      const int row = item / 32, d = (item % 32) * 4;
-      *reinterpret_cast<float4*>(osum + row * kOPad + d) = warps_sum(osum, row, d);
-    }
-    if (tid < 16) {
-      cta_m[tid] = block_max(tid);
-      cta_l[tid] = block_sum(tid);
-    }
-    merge_cluster(a, o, t, g, G, s, count, osum, cta_m, cta_l);  // its first barrier orders these writes
+    push_partial(a, G, s, osum, [&](int row, float* m, float* l) { *m = block_max(row), *l = block_sum(row); },
+                 cluster_inbox());
+    merge_inbox(a, o, t, g, G, s, cluster_inbox());
     return;
   }
   float* po = a.partial_out;
