@@ -103,10 +103,20 @@ __device__ __forceinline__ ClusterInbox& cluster_inbox() {
 }
 
 // barrier.cluster phases: arrive without ordering (start of the kernel: the CTA exists), arrive with release
-// semantics (the pushes are done), and wait (acquire).
-__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void cluster_arrive_release() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+// semantics (the pushes are done), and wait (acquire). The .aligned forms need the whole warp converged at the
+// instruction, which the compiler does not know of an asm statement: each starts with __syncwarp().
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+  __syncwarp();
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_arrive_release() {
+  __syncwarp();
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  __syncwarp();
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
 
 // CTA s pushes its partial of every row to the row's owner (osum = null: no block, only m = -inf and l = 0 go
 // out), then waits until every CTA's pushes are visible. Every thread of every CTA of the cluster must call it once,
