@@ -11,9 +11,9 @@
 // Fused variant (SparseDecodeAttention's smallest batches, decode_prefers_fused in launch.h): the k CTAs of a
 // (t, g) form one thread-block cluster; each CTA pushes its partial of every row (unnormalised O, row max, row sum)
 // into the shared memory of the CTA owning the row, and after one cluster barrier the owners merge and write out /
-// LSE themselves: no partials in device memory, no combine kernel. Behind msa's own selection (inputs_before_wait) a CTA reads its token's
-// place and Q fragments before the grid's wait, and the fused variant also pulls the request's page-table row into
-// L2 then: the critical path after the wait is topk row -> page -> K/V block.
+// LSE themselves: no partials in device memory, no combine kernel. Behind msa's own selection (inputs_before_wait)
+// a CTA reads its token's place and Q fragments before the grid's wait, and the fused variant also pulls the
+// request's page-table row into L2 then: the critical path after the wait is topk row -> page -> K/V block.
 // Grid = T x Hkv x k CTAs: fixed by shapes, so a run can be captured in a graph. Persistent variants (one CTA per
 // SM walking the items through a 3-stage cp.async ring, with and without a producer warp) measured 176 and 154 µs
 // at 64 x 32K against 132 µs for this one (H100, see docs/performance.md).
@@ -182,9 +182,10 @@ __device__ __forceinline__ void merge_inbox(const DecodeAttentionLaunch& a, cons
     if (lane == 0) sum_l[warp] = l;
     __syncthreads();
     if (warp == 0) {
-      l = sum_l[0] + sum_l[1] + sum_l[2] + sum_l[3];
+      l = sum_l[0];
 #pragma unroll
       for (int w = 1; w < kWarps; ++w) {
+        l += sum_l[w];
         const float4 u = sums[w * 32 + lane];
         acc.x += u.x;
         acc.y += u.y;
