@@ -98,7 +98,9 @@ inline bool decode_prefers_rows(std::int64_t rows, int k, int num_sms) {
 // Below that, the fused cluster kernel instead of split + combine when its rows * k CTAs fill at most half the SMs.
 // Measured by the same sweep (H100, 2026-11-27): the fused kernel wins at 4 rows (1 x 1M x 1: 8.0 against 9.0 us;
 // 1 x 32K x 1: 8.4 against 9.1 us) and loses from 8 rows up (11.5 against 10.0 us; 24.1 against 27.6 us at 32 rows):
-// clusters of k CTAs must be co-scheduled within one GPC, which stalls a grid of several waves.
+// clusters of k CTAs must be co-scheduled within one GPC, which stalls a grid of several waves. Re-measured with the
+// pushed merge (122a13e, two CTAs per SM): 4 rows 7.0 / 7.4 against 8.9 / 9.0 us, 8 rows 10.0 against 9.6 us,
+// 12 rows 10.0 against 11.4 us (the one point off the rule), 16 rows 16.4 against 12.5 us.
 inline bool decode_prefers_fused(std::int64_t rows, int k, int num_sms) {
   return k >= 1 && k <= 16 && rows * k * 2 <= num_sms;
 }
