@@ -17,9 +17,11 @@
 // cycles after the wait, 4,300 of them in the count of step (1) (ptxas reused one register quad for the unrolled
 // shared-memory loads, so each waited for the previous compares) and ~1,500 in the appends of step (2) (a
 // warp-aggregation loop around each of 16 possible atomics). Hence the loads as 16-byte chunks, counts in batches
-// of 8 loads into distinct registers, one shared atomic per warp, and an L2 prefetch of the row's lists while the
-// selection still runs. Measured together (msa bench 1 x 1M end to end, alternating): 102.7-103.1 -> 101.5-101.6 us;
-// the prefetch alone 100.9-101.4 -> 100.7-100.9 us.
+// of 8 loads, one shared atomic per warp, and an L2 prefetch of the row's lists while the selection still runs.
+// Measured together (msa bench 1 x 1M end to end, alternating): 102.7-103.1 -> 101.5-101.6 us; the prefetch alone
+// 100.9-101.4 -> 100.7-100.9 us. Not understood yet: clock64 afterwards still put step (1) at 3,000-6,000 cycles
+// and step (2) at 1,600-2,200 (ptxas keeps 3-5 of a batch's loads in flight; 64-bit integer keys instead of the
+// float-and-tie compare changed nothing).
 //
 // Invariants: runs after the whole selection grid (griddepcontrol.wait); every entry it reads was written by that
 // grid; lists are sorted, -inf entries are empty, sentinel slots (before a list's first entry) are skipped.
@@ -52,11 +54,9 @@ __device__ __forceinline__ bool beats(float s, int id, float best_s, int best_id
 __device__ __forceinline__ float2 pack(float s, int id) { return make_float2(s, __int_as_float(id)); }
 __device__ __forceinline__ float2 padding() { return pack(-INFINITY, INT_MAX); }
 
-// How many of the candidates c[0 .. n) beat (s, id), s finite; n is a multiple of kBatch (padded). Each batch
-// issues all of its 8 loads into distinct registers before comparing, and four counters keep the adds
-// independent: with a plain loop ptxas reused one register quad, so every load waited for the previous compares
-// (one shared-memory latency per two candidates: ~4,300 of the merge's ~10,000 cycles at 132 splits, clock64 per
-// phase, H100).
+// How many of the candidates c[0 .. n) beat (s, id), s finite; n is a multiple of kBatch (padded). Each batch's 8
+// loads are issued before its compares and four counters keep the adds independent: with a plain loop ptxas reused
+// one register quad, so every load waited for the previous compares.
 __device__ __forceinline__ int rank_among(const float2* c, int n, float s, int id) {
   const auto* c4 = reinterpret_cast<const float4*>(c);
   int r[4] = {0, 0, 0, 0};
