@@ -40,7 +40,7 @@ namespace {
 
 constexpr int kMergeThreads = 256;
 constexpr int kChunksPerThread = kMaxSplits * kSlots / 4 / kMergeThreads;  // 16-byte chunks of a row's lists
-constexpr int kBatch = 16;  // candidates per batch of a count: 8 shared-memory loads of 16 bytes in flight
+constexpr int kBatch = 16;  // candidates per batch of a count: 8 shared-memory loads of 16 bytes
 constexpr int kMaxKept = (kMaxList * kMaxList + kBatch - 1) / kBatch * kBatch;
 static_assert(kMergeThreads >= kMaxSplits, "one thread per split head");
 static_assert(kMergeThreads >= kMaxKept, "one thread per kept candidate");
