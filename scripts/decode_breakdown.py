@@ -25,7 +25,7 @@ MERGE = "src/kernels/sm90/indexer/merge_splits.cu"
 WAIT = "  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run\n"
 V_COMMIT = ("  load_block_rows<kThreads>(vs, vg, a.kv_stride_t, rows_valid);\n"
             "  asm volatile(\"cp.async.commit_group;\\n\" ::);\n")
-TRIGGER = "  asm volatile(\"griddepcontrol.launch_dependents;\\n\" ::: \"memory\");\n"
+TRIGGER = "  pdl_launch_dependents();\n"
 
 # The fused kernel arrives on its cluster barrier at its start: a cut waits on it before returning.
 ATT_AFTER_WAIT = (ATT, WAIT, "  if constexpr (kFused) {\n    cluster_wait();\n    return;\n  }\n")

@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(P::kThreads, 1)
     sm90::tma_prefetch_map(&q_map);
     sm90::tma_prefetch_map(&k_map);
   }
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // see launch(): the previous kernel's writes are visible
+  pdl_wait();  // see launch(): the previous kernel's writes are visible
   // Tile -> (request, first query). Later tiles of a request see more blocks: launch them first.
   const int H = a.num_heads, tpt = P::kRows / H;
   int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   __syncthreads();
   // Let a dependent merge grid launch now; it waits for this grid's completion before reading anything. Always
   // after this grid's own wait: a decode attention behind it reads its inputs before its wait (inputs_before_wait).
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  pdl_launch_dependents();
 
   if (warp < 4) {  // ---- producer warpgroup: one thread loads Q once, then the pages through the ring ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));

@@ -90,11 +90,11 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const float4*>(part.sc) + j));
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const int4*>(part.id) + j));
   }
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // the selection grid's partial lists are complete
+  pdl_wait();  // the selection grid's partial lists are complete
   // The next kernel may be scheduled now, and only now: MsaDecode's attention reads q and the lengths before its
   // own wait (DecodeAttentionLaunch::inputs_before_wait), which is safe because everything before the selection has
   // completed once this wait returns. (Letting it launch before the wait measured 4 us slower at 1 x 1M decode.)
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  pdl_launch_dependents();
   if (blockIdx.x == 0)  // every split CTA has finished (and claimed its pool): count 0 under the tag
     for (int i = threadIdx.x; i < tiles; i += kMergeThreads) *pool_word(a, i) = kPoolTag;
 
