@@ -96,11 +96,14 @@ struct ClusterInbox {
   float o[kInbox][kDim];
   float m[kInbox], l[kInbox];
 };
-// The kernel's one inbox (every call site must address the same shared variable: pushes go to its offset).
+// The kernel's one inbox: push_partial and merge_inbox both address it here, so a push from another CTA lands at
+// the offset its owner merges from.
 __device__ __forceinline__ ClusterInbox& cluster_inbox() {
   __shared__ ClusterInbox inbox;
   return inbox;
 }
+// Inbox entry of CTA s's partial of `row` in the owner's inbox (row / k is the owner's local row).
+__device__ __forceinline__ int inbox_entry(int row, int k, int s) { return (row / k) * k + s; }
 
 // barrier.cluster phases: arrive without ordering (start of the kernel: the CTA exists), arrive with release
 // semantics (the pushes are done), and wait (acquire). The .aligned forms need the whole warp converged at the
@@ -124,22 +127,23 @@ __device__ __forceinline__ void cluster_wait() {
 // exists only then) before anything is written there.
 template <class RowStat>
 __device__ __forceinline__ void push_partial(const DecodeAttentionLaunch& a, int G, int s, const float* osum,
-                                             RowStat row_stat, ClusterInbox& inbox) {
+                                             RowStat row_stat) {
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
+  ClusterInbox& inbox = cluster_inbox();
   cluster_wait();
   if (osum != nullptr)
     for (int item = static_cast<int>(threadIdx.x); item < G * 32; item += kThreads) {
       const int row = item / 32, d = (item % 32) * 4;
       ClusterInbox* dst = cluster.map_shared_rank(&inbox, row % a.k);
-      *reinterpret_cast<float4*>(&dst->o[(row / a.k) * a.k + s][d]) = warps_sum(osum, row, d);
+      *reinterpret_cast<float4*>(&dst->o[inbox_entry(row, a.k, s)][d]) = warps_sum(osum, row, d);
     }
   for (int row = static_cast<int>(threadIdx.x); row < G; row += kThreads) {
     ClusterInbox* dst = cluster.map_shared_rank(&inbox, row % a.k);
     float m = -INFINITY, l = 0.f;
     if (osum != nullptr) row_stat(row, &m, &l);
-    dst->m[(row / a.k) * a.k + s] = m;
-    dst->l[(row / a.k) * a.k + s] = l;
+    dst->m[inbox_entry(row, a.k, s)] = m;
+    dst->l[inbox_entry(row, a.k, s)] = l;
   }
   cluster_arrive_release();
   cluster_wait();
@@ -150,7 +154,8 @@ __device__ __forceinline__ void push_partial(const DecodeAttentionLaunch& a, int
 // and 4 floats of free shared memory): a chain of at most 4 entries per thread instead of k. With one warp summing
 // all k the merge took ~2,300 cycles of the 1 x 1M kernel (clock64, H100). Every thread of the CTA must call it.
 __device__ __forceinline__ void merge_inbox(const DecodeAttentionLaunch& a, const DecodeOut& o, std::int64_t t, int g,
-                                            int G, int s, const ClusterInbox& inbox, float* scratch) {
+                                            int G, int s, float* scratch) {
+  const ClusterInbox& inbox = cluster_inbox();
   const int owned = s < G ? (G - 1 - s) / a.k + 1 : 0;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32, d = lane * 4;
   auto* sums = reinterpret_cast<float4*>(scratch);  // [kWarps][32]
@@ -238,8 +243,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   auto* osum = reinterpret_cast<float*>(smem);
   if constexpr (kFused) {
     if (s >= count) {  // no block: an empty partial, but the CTA still takes part in the cluster's merge
-      push_partial(a, G, s, nullptr, [](int, float*, float*) {}, cluster_inbox());
-      merge_inbox(a, o, t, g, G, s, cluster_inbox(), osum);
+      push_partial(a, G, s, nullptr, [](int, float*, float*) {});
+      merge_inbox(a, o, t, g, G, s, osum);
       return;
     }
   } else {
@@ -316,9 +321,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   }
   __syncthreads();
   if constexpr (kFused) {
-    push_partial(a, G, s, osum, [&](int row, float* m, float* l) { *m = block_max(row), *l = block_sum(row); },
-                 cluster_inbox());
-    merge_inbox(a, o, t, g, G, s, cluster_inbox(), osum);  // osum is free once the partials are pushed
+    push_partial(a, G, s, osum, [&](int row, float* m, float* l) { *m = block_max(row), *l = block_sum(row); });
+    merge_inbox(a, o, t, g, G, s, osum);  // osum is free once the partials are pushed
     return;
   }
   float* po = a.partial_out;
