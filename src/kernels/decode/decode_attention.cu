@@ -201,7 +201,7 @@ __device__ __forceinline__ void merge_inbox(const DecodeAttentionLaunch& a, cons
       store_bf16x4(static_cast<__nv_bfloat16*>(o.out) + t * o.out_stride_t + h * o.out_stride_h + d, acc,
                    l > 0.f ? 1.f / l : 0.f);
       if (o.lse != nullptr && lane == 0)
-        o.lse[t * o.lse_stride_t + h * o.lse_stride_h] = l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+        o.lse[t * o.lse_stride_t + h * o.lse_stride_h] = natural_lse(m, l);
     }
     __syncthreads();  // the scratch is reused by the next row
   }
@@ -333,7 +333,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
     const float mrow = block_max(row), lrow = block_sum(row);
     const float inv = lrow > 0.f ? 1.f / lrow : 0.f;
     *reinterpret_cast<float4*>(po + (slot_base + row) * kDim + d) = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
-    if (d == 0) a.partial_lse[slot_base + row] = lrow > 0.f ? (mrow + log2f(lrow)) * 0.6931471805599453f : -INFINITY;
+    if (d == 0) a.partial_lse[slot_base + row] = natural_lse(mrow, lrow);
   }
 }
 

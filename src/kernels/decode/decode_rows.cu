@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
     const std::int64_t h = static_cast<std::int64_t>(g) * G + row;
     store_bf16x4(static_cast<__nv_bfloat16*>(o.out) + t * o.out_stride_t + h * o.out_stride_h + d, v, inv);
     if (o.lse != nullptr && d == 0)
-      o.lse[t * o.lse_stride_t + h * o.lse_stride_h] = lsum > 0.f ? (M + log2f(lsum)) * 0.6931471805599453f : -INFINITY;
+      o.lse[t * o.lse_stride_t + h * o.lse_stride_h] = natural_lse(M, lsum);
   }
 }
 

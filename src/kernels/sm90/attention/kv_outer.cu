@@ -30,6 +30,7 @@
 #include <string>
 
 #include "api/device.h"
+#include "kernels/common/fast_math.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
@@ -260,8 +261,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const std::int64_t out_row = (static_cast<std::int64_t>(slot) * a.total_q + t) * a.num_q_heads + g * kG;
         if (c == 0) {
           const int r = lane / 4;
-          a.partial_lse[out_row + r] = l0 > 0.f ? (m0 + log2f(l0)) * 0.6931471805599453f : -INFINITY;
-          a.partial_lse[out_row + r + 8] = l1 > 0.f ? (m1 + log2f(l1)) * 0.6931471805599453f : -INFINITY;
+          a.partial_lse[out_row + r] = natural_lse(m0, l0);
+          a.partial_lse[out_row + r + 8] = natural_lse(m1, l1);
         }
         if (lane == 0) {
           const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);

@@ -391,7 +391,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             __floats2bfloat162_rn(o[4 * n + 2 * half] * inv, o[4 * n + 2 * half + 1] * inv);
       if (a.lse != nullptr && c == 0)
         a.lse[t * a.lse_stride_t + h * a.lse_stride_h] =
-            l > 0.f ? (m * scale + log2f(l)) * 0.6931471805599453f : -INFINITY;
+            natural_lse(m * scale, l);
     }
   }
 }
