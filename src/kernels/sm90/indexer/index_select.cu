@@ -48,6 +48,13 @@ struct Plan {
   static constexpr int kStages = S;
   static constexpr int kRows = 64 * C;
   static constexpr int kThreads = 128 * (C + 1);  // warpgroup 0 produces, warpgroups 1 .. C consume
+  // Register budget at launch (__launch_bounds__(kBoundThreads)), which setmaxnreg then moves from the producer
+  // warpgroup (40 each) to the consumers (kConsumerRegs). Prefill: 168 per thread at launch, consumers 232.
+  // Decode: 128 at launch, consumers 216 (= 128 + 88), so a CTA holds 32,768 registers and leaves half the SM's
+  // file to the split merge's CTAs, which can then sit beside it and rehearse while the stream runs
+  // (merge_splits.cu).
+  static constexpr int kBoundThreads = C == 1 ? 512 : kThreads;
+  static constexpr int kConsumerRegs = C == 1 ? 216 : 232;
   static constexpr int kQHalfBytes = kRows * kHalfRowBytes;
   static constexpr int kPageHalfBytes = kKeys * kHalfRowBytes;
   static constexpr int kPageBytes = 2 * kPageHalfBytes;
@@ -115,13 +122,12 @@ __device__ __forceinline__ float quad_max(float m) {
   return fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
 }
 
-// Registers: a consumer needs ~190 (two 64-float accumulator sets, two quad lists). A 384-thread CTA starts at 168
-// per thread; the producer warpgroup gives most of its share back (setmaxnreg) so the consumers can grow to 232.
+// Registers: a consumer needs ~190 (two 64-float accumulator sets, two quad lists). The producer warpgroup gives
+// most of its launch share back (setmaxnreg) so the consumers can grow to the plan's kConsumerRegs.
 constexpr int kProducerRegs = 40;
-constexpr int kConsumerRegs = 232;
 
 template <class P>
-__global__ void __launch_bounds__(P::kThreads, 1)
+__global__ void __launch_bounds__(P::kBoundThreads, 1)
     index_select_kernel(const IndexSelectLaunch a, const __grid_constant__ CUtensorMap q_map,
                         const __grid_constant__ CUtensorMap k_map) {
   extern __shared__ unsigned char smem_raw[];
@@ -267,7 +273,7 @@ __global__ void __launch_bounds__(P::kThreads, 1)
   }
 
   // ---- consumer warpgroups: rows 64 * wg + 16 * (warp % 4) + g and + 8 ----
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(P::kConsumerRegs));
   const int wg = warp / 4 - 1, g = lane / 4, c = lane % 4;
   const int r0 = 64 * wg + 16 * (warp % 4) + g, r1 = r0 + 8;
   const bool valid0 = r0 / H < ntok, valid1 = r1 / H < ntok;

@@ -6,22 +6,21 @@
 // are distinct). (1) tau = the (k-1)-th best split head (a list's first entry): the k-1 best heads are distinct
 // candidates >= tau, so nothing below tau can be selected. (2) Keep the candidates >= tau: they come from the
 // <= k-1 lists whose head is >= tau, so there are at most (k-1)^2 <= 225 of them. (3) The first k-1 kept ones in
-// contract order are the answer. Steps (1) and (3) rank each element by counting the elements that beat it, one
-// thread per element over a shared-memory copy: the whole merge is one load round trip, two counts and three
-// barriers. Against a 256-wide bitonic sort of the heads (H100, bench_indexer, alternating runs in one call):
-// 8 x 128K x 8 decode 101 -> 97 us together with the slot-for-slot partial lists, 1 x 1M within noise. A warp sort
-// of the heads plus binary searches across the warps instead of the count measured 1 us slower at 8 x 128K x 8.
+// contract order are the answer. Step (3), and step (1) for at most 16 splits, rank each element by counting the
+// elements that beat it, one thread per element over a shared-memory copy. Against a 256-wide bitonic sort of the
+// heads (H100, bench_indexer, alternating runs in one call): 8 x 128K x 8 decode 101 -> 97 us together with the
+// slot-for-slot partial lists, 1 x 1M within noise; a warp sort there measured 1 us slower. With more splits the
+// count of step (1) took 2.4 us of the 1 x 1M merge (132 splits, globaltimer per phase: every one of its uniform
+// shared-memory loads waited for the previous one's compares), so step (1) sorts the heads per warp instead
+// (best_heads).
 //
 // The merge is on the critical path of every decode step (selection -> merge -> attention) and runs once, on a
-// handful of CTAs: latency is all that counts. clock64 per phase at 1 x 1M (132 splits, H100) showed ~10,000
-// cycles after the wait, 4,300 of them in the count of step (1) (ptxas reused one register quad for the unrolled
-// shared-memory loads, so each waited for the previous compares) and ~1,500 in the appends of step (2) (a
-// warp-aggregation loop around each of 16 possible atomics). Hence the loads as 16-byte chunks, counts in batches
-// of 8 loads, one shared atomic per warp, and an L2 prefetch of the row's lists while the selection still runs.
-// Measured together (msa bench 1 x 1M end to end, alternating): 102.7-103.1 -> 101.5-101.6 us; the prefetch alone
-// 100.9-101.4 -> 100.7-100.9 us. Not understood yet: clock64 afterwards still put step (1) at 3,000-6,000 cycles
-// and step (2) at 1,600-2,200 (ptxas keeps 3-5 of a batch's loads in flight; 64-bit integer keys instead of the
-// float-and-tie compare changed nothing).
+// handful of CTAs: latency is all that counts. Hence the loads as 16-byte chunks, one shared atomic per warp for
+// the appends of step (2), an L2 prefetch of the row's lists while the selection still runs (msa bench 1 x 1M end
+// to end, alternating: 102.7-103.1 -> 101.5-101.6 us, the prefetch alone 100.9-101.4 -> 100.7-100.9 us), and a
+// rehearsal of the whole merge before the wait (see the kernel). globaltimer per phase at 1 x 1M, H100, before the
+// sorted heads: wait returns 0.4 us after the last list is written, loads 0.5 us, step (1) 2.4, step (2) 0.65,
+// step (3) and the topk row 0.4.
 //
 // Invariants: runs after the whole selection grid (griddepcontrol.wait); every entry it reads was written by that
 // grid; lists are sorted, -inf entries are empty, sentinel slots (before a list's first entry) are skipped.
@@ -73,10 +72,79 @@ __device__ __forceinline__ int rank_among(const float2* c, int n, float s, int i
   return (r[0] + r[1]) + (r[2] + r[3]);
 }
 
+// Step (1) for many splits. Warp w sorts heads 32 w .. 32 w + 31 (padding past `splits`) best-first with a bitonic
+// network over its lanes (15 compare-exchange steps, two shuffles each) and keeps its best kBest in best[w]: only
+// the k - 1 <= 15 best heads of the whole row can matter. Counting each head's rank among all of them (one thread
+// per head, a shared-memory load per 2 heads) took 2.4 us at 132 splits (globaltimer, H100, 1 x 1M decode).
+constexpr int kMergeWarps = kMergeThreads / 32;
+constexpr int kBest = 16;
+__device__ __forceinline__ void best_heads(const float2* heads, int splits, float2 (*best)[kBest]) {
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  if (warp * 32 >= splits) return;  // uniform over the warp
+  float2 h = warp * 32 + lane < splits ? heads[warp * 32 + lane] : padding();
+#pragma unroll
+  for (int k = 2; k <= 32; k *= 2)
+#pragma unroll
+    for (int j = k / 2; j > 0; j /= 2) {
+      const float os = __shfl_xor_sync(0xffffffffu, h.x, j), oi = __shfl_xor_sync(0xffffffffu, h.y, j);
+      // Blocks of k lanes alternate best-first / worst-first (the last, k = 32, is best-first); the pair's lower
+      // lane takes the better one in a best-first block.
+      const bool best_first = (lane & k) == 0, lower = (lane & j) == 0;
+      if (beats(os, __float_as_int(oi), h.x, __float_as_int(h.y)) == (lower == best_first)) h = make_float2(os, oi);
+    }
+  if (lane < kBest) best[warp][lane] = h;
+}
+// tau from the warps' sorted lists: thread (w, i) takes list w's entry i < k - 1 and adds the entries of each other
+// list that beat it (a prefix: binary search over kBest) to its own position i; the entry of rank k - 2 is tau.
+// A count that reaches kBest - 1 in one list already puts the rank past k - 2, so the search needs no last probe.
+__device__ __forceinline__ void rank_warp_best(const float2 (*best)[kBest], int lists, int cap, float* tau_sc,
+                                               int* tau_id) {
+  const int w = static_cast<int>(threadIdx.x) / kBest, i = static_cast<int>(threadIdx.x) % kBest;
+  if (w >= lists || i >= cap) return;
+  const float2 c = best[w][i];
+  const int cid = __float_as_int(c.y);
+  if (c.x == -INFINITY) return;
+  int rank = i;
+#pragma unroll
+  for (int o = 0; o < kMergeWarps; ++o) {
+    if (o >= lists || o == w) continue;
+    int n = 0;
+#pragma unroll
+    for (int step = kBest / 2; step > 0; step /= 2) {
+      const float2 e = best[o][n + step - 1];
+      n += beats(e.x, __float_as_int(e.y), c.x, cid) ? step : 0;
+    }
+    rank += n;
+  }
+  if (rank == cap - 1) {
+    *tau_sc = c.x;
+    *tau_id = cid;
+  }
+}
+
 __device__ __forceinline__ int round_up_batch(int n) { return (n + kBatch - 1) / kBatch * kBatch; }
+
+constexpr unsigned kRehearsalRows = 32;  // merge grids up to this many rows rehearse (see the kernel)
+
+// Chunk j of the rehearsal's synthetic lists (see the kernel): split j / 4's list holds distinct ids and descending
+// scores, like a real one, so every step runs on it as it would on real lists (at most (k - 1)^2 kept); slot 0 of
+// split 0, the local block, is far past k, so nothing takes the unranked path.
+__device__ __forceinline__ void rehearsal_chunk(int j, int chunks, int list_off, float4* v, int4* w) {
+  float sc[4];
+  int id[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const int split = j / 4, slot = 4 * (j % 4) + e;
+    sc[e] = j >= chunks ? -INFINITY : slot < list_off ? INFINITY : static_cast<float>((split * 7919) % 1021 - 2 * slot);
+    id[e] = j >= chunks ? -1 : slot == 0 ? (split == 0 ? 1 << 30 : -1) : split * kSlots + slot;
+  }
+  *v = make_float4(sc[0], sc[1], sc[2], sc[3]);
+  *w = make_int4(id[0], id[1], id[2], id[3]);
+}
 
 __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const IndexSelectLaunch a, int splits, int tiles) {
   __shared__ __align__(16) float2 heads[kMaxSplits];
+  __shared__ float2 warp_best[kMergeWarps][kBest];
   __shared__ __align__(16) float2 kept[kMaxKept];
   __shared__ float tau_sc;
   __shared__ int tau_id, n_kept, local_sm;
@@ -90,104 +158,136 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const float4*>(part.sc) + j));
     asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<const int4*>(part.id) + j));
   }
-  pdl_wait();  // the selection grid's partial lists are complete
-  // The next kernel may be scheduled now, and only now: MsaDecode's attention reads q and the lengths before its
-  // own wait (DecodeAttentionLaunch::inputs_before_wait), which is safe because everything before the selection has
-  // completed once this wait returns. (Letting it launch before the wait measured 4 us slower at 1 x 1M decode.)
-  pdl_launch_dependents();
-  if (blockIdx.x == 0)  // every split CTA has finished (and claimed its pool): count 0 under the tag
-    for (int i = threadIdx.x; i < tiles; i += kMergeThreads) *pool_word(a, i) = kPoolTag;
+  // Two passes of one loop body: pass 0 rehearses the merge on synthetic lists before the wait, pass 1 merges the
+  // real ones (#pragma unroll 1: one copy of the code for both). The merge runs once per decode step on SMs whose
+  // instruction caches do not hold its code, and its CTAs sit beside the selection's from the start (index_select.cu
+  // leaves them the registers), so the rehearsal runs while the stream does. H100, msa bench 1 x 1M decode, with the
+  // sorted heads of step (1): 100.0-100.9 -> 98.2-98.3 us end to end; the rehearsal without the room beside the
+  // selection ran after the stream instead, 99.5-100.6 -> 106.4-106.8 us. Only small merge grids rehearse: with
+  // 256 rows (8 x 128K x 8) two merge CTAs per SM rehearsing beside the stream slowed bench_indexer 95 -> 99 us.
+  const bool rehearse = gridDim.x <= kRehearsalRows;
+#pragma unroll 1
+  for (int pass = rehearse ? 0 : 1; pass < 2; ++pass) {
+    const bool real = pass == 1;
+    if (real) {
+      __syncthreads();  // the rehearsal is done with the shared arrays
+      pdl_wait();  // the selection grid's partial lists are complete
+      // The next kernel may be scheduled now, and only now: MsaDecode's attention reads q and the lengths before
+      // its own wait (DecodeAttentionLaunch::inputs_before_wait), which is safe because everything before the
+      // selection has completed once this wait returns. (Letting it launch before the wait measured 4 us slower at
+      // 1 x 1M decode.)
+      pdl_launch_dependents();
+      if (blockIdx.x == 0)  // every split CTA has finished (and claimed its pool): count 0 under the tag
+        for (int i = threadIdx.x; i < tiles; i += kMergeThreads) *pool_word(a, i) = kPoolTag;
+    }
 
-  const std::int64_t t = row / a.num_heads;
-  const int head = static_cast<int>(row % a.num_heads);
-  const int cap = a.k - 1;
-  const int list_off = kSlots - cap;  // slot of a list's first entry
-  // The row's lists are contiguous, split-major: chunk j holds slots 4 (j % 4) .. + 3 of split j / 4. Every load is
-  // issued before any is used: one round trip.
-  float4 v[kChunksPerThread];
-  int4 w[kChunksPerThread];
+    const std::int64_t t = row / a.num_heads;
+    const int head = static_cast<int>(row % a.num_heads);
+    const int cap = a.k - 1;
+    const int list_off = kSlots - cap;  // slot of a list's first entry
+    // The row's lists are contiguous, split-major: chunk j holds slots 4 (j % 4) .. + 3 of split j / 4. Every load
+    // is issued before any is used: one round trip.
+    float4 v[kChunksPerThread];
+    int4 w[kChunksPerThread];
 #pragma unroll
-  for (int i = 0; i < kChunksPerThread; ++i) {
-    const int j = tid + i * kMergeThreads;
-    v[i] = j < chunks ? reinterpret_cast<const float4*>(part.sc)[j] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
-    w[i] = j < chunks ? reinterpret_cast<const int4*>(part.id)[j] : make_int4(-1, -1, -1, -1);
-  }
-  if (tid >= splits && tid < round_up_batch(splits)) heads[tid] = padding();
-  if (tid < kMaxKept) kept[tid] = padding();  // entries past the kept count stay padding
-  if (tid == 0) {
-    tau_sc = -INFINITY;  // fewer than k - 1 finite heads: keep every finite candidate
-    tau_id = INT_MAX;
-    n_kept = 0;
-    local_sm = w[0].x;  // split 0's slot 0 (see partial_list)
-  }
-  // A split's head (its list's first entry), from the thread holding the chunk of slot list_off.
-  auto elem = [](const auto& q, int e) { return e == 0 ? q.x : e == 1 ? q.y : e == 2 ? q.z : q.w; };
-#pragma unroll
-  for (int i = 0; i < kChunksPerThread; ++i) {
-    const int j = tid + i * kMergeThreads;
-    if (cap > 0 && j < chunks && j % 4 == list_off / 4) heads[j / 4] = pack(elem(v[i], list_off % 4), elem(w[i], list_off % 4));
-  }
-  __syncthreads();
-  const int local = local_sm;
-  if (local + 1 <= a.k || cap == 0) {  // nothing ranked: every visible block, or the local block alone
-    if (tid == 0) write_selection(a, t, head, local, nullptr, 0);
-    return;  // uniform: every thread read the same local
-  }
-  // (1) tau: the finite head that exactly k - 2 heads beat (-inf heads are empty lists).
-  if (tid < splits) {
-    const float2 h = heads[tid];
-    if (h.x != -INFINITY && rank_among(heads, round_up_batch(splits), h.x, __float_as_int(h.y)) == cap - 1) {
-      tau_sc = h.x;
-      tau_id = __float_as_int(h.y);
+    for (int i = 0; i < kChunksPerThread; ++i) {
+      const int j = tid + i * kMergeThreads;
+      if (real) {
+        v[i] = j < chunks ? reinterpret_cast<const float4*>(part.sc)[j] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+        w[i] = j < chunks ? reinterpret_cast<const int4*>(part.id)[j] : make_int4(-1, -1, -1, -1);
+      } else {
+        rehearsal_chunk(j, chunks, list_off, &v[i], &w[i]);
+      }
     }
-  }
-  __syncthreads();
-  // (2) Keep the finite candidates that tau does not beat (not sentinel slots), appended warp by warp: one shared
-  // atomic per warp (per candidate, ptxas emitted a warp-aggregation loop around each of the 16 possible appends).
-  const float ts = tau_sc;
-  const int ti = tau_id;
-  bool keep[kChunksPerThread][4];
-  int mine = 0;
-#pragma unroll
-  for (int i = 0; i < kChunksPerThread; ++i) {
-    const int j = tid + i * kMergeThreads;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float sc = elem(v[i], e);
-      keep[i][e] = j < chunks && 4 * (j % 4) + e >= list_off && sc != -INFINITY && !beats(ts, ti, sc, elem(w[i], e));
-      mine += keep[i][e] ? 1 : 0;
+    if (tid >= splits && tid < kBatch) heads[tid] = padding();  // the count of step (1) reads one batch
+    if (tid < kMaxKept) kept[tid] = padding();  // entries past the kept count stay padding
+    if (tid == 0) {
+      tau_sc = -INFINITY;  // fewer than k - 1 finite heads: keep every finite candidate
+      tau_id = INT_MAX;
+      n_kept = 0;
+      local_sm = w[0].x;  // split 0's slot 0 (see partial_list)
     }
-  }
-  int incl = mine;  // inclusive prefix sum over the warp
+    // A split's head (its list's first entry), from the thread holding the chunk of slot list_off.
+    auto elem = [](const auto& q, int e) { return e == 0 ? q.x : e == 1 ? q.y : e == 2 ? q.z : q.w; };
 #pragma unroll
-  for (int o = 1; o < 32; o *= 2) {
-    const int y = __shfl_up_sync(0xffffffffu, incl, o);
-    incl += lane >= o ? y : 0;
-  }
-  int pos = 0;
-  if (lane == 31) pos = atomicAdd(&n_kept, incl);
-  pos = __shfl_sync(0xffffffffu, pos, 31) + incl - mine;
+    for (int i = 0; i < kChunksPerThread; ++i) {
+      const int j = tid + i * kMergeThreads;
+      if (cap > 0 && j < chunks && j % 4 == list_off / 4) heads[j / 4] = pack(elem(v[i], list_off % 4), elem(w[i], list_off % 4));
+    }
+    __syncthreads();
+    const int local = local_sm;
+    if (local + 1 <= a.k || cap == 0) {  // nothing ranked: every visible block, or the local block alone
+      if (!real) continue;  // uniform, like the whole branch: every thread read the same local
+      if (tid == 0) write_selection(a, t, head, local, nullptr, 0);
+      return;
+    }
+    // (1) tau: the finite head that exactly k - 2 heads beat (-inf heads are empty lists).
+    if (splits <= kBatch) {  // one batch of the count
+      if (tid < splits) {
+        const float2 h = heads[tid];
+        if (h.x != -INFINITY && rank_among(heads, kBatch, h.x, __float_as_int(h.y)) == cap - 1) {
+          tau_sc = h.x;
+          tau_id = __float_as_int(h.y);
+        }
+      }
+    } else {  // warp sorts, then each sorted head's rank across the warps' lists (see best_heads)
+      best_heads(heads, splits, warp_best);
+      __syncthreads();
+      rank_warp_best(warp_best, (splits + 31) / 32, cap, &tau_sc, &tau_id);
+    }
+    __syncthreads();
+    // (2) Keep the finite candidates that tau does not beat (not sentinel slots), appended warp by warp: one shared
+    // atomic per warp (per candidate, ptxas emitted a warp-aggregation loop around each of the 16 possible appends).
+    const float ts = tau_sc;
+    const int ti = tau_id;
+    bool keep[kChunksPerThread][4];
+    int mine = 0;
 #pragma unroll
-  for (int i = 0; i < kChunksPerThread; ++i)
+    for (int i = 0; i < kChunksPerThread; ++i) {
+      const int j = tid + i * kMergeThreads;
 #pragma unroll
-    for (int e = 0; e < 4; ++e)
-      if (keep[i][e]) kept[pos++] = pack(elem(v[i], e), elem(w[i], e));
-  __syncthreads();
-  // (3) Kept candidate i goes to position rank(i) when that is below k - 1; the local block follows the
-  // count = min(m, k - 1) ranked ids, then -1 padding, each position written by its own thread.
-  const int m = n_kept, count = min(m, cap);
-  std::int32_t* out = a.topk + head * a.topk_stride_h + t * a.topk_stride_t;
-  if (tid < m) {
-    const float2 me = kept[tid];
-    const int r = rank_among(kept, round_up_batch(m), me.x, __float_as_int(me.y));
-    if (r < cap) out[r * a.topk_stride_s] = __float_as_int(me.y);
+      for (int e = 0; e < 4; ++e) {
+        const float sc = elem(v[i], e);
+        keep[i][e] = j < chunks && 4 * (j % 4) + e >= list_off && sc != -INFINITY && !beats(ts, ti, sc, elem(w[i], e));
+        mine += keep[i][e] ? 1 : 0;
+      }
+    }
+    int incl = mine;  // inclusive prefix sum over the warp
+#pragma unroll
+    for (int o = 1; o < 32; o *= 2) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o);
+      incl += lane >= o ? y : 0;
+    }
+    int pos = 0;
+    if (lane == 31) pos = atomicAdd(&n_kept, incl);
+    pos = __shfl_sync(0xffffffffu, pos, 31) + incl - mine;
+#pragma unroll
+    for (int i = 0; i < kChunksPerThread; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (keep[i][e]) kept[pos++] = pack(elem(v[i], e), elem(w[i], e));
+    __syncthreads();
+    // (3) Kept candidate i goes to position rank(i) when that is below k - 1; the local block follows the
+    // count = min(m, k - 1) ranked ids, then -1 padding, each position written by its own thread.
+    const int m = n_kept, count = min(m, cap);
+    std::int32_t* out = a.topk + head * a.topk_stride_h + t * a.topk_stride_t;
+    if (tid < m) {
+      const float2 me = kept[tid];
+      const int r = rank_among(kept, round_up_batch(m), me.x, __float_as_int(me.y));
+      if (real && r < cap) out[r * a.topk_stride_s] = __float_as_int(me.y);
+    }
+    if (real && tid >= count && tid < a.k) out[tid * a.topk_stride_s] = tid == count ? local : -1;
   }
-  if (tid >= count && tid < a.k) out[tid * a.topk_stride_s] = tid == count ? local : -1;
 }
 
 }  // namespace
 
 cudaError_t launch_merge_splits(const IndexSelectLaunch& a, int splits, int tiles, cudaStream_t stream) {
+  // The selection's SMs are configured for their largest shared memory; the merge asks for the same, so that it
+  // may share them.
+  const cudaError_t e = cudaFuncSetAttribute(merge_splits_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                             cudaSharedmemCarveoutMaxShared);
+  if (e != cudaSuccess) return e;
   return launch_pdl(merge_splits_kernel, dim3(static_cast<unsigned>(a.total_q * a.num_heads)), dim3(kMergeThreads), 0,
                     stream, a, splits, tiles);
 }
