@@ -171,6 +171,21 @@ TEST(SM90_Indexer, DecodeOneAndEightQueries) {
   }
 }
 
+TEST(SM90_Indexer, DecodeLongRequestRehearsedMerge) {
+  MSA_REQUIRE_SM90();
+  // Every split streams >= 32 pages and the merge grid is small: its CTAs rehearse on synthetic lists before they
+  // merge the real ones (merge_splits.cu), and the real pass must not see anything the rehearsal left.
+  for (int Q : {1, 4}) {
+    SCOPED_TRACE(::testing::Message() << "Q = " << Q);
+    ProblemSpec s = spec({Q}, {600000}, 64, 4);
+    s.with_main = false;
+    Problem p = testing::make_problem(s);
+    run_gpu(p, Q);
+    expect_selection_contract(p);
+    expect_same_as_cpu_where_separated(p);
+  }
+}
+
 TEST(SM90_Indexer, DecodeTiesAcrossSplits) {
   MSA_REQUIRE_SM90();
   // All scores equal: every split's list is full of ties, so the merge must order the union by block id alone.

@@ -124,7 +124,10 @@ __device__ __forceinline__ void rank_warp_best(const float2 (*best)[kBest], int 
 
 __device__ __forceinline__ int round_up_batch(int n) { return (n + kBatch - 1) / kBatch * kBatch; }
 
-constexpr unsigned kRehearsalRows = 32;  // merge grids up to this many rows rehearse (see the kernel)
+// Merge grids of at most this many rows rehearse, when each split streams at least kRehearsalPages pages (see the
+// kernel and launch_merge_splits).
+constexpr std::int64_t kRehearsalRows = 32;
+constexpr int kRehearsalPages = 32;
 
 // Chunk j of the rehearsal's synthetic lists (see the kernel): split j / 4's list holds distinct ids and descending
 // scores, like a real one, so every step runs on it as it would on real lists (at most (k - 1)^2 kept); slot 0 of
@@ -142,7 +145,8 @@ __device__ __forceinline__ void rehearsal_chunk(int j, int chunks, int list_off,
   *w = make_int4(id[0], id[1], id[2], id[3]);
 }
 
-__global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const IndexSelectLaunch a, int splits, int tiles) {
+__global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const IndexSelectLaunch a, int splits, int tiles,
+                                                                          bool rehearse) {
   __shared__ __align__(16) float2 heads[kMaxSplits];
   __shared__ float2 warp_best[kMergeWarps][kBest];
   __shared__ __align__(16) float2 kept[kMaxKept];
@@ -165,7 +169,8 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
   // sorted heads of step (1): 100.0-100.9 -> 98.2-98.3 us end to end; the rehearsal without the room beside the
   // selection ran after the stream instead, 99.5-100.6 -> 106.4-106.8 us. Only small merge grids rehearse: with
   // 256 rows (8 x 128K x 8) two merge CTAs per SM rehearsing beside the stream slowed bench_indexer 95 -> 99 us.
-  const bool rehearse = gridDim.x <= kRehearsalRows;
+  // And only behind long streams (launch_merge_splits): at 1 x 1M the rehearsal ran from 2.5 to 12 us into the
+  // step (globaltimer), longer than a 1 x 128K stream.
 #pragma unroll 1
   for (int pass = rehearse ? 0 : 1; pass < 2; ++pass) {
     const bool real = pass == 1;
@@ -288,8 +293,10 @@ cudaError_t launch_merge_splits(const IndexSelectLaunch& a, int splits, int tile
   const cudaError_t e = cudaFuncSetAttribute(merge_splits_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                              cudaSharedmemCarveoutMaxShared);
   if (e != cudaSuccess) return e;
-  return launch_pdl(merge_splits_kernel, dim3(static_cast<unsigned>(a.total_q * a.num_heads)), dim3(kMergeThreads), 0,
-                    stream, a, splits, tiles);
+  const std::int64_t rows = a.total_q * a.num_heads;
+  const bool rehearse = rows <= kRehearsalRows && a.max_pages >= static_cast<std::int64_t>(kRehearsalPages) * splits;
+  return launch_pdl(merge_splits_kernel, dim3(static_cast<unsigned>(rows)), dim3(kMergeThreads), 0, stream, a, splits,
+                    tiles, rehearse);
 }
 
 }  // namespace sel
