@@ -171,6 +171,12 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
   // 256 rows (8 x 128K x 8) two merge CTAs per SM rehearsing beside the stream slowed bench_indexer 95 -> 99 us.
   // And only behind long streams (launch_merge_splits): at 1 x 1M the rehearsal ran from 2.5 to 12 us into the
   // step (globaltimer), longer than a 1 x 128K stream.
+  const std::int64_t t = row / a.num_heads;
+  const int head = static_cast<int>(row % a.num_heads);
+  const int cap = a.k - 1;
+  const int list_off = kSlots - cap;  // slot of a list's first entry
+  std::int32_t* const out = a.topk + head * a.topk_stride_h + t * a.topk_stride_t;
+  auto elem = [](const auto& q, int e) { return e == 0 ? q.x : e == 1 ? q.y : e == 2 ? q.z : q.w; };
 #pragma unroll 1
   for (int pass = rehearse ? 0 : 1; pass < 2; ++pass) {
     const bool real = pass == 1;
@@ -186,10 +192,6 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
         for (int i = threadIdx.x; i < tiles; i += kMergeThreads) *pool_word(a, i) = kPoolTag;
     }
 
-    const std::int64_t t = row / a.num_heads;
-    const int head = static_cast<int>(row % a.num_heads);
-    const int cap = a.k - 1;
-    const int list_off = kSlots - cap;  // slot of a list's first entry
     // The row's lists are contiguous, split-major: chunk j holds slots 4 (j % 4) .. + 3 of split j / 4. Every load
     // is issued before any is used: one round trip.
     float4 v[kChunksPerThread];
@@ -213,7 +215,6 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
       local_sm = w[0].x;  // split 0's slot 0 (see partial_list)
     }
     // A split's head (its list's first entry), from the thread holding the chunk of slot list_off.
-    auto elem = [](const auto& q, int e) { return e == 0 ? q.x : e == 1 ? q.y : e == 2 ? q.z : q.w; };
 #pragma unroll
     for (int i = 0; i < kChunksPerThread; ++i) {
       const int j = tid + i * kMergeThreads;
@@ -275,7 +276,6 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     // (3) Kept candidate i goes to position rank(i) when that is below k - 1; the local block follows the
     // count = min(m, k - 1) ranked ids, then -1 padding, each position written by its own thread.
     const int m = n_kept, count = min(m, cap);
-    std::int32_t* out = a.topk + head * a.topk_stride_h + t * a.topk_stride_t;
     if (tid < m) {
       const float2 me = kept[tid];
       const int r = rank_among(kept, round_up_batch(m), me.x, __float_as_int(me.y));
