@@ -133,9 +133,12 @@ class SparseDecodeAttention {
  private:
   friend class MsaDecode;
   // MsaDecode's run(): the same, right behind msa's own index selection on the stream, which lets the CUDA kernels
-  // read q and the lengths before they wait for the selection.
-  Status run_after_selection(const SparseDecodeRunArgs& args, void* workspace, std::size_t workspace_bytes);
-  Status run_impl(const SparseDecodeRunArgs& args, void* workspace, std::size_t workspace_bytes, bool after_selection);
+  // read q and the lengths before they wait for the selection; with `handoff` (the merge's entries of the topk,
+  // filled by that selection) the fused kernel reads those instead of waiting for it.
+  Status run_after_selection(const SparseDecodeRunArgs& args, void* workspace, std::size_t workspace_bytes,
+                             const void* handoff);
+  Status run_impl(const SparseDecodeRunArgs& args, void* workspace, std::size_t workspace_bytes, bool after_selection,
+                  const void* handoff);
 
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -125,16 +125,16 @@ Status SparseDecodeAttention::plan(const SparseDecodePlanArgs& a) {
 std::size_t SparseDecodeAttention::workspace_bytes() const { return impl_->planned ? impl_->workspace_bytes : 0; }
 
 Status SparseDecodeAttention::run(const SparseDecodeRunArgs& a, void* workspace, std::size_t workspace_bytes) {
-  return run_impl(a, workspace, workspace_bytes, false);
+  return run_impl(a, workspace, workspace_bytes, false, nullptr);
 }
 
 Status SparseDecodeAttention::run_after_selection(const SparseDecodeRunArgs& a, void* workspace,
-                                                  std::size_t workspace_bytes) {
-  return run_impl(a, workspace, workspace_bytes, true);
+                                                  std::size_t workspace_bytes, const void* handoff) {
+  return run_impl(a, workspace, workspace_bytes, true, handoff);
 }
 
 Status SparseDecodeAttention::run_impl(const SparseDecodeRunArgs& a, void* workspace, std::size_t workspace_bytes,
-                                       bool after_selection) {
+                                       bool after_selection, const void* handoff) {
   if (!impl_->planned) return Status::InvalidArgument("run: no successful plan() before run()");
   const SparseDecodePlanArgs& p = impl_->plan;
   detail::BatchInfo batch;
@@ -155,7 +155,7 @@ Status SparseDecodeAttention::run_impl(const SparseDecodeRunArgs& a, void* works
     if (a.q.shape[0] > static_cast<std::int64_t>(p.batch_size) * p.queries_per_request)
       return Status::InvalidArgument("q: " + std::to_string(a.q.shape[0]) + " query tokens exceed the planned " +
                                      "batch_size * queries_per_request");
-    return detail::run_decode_cuda(p, a, workspace, workspace_bytes, after_selection);
+    return detail::run_decode_cuda(p, a, workspace, workspace_bytes, after_selection, handoff);
   }
   reference::AttentionOptions options;
   options.sm_scale = p.sm_scale;

@@ -487,7 +487,7 @@ Status plan_decode_cuda(const SparseDecodePlanArgs& a, std::size_t* workspace_by
 }
 
 Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs& a, void* workspace,
-                       std::size_t workspace_bytes, bool after_selection) {
+                       std::size_t workspace_bytes, bool after_selection, const void* handoff) {
   const std::int64_t T = a.q.shape[0];
   const int device = a.q.device.index, sms = cuda_sm_count(device);
   // Only split + combine uses the workspace (its partials); the plan reserved the most any batch up to its
@@ -517,6 +517,8 @@ Status run_decode_cuda(const SparseDecodePlanArgs& p, const SparseDecodeRunArgs&
     const auto direct = kernel == kernels::DecodeKernel::kRows ? &kernels::launch_decode_attention_rows
                                                                : &kernels::launch_decode_attention_fused;
     set_work(&l, T, p.num_q_heads, p.num_kv_heads, p.topk, p.sm_scale, nullptr, nullptr, device, a.q.device.stream);
+    // The fused kernel takes the selection merge's handoff (MsaDecode); the rows kernel reads topk after its wait.
+    if (kernel == kernels::DecodeKernel::kFusedCluster) l.handoff = static_cast<const unsigned long long*>(handoff);
     const bool with_lse = a.lse.present();
     return direct(l, a.out.data, a.out.stride[0], a.out.stride[1], with_lse ? static_cast<float*>(a.lse.data) : nullptr,
                   with_lse ? a.lse.stride[0] : 0, with_lse ? a.lse.stride[1] : 0);

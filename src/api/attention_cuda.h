@@ -79,7 +79,7 @@ Status plan_decode_cuda(const SparseDecodePlanArgs& args, std::size_t* workspace
 // after_selection: the run follows msa's decode selection on the stream (MsaDecode), so the kernels may read q and
 // the lengths before their griddepcontrol.wait (DecodeAttentionLaunch::inputs_before_wait).
 Status run_decode_cuda(const SparseDecodePlanArgs& plan, const SparseDecodeRunArgs& args, void* workspace,
-                       std::size_t workspace_bytes, bool after_selection);
+                       std::size_t workspace_bytes, bool after_selection, const void* handoff = nullptr);
 
 }  // namespace detail
 }  // namespace msa

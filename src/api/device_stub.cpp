@@ -33,6 +33,7 @@ Status index_select_workspace_bytes_sm90(const IndexSelectLaunch&, std::size_t* 
   *bytes = 0;
   return Status::NotImplemented("index selection: msa was built without CUDA; pass CPU descriptors");
 }
+bool index_select_decode_merges(const IndexSelectLaunch&) { return false; }
 Status launch_index_select_sm90(const IndexSelectLaunch&) {
   return Status::NotImplemented("index selection: msa was built without CUDA; pass CPU descriptors");
 }

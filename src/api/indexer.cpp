@@ -5,6 +5,7 @@
 #include <string>
 
 #include "api/bench_hooks.h"
+#include "api/decode_handoff.h"
 #include "api/device.h"
 #include "api/op_checks.h"
 #include "kernels/sm90/indexer/launch.h"
@@ -49,8 +50,9 @@ kernels::IndexSelectLaunch make_launch(const Tensor& index_q, const Tensor& inde
 }
 
 Status launch_cuda(kernels::IndexSelectLaunch l, void* workspace, std::size_t workspace_bytes,
-                   bool scores_only = false) {
+                   bool scores_only = false, void* handoff = nullptr) {
   l.scores_only = scores_only;
+  l.handoff = static_cast<unsigned long long*>(handoff);
   std::size_t need = 0;
   MSA_RETURN_IF_ERROR(kernels::index_select_workspace_bytes_sm90(l, &need));
   if (workspace_bytes < need)
@@ -100,14 +102,15 @@ Status prefill_impl(const IndexPrefillArgs& a, void* workspace, std::size_t work
   return Status::Ok();
 }
 
-Status decode_impl(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes, bool scores_only) {
+Status decode_impl(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes, bool scores_only,
+                   void* handoff = nullptr) {
   detail::BatchInfo batch;
   MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, nullptr,
                                                  a.queries_per_request, a.seq_lens_k, a.topk, &batch));
   if (a.index_q.device.is_cuda())
     return launch_cuda(make_launch(a.index_q, a.index_k_cache, a.page_table, nullptr, a.queries_per_request,
                                    a.seq_lens_k, a.topk),
-                       workspace, workspace_bytes, scores_only);
+                       workspace, workspace_bytes, scores_only, handoff);
   if (scores_only) return Status::NotImplemented("the scores-only benchmark mode exists for CUDA tensors only");
   ref::select_blocks(a.index_q, a.index_k_cache, a.page_table, batch, a.topk);
   return Status::Ok();
@@ -129,6 +132,19 @@ Status index_select_prefill_scores_only(const IndexPrefillArgs& a) { return pref
 
 Status index_select_decode_scores_only(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes) {
   return decode_impl(a, workspace, workspace_bytes, true);
+}
+
+bool index_select_decode_merges(const IndexDecodeArgs& a) {
+  return a.index_q.device.is_cuda() &&
+         kernels::index_select_decode_merges(make_launch(a.index_q, a.index_k_cache, a.page_table, nullptr,
+                                                         a.queries_per_request, a.seq_lens_k, a.topk));
+}
+
+Status index_select_decode_handoff(const IndexDecodeArgs& a, void* workspace, std::size_t workspace_bytes,
+                                   void* handoff) {
+  if (handoff == nullptr || reinterpret_cast<std::uintptr_t>(handoff) % 256 != 0)
+    return Status::InvalidArgument("handoff: must be a non-null, 256-byte aligned device pointer");
+  return decode_impl(a, workspace, workspace_bytes, false, handoff);
 }
 
 }  // namespace detail

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/attention_cuda.h"
+#include "api/decode_handoff.h"
 #include "api/device.h"
 #include "api/op_checks.h"
 #include "kernels/sm90/indexer/launch.h"
@@ -149,8 +150,8 @@ struct MsaDecode::Impl {
   bool planned = false;
   MsaDecodePlanArgs plan;
   SparseDecodeAttention attn;  // planned once from the same capacities; run() only runs it
-  // CUDA workspace layout: [selection | split-selection lists | attention partials].
-  std::size_t index_offset = 0, index_bytes = 0, attn_offset = 0, total_bytes = 0;
+  // CUDA workspace layout: [selection | split-selection lists | handoff | attention partials].
+  std::size_t index_offset = 0, index_bytes = 0, handoff_offset = 0, attn_offset = 0, total_bytes = 0;
 };
 
 MsaDecode::MsaDecode() : impl_(new Impl) {}
@@ -177,7 +178,9 @@ Status MsaDecode::plan(const MsaDecodePlanArgs& a) {
     l.device = a.device.index;
     MSA_RETURN_IF_ERROR(kernels::index_select_workspace_bytes_sm90(l, &impl_->index_bytes));
     impl_->index_offset = align256(impl_->total_bytes);
-    impl_->attn_offset = impl_->index_offset + align256(impl_->index_bytes);
+    // The merge's handoff to the fused attention (kernels/common/handoff.cuh): one 8-byte entry per topk slot.
+    impl_->handoff_offset = impl_->index_offset + align256(impl_->index_bytes);
+    impl_->attn_offset = impl_->handoff_offset + align256(static_cast<std::size_t>(T) * a.num_kv_heads * a.topk * 8);
     impl_->total_bytes = impl_->attn_offset + impl_->attn.workspace_bytes();
   }
   impl_->plan = a;
@@ -209,8 +212,13 @@ Status MsaDecode::run(const MsaDecodeRunArgs& a, void* workspace, std::size_t wo
   if (p.device.is_cuda()) {
     MSA_RETURN_IF_ERROR(check_layer_workspace(workspace, workspace_bytes, impl_->total_bytes));
     auto* ws = static_cast<unsigned char*>(workspace);
-    MSA_RETURN_IF_ERROR(index_select_decode(sel, ws + impl_->index_offset, impl_->index_bytes));
-    return impl_->attn.run_after_selection(attn, ws + impl_->attn_offset, workspace_bytes - impl_->attn_offset);
+    // A merging selection hands each slot's (id, page) to the fused attention directly (used only when that kernel
+    // runs; the other kernels read topk after their wait).
+    void* handoff = detail::index_select_decode_merges(sel) ? ws + impl_->handoff_offset : nullptr;
+    MSA_RETURN_IF_ERROR(handoff != nullptr
+                            ? detail::index_select_decode_handoff(sel, ws + impl_->index_offset, impl_->index_bytes, handoff)
+                            : index_select_decode(sel, ws + impl_->index_offset, impl_->index_bytes));
+    return impl_->attn.run_after_selection(attn, ws + impl_->attn_offset, workspace_bytes - impl_->attn_offset, handoff);
   }
   MSA_RETURN_IF_ERROR(index_select_decode(sel));
   return impl_->attn.run(attn);

@@ -304,8 +304,46 @@ TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
   MSA_REQUIRE_SM90();
   check_decode_layer(3, {70000, 3, 129, 2048}, DecodePath::kSplitCombine);  // 48 rows
   check_decode_layer(1, {300000}, DecodePath::kFusedCluster);                 // 4 rows: the single long request
+  check_decode_layer(1, {1900}, DecodePath::kFusedCluster);  // 15 pages: one split, no merge, no handoff
   check_decode_layer(2, {70000, 2, 129, 2048, 5000, 300, 128, 40000, 9000, 16385, 7, 1000, 131072, 2, 600, 20000},
                      DecodePath::kRows);  // 128 rows
+}
+
+// One MsaDecode and one workspace for a sequence of runs whose selections differ (fresh inputs, a shorter request
+// each time, a page table 47 pages wide): the split selection merges and hands each slot's (id, page) to the fused
+// attention. Each run is checked against the CPU, so an entry left from the run before would show. Lengths of at
+// most 16 blocks take the merge's path without ranking.
+TEST(SM90_LayerOps, DecodeHandoffAcrossRuns) {
+  MSA_REQUIRE_SM90();
+  const std::int64_t table_tokens = 6000;
+  MsaDecodePlanArgs pa;
+  pa.batch_size = 1;
+  pa.queries_per_request = 1;
+  pa.device = Device::cuda(0);
+  MsaDecode layer;
+  ASSERT_TRUE(layer.plan(pa).ok());
+  DeviceMemory ws(layer.workspace_bytes());
+  for (const std::int64_t L : {6000, 4097, 2100, 2048, 1000, 129, 1}) {
+    ProblemSpec s = spec({1}, {table_tokens}, 64, 4);
+    s.seed = std::random_device{}();
+    Problem p = testing::make_problem(s);
+    p.spec.kv_lens = {L};  // the CPU checks read the lengths from the spec
+    p.seq_lens_k = {static_cast<std::int32_t>(L)};
+    poison_cache_tails(p);
+    DeviceProblem d(p);
+    const MsaDecodeRunArgs ra{on_device(p.q_t(), d.q.ptr),
+                              on_device(p.k_cache_t(), d.k_cache.ptr),
+                              on_device(p.v_cache_t(), d.v_cache.ptr),
+                              on_device(p.index_q_t(), d.index_q.ptr),
+                              on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
+                              on_device(p.page_table_t(), d.page_table.ptr),
+                              on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
+                              on_device(p.out_t(), d.out.ptr),
+                              on_device(p.lse_t(), d.lse.ptr),
+                              on_device(p.topk_t(), d.topk_out.ptr)};
+    run_layer_and_check(layer, ra, ws, p, d);
+    ASSERT_FALSE(::testing::Test::HasFailure()) << "L = " << L;
+  }
 }
 
 }  // namespace

@@ -13,7 +13,9 @@
 // into the shared memory of the CTA owning the row, and after one cluster barrier the owners merge and write out /
 // LSE themselves: no partials in device memory, no combine kernel. Behind msa's own selection (inputs_before_wait)
 // a CTA reads its token's place and Q fragments before the grid's wait, and the fused variant also pulls the
-// request's page-table row into L2 then: the critical path after the wait is topk row -> page -> K/V block.
+// request's page-table row into L2 then: the critical path after the wait is topk row -> page -> K/V block. With a
+// handoff (MsaDecode behind a merging selection) the fused CTAs skip the wait: each polls the (id, page) entry the
+// merge stores for its slot (kernels/common/handoff.cuh), so the path is merge store -> entry -> K/V block.
 // Grid = T x Hkv x k CTAs: fixed by shapes, so a run can be captured in a graph. Persistent variants (one CTA per
 // SM walking the items through a 3-stage cp.async ring, with and without a producer warp) measured 176 and 154 µs
 // at 64 x 32K against 132 µs for this one (H100, see docs/performance.md).
@@ -28,6 +30,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/common/handoff.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/decode/decode_common.cuh"
 
@@ -234,27 +237,36 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
     read_inputs();
     if constexpr (kFused) prefetch_page_row(a, place);
   }
-  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
-  if (!a.inputs_before_wait) read_inputs();
-
-  const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
-  // Valid ids are a prefix of the row: each warp counts them with one load per lane and a ballot.
-  const int count = __popc(__ballot_sync(0xffffffffu, lane < a.k && list[lane * a.topk_stride_s] >= 0));
+  // This slot's block (-1: none) and its page.
+  int block = -1, page = 0;
+  const bool handoff = kFused && a.handoff != nullptr;
+  if (handoff) {  // the merge hands over (id, page) per slot (handoff.cuh); the grid's wait comes at the end
+    const unsigned long long e = handoff_wait(a.handoff + (t * a.num_kv_heads + g) * a.k + s);
+    block = handoff_id(e);
+    page = handoff_page(e);
+  } else {
+    pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run
+    if (!a.inputs_before_wait) read_inputs();
+    const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
+    // Valid ids are a prefix of the row: each warp counts them with one load per lane and a ballot.
+    const int count = __popc(__ballot_sync(0xffffffffu, lane < a.k && list[lane * a.topk_stride_s] >= 0));
+    if (!kFused && s == 0 && tid == 0) a.split_counts[t * a.num_kv_heads + g] = count;
+    if (s < count) {
+      block = list[s * a.topk_stride_s];
+      page = a.page_table[static_cast<std::int64_t>(place.request) * a.pt_stride_b + block * a.pt_stride_j];
+    }
+  }
   auto* osum = reinterpret_cast<float*>(smem);
-  if constexpr (kFused) {
-    if (s >= count) {  // no block: an empty partial, but the CTA still takes part in the cluster's merge
+  if (block < 0) {  // uniform over the CTA
+    if constexpr (kFused) {  // no block: an empty partial, but the CTA still takes part in the cluster's merge
       push_partial(a, G, s, nullptr, [](int, float*, float*) {});
       merge_inbox(a, o, t, g, G, s, osum);
-      return;
+      if (handoff) pdl_wait();  // the merge grid has completed before this grid does (stream order)
     }
-  } else {
-    if (s == 0 && tid == 0) a.split_counts[t * a.num_kv_heads + g] = count;
-    if (s >= count) return;  // uniform over the CTA
+    return;
   }
 
-  const int b = place.request, L = place.kv_len, pos = place.position;
-  const int block = list[s * a.topk_stride_s];
-  const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + block * a.pt_stride_j];
+  const int L = place.kv_len, pos = place.position;
 
   // K, then V, of the block as two commit groups: 2048 chunks of 16 bytes each, 16 per thread; rows of keys >= L
   // zeroed.
@@ -323,6 +335,7 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   if constexpr (kFused) {
     push_partial(a, G, s, osum, [&](int row, float* m, float* l) { *m = block_max(row), *l = block_sum(row); });
     merge_inbox(a, o, t, g, G, s, osum);  // osum is free once the partials are pushed
+    if (handoff) pdl_wait();
     return;
   }
   float* po = a.partial_out;
@@ -349,6 +362,7 @@ Status check_decode_attention(const DecodeAttentionLaunch& a) {
 
 Status launch_decode_attention(const DecodeAttentionLaunch& a) {
   MSA_RETURN_IF_ERROR(check_decode_attention(a));
+  if (a.handoff != nullptr) return Status::InvalidArgument("decode attention: only the fused kernel takes a handoff");
   if (a.total_q == 0) return Status::Ok();
   const auto stream = static_cast<cudaStream_t>(a.stream);
   cudaError_t e = cudaFuncSetAttribute(decode_attention_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -365,6 +379,8 @@ Status launch_decode_attention_fused(const DecodeAttentionLaunch& a, void* out, 
                                      std::int64_t out_stride_h, float* lse, std::int64_t lse_stride_t,
                                      std::int64_t lse_stride_h) {
   MSA_RETURN_IF_ERROR(check_decode_attention(a));
+  if (a.handoff != nullptr && !a.inputs_before_wait)
+    return Status::InvalidArgument("decode attention (fused): a handoff needs inputs_before_wait (MsaDecode only)");
   if (a.total_q == 0) return Status::Ok();
   auto* kernel = decode_attention_kernel<true>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));

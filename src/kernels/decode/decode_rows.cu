@@ -193,6 +193,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
 Status launch_decode_attention_rows(const DecodeAttentionLaunch& a, void* out, std::int64_t out_stride_t,
                                     std::int64_t out_stride_h, float* lse, std::int64_t lse_stride_t,
                                     std::int64_t lse_stride_h) {
+  if (a.handoff != nullptr) return Status::InvalidArgument("decode attention (rows): only the fused kernel takes a handoff");
   const int G = a.num_kv_heads > 0 ? a.num_q_heads / a.num_kv_heads : 0;
   if (G < 1 || G > 16 || (G & (G - 1)) != 0 || G * a.num_kv_heads != a.num_q_heads)
     return Status::NotImplemented("decode attention on CUDA: Hq / Hkv must be 1, 2, 4, 8 or 16");

@@ -45,6 +45,10 @@ struct DecodeAttentionLaunch {
   // the selection's last kernel (1 x 1M x 1 decode: 1.5-1.7 us less end to end on H100). False: after the wait,
   // whatever the predecessor.
   bool inputs_before_wait;
+  // Fused kernel only, with inputs_before_wait: MsaDecode's merge fills these [T, Hkv, k] entries (id, page) of the
+  // topk (kernels/common/handoff.cuh); each CTA polls its own instead of waiting for the merge grid, and reads
+  // neither topk nor the page table. nullptr: wait, then read topk.
+  const unsigned long long* handoff;
   int device;
   void* stream;
 };

@@ -26,6 +26,7 @@
 #include <string>
 
 #include "api/device.h"
+#include "kernels/common/handoff.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/sm90/common/sm90.cuh"
 #include "kernels/sm90/common/tma.h"
@@ -196,7 +197,13 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
 
   if (warp < 4) {  // ---- producer warpgroup: one thread loads Q once, then the pages through the ring ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
-    if (warp != 0) return;
+    if (warp != 0) {
+      // A spare warp empties this run's handoff entries (see handoff.cuh): after this grid's wait, so the previous
+      // run's attention is done with them; the merge behind this grid fills them.
+      if (P::kPool && warp == 1 && a.handoff != nullptr && blockIdx.x == 0 && blockIdx.y == 0)
+        for (std::int64_t e = lane; e < a.total_q * H * a.k; e += 32) a.handoff[e] = kHandoffEmpty;
+      return;
+    }
     if (lane == 0) {
       if (!P::kPool) {
         sm90::tma_prefetch_map(&q_map);
@@ -513,6 +520,10 @@ Status index_select_workspace_bytes_sm90(const IndexSelectLaunch& a, std::size_t
   return Status::Ok();
 }
 
+bool index_select_decode_merges(const IndexSelectLaunch& a) {
+  return a.split_pages && a.total_q > 0 && decode_splits(a, sm_count(a.device)) > 1;
+}
+
 Status launch_index_select_sm90(const IndexSelectLaunch& a) {
   if (a.num_heads < 1 || 64 % a.num_heads != 0)
     return Status::NotImplemented("index selection on CUDA: H_idx must divide 64, got " + std::to_string(a.num_heads));
@@ -520,6 +531,8 @@ Status launch_index_select_sm90(const IndexSelectLaunch& a) {
   const int splits = decode_splits(a, sm_count(a.device));
   if (splits > 1 && a.workspace == nullptr)
     return Status::InvalidArgument("workspace: the split decode selection needs the workspace of its size query");
+  if (a.handoff != nullptr && (splits <= 1 || !a.split_pages || a.cu_seqlens_q != nullptr))
+    return Status::InvalidArgument("handoff: only a merging decode launch (Q queries per request) fills one");
   int current = 0;
   cudaError_t e = cudaGetDevice(&current);
   if (e != cudaSuccess) return cuda_error(e, "cudaGetDevice");

@@ -33,6 +33,9 @@ struct IndexSelectLaunch {
   int max_pages;  // page_table width: bounds every request's blocks (a shape, so the split count is graph-safe)
   int split_pages;  // decode only: split each request's blocks over CTAs (needs the workspace below)
   void* workspace;  // partial top-k lists when split: index_select_workspace_bytes() bytes
+  // Decode launches that merge (index_select_decode_merges), Q queries per request: [T, H, k] entries of the
+  // handoff to MsaDecode's fused attention (kernels/common/handoff.cuh), 8 bytes each; nullptr: none.
+  unsigned long long* handoff;
   bool scores_only;  // benchmark hook: score every block but rank none (rows get only their local block)
   int device;     // CUDA ordinal of every pointer
   void* stream;   // cudaStream_t
@@ -40,6 +43,10 @@ struct IndexSelectLaunch {
 
 // Scratch bytes launch_index_select_sm90 needs for these arguments (0 unless split_pages).
 Status index_select_workspace_bytes_sm90(const IndexSelectLaunch& args, std::size_t* bytes);
+
+// Whether a decode launch (split_pages) with these shapes runs the merge kernel behind the selection (more than one
+// split per request): only then can it fill a handoff. Shapes and the device only.
+bool index_select_decode_merges(const IndexSelectLaunch& args);
 
 // H_idx must divide 64 (1, 2, 4, ..., 64). Enqueues work on `stream`; never synchronises or allocates. Every
 // stride must be a multiple of 16 bytes (TMA), which the API's validation guarantees.

@@ -22,6 +22,10 @@
 // sorted heads: wait returns 0.4 us after the last list is written, loads 0.5 us, step (1) 2.4, step (2) 0.65,
 // step (3) and the topk row 0.4.
 //
+// With a handoff (MsaDecode, fused attention behind it): every slot of the row also goes out as an (id, page)
+// entry that the attention CTA of that slot polls (kernels/common/handoff.cuh); the pages of the kept candidates
+// are read while their ranks are counted.
+//
 // Invariants: runs after the whole selection grid (griddepcontrol.wait); every entry it reads was written by that
 // grid; lists are sorted, -inf entries are empty, sentinel slots (before a list's first entry) are skipped.
 #include <cuda_runtime.h>
@@ -29,6 +33,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "kernels/common/handoff.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/sm90/indexer/select_common.cuh"
 
@@ -177,6 +182,9 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
   const int list_off = kSlots - cap;  // slot of a list's first entry
   std::int32_t* const out = a.topk + head * a.topk_stride_h + t * a.topk_stride_t;
   auto elem = [](const auto& q, int e) { return e == 0 ? q.x : e == 1 ? q.y : e == 2 ? q.z : q.w; };
+  // Block j's page (decode: Q queries per request, see launch_index_select_sm90).
+  const std::int32_t* const pt_row = a.page_table + (a.queries_per_request > 0 ? t / a.queries_per_request : 0) * a.pt_stride_b;
+  auto page_of = [&](int j) { return pt_row[j * a.pt_stride_j]; };
 #pragma unroll 1
   for (int pass = rehearse ? 0 : 1; pass < 2; ++pass) {
     const bool real = pass == 1;
@@ -222,9 +230,17 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     }
     __syncthreads();
     const int local = local_sm;
+    // Handoff (MsaDecode's fused attention, handoff.cuh): each slot's entry carries its block's page. The local
+    // block's page is read here, the ranked blocks' pages in step (3) before their ranks are counted.
+    const bool handoff = real && a.handoff != nullptr;
+    const int local_page = handoff ? page_of(local) : 0;
     if (local + 1 <= a.k || cap == 0) {  // nothing ranked: every visible block, or the local block alone
       if (!real) continue;  // uniform, like the whole branch: every thread read the same local
       if (tid == 0) write_selection(a, t, head, local, nullptr, 0);
+      if (handoff && tid < a.k) {  // the same slots as write_selection's
+        const int id = local + 1 <= a.k ? (tid <= local ? tid : -1) : (tid == 0 ? local : -1);
+        handoff_store(a.handoff + row * a.k + tid, handoff_pack(id, id == local ? local_page : id >= 0 ? page_of(id) : 0));
+      }
       return;
     }
     // (1) tau: the finite head that exactly k - 2 heads beat (-inf heads are empty lists).
@@ -278,10 +294,19 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
     const int m = n_kept, count = min(m, cap);
     if (tid < m) {
       const float2 me = kept[tid];
-      const int r = rank_among(kept, round_up_batch(m), me.x, __float_as_int(me.y));
-      if (real && r < cap) out[r * a.topk_stride_s] = __float_as_int(me.y);
+      const int id = __float_as_int(me.y);
+      const int page = handoff ? page_of(id) : 0;  // in flight while the rank is counted
+      const int r = rank_among(kept, round_up_batch(m), me.x, id);
+      if (real && r < cap) {
+        out[r * a.topk_stride_s] = id;
+        if (handoff) handoff_store(a.handoff + row * a.k + r, handoff_pack(id, page));
+      }
     }
-    if (real && tid >= count && tid < a.k) out[tid * a.topk_stride_s] = tid == count ? local : -1;
+    if (real && tid >= count && tid < a.k) {
+      const int id = tid == count ? local : -1;
+      out[tid * a.topk_stride_s] = id;
+      if (handoff) handoff_store(a.handoff + row * a.k + tid, handoff_pack(id, id >= 0 ? local_page : 0));
+    }
   }
 }
 
