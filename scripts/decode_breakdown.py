@@ -22,13 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 ATT = "src/kernels/decode/decode_attention.cu"
 MERGE = "src/kernels/sm90/indexer/merge_splits.cu"
-WAIT = "  pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run\n"
+WAIT = "    pdl_wait();  // topk (the selection) and the caches come from earlier kernels of the run\n"
+HANDOFF = "    page = handoff_page(e);\n"  # MsaDecode's fused kernel behind a merging selection: the entry is its wait
 V_COMMIT = ("  load_block_rows<kThreads>(vs, vg, a.kv_stride_t, rows_valid);\n"
             "  asm volatile(\"cp.async.commit_group;\\n\" ::);\n")
 TRIGGER = "  pdl_launch_dependents();\n"
 
 # The fused kernel arrives on its cluster barrier at its start: a cut waits on it before returning.
-ATT_AFTER_WAIT = (ATT, WAIT, "  if constexpr (kFused) {\n    cluster_wait();\n    return;\n  }\n")
+CUT = "  if constexpr (kFused) {\n    cluster_wait();\n    return;\n  }\n"
+ATT_AFTER_WAIT = [(ATT, WAIT, CUT), (ATT, HANDOFF, CUT)]
 ATT_AFTER_KV = (ATT, V_COMMIT, "  if constexpr (kFused) {\n    asm volatile(\"cp.async.wait_group 0;\\n\" ::: \"memory\");\n"
                 "    __syncthreads();\n    cluster_wait();\n    return;\n  }\n")
 # The merge still clears the pool words (the next selection's split pool needs them) before it returns.
@@ -37,9 +39,9 @@ MERGE_AFTER_WAIT = (MERGE, TRIGGER, "  if (blockIdx.x == 0)\n    for (int i = th
 
 VARIANTS = [
     ("full chain", []),
-    ("attention returns after its wait", [ATT_AFTER_WAIT]),
+    ("attention returns after its wait (or handoff entry)", ATT_AFTER_WAIT),
     ("attention returns once its K and V landed", [ATT_AFTER_KV]),
-    ("merge and attention return after their waits", [MERGE_AFTER_WAIT, ATT_AFTER_WAIT]),
+    ("merge and attention return after their waits", [MERGE_AFTER_WAIT] + ATT_AFTER_WAIT),
 ]
 
 
