@@ -9,6 +9,7 @@
 #include "api/decode_handoff.h"
 #include "api/device.h"
 #include "api/op_checks.h"
+#include "kernels/decode/launch.h"
 #include "kernels/sm90/indexer/launch.h"
 #include "msa/attention.h"
 #include "msa/indexer.h"
@@ -212,9 +213,13 @@ Status MsaDecode::run(const MsaDecodeRunArgs& a, void* workspace, std::size_t wo
   if (p.device.is_cuda()) {
     MSA_RETURN_IF_ERROR(check_layer_workspace(workspace, workspace_bytes, impl_->total_bytes));
     auto* ws = static_cast<unsigned char*>(workspace);
-    // A merging selection hands each slot's (id, page) to the fused attention directly (used only when that kernel
-    // runs; the other kernels read topk after their wait).
-    void* handoff = detail::index_select_decode_merges(sel) ? ws + impl_->handoff_offset : nullptr;
+    // A merging selection hands each slot's (id, page) to the fused attention directly. Only when that kernel runs:
+    // the other kernels read topk after their wait, and the merge would read pages for nothing. The same rule as
+    // SparseDecodeAttention's choice (shapes and the device only, so a captured graph stays valid).
+    const bool fused = kernels::decode_kernel_for(a.q.shape[0] * p.num_kv_heads, p.topk,
+                                                  detail::cuda_sm_count(p.device.index)) ==
+                       kernels::DecodeKernel::kFusedCluster;
+    void* handoff = fused && detail::index_select_decode_merges(sel) ? ws + impl_->handoff_offset : nullptr;
     MSA_RETURN_IF_ERROR(handoff != nullptr
                             ? detail::index_select_decode_handoff(sel, ws + impl_->index_offset, impl_->index_bytes, handoff)
                             : index_select_decode(sel, ws + impl_->index_offset, impl_->index_bytes));
