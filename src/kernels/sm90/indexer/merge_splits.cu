@@ -244,7 +244,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
       if (!real) continue;  // uniform, like the whole branch: every thread read the same local
       if (tid == 0) write_selection(a, t, head, local, nullptr, 0);
       if (handoff && tid < a.k) {  // the same slots as write_selection's
-        const int id = local + 1 <= a.k ? (tid <= local ? tid : -1) : (tid == 0 ? local : -1);
+        const int id = selection_slot(a.k, local, nullptr, 0, tid);
         handoff_store(a.handoff + row * a.k + tid, handoff_pack(id, id == local ? local_page : id >= 0 ? page_of(id) : 0));
       }
       return;

@@ -24,19 +24,18 @@ __device__ __forceinline__ int query_start(const IndexSelectLaunch& a, int b) {
   return a.cu_seqlens_q != nullptr ? a.cu_seqlens_q[b * a.cu_stride] : b * a.queries_per_request;
 }
 
-// Writes one topk row: every visible block when n_vis = local + 1 <= k, else the `count` ranked ids, the local
-// block, then -1 padding.
+// Slot s of a topk row: every visible block when n_vis = local + 1 <= k, else the `count` ranked ids, the local
+// block, then -1 padding (ids is read only below count).
+__device__ __forceinline__ int selection_slot(int k, int local, const int* ids, int count, int s) {
+  if (local + 1 <= k) return s <= local ? s : -1;
+  return s < count ? ids[s] : s == count ? local : -1;
+}
+
+// Writes one topk row (selection_slot).
 __device__ __forceinline__ void write_selection(const IndexSelectLaunch& a, std::int64_t token, int head, int local,
                                                 const int* ids, int count) {
   std::int32_t* out = a.topk + head * a.topk_stride_h + token * a.topk_stride_t;
-  int s = 0;
-  if (local + 1 <= a.k) {
-    for (; s <= local; ++s) out[s * a.topk_stride_s] = s;
-  } else {
-    for (; s < count; ++s) out[s * a.topk_stride_s] = ids[s];
-    out[s++ * a.topk_stride_s] = local;
-  }
-  for (; s < a.k; ++s) out[s * a.topk_stride_s] = -1;
+  for (int s = 0; s < a.k; ++s) out[s * a.topk_stride_s] = selection_slot(a.k, local, ids, count, s);
 }
 
 // Workspace of a split launch: one pool word per tile (see below), padded to 256 bytes; then the kSlots scores and
