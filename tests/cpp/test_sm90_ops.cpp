@@ -266,6 +266,20 @@ TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
   EXPECT_EQ(out, again);
 }
 
+// MsaDecode's run arguments over a problem's device copy (topk, out and LSE into the copy's buffers).
+MsaDecodeRunArgs decode_layer_args(Problem& p, DeviceProblem& d) {
+  return {on_device(p.q_t(), d.q.ptr),
+          on_device(p.k_cache_t(), d.k_cache.ptr),
+          on_device(p.v_cache_t(), d.v_cache.ptr),
+          on_device(p.index_q_t(), d.index_q.ptr),
+          on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
+          on_device(p.page_table_t(), d.page_table.ptr),
+          on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
+          on_device(p.out_t(), d.out.ptr),
+          on_device(p.lse_t(), d.lse.ptr),
+          on_device(p.topk_t(), d.topk_out.ptr)};
+}
+
 // MsaDecode on requests of Q queries with context lengths L: its topk by the selection contract, out / LSE by the
 // error rule. `path` is the attention kernel the batch must take (decode_kernel_for); the layer runs it right behind
 // the selection, with q and the lengths read before the kernel's wait.
@@ -287,17 +301,7 @@ void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path) {
   Status st = layer.plan(pa);
   ASSERT_TRUE(st.ok()) << st.to_string();
   DeviceMemory ws(layer.workspace_bytes());
-  const MsaDecodeRunArgs ra{on_device(p.q_t(), d.q.ptr),
-                            on_device(p.k_cache_t(), d.k_cache.ptr),
-                            on_device(p.v_cache_t(), d.v_cache.ptr),
-                            on_device(p.index_q_t(), d.index_q.ptr),
-                            on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
-                            on_device(p.page_table_t(), d.page_table.ptr),
-                            on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
-                            on_device(p.out_t(), d.out.ptr),
-                            on_device(p.lse_t(), d.lse.ptr),
-                            on_device(p.topk_t(), d.topk_out.ptr)};
-  run_layer_and_check(layer, ra, ws, p, d);
+  run_layer_and_check(layer, decode_layer_args(p, d), ws, p, d);
 }
 
 TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
@@ -331,17 +335,7 @@ TEST(SM90_LayerOps, DecodeHandoffAcrossRuns) {
     p.seq_lens_k = {static_cast<std::int32_t>(L)};
     poison_cache_tails(p);
     DeviceProblem d(p);
-    const MsaDecodeRunArgs ra{on_device(p.q_t(), d.q.ptr),
-                              on_device(p.k_cache_t(), d.k_cache.ptr),
-                              on_device(p.v_cache_t(), d.v_cache.ptr),
-                              on_device(p.index_q_t(), d.index_q.ptr),
-                              on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
-                              on_device(p.page_table_t(), d.page_table.ptr),
-                              on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
-                              on_device(p.out_t(), d.out.ptr),
-                              on_device(p.lse_t(), d.lse.ptr),
-                              on_device(p.topk_t(), d.topk_out.ptr)};
-    run_layer_and_check(layer, ra, ws, p, d);
+    run_layer_and_check(layer, decode_layer_args(p, d), ws, p, d);
     ASSERT_FALSE(::testing::Test::HasFailure()) << "L = " << L;
   }
 }
