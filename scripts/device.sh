@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: configure + build with all cores, run every test (GPU suites included), run
-# compute-sanitizer (memcheck, racecheck, synccheck: 36, 110 and 39 s on 31 tests in 4 shards at 749d22c) on the quick GPU
-# tests (all SM90_* but the 1M-token and layer and graph ones: they chain kernels that are checked one by one; the
-# decode layer's handoff test stays in, since only MsaDecode runs the merge-to-attention handoff), run
+# compute-sanitizer (memcheck, racecheck, synccheck: 53, 118 and 52 s on 33 tests in 4 shards at 91c4b60) on the quick
+# GPU tests (all SM90_* but the 1M-token and layer and graph ones: they chain kernels that are checked one by one; the
+# decode layer's handoff test stays in, since only MsaDecode runs the merge-to-attention handoff; synccheck: see
+# sanitize below) and synccheck on tools/synccheck_cluster_repro, run
 # the benchmarks, and write full logs and JSON under $OUT (./out when OUT is unset). Prints a short summary table
 # last.
 #
@@ -32,16 +33,35 @@ commit="${MSA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 
 # sanitize TOOL: compute-sanitizer over the quick GPU tests in $shards GoogleTest shards at once (the tools spend
 # most of their time on the host, so shards run side by side on the one GPU); fails if any shard fails.
+# synccheck leaves out FourQueriesGroupOfFour, the one test whose fused-kernel clusters share SMs (48 rows of 16
+# CTAs, three per SM): synccheck reports divergent barriers on any cluster launch whose CTAs share an SM, in
+# uniform code, which sanitize_synccheck_repro shows on a kernel of a few lines.
 shards="${MSA_SANITIZER_SHARDS:-4}"
 sanitize() {
-  local tool="$1" i rc=0
+  local tool="$1" i rc=0 filter='SM90_*:-*MillionToken*:SM90_LayerOps.Prefill*:SM90_LayerOps.DecodeSelects*:SM90_Graphs*'
+  [ "$tool" = synccheck ] && filter="$filter:SM90_DecodeAttentionKernel.FourQueriesGroupOfFour"
   for i in $(seq 0 $((shards - 1))); do
     GTEST_TOTAL_SHARDS="$shards" GTEST_SHARD_INDEX="$i" timeout 420 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-      "$build/tests/msa_tests" --gtest_filter='SM90_*:-*MillionToken*:SM90_LayerOps.Prefill*:SM90_LayerOps.DecodeSelects*:SM90_Graphs*' --gtest_brief=1 \
-      >"$out/sanitizer-$tool-$i.log" 2>&1 &
+      "$build/tests/msa_tests" --gtest_filter="$filter" --gtest_brief=1 >"$out/sanitizer-$tool-$i.log" 2>&1 &
   done
   for i in $(seq 0 $((shards - 1))); do wait -n || rc=1; done
   cat "$out"/sanitizer-"$tool"-*.log && rm -f "$out"/sanitizer-"$tool"-*.log
+  return "$rc"
+}
+
+# synccheck on tools/synccheck_cluster_repro (uniform control flow before every barrier): it must be clean launched
+# without clusters and with one CTA per SM. Prints whether the tool still reports the clusters whose CTAs share an SM;
+# once it does not, FourQueriesGroupOfFour goes back into the synccheck set.
+sanitize_synccheck_repro() {
+  local repro="$build/tools/synccheck_cluster_repro" args n rc=0
+  compute-sanitizer --version | tail -1
+  for args in "--no-cluster" "--one-per-sm" "--launch-only --one-per-sm" "" "--launch-only"; do
+    n="$(compute-sanitizer --tool synccheck "$repro" $args --launches 10 2>&1 | sed -n 's/.*ERROR SUMMARY: \([0-9]*\) errors$/\1/p')"
+    echo "synccheck_cluster_repro ${args:-(clusters sharing SMs)}: ${n:-?} reports"
+    case "$args" in --no-cluster|*one-per-sm) [ "$n" = 0 ] || rc=1 ;; esac
+    [ -z "$args" ] && [ "$n" = 0 ] && echo "  synccheck no longer reports shared-SM clusters: put FourQueriesGroupOfFour back"
+  done
+  "$repro" --launches 3 && "$repro" --no-cluster --launches 3 || rc=1  # the kernel's own results, without the tool
   return "$rc"
 }
 
@@ -81,6 +101,7 @@ if [ -z "${MSA_SKIP_TESTS:-}" ]; then
   [ -n "${MSA_SKIP_SANITIZERS:-}" ] && result[sanitizers]="skipped (MSA_SKIP_SANITIZERS)"
   [ -n "${MSA_SKIP_SANITIZERS:-}" ] || for tool in ${MSA_SANITIZER_TOOLS:-memcheck racecheck synccheck}; do
     step "sanitizer-$tool" sanitizer.log sanitize "$tool"
+    [ "$tool" = synccheck ] && step sanitizer-synccheck-repro sanitizer.log sanitize_synccheck_repro
   done
 fi
 
@@ -123,12 +144,13 @@ echo
 echo "== msa device run: $gpu, commit $commit =="
 [ -f "$out/ctest_summary.txt" ] && cat "$out/ctest_summary.txt"
 printf '%-22s %s\n' "step" "result"
-for k in configure build tests python-build python-tests sanitizer-memcheck sanitizer-racecheck sanitizer-synccheck; do
+for k in configure build tests python-build python-tests sanitizer-memcheck sanitizer-racecheck sanitizer-synccheck sanitizer-synccheck-repro; do
   [ -n "${result[$k]:-}" ] && printf '%-22s %s\n' "$k" "${result[$k]}"
 done
 for k in "${!result[@]}"; do
   case "$k" in configure|build|tests|sanitizer-*) ;; *) printf '%-22s %s\n' "$k" "${result[$k]}" ;; esac
 done
+[ -f "$out/sanitizer.log" ] && grep -h "^synccheck_cluster_repro\|put FourQueriesGroupOfFour back" "$out/sanitizer.log"
 if [ -n "${MSA_PACK:-}" ]; then
   (cd "$out" && find . -maxdepth 1 -type f ! -name summary.json ! -name device-logs.tar.gz -printf '%f\n' |
     tar czf device-logs.tar.gz -T - --remove-files)
