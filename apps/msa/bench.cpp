@@ -4,8 +4,8 @@
 // k2q → sparse attention → combine); decode: B requests x N context x Q queries (index selection, then split
 // attention → combine). Every phase is timed by replaying a CUDA graph of it (the layer's launch sequence cut after
 // that phase; differences give per-phase times), and the whole layer by replaying a graph of MsaPrefill::run /
-// MsaDecode::run. Inputs are synthetic (a tiled pool of random bf16 values; the selection is whatever the index
-// branch picks on them). Floors: FLOPs at the card's bf16 GEMM ceiling (736 TFLOP/s measured on our H100) and bytes
+// MsaDecode::run. Inputs are synthetic (a tiled pool of random bf16 values, --values; the selection is whatever the
+// index branch picks on them; pages strided or shuffled, --pages). Floors: FLOPs at the card's bf16 GEMM ceiling (736 TFLOP/s measured on our H100) and bytes
 // at its copy ceiling (2.99 TB/s), both from docs/performance.md.
 #include <algorithm>
 #include <cmath>
@@ -51,9 +51,11 @@ struct Buffer {
   Buffer& operator=(const Buffer&) = delete;
 };
 
-// Fills n bf16 values by tiling a pool of random values (a full-size host copy of 16 GB would take minutes).
-void fill_bf16(void* dst, std::size_t n, std::uint64_t seed) {
-  std::vector<std::uint16_t> pool(std::size_t{1} << 22);
+// Fills n bf16 values by tiling a pool of random values (a full-size host copy of 16 GB would take minutes). The
+// pool of 2^22 values (--values tiled) repeats every 256 index-K pages, so blocks 256 apart score alike and the
+// selection's ties decide; 2^22 + 1021 values (--values distinct) shift every block's values against the pool.
+void fill_bf16(void* dst, std::size_t n, std::uint64_t seed, bool distinct) {
+  std::vector<std::uint16_t> pool((std::size_t{1} << 22) + (distinct ? 1021 : 0));
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> d(0.f, 1.f);
   for (auto& v : pool) {
@@ -131,11 +133,15 @@ int run_bench(Options& opts) {
   const int k = static_cast<int>(opts.get_int("topk", kDefaultTopK));
   const int iters = static_cast<int>(opts.get_int("iters", mode == "decode" ? 20 : (N >= (1 << 19) ? 3 : 7)));
   const std::string json = opts.get("json", "");
+  const std::string values = opts.get("values", "tiled"), page_order = opts.get("pages", "strided");
   for (const auto& kv : opts.values)
     if (kv.first != "mode" && kv.first != "tokens" && kv.first != "batch" && kv.first != "queries" &&
-        kv.first != "heads" && kv.first != "kv-heads" && kv.first != "topk" && kv.first != "iters" && kv.first != "json")
+        kv.first != "heads" && kv.first != "kv-heads" && kv.first != "topk" && kv.first != "iters" && kv.first != "json" &&
+        kv.first != "values" && kv.first != "pages")
       opts.errors.push_back("unknown option --" + kv.first);
   if (mode != "prefill" && mode != "decode") opts.errors.push_back("--mode must be prefill or decode");
+  if (values != "tiled" && values != "distinct") opts.errors.push_back("--values must be tiled or distinct");
+  if (page_order != "strided" && page_order != "shuffled") opts.errors.push_back("--pages must be strided or shuffled");
   if (N < 1 || B < 1 || Q < 1 || iters < 1) opts.errors.push_back("--tokens, --batch, --queries, --iters must be >= 1");
   if (mode == "decode" && Q > N) opts.errors.push_back("--queries must be <= --tokens");
   if (!opts.errors.empty()) {
@@ -151,9 +157,10 @@ int run_bench(Options& opts) {
   const std::int64_t T = prefill ? N * B : static_cast<std::int64_t>(B) * Q;
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
-  std::printf("msa bench: %s, %d request(s) x %lld tokens%s, Hq %d, Hkv = H_idx %d, k %d, bf16, on %s\n",
-              mode.c_str(), B, static_cast<long long>(N), prefill ? "" : (" x " + std::to_string(Q) + " queries").c_str(),
-              Hq, Hkv, k, prop.name);
+  std::printf("msa bench: %s, %d request(s) x %lld tokens%s, Hq %d, Hkv = H_idx %d, k %d, bf16, %s values, %s pages, "
+              "on %s\n", mode.c_str(), B, static_cast<long long>(N),
+              prefill ? "" : (" x " + std::to_string(Q) + " queries").c_str(), Hq, Hkv, k, values.c_str(),
+              page_order.c_str(), prop.name);
 
   cudaStream_t stream;
   cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
@@ -162,13 +169,20 @@ int run_bench(Options& opts) {
   Buffer q(T * Hq * 128 * 2), iq(T * Hkv * 128 * 2), kc(pages * Hkv * 128 * 128 * 2), vc(pages * Hkv * 128 * 128 * 2),
       ikc(pages * 128 * 128 * 2), out(T * Hq * 128 * 2), topk(static_cast<std::size_t>(Hkv) * T * k * 4),
       meta(static_cast<std::size_t>(B) * (pages_per + 3) * 4 + 16);
-  fill_bf16(q.ptr, static_cast<std::size_t>(T) * Hq * 128, 1);
-  fill_bf16(iq.ptr, static_cast<std::size_t>(T) * Hkv * 128, 2);
-  fill_bf16(kc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 3);
-  fill_bf16(vc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 4);
-  fill_bf16(ikc.ptr, static_cast<std::size_t>(pages) * 128 * 128, 5);
+  const bool distinct = values == "distinct";
+  fill_bf16(q.ptr, static_cast<std::size_t>(T) * Hq * 128, 1, distinct);
+  fill_bf16(iq.ptr, static_cast<std::size_t>(T) * Hkv * 128, 2, distinct);
+  fill_bf16(kc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 3, distinct);
+  fill_bf16(vc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 4, distinct);
+  fill_bf16(ikc.ptr, static_cast<std::size_t>(pages) * 128 * 128, 5, distinct);
   std::vector<std::int32_t> pt(static_cast<std::size_t>(pages)), cu(B + 1), seq(B, static_cast<std::int32_t>(N));
+  // Logical block i of the batch sits at page (7919 i) mod pages (--pages strided), or at a random permutation of
+  // the pages (--pages shuffled, like scripts/dense_compare.py's caches).
   for (std::int64_t i = 0; i < pages; ++i) pt[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7919) % pages);
+  if (page_order == "shuffled") {
+    for (std::int64_t i = 0; i < pages; ++i) pt[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
+    std::shuffle(pt.begin(), pt.end(), std::mt19937_64(6));
+  }
   for (int b = 0; b <= B; ++b) cu[static_cast<std::size_t>(b)] = static_cast<std::int32_t>(b * (prefill ? N : Q));
   auto* m32 = static_cast<std::int32_t*>(meta.ptr);
   cudaMemcpy(m32, pt.data(), pt.size() * 4, cudaMemcpyHostToDevice);

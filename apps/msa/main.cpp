@@ -73,6 +73,8 @@ void print_help() {
       "            --queries Q    decode query tokens per request, 1..16 (default 1)\n"
       "            --heads H      query heads (default 64); --kv-heads G (default 4); --topk K (default 16)\n"
       "            --iters I      timed graph replays per phase (median reported)\n"
+      "            --values V     tiled (default: a 2^22-value pool, repeating every 256 pages) | distinct\n"
+      "            --pages P      strided (default: block i at page 7919 i mod pages) | shuffled (random permutation)\n"
       "            --json FILE    also write the results as JSON\n"
       "  check   self-check of the CPU implementation (selection contract, dense equivalence, combine, k2q CSR)\n"
       "  help    this text (also --help, -h)\n",
