@@ -290,8 +290,8 @@ int run_bench(Options& opts) {
       return 1;
     }
     std::fprintf(f, "{\"mode\": \"%s\", \"device\": \"%s\", \"batch\": %d, \"tokens\": %lld, \"queries\": %d, \"heads\": %d, "
-                    "\"kv_heads\": %d, \"topk\": %d, \"phases_ms\": {",
-                 mode.c_str(), prop.name, B, static_cast<long long>(N), Q, Hq, Hkv, k);
+                    "\"kv_heads\": %d, \"topk\": %d, \"values\": \"%s\", \"pages\": \"%s\", \"phases_ms\": {",
+                 mode.c_str(), prop.name, B, static_cast<long long>(N), Q, Hq, Hkv, k, values.c_str(), page_order.c_str());
     for (std::size_t i = 0; i < phases.size(); ++i)
       std::fprintf(f, "%s\"%s\": %.5f", i ? ", " : "", phases[i].name.c_str(), phases[i].ms);
     std::fprintf(f, "}, \"total_ms\": %.5f, \"flops\": %.6g, \"floor_bytes\": %.6g, \"floor_ms\": %.5f}\n", total_ms, flops,
