@@ -2,8 +2,9 @@
 // CTAs of 128 threads, 68 KB of dynamic shared memory so that CTAs of one cluster share an SM, cluster barriers
 // around a distributed-shared-memory push, then CTA barriers in uniform control flow), to run under
 // `compute-sanitizer --tool synccheck`. Every branch before each `__syncthreads()` is uniform over the CTA and
-// every `.aligned` cluster barrier is preceded by `__syncwarp()`, so a report here is not a divergent barrier in
-// the program. Exits 1 if the results are wrong (the arithmetic is checked on the host).
+// every `.aligned` cluster barrier (the fused kernel's own, kernels/common/cluster_barrier.cuh) is preceded by
+// `__syncwarp()`, so a report here is not a divergent barrier in the program. Exits 1 if the results are wrong
+// (the arithmetic is checked on the host).
 //
 //   synccheck_cluster_repro [--no-cluster | --launch-only] [--one-per-sm] [--launches N]
 // --launch-only: launched in clusters of 16, but without cluster barriers or distributed shared memory.
@@ -16,22 +17,15 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/common/cluster_barrier.cuh"
+
 namespace {
 
 constexpr int kThreads = 128, kCluster = 16, kRows = 4, kDynBytes = 69632;
 
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-  __syncwarp();
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void cluster_arrive_release() {
-  __syncwarp();
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void cluster_wait() {
-  __syncwarp();
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
+using msa::kernels::cluster_arrive_relaxed;  // the fused decode attention's barrier phases
+using msa::kernels::cluster_arrive_release;
+using msa::kernels::cluster_wait;
 
 // CTA (x, s): "live" when s < live(x) (uniform over the CTA; varies by cluster, like a topk row shorter than k).
 // A live CTA stages `in` through shared memory with barriers; every CTA then pushes one value per row to the row's

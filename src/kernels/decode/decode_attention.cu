@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/common/cluster_barrier.cuh"
 #include "kernels/common/handoff.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/decode/decode_common.cuh"
@@ -107,22 +108,6 @@ __device__ __forceinline__ ClusterInbox& cluster_inbox() {
 }
 // Inbox entry of CTA s's partial of `row` in the owner's inbox (row / k is the owner's local row).
 __device__ __forceinline__ int inbox_entry(int row, int k, int s) { return (row / k) * k + s; }
-
-// barrier.cluster phases: arrive without ordering (start of the kernel: the CTA exists), arrive with release
-// semantics (the pushes are done), and wait (acquire). The .aligned forms need the whole warp converged at the
-// instruction, which the compiler does not know of an asm statement: each starts with __syncwarp().
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-  __syncwarp();
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void cluster_arrive_release() {
-  __syncwarp();
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void cluster_wait() {
-  __syncwarp();
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
 
 // CTA s pushes its partial of every row to the row's owner (osum = null: no block, only m = -inf and l = 0 go
 // out), then waits until every CTA's pushes are visible. Every thread of every CTA of the cluster must call it once,
