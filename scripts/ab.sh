@@ -25,7 +25,7 @@ target="${AB_TARGET:-bench_indexer}"
   fi
   [ -f "scratch/ab/$v.cu" ] && cp "scratch/ab/$v.cu" "/tmp/ab_$v/$file"
   (cmake -S "/tmp/ab_$v" -B "/tmp/ab_$v/b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMSA_BUILD_TESTS=OFF >"/tmp/ab_$v.log" 2>&1 &&
-     cmake --build "/tmp/ab_$v/b" --target $target -j 8 >>"/tmp/ab_$v.log" 2>&1 || echo "build failed: $v (/tmp/ab_$v.log)") &
+     cmake --build "/tmp/ab_$v/b" --target $target -j ${AB_JOBS:-8} >>"/tmp/ab_$v.log" 2>&1 || echo "build failed: $v (/tmp/ab_$v.log)") &
 done
 wait
 [ "${AB_PHASE:-all}" = build ] && exit 0
