@@ -109,11 +109,12 @@ __device__ __forceinline__ void rank_warp_best(const float2 (*best)[kBest], int 
   const float2 c = best[w][i];
   const int cid = __float_as_int(c.y);
   if (c.x == -INFINITY) return;
-  // The searches over the other lists advance in lockstep, one probe of every list per step, so their shared-memory
-  // loads overlap (a list past `lists` searches this thread's own list instead, and neither counts): searching the
-  // lists one after the other chained the probes. H200, msa bench 1 x 1M, alternating: 74.4-74.5 -> 74.3-74.4 us;
-  // step (1) took 1.3 us before it, both in the real pass and in a warm replay right after it (globaltimer), so
-  // the merge's time is not a cold instruction cache.
+  // The searches over the other lists advance in lockstep, one probe of every list per step, so that their
+  // shared-memory loads may overlap (a list past `lists` searches this thread's own list instead, and neither
+  // counts). H200, msa bench 1 x 1M, alternating: 74.4-74.5 -> 74.3-74.4 us against one list after the other. Inside
+  // the kernel's two-pass loop ptxas still gives every probe the same register pair (each load waits for the compare
+  // before it); without the loop (no rehearsal) the loads overlap, and that build measured the same end to end
+  // (docs/performance.md, "The merge's shared-memory loads").
   int n[kMergeWarps];
 #pragma unroll
   for (int o = 0; o < kMergeWarps; ++o) n[o] = 0;
