@@ -59,8 +59,9 @@ __device__ __forceinline__ float2 pack(float s, int id) { return make_float2(s, 
 __device__ __forceinline__ float2 padding() { return pack(-INFINITY, INT_MAX); }
 
 // How many of the candidates c[0 .. n) beat (s, id), s finite; n is a multiple of kBatch (padded). Each batch's 8
-// loads are issued before its compares and four counters keep the adds independent: with a plain loop ptxas reused
-// one register quad, so every load waited for the previous compares.
+// loads are written before its compares and four counters keep the adds independent: with a plain loop ptxas reused
+// one register quad, so every load waited for the previous compares (in the two-pass kernel it still keeps only two
+// of the eight in flight, see rank_warp_best).
 __device__ __forceinline__ int rank_among(const float2* c, int n, float s, int id) {
   const auto* c4 = reinterpret_cast<const float4*>(c);
   int r[4] = {0, 0, 0, 0};
