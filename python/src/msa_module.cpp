@@ -128,18 +128,28 @@ msa::IndexDecodeArgs decode_args(Args& a, nb::handle index_q, nb::handle index_k
   return d;
 }
 
-// Decode capacities (the plan of SparseDecodeAttention and MsaDecode); cuda_device < 0 means the CPU.
-msa::SparseDecodePlanArgs decode_plan_args(int batch_size, int queries_per_request, int num_q_heads, int num_kv_heads,
-                                           int topk, double sm_scale, int cuda_device) {
-  msa::SparseDecodePlanArgs p;
-  p.batch_size = batch_size;
-  p.queries_per_request = queries_per_request;
-  p.num_q_heads = num_q_heads;
-  p.num_kv_heads = num_kv_heads;
-  p.topk = topk;
-  p.sm_scale = sm_scale;
-  p.device = cuda_device < 0 ? msa::Device::cpu() : msa::Device::cuda(cuda_device);
-  return p;
+// plan() and workspace_bytes() of SparseDecodeAttention and MsaDecode, which take the same decode capacities;
+// cuda_device < 0 means the CPU.
+template <class Op>
+void def_decode_plan(nb::class_<Op>& cls) {
+  cls.def(
+         "plan",
+         [](Op& self, int batch_size, int queries_per_request, int num_q_heads, int num_kv_heads, int topk,
+            double sm_scale, int cuda_device) {
+           msa::SparseDecodePlanArgs p;
+           p.batch_size = batch_size;
+           p.queries_per_request = queries_per_request;
+           p.num_q_heads = num_q_heads;
+           p.num_kv_heads = num_kv_heads;
+           p.topk = topk;
+           p.sm_scale = sm_scale;
+           p.device = cuda_device < 0 ? msa::Device::cpu() : msa::Device::cuda(cuda_device);
+           check(self.plan(p));
+         },
+         "batch_size"_a, "queries_per_request"_a = 1, "num_q_heads"_a = msa::kM3NumQHeads,
+         "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,
+         "cuda_device"_a = -1)
+      .def("workspace_bytes", &Op::workspace_bytes);
 }
 
 }  // namespace
@@ -285,19 +295,10 @@ NB_MODULE(_msa, m) {
           "q"_a, "k_cache"_a, "v_cache"_a, "index_q"_a, "index_k_cache"_a, "out"_a, "lse"_a = nb::none(),
           "topk"_a = nb::none(), "workspace"_a = nb::none(), "stream"_a = 0);
 
-  nb::class_<msa::MsaDecode>(m, "MsaDecode")
-      .def(nb::init<>())
-      .def(
-          "plan",
-          [](msa::MsaDecode& self, int batch_size, int queries_per_request, int num_q_heads, int num_kv_heads,
-             int topk, double sm_scale, int cuda_device) {
-            check(self.plan(decode_plan_args(batch_size, queries_per_request, num_q_heads, num_kv_heads, topk,
-                                             sm_scale, cuda_device)));
-          },
-          "batch_size"_a, "queries_per_request"_a = 1, "num_q_heads"_a = msa::kM3NumQHeads,
-          "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,
-          "cuda_device"_a = -1)
-      .def("workspace_bytes", &msa::MsaDecode::workspace_bytes)
+  auto decode = nb::class_<msa::MsaDecode>(m, "MsaDecode");
+  decode.def(nb::init<>());
+  def_decode_plan(decode);
+  decode
       .def(
           "run",
           [](msa::MsaDecode& self, nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle index_q,
@@ -321,19 +322,10 @@ NB_MODULE(_msa, m) {
           "q"_a, "k_cache"_a, "v_cache"_a, "index_q"_a, "index_k_cache"_a, "page_table"_a, "seq_lens_k"_a, "out"_a,
           "lse"_a = nb::none(), "topk"_a = nb::none(), "workspace"_a = nb::none(), "stream"_a = 0);
 
-  nb::class_<msa::SparseDecodeAttention>(m, "SparseDecodeAttention")
-      .def(nb::init<>())
-      .def(
-          "plan",
-          [](msa::SparseDecodeAttention& self, int batch_size, int queries_per_request, int num_q_heads,
-             int num_kv_heads, int topk, double sm_scale, int cuda_device) {
-            check(self.plan(decode_plan_args(batch_size, queries_per_request, num_q_heads, num_kv_heads, topk,
-                                             sm_scale, cuda_device)));
-          },
-          "batch_size"_a, "queries_per_request"_a = 1, "num_q_heads"_a = msa::kM3NumQHeads,
-          "num_kv_heads"_a = msa::kM3NumKVHeads, "topk"_a = msa::kDefaultTopK, "sm_scale"_a = 0.0,
-          "cuda_device"_a = -1)
-      .def("workspace_bytes", &msa::SparseDecodeAttention::workspace_bytes)
+  auto sparse_decode = nb::class_<msa::SparseDecodeAttention>(m, "SparseDecodeAttention");
+  sparse_decode.def(nb::init<>());
+  def_decode_plan(sparse_decode);
+  sparse_decode
       .def(
           "run",
           [](msa::SparseDecodeAttention& self, nb::handle q, nb::handle k_cache, nb::handle v_cache, nb::handle topk,
