@@ -9,8 +9,9 @@
 #   AB_FILE=src/kernels/sm90/attention/kv_outer.cu AB_TARGET=bench_prefill_attention \
 #   AB_CMD="bench/bench_prefill_attention --min-n 524288 --chunks 16384,65536" scripts/ab.sh base new
 #
-# AB_PHASE=build or AB_PHASE=run does one half only. Defaults: the index selection file, bench_indexer, its decode
-# cases, REPS=3.
+# AB_PHASE=build or AB_PHASE=run does one half only; AB_JOBS sets each variant's build jobs (8: the variants build
+# at once, so variants x AB_JOBS should not exceed the machine's cores by much). Defaults: the index selection file,
+# bench_indexer, its decode cases, REPS=3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 vars="$*"
