@@ -235,3 +235,11 @@ def test_layer_prefill_equals_selection_then_attention():
             msa.bf16(index_k), table, seq, msa.bf16(out_d), topk=topk_d)
     np.testing.assert_array_equal(topk_d, topk[:, -2:])
     np.testing.assert_array_equal(out_d, want[-2:])
+    # The decode attention op alone, on that selection, writes the same rows.
+    sd = msa.SparseDecodeAttention()
+    sd.plan(1, queries_per_request=2, num_q_heads=Hq, num_kv_heads=Hkv)
+    out_s = np.zeros_like(out_d)
+    workspace_s = np.zeros(sd.workspace_bytes(), np.uint8)
+    sd.run(msa.bf16(q[-2:].copy()), msa.bf16(k_cache), msa.bf16(v_cache), topk_d, table, seq, msa.bf16(out_s),
+           workspace=workspace_s)
+    np.testing.assert_array_equal(out_s, out_d)
