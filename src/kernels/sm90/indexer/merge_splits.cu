@@ -310,8 +310,8 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
         if (handoff) handoff_store(a.handoff + row * a.k + r, handoff_pack(id, page));
       }
     }
-    if (real && tid >= count && tid < a.k) {
-      const int id = tid == count ? local : -1;
+    if (real && tid >= count && tid < a.k) {  // the local block, then -1 (selection_slot past count reads no id)
+      const int id = selection_slot(a.k, local, nullptr, count, tid);
       out[tid * a.topk_stride_s] = id;
       if (handoff) handoff_store(a.handoff + row * a.k + tid, handoff_pack(id, id >= 0 ? local_page : 0));
     }
