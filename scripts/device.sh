@@ -148,7 +148,7 @@ for k in configure build tests python-build python-tests sanitizer-memcheck sani
   [ -n "${result[$k]:-}" ] && printf '%-22s %s\n' "$k" "${result[$k]}"
 done
 for k in "${!result[@]}"; do
-  case "$k" in configure|build|tests|sanitizer-*) ;; *) printf '%-22s %s\n' "$k" "${result[$k]}" ;; esac
+  case "$k" in configure|build|tests|python-build|python-tests|sanitizer-*) ;; *) printf '%-22s %s\n' "$k" "${result[$k]}" ;; esac
 done
 [ -f "$out/sanitizer.log" ] && grep -h "^synccheck_cluster_repro\|put FourQueriesGroupOfFour back" "$out/sanitizer.log"
 if [ -n "${MSA_PACK:-}" ]; then
