@@ -141,7 +141,8 @@ int run_bench(Options& opts) {
       opts.errors.push_back("unknown option --" + kv.first);
   if (mode != "prefill" && mode != "decode") opts.errors.push_back("--mode must be prefill or decode");
   if (values != "tiled" && values != "distinct") opts.errors.push_back("--values must be tiled or distinct");
-  if (page_order != "strided" && page_order != "shuffled") opts.errors.push_back("--pages must be strided or shuffled");
+  if (page_order != "strided" && page_order != "shuffled" && page_order != "ordered")
+    opts.errors.push_back("--pages must be strided, shuffled or ordered");
   if (N < 1 || B < 1 || Q < 1 || iters < 1) opts.errors.push_back("--tokens, --batch, --queries, --iters must be >= 1");
   if (mode == "decode" && Q > N) opts.errors.push_back("--queries must be <= --tokens");
   if (!opts.errors.empty()) {
@@ -176,13 +177,12 @@ int run_bench(Options& opts) {
   fill_bf16(vc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 4, distinct);
   fill_bf16(ikc.ptr, static_cast<std::size_t>(pages) * 128 * 128, 5, distinct);
   std::vector<std::int32_t> pt(static_cast<std::size_t>(pages)), cu(B + 1), seq(B, static_cast<std::int32_t>(N));
-  // Logical block i of the batch sits at page (7919 i) mod pages (--pages strided), or at a random permutation of
-  // the pages (--pages shuffled, like scripts/dense_compare.py's caches).
-  for (std::int64_t i = 0; i < pages; ++i) pt[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7919) % pages);
-  if (page_order == "shuffled") {
-    for (std::int64_t i = 0; i < pages; ++i) pt[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
-    std::shuffle(pt.begin(), pt.end(), std::mt19937_64(6));
-  }
+  // Logical block i of the batch sits at page (7919 i) mod pages (--pages strided), at a random permutation of the
+  // pages (--pages shuffled, like scripts/dense_compare.py's caches), or at page i (--pages ordered: the caches as
+  // contiguous as dense attention's K and V).
+  for (std::int64_t i = 0; i < pages; ++i)
+    pt[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(page_order == "strided" ? (i * 7919) % pages : i);
+  if (page_order == "shuffled") std::shuffle(pt.begin(), pt.end(), std::mt19937_64(6));
   for (int b = 0; b <= B; ++b) cu[static_cast<std::size_t>(b)] = static_cast<std::int32_t>(b * (prefill ? N : Q));
   auto* m32 = static_cast<std::int32_t*>(meta.ptr);
   cudaMemcpy(m32, pt.data(), pt.size() * 4, cudaMemcpyHostToDevice);

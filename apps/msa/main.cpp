@@ -75,6 +75,7 @@ void print_help() {
       "            --iters I      timed graph replays per phase (median reported)\n"
       "            --values V     tiled (default: a 2^22-value pool, repeating every 256 pages) | distinct\n"
       "            --pages P      strided (default: block i at page 7919 i mod pages) | shuffled (random permutation)\n"
+      "                           | ordered (block i at page i)\n"
       "            --json FILE    also write the results as JSON\n"
       "  check   self-check of the CPU implementation (selection contract, dense equivalence, combine, k2q CSR)\n"
       "  help    this text (also --help, -h)\n",
