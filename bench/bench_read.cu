@@ -47,22 +47,31 @@ __global__ void read_once(const float4* __restrict__ p, std::int64_t n4, float* 
 }
 
 // The same read over a paged cache: 32 KiB pages, CTA c reading logical pages c, c + grid, ... (like the decode
-// selection's interleaved splits), logical page i at physical page order[i]; 512 threads, two pages in flight.
+// selection's interleaved splits), logical page i at physical page order[i]; 512 threads, two pages in flight, the
+// next two page ids loaded while the current pages stream (so no page waits for its id).
 constexpr int kPageBytes = 32768, kPageThreads = 512;
 __global__ void read_paged(const float4* __restrict__ p, const int* __restrict__ order, int pages, float* sink) {
   constexpr int kPerThread = kPageBytes / 16 / kPageThreads;  // float4 per thread and page
-  const int t = static_cast<int>(threadIdx.x);
+  const int t = static_cast<int>(threadIdx.x), grid = static_cast<int>(gridDim.x);
+  auto page_id = [&](int i) { return i < pages ? order[i] : 0; };
   float acc = 0.f;
-  for (int i = blockIdx.x; i < pages; i += 2 * gridDim.x) {
-    const int i2 = i + static_cast<int>(gridDim.x) < pages ? i + static_cast<int>(gridDim.x) : i;
-    const float4* pa = p + static_cast<std::int64_t>(order[i]) * (kPageBytes / 16);
-    const float4* pb = p + static_cast<std::int64_t>(order[i2]) * (kPageBytes / 16);
+  int i = static_cast<int>(blockIdx.x);
+  int next_a = page_id(i), next_b = page_id(i + grid);
+  for (; i < pages; i += 2 * grid) {
+    const bool has_b = i + grid < pages;  // uniform over the CTA
+    const float4* pa = p + static_cast<std::int64_t>(next_a) * (kPageBytes / 16);
+    const float4* pb = p + static_cast<std::int64_t>(next_b) * (kPageBytes / 16);
+    next_a = page_id(i + 2 * grid);
+    next_b = page_id(i + 3 * grid);
     float4 v[2 * kPerThread];
 #pragma unroll
-    for (int u = 0; u < 2 * kPerThread; ++u)
-      asm volatile("ld.global.nc.L1::no_allocate.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=f"(v[u].x), "=f"(v[u].y), "=f"(v[u].z), "=f"(v[u].w)
-                   : "l"((u < kPerThread ? pa : pb) + t + (u % kPerThread) * kPageThreads));
+    for (int u = 0; u < 2 * kPerThread; ++u) {
+      v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (u < kPerThread || has_b)
+        asm volatile("ld.global.nc.L1::no_allocate.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=f"(v[u].x), "=f"(v[u].y), "=f"(v[u].z), "=f"(v[u].w)
+                     : "l"((u < kPerThread ? pa : pb) + t + (u % kPerThread) * kPageThreads));
+    }
 #pragma unroll
     for (int u = 0; u < 2 * kPerThread; ++u) acc += (v[u].x + v[u].y) + (v[u].z + v[u].w);
   }
