@@ -66,17 +66,9 @@ struct Plan {
   static constexpr int kSmemBytes = kWordOff + (Pool ? S * 4 : 0) + 1024;  // + slack to align the base
 };
 // Prefill: 2 consumers (32 tokens x 4 heads), 5 stages (208 KiB). Decode: one consumer covers 16 queries x 4
-// heads; 6 stages keep 160+ KiB of index-K in flight per SM for the HBM stream while it ramps up (long streams use
-// 3 of them, see kShallowRingPages).
+// heads; 6 stages keep 160+ KiB of index-K in flight per SM for the HBM stream.
 using PrefillPlan = Plan<2, 5, false>;
 using DecodePlan = Plan<1, 6, true>;
-// A decode CTA uses only kShallowStages of its ring when its split streams at least kShallowRingPages pages: with
-// fewer pages in flight per SM the SMs drain their rings closer together at the end of a long stream. msa bench
-// decode on an H100, three alternating rounds against all 6 stages: 3 stages 1 x 1M 97.3-97.7 against 97.7-97.8 us
-// (pages in order 95.1-95.5 against 95.9-96.1), 512K 54.1-54.2 against 54.5-54.6, 256K 33.5-33.6 against 33.8,
-// 192K (11.6 pages per split) even, 128K (7.75) 22.2 against 20.6-20.8: short streams need the deep ring to ramp up.
-constexpr int kShallowRingPages = 16, kShallowStages = 3;
-static_assert(kShallowStages >= 2 && kShallowStages <= DecodePlan::kStages, "the shallow ring is part of the ring");
 
 // A row's sorted (descending) top list, spread over the 4 lanes of the quad that holds the row: lane c keeps slots
 // 4c .. 4c + 3, and a list of capacity `cap` occupies the last cap slots (entry e in slot 16 - cap + e), so its last
@@ -189,8 +181,6 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
   const int first_pos = L - nq + i0;
   const int n_hist = (first_pos + ntok - 1) / kKeys;  // history blocks of the tile's last token
   const int n = n_hist > j0 ? (n_hist - j0 + splits - 1) / splits : 0;  // this split's blocks
-  // Stages of the page ring in use (producer and consumers derive the same value).
-  const int ring = P::kPool && n_hist >= kShallowRingPages * splits ? kShallowStages : P::kStages;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < P::kStages; ++s) {
@@ -252,8 +242,8 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
     // 1 x 1M decode, three alternating runs: 103.7-104.1 -> 102.7-103.1 us end to end.
     const std::uint64_t stream_policy = sm90::l2_evict_first_policy();
     auto emit = [&](int j, int page) {  // block j's page into the next stage; j = -1: the end, no page
-      const int s = it % ring;
-      sm90::mbar_wait(&empty[s], ((it++ / ring) & 1) ^ 1);
+      const int s = it % P::kStages;
+      sm90::mbar_wait(&empty[s], ((it++ / P::kStages) & 1) ^ 1);
       stage_words[s] = j;
       if (j < 0) {
         sm90::mbar_arrive(&full[s]);
@@ -314,8 +304,8 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
 
   // Issues the 8 wgmma of ring iteration `it` into acc (one commit group).
   auto issue = [&](float(&acc)[64], int it) {
-    const int s = it % ring;
-    sm90::mbar_wait(&full[s], (it / ring) & 1);
+    const int s = it % P::kStages;
+    sm90::mbar_wait(&full[s], (it / P::kStages) & 1);
     const unsigned char* page = pages + s * P::kPageBytes;
     sm90::wgmma_m64n128_k128_bf16(acc, desc_q0, desc_q1, sm90::wgmma_desc_sw128(page),
                                   sm90::wgmma_desc_sw128(page + P::kPageHalfBytes));
@@ -330,7 +320,7 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
   auto reduce = [&](float(&acc)[64], int it, int block) {
     sm90::wgmma_fence_regs(acc);
     __syncwarp();
-    if (lane == 0) sm90::mbar_arrive(&empty[it % ring]);  // this warp's reads of the page are done
+    if (lane == 0) sm90::mbar_arrive(&empty[it % P::kStages]);  // this warp's reads of the page are done
     m_block = block;
     const float x0 = quad_max(lane_max<0>(acc)), x1 = quad_max(lane_max<2>(acc));  // every lane shuffles
     m0 = valid0 && m_block < local0 ? x0 : -INFINITY;
@@ -355,8 +345,8 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
     // producer's next write of the word is ordered after every read (compute-sanitizer racecheck flags reads by the
     // other lanes, which only a __syncwarp orders before that lane's arrive).
     auto word = [&](int it) {
-      sm90::mbar_wait(&full[it % ring], (it / ring) & 1);
-      return __shfl_sync(0xffffffffu, lane == 0 ? stage_words[it % ring] : 0, 0);
+      sm90::mbar_wait(&full[it % P::kStages], (it / P::kStages) & 1);
+      return __shfl_sync(0xffffffffu, lane == 0 ? stage_words[it % P::kStages] : 0, 0);
     };
     int wa = word(0);  // block of iteration it, in acc0
     if (wa >= 0) {
