@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -108,26 +109,34 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaStreamCreate(&stream));
   std::printf("plain streaming read, %d SMs (graph replay, median per call)\n", sms);
   std::vector<Result> rs;
+  // Times launch(src) on a grid of per-SM CTAs x threads, each call reading one of two buffers of `bytes` (alternated
+  // between the calls captured in one graph); records the result and keeps the fastest in *best.
+  auto measure = [&](const char* name, long long bytes, int per_sm, int threads, Result* best, auto launch) {
+    int call = 0;
+    auto run = [&] {
+      launch(reinterpret_cast<const float4*>(buf + (call++ % 2) * bytes), dim3(sms * per_sm), dim3(threads));
+    };
+    const double ms = msa_bench::graph_median_ms(std::vector<std::function<void()>>{run}, stream, 10, 11)[0];
+    const Result r{name, bytes, per_sm, threads, ms * 1e3, bytes / (ms * 1e-3) / 1e12};
+    rs.push_back(r);
+    if (best->us == 0 || r.us < best->us) *best = r;
+    return r;
+  };
   for (const auto& sz : sizes) {
     Result best{};
     for (const auto& sh : shapes) {
-      int call = 0;  // alternates the buffer between the calls captured in one graph
-      auto run = [&] {
-        const auto* src = reinterpret_cast<const float4*>(buf + (call++ % 2) * sz.bytes);
-        read_once<<<sms * sh.ctas_per_sm, sh.threads, 0, stream>>>(src, sz.bytes / 16, sink);
-      };
-      const double ms = msa_bench::graph_median_ms({run}, stream, 10, 11)[0];
-      const Result r{sz.name, sz.bytes, sh.ctas_per_sm, sh.threads, ms * 1e3, sz.bytes / (ms * 1e-3) / 1e12};
+      const Result r =
+          measure(sz.name, sz.bytes, sh.ctas_per_sm, sh.threads, &best, [&](const float4* src, dim3 g, dim3 b) {
+            read_once<<<g, b, 0, stream>>>(src, sz.bytes / 16, sink);
+          });
       std::printf("%-44s %d x %-4d per SM x %4d threads  %9.2f us  %.3f TB/s\n", sz.name, sms, sh.ctas_per_sm,
                   sh.threads, r.us, r.tbps);
-      rs.push_back(r);
-      if (best.us == 0 || r.us < best.us) best = r;
     }
     std::printf("%-44s best %9.2f us  %.3f TB/s\n", sz.name, best.us, best.tbps);
     std::fflush(stdout);
   }
   // The index-K of 1M tokens as a paged cache, in three page orders (those of `msa bench --pages`), best of three
-  // grids; each call reads one of two caches.
+  // grids.
   {
     const int pages = static_cast<int>((1LL << 28) / kPageBytes);
     std::vector<int> ordered(pages), strided(pages), shuffled(pages);
@@ -147,17 +156,10 @@ int main(int argc, char** argv) {
     for (const auto& o : orders) {
       CHECK_CUDA(cudaMemcpy(order, o.order->data(), pages * sizeof(int), cudaMemcpyHostToDevice));
       Result best{};
-      for (int per : {1, 2, 3}) {
-        int call = 0;
-        auto run = [&] {
-          const auto* src = reinterpret_cast<const float4*>(buf + (call++ % 2) * (1LL << 28));
-          read_paged<<<sms * per, kPageThreads, 0, stream>>>(src, order, pages, sink);
-        };
-        const double ms = msa_bench::graph_median_ms({run}, stream, 10, 11)[0];
-        const Result r{o.name, 1LL << 28, per, kPageThreads, ms * 1e3, (1LL << 28) / (ms * 1e-3) / 1e12};
-        rs.push_back(r);
-        if (best.us == 0 || r.us < best.us) best = r;
-      }
+      for (int per : {1, 2, 3})
+        measure(o.name, 1LL << 28, per, kPageThreads, &best, [&](const float4* src, dim3 g, dim3 b) {
+          read_paged<<<g, b, 0, stream>>>(src, order, pages, sink);
+        });
       std::printf("%-44s best %9.2f us  %.3f TB/s\n", o.name, best.us, best.tbps);
     }
     CHECK_CUDA(cudaFree(order));
