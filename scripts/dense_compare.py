@@ -8,8 +8,9 @@ point at one cluster, so the tokens of a query block select from a shared pool o
 is measured (1M included, once). Decode: B requests x L context x Q queries, msa and dense both replayed from CUDA
 graphs, msa's caches read through a shuffled page table (a fragmented pool) and again through one with the pages in
 order (contiguous, the layout of dense's K and V); dense decode attends every query to all L keys (is_causal would
-align top-left; the 7 keys this adds for Q = 8 are negligible work). At 32K the same run checks the GPU layer against the CPU implementation on the last 256
-query tokens (chunked prefill over the full history): selection agreement and design.md's attention error rule.
+align top-left; the 7 keys this adds for Q = 8 are negligible work). At 32K the same run checks the GPU layer against
+the CPU implementation on the last 256 query tokens (chunked prefill over the full history): selection agreement and
+design.md's attention error rule.
 
 Writes dense_compare.json and dense_compare.png into --out. Run from scripts/device.sh or by hand:
   PYTHONPATH=<dir with the msa package> python3 scripts/dense_compare.py --out out [--max-n 1048576]
@@ -266,7 +267,8 @@ def plot(prefill, decode, path):
     a.legend(fontsize=8)
     names = [r["case"].replace("decode ", "") for r in decode]
     x = range(len(decode))
-    bars = (("speedup_vs_cudnn", "vs cuDNN, shuffled pages"), ("speedup_pages_ordered_vs_cudnn", "vs cuDNN, pages in order"),
+    bars = (("speedup_vs_cudnn", "vs cuDNN, shuffled pages"),
+            ("speedup_pages_ordered_vs_cudnn", "vs cuDNN, pages in order"),
             ("speedup_vs_flash2", "vs FlashAttention-2, shuffled pages"))
     for j, (key, label) in enumerate(bars):
         b.bar([i + (j - 1) * 0.27 for i in x], [r.get(key, 0) for r in decode], width=0.27, label=label)

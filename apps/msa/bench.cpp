@@ -5,8 +5,9 @@
 // attention → combine). Every phase is timed by replaying a CUDA graph of it (the layer's launch sequence cut after
 // that phase; differences give per-phase times), and the whole layer by replaying a graph of MsaPrefill::run /
 // MsaDecode::run. Inputs are synthetic (a tiled pool of random bf16 values, --values; the selection is whatever the
-// index branch picks on them; pages strided or shuffled, --pages). Floors: FLOPs at the card's bf16 GEMM ceiling (736 TFLOP/s measured on our H100) and bytes
-// at its copy ceiling (2.99 TB/s), both from docs/performance.md.
+// index branch picks on them; pages strided, shuffled or ordered, --pages). Floors: FLOPs at the card's bf16 GEMM
+// ceiling (736 TFLOP/s measured on our H100) and bytes at its copy ceiling (2.99 TB/s), both from
+// docs/performance.md.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
