@@ -120,8 +120,8 @@ __device__ __forceinline__ void pv_16keys(float (&out)[kDim / 8][4], const float
 // The lines enter L2 marked evict-first: a decode step reads its K / V blocks once, and a model runs its other
 // layers before the next step of this one, so nothing of them should stay. This also keeps benchmarks that replay
 // one step honest: with normal priority the step's 4 MB of K / V (1 x 1M, M3 shapes) outlived the evict-first
-// index-K stream in L2 until the next replay, which then read them from L2 — 0.5-0.8 us of the 1 x 1M step
-// (H100, msa bench, four alternating runs) that a real decode does not get.
+// index-K stream in L2 until the next replay, which then read them from L2 — 0.4-0.8 us of the 1 x 1M step
+// (H100, msa bench, alternating runs in three calls) that a real decode does not get.
 template <int kThreads>
 __device__ __forceinline__ void load_block_rows(__nv_bfloat16* dst, const __nv_bfloat16* src, std::int64_t src_stride_t,
                                                 int rows_valid) {
