@@ -1,5 +1,6 @@
 // warp_mma.cuh — warp-level building blocks shared by the mma.sync kernels (decode attention, split and rows
-// variants) and the combine: 16-byte cp.async (with or without an L2 policy), the m16n8k16 bf16 MMA, transposed ldmatrix, bf16 packing.
+// variants) and the combine: 16-byte cp.async (with or without an L2 policy), the m16n8k16 bf16 MMA, transposed
+// ldmatrix, bf16 packing.
 // Packing goes through the bf16 bit patterns, never through the address of a local, so values stay in registers.
 #ifndef MSA_KERNELS_COMMON_WARP_MMA_CUH_
 #define MSA_KERNELS_COMMON_WARP_MMA_CUH_
@@ -15,7 +16,7 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(smem))),
                "l"(gmem));
 }
-// The same with an L2 cache policy (createpolicy), e.g. evict-first for data read once.
+// The same with an L2 cache policy (createpolicy; sm90::l2_evict_first_policy for data read once).
 __device__ __forceinline__ void cp_async16_hint(void* smem, const void* gmem, std::uint64_t policy) {
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n"
                ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(smem))), "l"(gmem), "l"(policy));

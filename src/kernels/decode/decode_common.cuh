@@ -12,6 +12,7 @@
 #include "kernels/common/search.cuh"
 #include "kernels/common/warp_mma.cuh"
 #include "kernels/decode/launch.h"
+#include "kernels/sm90/common/sm90.cuh"
 
 namespace msa {
 namespace kernels {
@@ -125,8 +126,7 @@ __device__ __forceinline__ void pv_16keys(float (&out)[kDim / 8][4], const float
 template <int kThreads>
 __device__ __forceinline__ void load_block_rows(__nv_bfloat16* dst, const __nv_bfloat16* src, std::int64_t src_stride_t,
                                                 int rows_valid) {
-  std::uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  const std::uint64_t policy = sm90::l2_evict_first_policy();
   for (int chunk = threadIdx.x; chunk < kKeys * kDim / 8; chunk += kThreads) {
     const int row = chunk / (kDim / 8), col = (chunk % (kDim / 8)) * 8;
     if (row < rows_valid)
