@@ -7,7 +7,7 @@ A copy of the tree (HEAD, or the working tree with --worktree) gets the stamps i
 three kernel sources and a dump at the end of `msa bench` (decode_breakdown.py's method: an anchor that is not
 found exactly once stops the script). Needs a Hopper GPU; run it on the device machine:
 
-  python3 scripts/decode_timeline.py --out $OUT --worktree [--runs 2] [--tokens 1048576]
+  python3 scripts/decode_timeline.py --out $OUT --worktree [--runs 2] [--tokens 1048576] [--pages shuffled]
   python3 scripts/decode_timeline.py --build-only --worktree   (any machine with nvcc: checks the anchors and builds)
 
 (--worktree there: the device machine's copy of the tree may carry no usable git metadata.)
@@ -103,6 +103,8 @@ EDITS = [
     (ATT, "      page = a.page_table[static_cast<std::int64_t>(place.request) * a.pt_stride_b + block * a.pt_stride_j];\n",
      "      if (kFused && tid == 0) tl::stamp(tlc, 2);\n"),
     (ATT, "  __syncthreads();                                         // everyone's\n", "  if (kFused && tid == 0) tl::stamp(tlc, 3);\n"),
+    (ATT, "  __syncthreads();  // everyone's V, the row sums, and every warp is done reading K (its space is reused below)\n",
+     "  if (kFused && tid == 0) tl::stamp(tlc, 7);\n"),
     (ATT, "    *reinterpret_cast<float2*>(osum + (warp * 16 + r + 8) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][2], out[nt][3]);\n  }\n  __syncthreads();\n",
      "  if (kFused && tid == 0) tl::stamp(tlc, 4);\n"),
     (ATT, "    push_partial(a, G, s, osum, [&](int row, float* m, float* l) { *m = block_max(row), *l = block_sum(row); });\n",
@@ -126,7 +128,7 @@ PHASES = {
               (5, "merge: topk rows written")],
     "attn": [(0, "attention: start (resident)"), (1, "attention: wait returns (handoff: entry seen)"),
              (2, "attention: page id known"),
-             (3, "attention: K landed"), (4, "attention: P.V summed"), (10, "attention: first cluster wait passed"),
+             (3, "attention: K landed"), (7, "attention: V landed, row sums"), (4, "attention: P.V summed"), (10, "attention: first cluster wait passed"),
              (11, "attention: pushes issued"), (5, "attention: pushed, cluster barrier passed"),
              (6, "attention: inbox merged, end")],
 }
@@ -159,6 +161,8 @@ def main():
     ap.add_argument("--out", default="out")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=1 << 20)
+    ap.add_argument("--pages", default="",
+                    help="msa bench's --pages, comma-separated (strided, ordered, shuffled): --runs runs of each")
     ap.add_argument("--worktree", action="store_true", help="copy the working tree instead of HEAD")
     ap.add_argument("--work", default="/tmp/msa_decode_timeline")
     ap.add_argument("--build-only", action="store_true", help="patch and build, do not run (no GPU needed)")
@@ -171,16 +175,22 @@ def main():
     build(args.work, os.cpu_count() or 4)
     if args.build_only:
         return
-    for r in range(args.runs):
-        text = subprocess.run([f"{args.work}/b/msa", "bench", "--mode", "decode", "--tokens", str(args.tokens)],
-                              check=True, capture_output=True, text=True).stdout
-        with open(os.path.join(args.out, f"decode_timeline_{r}.txt"), "w") as f:
-            f.write(text)
-        total = [line for line in text.splitlines() if "end to end" in line]
-        print(f"run {r}: {total[0].strip() if total else ''}")
-        print(f"  {'phase':44s} {'median':>8s} {'min':>8s} {'max':>8s}  CTAs  (us from the first selection CTA)")
-        for label, med, lo, hi, n in report(parse(text)):
-            print(f"  {label:44s} {med:8.2f} {lo:8.2f} {hi:8.2f}  {n}")
+    for pages in args.pages.split(","):
+        for r in range(args.runs):
+            run_once(args, pages, r)
+
+
+def run_once(args, pages, r):
+    cmd = [f"{args.work}/b/msa", "bench", "--mode", "decode", "--tokens", str(args.tokens)]
+    cmd += ["--pages", pages] if pages else []
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    with open(os.path.join(args.out, f"decode_timeline_{pages or 'default'}_{r}.txt"), "w") as f:
+        f.write(text)
+    total = [line for line in text.splitlines() if "end to end" in line]
+    print(f"run {r}{' (pages ' + pages + ')' if pages else ''}: {total[0].strip() if total else ''}")
+    print(f"  {'phase':44s} {'median':>8s} {'min':>8s} {'max':>8s}  CTAs  (us from the first selection CTA)")
+    for label, med, lo, hi, n in report(parse(text)):
+        print(f"  {label:44s} {med:8.2f} {lo:8.2f} {hi:8.2f}  {n}")
 
 
 if __name__ == "__main__":
