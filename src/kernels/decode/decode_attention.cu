@@ -1,11 +1,12 @@
 // decode_attention.cu — split sparse attention: one CTA of 4 warps per (query token t, KV head g, slot s of t's topk
 // list), for decode batches (Q queries per request) and, as the query-outer path for G != 16, varlen prefill batches.
 // The CTA loads the K and V block of that slot once into shared memory (cp.async, K and V as separate groups so
-// S = Q·Kᵀ starts while V lands); warp w takes keys 32 w .. 32 w + 31: S for the G query heads of group g (one
+// S = Q·Kᵀ starts while V lands); warp w takes keys 32 w .. 32 w + 31 for S of the G query heads of group g (one
 // m16 row tile of mma.sync m16n8k16, rows past G zero), the block's row max and row sum through shared memory
-// (keys past the request's length or after the query are -inf), O_w = P·V with P rounded to bf16 (V fragments by
-// ldmatrix.trans); the four O_w are summed in shared memory and O / rowsum (fp32) plus the natural-log LSE go to
-// slot s; the combine kernel merges the slots. (Merging in the last CTA of each (t, g), counted by an atomic
+// (keys past the request's length or after the query are -inf), then dims 32 w .. 32 w + 31 for O = P·V over all
+// 128 keys (P rounded to bf16 and exchanged as A fragments through shared memory, V fragments by ldmatrix.trans),
+// so each warp holds its dims' final O and no cross-warp sum is needed; O / rowsum (fp32) plus the natural-log LSE
+// go to slot s; the combine kernel merges the slots. (Merging in the last CTA of each (t, g), counted by an atomic
 // counter, measured slower on H100 — 19.0 µs against 12.8 µs at 1 × 1M × 1, 148 against 132 µs at 64 × 32K: the
 // memset of the counters and every CTA's fence before counting cost more than the combine launch.)
 // Fused variant (SparseDecodeAttention's smallest batches, decode_prefers_fused in launch.h): the k CTAs of a
@@ -39,24 +40,14 @@ namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kWarps = 4, kThreads = kWarps * 32;      // warp w: keys 32 w .. 32 w + 31
-constexpr int kOPad = 132;                             // fp32 row stride of the cross-warp O sum
+constexpr int kWarps = 4, kThreads = kWarps * 32;  // warp w: S of keys 32 w .. 32 w + 31, O of dims 32 w .. 32 w + 31
+constexpr int kDimTiles = kDim / kWarps / 8;       // 8-dim mma tiles of a warp's O
 constexpr std::size_t kSmemBytes = 2 * kKeys * kPad * sizeof(__nv_bfloat16);
-static_assert(kWarps * 16 * kOPad * sizeof(float) <= kKeys * kPad * sizeof(__nv_bfloat16), "O sum fits K's space");
+// After S, K's space holds P as bf16 A fragments ([16-key step][lane], 16 bytes each), later the owner's merge scratch.
+static_assert(kKeys / 16 * 32 * 16 <= kKeys * kPad * sizeof(__nv_bfloat16), "P fragments fit K's space");
 
-// Dims d .. d + 3 of `row` summed over the warps' O in osum ([kWarps][16][kOPad] fp32).
-__device__ __forceinline__ float4 warps_sum(const float* osum, int row, int d) {
-  float4 v = *reinterpret_cast<const float4*>(osum + row * kOPad + d);
-#pragma unroll
-  for (int w = 1; w < kWarps; ++w) {
-    const float4 u = *reinterpret_cast<const float4*>(osum + (w * 16 + row) * kOPad + d);
-    v.x += u.x;
-    v.y += u.y;
-    v.z += u.z;
-    v.w += u.w;
-  }
-  return v;
-}
+// A warp's O: rows r (elements 0, 1) and r + 8 (2, 3), dims 32 warp + 8 nt + 2 c (+1), summed over all 128 keys.
+using WarpO = float[kDimTiles][4];
 
 // Q fragments of token t's rows r and r + 8 (heads g * G + row; rows >= G are zero), all 128 dims, as mma.sync
 // A operands.
@@ -109,27 +100,33 @@ __device__ __forceinline__ ClusterInbox& cluster_inbox() {
 // Inbox entry of CTA s's partial of `row` in the owner's inbox (row / k is the owner's local row).
 __device__ __forceinline__ int inbox_entry(int row, int k, int s) { return (row / k) * k + s; }
 
-// CTA s pushes its partial of every row to the row's owner (osum = null: no block, only m = -inf and l = 0 go
-// out), then waits until every CTA's pushes are visible. Every thread of every CTA of the cluster must call it once,
-// after cluster_arrive_relaxed: its first wait makes sure every CTA of the cluster runs (a CTA's shared memory
-// exists only then) before anything is written there.
+// CTA s pushes its partial of every row to the row's owner, straight from each warp's O registers (o = null: no
+// block, only m = -inf and l = 0 go out), then waits until every CTA's pushes are visible. Every thread of every
+// CTA of the cluster must call it once, after cluster_arrive_relaxed: its first wait makes sure every CTA of the
+// cluster runs (a CTA's shared memory exists only then) before anything is written there.
 template <class RowStat>
-__device__ __forceinline__ void push_partial(const DecodeAttentionLaunch& a, int G, int s, const float* osum,
+__device__ __forceinline__ void push_partial(const DecodeAttentionLaunch& a, int G, int s, const WarpO* o,
                                              RowStat row_stat) {
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   ClusterInbox& inbox = cluster_inbox();
   cluster_wait();
-  if (osum != nullptr)
-    for (int item = static_cast<int>(threadIdx.x); item < G * 32; item += kThreads) {
-      const int row = item / 32, d = (item % 32) * 4;
-      ClusterInbox* dst = cluster.map_shared_rank(&inbox, row % a.k);
-      *reinterpret_cast<float4*>(&dst->o[inbox_entry(row, a.k, s)][d]) = warps_sum(osum, row, d);
+  if (o != nullptr) {
+    const int lane = static_cast<int>(threadIdx.x) % 32, r = lane / 4, d = static_cast<int>(threadIdx.x) / 32 * 32 + 2 * (lane % 4);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = r + 8 * half;
+      if (row >= G) continue;
+      float* dst = &cluster.map_shared_rank(&inbox, row % a.k)->o[inbox_entry(row, a.k, s)][d];
+#pragma unroll
+      for (int nt = 0; nt < kDimTiles; ++nt)
+        *reinterpret_cast<float2*>(dst + nt * 8) = make_float2((*o)[nt][2 * half], (*o)[nt][2 * half + 1]);
     }
+  }
   for (int row = static_cast<int>(threadIdx.x); row < G; row += kThreads) {
     ClusterInbox* dst = cluster.map_shared_rank(&inbox, row % a.k);
     float m = -INFINITY, l = 0.f;
-    if (osum != nullptr) row_stat(row, &m, &l);
+    if (o != nullptr) row_stat(row, &m, &l);
     dst->m[inbox_entry(row, a.k, s)] = m;
     dst->l[inbox_entry(row, a.k, s)] = l;
   }
@@ -241,11 +238,11 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
       page = a.page_table[static_cast<std::int64_t>(place.request) * a.pt_stride_b + block * a.pt_stride_j];
     }
   }
-  auto* osum = reinterpret_cast<float*>(smem);
+  auto* scratch = reinterpret_cast<float*>(smem);  // K's space, free again by the owner's merge
   if (block < 0) {  // uniform over the CTA
     if constexpr (kFused) {  // no block: an empty partial, but the CTA still takes part in the cluster's merge
       push_partial(a, G, s, nullptr, [](int, float*, float*) {});
-      merge_inbox(a, o, t, g, G, s, osum);
+      merge_inbox(a, o, t, g, G, s, scratch);
       if (handoff) pdl_wait();  // the merge grid has completed before this grid does (stream order)
     }
     return;
@@ -298,40 +295,61 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
     row_sum[warp][r] = l0;
     row_sum[warp][r + 8] = l1;
   }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this thread's V chunks
-  __syncthreads();  // everyone's V, the row sums, and every warp is done reading K (its space is reused below)
-
-  // O_w = P V over the warp's keys: P's accumulator layout is the A-fragment layout (keys 16 kk2 .. 16 kk2 + 15 of
-  // the warp = tiles 2 kk2, 2 kk2 + 1); B[key][dim] = V[key][dim] by transposed ldmatrix, two dim tiles per load.
-  float out[kDim / 8][4];
+  // P rounded to bf16, as the A fragments of this warp's two 16-key steps (the accumulator layout of S is the
+  // A-fragment layout), into K's space: every warp's S was complete before the row-max barrier.
+  auto* pfrag = reinterpret_cast<uint4*>(smem);  // [16-key step][lane]
 #pragma unroll
-  for (int nt = 0; nt < kDim / 8; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
-#pragma unroll
-  for (int kk2 = 0; kk2 < 2; ++kk2) pv_16keys(out, sc[2 * kk2], sc[2 * kk2 + 1], vs, key_base + kk2 * 16);
-
-  // Sum the four warps' O in shared memory (K's space), then O / l (bf16) and the LSE of the G real rows to slot s
-  // (fused: the sum, max and row sum stay here for the cluster's merge).
-#pragma unroll
-  for (int nt = 0; nt < kDim / 8; ++nt) {
-    *reinterpret_cast<float2*>(osum + (warp * 16 + r) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][0], out[nt][1]);
-    *reinterpret_cast<float2*>(osum + (warp * 16 + r + 8) * kOPad + nt * 8 + 2 * c) = make_float2(out[nt][2], out[nt][3]);
+  for (int kk2 = 0; kk2 < 2; ++kk2) {
+    const float(&p0)[4] = sc[2 * kk2];
+    const float(&p1)[4] = sc[2 * kk2 + 1];
+    pfrag[(2 * warp + kk2) * 32 + lane] =
+        make_uint4(pack_bf16(p0[0], p0[1]), pack_bf16(p0[2], p0[3]), pack_bf16(p1[0], p1[1]), pack_bf16(p1[2], p1[3]));
   }
-  __syncthreads();
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this thread's V chunks
+  __syncthreads();  // everyone's V, P and row sums
+
+  // O = P V for the warp's 32 dims over all 128 keys: B[key][dim] = V[key][dim] by transposed ldmatrix, two dim
+  // tiles per load (lane addresses row lane % 8 of matrix mi: keys + 8 (mi % 2), dims + 8 (mi / 2)). Against warps
+  // splitting the keys for P V as well (four O partials summed in shared memory before the writes or pushes), H100,
+  // bench_decode_attention: split kernel + combine 0.4-1.5 us faster over the whole B x 32K sweep (1 x 1M 8.7 ->
+  // 8.2 us), the fused kernel at 1 x 1M unchanged (6.5 / 6.6 us); see docs/performance.md.
+  WarpO out;
+#pragma unroll
+  for (int nt = 0; nt < kDimTiles; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
+  const int mi = lane / 8;
+  const __nv_bfloat16* vrow = vs + ((mi % 2) * 8 + lane % 8) * kPad + warp * 32 + (mi / 2) * 8;
+#pragma unroll
+  for (int ks = 0; ks < kKeys / 16; ++ks) {
+    const uint4 pf = pfrag[ks * 32 + lane];
+    const std::uint32_t pa[4] = {pf.x, pf.y, pf.z, pf.w};
+#pragma unroll
+    for (int nt = 0; nt < kDimTiles; nt += 2) {
+      std::uint32_t bv[4];
+      ldmatrix_x4_trans(bv, vrow + ks * 16 * kPad + nt * 8);
+      mma_bf16(out[nt], pa, bv[0], bv[1]);
+      mma_bf16(out[nt + 1], pa, bv[2], bv[3]);
+    }
+  }
+
+  // Fused: the O registers, the row max and the row sum go to the rows' owners for the cluster's merge. Split:
+  // O / l and the LSE of the G real rows to slot s.
   if constexpr (kFused) {
-    push_partial(a, G, s, osum, [&](int row, float* m, float* l) { *m = block_max(row), *l = block_sum(row); });
-    merge_inbox(a, o, t, g, G, s, osum);  // osum is free once the partials are pushed
+    push_partial(a, G, s, &out, [&](int row, float* m, float* l) { *m = block_max(row), *l = block_sum(row); });
+    merge_inbox(a, o, t, g, G, s, scratch);  // every warp's P V was done before the cluster barrier
     if (handoff) pdl_wait();
     return;
   }
-  float* po = a.partial_out;
   const std::int64_t slot_base = (static_cast<std::int64_t>(s) * a.total_q + t) * a.num_q_heads + static_cast<std::int64_t>(g) * G;
-  for (int item = tid; item < G * 32; item += kThreads) {
-    const int row = item / 32, d = (item % 32) * 4;
-    const float4 v = warps_sum(osum, row, d);
-    const float mrow = block_max(row), lrow = block_sum(row);
-    const float inv = lrow > 0.f ? 1.f / lrow : 0.f;
-    *reinterpret_cast<float4*>(po + (slot_base + row) * kDim + d) = make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
-    if (d == 0) a.partial_lse[slot_base + row] = natural_lse(mrow, lrow);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = r + 8 * half;
+    if (row >= G) continue;
+    const float lrow = block_sum(row), inv = lrow > 0.f ? 1.f / lrow : 0.f;
+    float* po = a.partial_out + (slot_base + row) * kDim + warp * 32 + 2 * c;
+#pragma unroll
+    for (int nt = 0; nt < kDimTiles; ++nt)
+      *reinterpret_cast<float2*>(po + nt * 8) = make_float2(out[nt][2 * half] * inv, out[nt][2 * half + 1] * inv);
+    if (warp == 0 && c == 0) a.partial_lse[slot_base + row] = natural_lse(block_max(row), lrow);
   }
 }
 
