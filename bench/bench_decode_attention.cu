@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
   // Where the rows kernel overtakes split + combine: B x 32K x 1 for T * Hkv from 32 to 512 rows (1 to 4 waves of
   // rows CTAs on 132 SMs); SparseDecodeAttention's choice between the two is set from these lines.
   std::printf("sweep, B x 32K x 1 (T * Hkv = 4 B rows):\n");
-  for (int b : {1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 24, 32, 36, 40, 48, 56, 66, 80, 96, 128})
+  for (int b : {1, 2, 3, 4, 6, 8, 10, 12, 13, 14, 16, 18, 20, 22, 24, 32, 36, 40, 48, 56, 66, 80, 96, 128})
     rs.push_back(run_case("sweep " + std::to_string(b) + " x 32K x 1", b, 1 << 15, 1, 5, 11));
   if (json) {
     FILE* f = std::fopen(json, "w");
