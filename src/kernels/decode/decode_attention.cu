@@ -112,7 +112,8 @@ __device__ __forceinline__ void push_partial(const DecodeAttentionLaunch& a, int
   ClusterInbox& inbox = cluster_inbox();
   cluster_wait();
   if (o != nullptr) {
-    const int lane = static_cast<int>(threadIdx.x) % 32, r = lane / 4, d = static_cast<int>(threadIdx.x) / 32 * 32 + 2 * (lane % 4);
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32, r = lane / 4;
+    const int d = warp * 32 + 2 * (lane % 4);  // this thread's first dim of each 8-dim tile
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int row = r + 8 * half;
