@@ -300,37 +300,19 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
   // A-fragment layout), into K's space: every warp's S was complete before the row-max barrier.
   auto* pfrag = reinterpret_cast<uint4*>(smem);  // [16-key step][lane]
 #pragma unroll
-  for (int kk2 = 0; kk2 < 2; ++kk2) {
-    const float(&p0)[4] = sc[2 * kk2];
-    const float(&p1)[4] = sc[2 * kk2 + 1];
-    pfrag[(2 * warp + kk2) * 32 + lane] =
-        make_uint4(pack_bf16(p0[0], p0[1]), pack_bf16(p0[2], p0[3]), pack_bf16(p1[0], p1[1]), pack_bf16(p1[2], p1[3]));
-  }
+  for (int kk2 = 0; kk2 < 2; ++kk2) pfrag[(2 * warp + kk2) * 32 + lane] = p_fragment(sc[2 * kk2], sc[2 * kk2 + 1]);
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");  // this thread's V chunks
   __syncthreads();  // everyone's V, P and row sums
 
-  // O = P V for the warp's 32 dims over all 128 keys: B[key][dim] = V[key][dim] by transposed ldmatrix, two dim
-  // tiles per load (lane addresses row lane % 8 of matrix mi: keys + 8 (mi % 2), dims + 8 (mi / 2)). Against warps
-  // splitting the keys for P V as well (four O partials summed in shared memory before the writes or pushes), H100,
-  // bench_decode_attention: split kernel + combine 0.4-1.5 us faster over the whole B x 32K sweep (1 x 1M 8.7 ->
-  // 8.2 us), the fused kernel at 1 x 1M unchanged (6.5 / 6.6 us); see docs/performance.md.
+  // O = P V for the warp's 32 dims over all 128 keys, a 16-key step at a time. Against warps splitting the keys for
+  // P V as well (four O partials summed in shared memory before the writes or pushes), H100, bench_decode_attention:
+  // split kernel + combine 0.4-1.5 us faster over the whole B x 32K sweep (1 x 1M 8.7 -> 8.2 us), the fused kernel
+  // at 1 x 1M unchanged (6.5 / 6.6 us); see docs/performance.md.
   WarpO out;
 #pragma unroll
   for (int nt = 0; nt < kDimTiles; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
-  const int mi = lane / 8;
-  const __nv_bfloat16* vrow = vs + ((mi % 2) * 8 + lane % 8) * kPad + warp * 32 + (mi / 2) * 8;
 #pragma unroll
-  for (int ks = 0; ks < kKeys / 16; ++ks) {
-    const uint4 pf = pfrag[ks * 32 + lane];
-    const std::uint32_t pa[4] = {pf.x, pf.y, pf.z, pf.w};
-#pragma unroll
-    for (int nt = 0; nt < kDimTiles; nt += 2) {
-      std::uint32_t bv[4];
-      ldmatrix_x4_trans(bv, vrow + ks * 16 * kPad + nt * 8);
-      mma_bf16(out[nt], pa, bv[0], bv[1]);
-      mma_bf16(out[nt + 1], pa, bv[2], bv[3]);
-    }
-  }
+  for (int ks = 0; ks < kKeys / 16; ++ks) pv_16keys(out, pfrag[ks * 32 + lane], vs, ks * 16, warp * 32);
 
   // Fused: the O registers, the row max and the row sum go to the rows' owners for the cluster's merge. Split:
   // O / l and the LSE of the G real rows to slot s.

@@ -96,22 +96,27 @@ __device__ __forceinline__ void exp2_rowsum(float (&sc)[NT][4], float base0, flo
   *l1 = b;
 }
 
-// out += P · V over 16 keys key0 .. key0 + 15 of the block in vs ([kKeys][kPad]): p0 and p1 are the S tiles of keys
-// key0 .. key0 + 7 and key0 + 8 .. key0 + 15 after exp2_rowsum (the accumulator layout is the A-fragment layout, P
-// rounded to bf16); B[key][dim] = V[key][dim] by transposed ldmatrix, two 8-dim tiles per load.
-__device__ __forceinline__ void pv_16keys(float (&out)[kDim / 8][4], const float (&p0)[4], const float (&p1)[4],
-                                          const __nv_bfloat16* vs, int key0) {
-  const std::uint32_t pa[4] = {pack_bf16(p0[0], p0[1]), pack_bf16(p0[2], p0[3]), pack_bf16(p1[0], p1[1]),
-                               pack_bf16(p1[2], p1[3])};
+// P of 16 keys as the mma.sync A fragment, rounded to bf16: p0 and p1 are the S tiles of keys key0 .. key0 + 7 and
+// key0 + 8 .. key0 + 15 after exp2_rowsum (the accumulator layout is the A-fragment layout).
+__device__ __forceinline__ uint4 p_fragment(const float (&p0)[4], const float (&p1)[4]) {
+  return make_uint4(pack_bf16(p0[0], p0[1]), pack_bf16(p0[2], p0[3]), pack_bf16(p1[0], p1[1]), pack_bf16(p1[2], p1[3]));
+}
+
+// out += P · V over 16 keys key0 .. key0 + 15 and dims dim0 .. dim0 + 8 NT - 1 of the block in vs ([kKeys][kPad]),
+// pa being P's A fragment (p_fragment); B[key][dim] = V[key][dim] by transposed ldmatrix, two 8-dim tiles per load.
+template <int NT>
+__device__ __forceinline__ void pv_16keys(float (&out)[NT][4], const uint4& pa, const __nv_bfloat16* vs, int key0,
+                                          int dim0) {
+  const std::uint32_t a[4] = {pa.x, pa.y, pa.z, pa.w};
   // This lane addresses row lane % 8 of matrix m: keys + 8 (m % 2), dims + 8 (m / 2).
   const int lane = threadIdx.x % 32, m = lane / 8;
-  const __nv_bfloat16* vrow = vs + (key0 + (m % 2) * 8 + lane % 8) * kPad + (m / 2) * 8;
+  const __nv_bfloat16* vrow = vs + (key0 + (m % 2) * 8 + lane % 8) * kPad + dim0 + (m / 2) * 8;
 #pragma unroll
-  for (int nt = 0; nt < kDim / 8; nt += 2) {
+  for (int nt = 0; nt < NT; nt += 2) {
     std::uint32_t bv[4];
     ldmatrix_x4_trans(bv, vrow + nt * 8);
-    mma_bf16(out[nt], pa, bv[0], bv[1]);
-    mma_bf16(out[nt + 1], pa, bv[2], bv[3]);
+    mma_bf16(out[nt], a, bv[0], bv[1]);
+    mma_bf16(out[nt + 1], a, bv[2], bv[3]);
   }
 }
 

@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
       out[nt][2] *= f1;
       out[nt][3] *= f1;
     }
-    pv_16keys(out, sc[0], sc[1], vs, key_base);
+    pv_16keys(out, p_fragment(sc[0], sc[1]), vs, key_base, 0);
     __syncthreads();  // every warp is done with this stage: refill it with block n + kStages
     const int next = n + kStages;
     load_block(a, smem + (n % kStages) * kStageBytes, next < count, __shfl_sync(0xffffffffu, my_page, next & 31),
