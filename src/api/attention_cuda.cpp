@@ -199,6 +199,7 @@ kernels::UnionLaunch chunk_union_launch(const ChunkRun& r) {
   const bool masked = p.kv_outer_chain && p.union_budget > 0;
   u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(r.set + p.off_masked_topk) : nullptr;
   u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(r.set + p.off_tile_flags) : nullptr;
+  u.tile_slots = p.union_budget > 0 ? r.set + p.off_tile_slots : nullptr;
   u.device = r.device();
   u.stream = r.stream();
   return u;
@@ -212,12 +213,13 @@ kernels::K2qBuildOutputs chunk_k2q_outputs(const ChunkRun& r) {
           r.counts(),        at(p.off_total),     at(p.off_items),     at(p.off_num_items)};
 }
 
-// G = 16, the chunk's front on `stream`: the union mask (kAuto: the union tiles leave the chain's selection) and
-// the k2q build over what is left. It reads only topk and the plan's metadata and writes only the chunk's set.
+// G = 16, the chunk's front on `stream`: the union schedule's token groups, the union mask (kAuto: the union tiles
+// leave the chain's selection) and the k2q build over what is left. It reads only topk and the plan's metadata and writes only the chunk's set.
 Status run_front(const ChunkRun& r, void* stream) {
   const PrefillCudaPlan& p = r.p;
   kernels::UnionLaunch u = chunk_union_launch(r);
   u.stream = stream;
+  MSA_RETURN_IF_ERROR(kernels::launch_token_groups(u));  // a no-op without tile_slots (no union schedule)
   if (u.masked_topk != nullptr) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
   if (!p.kv_outer_chain) return Status::Ok();
   kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta, u.masked_topk);
@@ -394,6 +396,8 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     p->off_masked_topk = part(static_cast<std::size_t>(H * Tc * k) * 4);
     p->off_tile_flags = part(static_cast<std::size_t>(H * ((Tc + 7) / 8 + p->max_chunk_requests)) * 4);
   }
+  if (p->union_budget > 0)  // the token groups of the union schedule (kernels/sm90/attention/union_tiles.cuh)
+    p->off_tile_slots = part(static_cast<std::size_t>(H * ((Tc + 7) / 8 + p->max_chunk_requests)) * 8);
   // Several chunks through the KV-outer chain: a second set of the structures above, and the side stream that
   // builds chunk c + 1's set while chunk c attends.
   p->front_set_bytes = off;

@@ -7,7 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <set>
 
 #include "cuda_test_util.h"
 #include "kernels/combine/launch.h"
@@ -113,14 +115,72 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   expect_device_attention_rule(p, out, lse);
 }
 
-// The union-of-blocks kernel writes the final output directly; every row is compared, LSE included.
+// The token groups launch_token_groups must produce, from the host: per (KV head, group of 128 queries of a
+// request) no grouping when the group lists more than 64 distinct blocks, else groups of 4 formed greedily — the
+// lowest query not yet placed, then three times the query adding the fewest blocks to the group's union (ties: the
+// lower query). Returns the slots [Hkv, tiles, 8] as offsets in each group (slots past a group's queries: their own
+// index; the slack tiles past the requests' tiles: `unwritten`).
+std::vector<std::uint8_t> host_token_groups(const Problem& p, std::int64_t tiles, std::uint8_t unwritten) {
+  const int k = p.spec.topk, Hkv = p.spec.num_kv_heads;
+  std::vector<std::uint8_t> slots(static_cast<std::size_t>(Hkv * tiles * 8), unwritten);
+  for (int g = 0; g < Hkv; ++g) {
+    std::int64_t tile0 = 0;
+    for (std::int64_t b = 0; b < p.num_requests(); ++b) {
+      const std::int64_t q0 = p.cu_seqlens_q[static_cast<std::size_t>(b)];
+      const std::int64_t nq = p.cu_seqlens_q[static_cast<std::size_t>(b) + 1] - q0;
+      for (std::int64_t s0 = 0; s0 < nq; s0 += 128) {
+        const int n = static_cast<int>(std::min<std::int64_t>(128, nq - s0));
+        std::vector<std::set<int>> lists(static_cast<std::size_t>(n));
+        std::set<int> all;
+        for (int i = 0; i < n; ++i)
+          for (int e = 0; e < k; ++e) {
+            const int id = p.topk[static_cast<std::size_t>((g * p.total_q + q0 + s0 + i) * k + e)];
+            if (id >= 0) lists[static_cast<std::size_t>(i)].insert(id), all.insert(id);
+          }
+        std::vector<int> order;
+        if (all.size() > 64) {
+          for (int i = 0; i < n; ++i) order.push_back(i);
+        } else {
+          std::vector<bool> placed(static_cast<std::size_t>(n), false);
+          while (static_cast<int>(order.size()) < n) {
+            int seed = 0;
+            while (placed[static_cast<std::size_t>(seed)]) ++seed;
+            placed[static_cast<std::size_t>(seed)] = true;
+            order.push_back(seed);
+            std::set<int> uni = lists[static_cast<std::size_t>(seed)];
+            for (int member = 1; member < 4 && static_cast<int>(order.size()) < n; ++member) {
+              int best = -1;
+              std::size_t best_size = 0;
+              for (int q = 0; q < n; ++q) {
+                if (placed[static_cast<std::size_t>(q)]) continue;
+                std::set<int> u = uni;
+                u.insert(lists[static_cast<std::size_t>(q)].begin(), lists[static_cast<std::size_t>(q)].end());
+                if (best < 0 || u.size() < best_size) best = q, best_size = u.size();
+              }
+              placed[static_cast<std::size_t>(best)] = true;
+              order.push_back(best);
+              uni.insert(lists[static_cast<std::size_t>(best)].begin(), lists[static_cast<std::size_t>(best)].end());
+            }
+          }
+        }
+        const std::int64_t first = g * tiles + tile0 + s0 / 8;
+        for (int i = 0; i < (n + 7) / 8 * 8; ++i)
+          slots[static_cast<std::size_t>(first * 8 + i)] = static_cast<std::uint8_t>(i < n ? order[static_cast<std::size_t>(i)] : i);
+      }
+      tile0 += (nq + 7) / 8;
+    }
+  }
+  return slots;
+}
+
+// The union-of-blocks kernel writes the final output directly; every row is compared, LSE included. It runs twice:
+// on consecutive queries, then behind launch_token_groups, whose slots must equal the host's grouping; the grouped
+// output must equal the other bit for bit (a query's result does not depend on who shares its warpgroup).
 void check_union_kernel(Problem p) {
   const std::int64_t T = p.total_q;
   const int Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads, k = p.spec.topk;
   DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
   DeviceBuffer<std::int32_t> topk(p.topk), pt(p.page_table), cu(p.cu_seqlens_q), seq(p.seq_lens_k);
-  DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
-  DeviceBuffer<float> lse(std::vector<float>(p.lse.size(), NAN));
   kernels::UnionLaunch a{};
   set_problem_inputs(&a, p, q, kc, vc, pt, cu, seq);
   a.topk = topk.ptr;
@@ -133,17 +193,43 @@ void check_union_kernel(Problem p) {
   a.num_kv_heads = Hkv;
   a.k = k;
   a.sm_scale = static_cast<float>(1.0 / std::sqrt(128.0));
-  a.out = out.ptr;
   a.out_stride_t = static_cast<std::int64_t>(Hq) * 128;
   a.out_stride_h = 128;
-  a.lse = lse.ptr;
   a.lse_stride_t = Hq;
   a.lse_stride_h = 1;
   a.union_budget = kernels::kUnionBudgetAll;  // every tile (the op's kAuto rule is tested through the op)
-  const Status st = kernels::launch_union_attention(a);
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  expect_device_attention_rule(p, out, lse);
+  const std::int64_t tiles = kernels::union_tiles(a);
+  std::vector<std::uint16_t> outs[2];
+  std::vector<float> lses[2];
+  for (int grouped = 0; grouped < 2; ++grouped) {
+    SCOPED_TRACE(grouped ? "token groups" : "consecutive queries");
+    DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
+    DeviceBuffer<float> lse(std::vector<float>(p.lse.size(), NAN));
+    DeviceBuffer<std::uint8_t> slots(std::vector<std::uint8_t>(static_cast<std::size_t>(Hkv * tiles * 8), 0xEE));
+    a.out = out.ptr;
+    a.lse = lse.ptr;
+    a.tile_slots = grouped ? slots.ptr : nullptr;
+    Status st = kernels::launch_token_groups(a);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    st = kernels::launch_union_attention(a);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    expect_device_attention_rule(p, out, lse);
+    outs[grouped].resize(p.out.size());
+    lses[grouped].resize(p.lse.size());
+    out.download(&outs[grouped]);
+    lse.download(&lses[grouped]);
+    if (grouped) {
+      std::vector<std::uint8_t> got(static_cast<std::size_t>(Hkv * tiles * 8));
+      slots.download(&got);
+      const std::vector<std::uint8_t> want = host_token_groups(p, tiles, 0xEE);
+      std::int64_t differ = 0;
+      for (std::size_t i = 0; i < want.size(); ++i) differ += got[i] != want[i];
+      EXPECT_EQ(differ, 0) << "of " << want.size() << " slots";
+    }
+  }
+  EXPECT_EQ(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 2), 0) << "out differs with token groups";
+  EXPECT_EQ(std::memcmp(lses[0].data(), lses[1].data(), lses[0].size() * 4), 0) << "lse differs with token groups";
 }
 
 TEST(SM90_UnionKernel, VarlenBatchMatchesCpu) {

@@ -63,6 +63,9 @@ struct UnionLaunch : PagedPrefillInputs {
   int union_budget;
   std::int32_t* masked_topk;  // launch_union_mask's output: [Hkv, T, k] contiguous
   std::int32_t* tile_flags;   // launch_union_mask's decisions, [Hkv, union_tiles()]; nullptr: decide in the kernel
+  // launch_token_groups' output, [Hkv, union_tiles(), 8]: which query of its group of 128 sits in each slot of a
+  // tile (union_tiles.cuh); nullptr: consecutive queries, no grouping.
+  std::uint8_t* tile_slots;
   int device;
   void* stream;
 };
@@ -79,7 +82,10 @@ constexpr int kUnionBudgetAll = 1 << 20;
 // launch_union_attention (persistent: one CTA per SM) then computes the union tiles and writes their out / LSE
 // rows; it decides the tiles by the mask launch's tile_flags (or, without them, by the same rule).
 // Tiles of a launch (without reading cu_seqlens_q: each request wastes less than one): T / 8 + B.
+// launch_token_groups (token_groups.cu) fills tile_slots (when given) so that the queries sharing a warpgroup list
+// similar blocks; it goes before the other two launches, which read tile_slots.
 std::int64_t union_tiles(const UnionLaunch& args);
+Status launch_token_groups(const UnionLaunch& args);
 Status launch_union_mask(const UnionLaunch& args);
 Status launch_union_attention(const UnionLaunch& args);
 

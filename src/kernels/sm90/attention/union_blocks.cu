@@ -1,7 +1,7 @@
 // union_blocks.cu — query-outer "union of blocks" sparse prefill attention (G = 16).
 //
-// Work item = (tile of 8 consecutive query tokens of one request, KV head g); one persistent CTA per SM walks
-// them. The producer warpgroup reads the tile's 8 selection lists and builds their union U (ascending unique block
+// Work item = (tile of 8 query slots of one request, KV head g: 8 consecutive queries, or the 8 that
+// token_groups.cu put together, see union_tiles.cuh); one persistent CTA per SM walks them. The producer warpgroup reads the tile's 8 selection lists and builds their union U (ascending unique block
 // ids) with, per block of U, a bit mask of the tokens that listed it, loads Q of the 8 tokens x 16 heads, and
 // streams K and V of every block of U through a 3-stage ring (TMA, 128-byte swizzle; one thread issues, its warp
 // reads page ids); it builds the next tile's union while the consumers compute. Consumer warpgroup w
@@ -39,13 +39,14 @@
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
 #include "kernels/sm90/attention/tile_softmax.cuh"
+#include "kernels/sm90/attention/union_tiles.cuh"
 #include "kernels/sm90/common/sm90.cuh"
 
 namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kG = 16, kTileTokens = 8, kMaxK = 16;
+constexpr int kG = 16, kMaxK = 16;
 constexpr int kMaxIds = kTileTokens * kMaxK;  // 128 listed ids per tile at most
 constexpr int kHalf = 128 * 128;              // bytes of a 64-dim half of a 128-key K or V block
 constexpr int kQHalf = 64 * 128;              // bytes of a 64-dim half of a warpgroup's 64-row Q tile
@@ -59,6 +60,7 @@ struct TileBuf {
   int uni[kMaxIds];                 // [nu] ascending unique block ids
   unsigned mask4[kMaxIds / 4];      // byte u: bit i set when token i of the tile listed uni[u]
   int nu, b, i0, ntok, q0, nq, g;   // nu < 0: no more tiles for this CTA
+  unsigned char query[kTileTokens];  // slot i's query, as an offset in the tile's group of 128 (slot_query)
 };
 __device__ __forceinline__ int tile_mask(const TileBuf& t, int u) { return (t.mask4[u >> 2] >> (8 * (u & 3))) & 0xFF; }
 
@@ -78,29 +80,6 @@ struct Head {
 constexpr int kSmemBytes = static_cast<int>(sizeof(Head)) + 1023 + kKvOff + kStages * kStageBytes;
 static_assert(kSmemBytes <= 232448, "union-of-blocks shared memory exceeds 227 KiB");
 
-// Tiles of the shared grid: 8-token tiles of every request (a request's last may be short), plus one per request
-// of slack so the count depends on total_q and the request count only.
-__host__ __device__ __forceinline__ std::int64_t tile_count(const UnionLaunch& a) {
-  return (a.total_q + kTileTokens - 1) / kTileTokens + a.num_requests;
-}
-
-// A tile: 8 consecutive query tokens [i0, i0 + ntok) of request b (tile index -> request by the cu_seqlens walk).
-struct Tile {
-  int b, i0, ntok, q0, nq;
-};
-__device__ __forceinline__ bool find_tile(const UnionLaunch& a, int tile, Tile* t) {
-  for (int b = 0; b < a.num_requests; ++b) {
-    const int q0 = a.cu_seqlens_q[b * a.cu_stride], nq = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
-    const int tiles = (nq + kTileTokens - 1) / kTileTokens;
-    if (tile < tiles) {
-      *t = Tile{b, tile * kTileTokens, min(kTileTokens, nq - tile * kTileTokens), q0, nq};
-      return true;
-    }
-    tile -= tiles;
-  }
-  return false;
-}
-
 // Builds the tile's union for KV head g into out.uni / out.mask4 with threads 0 .. 127 of the CTA holding one
 // (token, slot) entry each, synchronised by barrier `bar` over those 128 threads (all of them must call it).
 // First occurrences by a scan of the earlier entries, then ranks by counting the smaller first occurrences: no
@@ -112,7 +91,7 @@ __device__ __forceinline__ int build_union(const UnionLaunch& a, const Tile& t, 
   const int tid = threadIdx.x, i = tid / kMaxK, s = tid % kMaxK;
   int mine = INT_MAX;
   if (i < t.ntok && s < a.k) {
-    const int v = a.topk[g * a.topk_stride_h + static_cast<std::int64_t>(t.q0 + t.i0 + i) * a.topk_stride_t +
+    const int v = a.topk[g * a.topk_stride_h + static_cast<std::int64_t>(t.q0 + slot_query(a, t, g, i)) * a.topk_stride_t +
                          s * a.topk_stride_s];
     if (v >= 0) mine = v;
   }
@@ -162,7 +141,7 @@ __global__ void __launch_bounds__(kMaxIds) union_mask_kernel(const UnionLaunch a
   if (threadIdx.x == 0) *flag = drop;
   const int i = threadIdx.x / kMaxK, s = threadIdx.x % kMaxK;
   if (i < t.ntok && s < a.k) {
-    const std::int64_t tok = t.q0 + t.i0 + i;
+    const std::int64_t tok = t.q0 + slot_query(a, t, g, i);
     a.masked_topk[(g * a.total_q + tok) * a.k + s] =
         drop ? (s == 0 ? kRowElsewhere : -1) : a.topk[g * a.topk_stride_h + tok * a.topk_stride_t + s * a.topk_stride_s];
   }
@@ -236,6 +215,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         tb.nq = tl.nq;
         tb.g = g;
       }
+      if (tid < kTileTokens)
+        tb.query[tid] = static_cast<unsigned char>(slot_query(a, tl, g, tid) - (tl.i0 & ~(kGroupTokens - 1)));
       sm90::mbar_arrive(&hd.u_full[k & 1]);
       if (warp == 0) {
         if (lane == 0) {
@@ -246,7 +227,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int i = 0; i < nt; ++i)
               for (int h = 0; h < 2; ++h)
                 sm90::tma_load_3d(smem + kQOff + (2 * w + h) * kQHalf + i * kG * 128, &q_map, &hd.q_full[w], 64 * h,
-                                  g * kG, tl.q0 + tl.i0 + 4 * w + i);
+                                  g * kG, tl.q0 + slot_query(a, tl, g, 4 * w + i));
           }
         }
         const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(tl.b) * a.pt_stride_b;
@@ -288,10 +269,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int nu = tb.nu;
     if (nu < 0) break;
     const int g = tb.g, i0 = tb.i0, nq = tb.nq;
-    const std::int64_t t = tb.q0 + i0 + tok;
+    const int query = (i0 & ~(kGroupTokens - 1)) + tb.query[tok];  // request-relative
+    const std::int64_t t = tb.q0 + query;
     const int L = a.seq_lens_k[tb.b * a.seq_stride];
     const bool valid = tok < tb.ntok;
-    const int pos = L - nq + i0 + tok;
+    const int pos = L - nq + query;
     sm90::mbar_wait(&hd.q_full[wg], k & 1);
 
     float o[64];
