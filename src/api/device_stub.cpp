@@ -60,6 +60,9 @@ Status launch_decode_attention_fused(const DecodeAttentionLaunch&, void*, std::i
 Status launch_kv_outer_attention(const KvOuterLaunch&) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }
+Status launch_token_groups(const UnionLaunch&) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
+}
 Status launch_union_mask(const UnionLaunch&) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }
