@@ -21,6 +21,14 @@ namespace kernels {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
+// combine16: rows per thread, one after the other. bf16 partials (the KV-outer prefill's grids of 65,536 CTAs per
+// 16K-token chunk at M3 shapes) take two: the kernel holds two CTAs per SM by registers, and under kAuto on
+// clustered selections every row of a chunk may belong to the union kernel, so the combine is CTA turnover alone
+// (ncu: 211 us per chunk, 248 waves). Two rows per thread, H100, bench_prefill_attention 128K, two alternating
+// runs: random combine 11.67-11.78 -> 11.60 ms, clustered kAuto 27.25-27.43 -> 26.98-27.26 ms. fp32 partials
+// (the split kernel's, decode-sized grids, where a second row would add its latency to a short kernel) take one.
+template <bool kFp32>
+__host__ __device__ constexpr int row_passes() { return kFp32 ? 1 : 2; }
 
 __device__ __forceinline__ float4 load4(const CombineLaunch& a, std::int64_t off) {
   if (a.partial_fp32) return *reinterpret_cast<const float4*>(static_cast<const float*>(a.partial_out) + off);
@@ -71,7 +79,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
 }
 
 // The common case, at most 16 splits (topk <= 16): one thread per 8 dims of a (token, head) row (a half-warp per
-// row). The LSEs and the partial rows of slots < n are all loaded as soon as n is known, independent of each other,
+// row; row_passes rows per thread, one after the other). The LSEs and the partial rows of slots < n are all loaded as soon as n is known, independent of each other,
 // so a row costs two memory round trips (n, then everything) — with the row loads waiting for the LSEs it was three,
 // and ncu showed the kernel latency-bound at 2.5 TB/s (0.55 eligible warps per scheduler, 25 % occupancy by
 // registers). A slot whose LSE is non-finite carries no weight: its row is loaded but never used. Same arithmetic,
@@ -79,69 +87,72 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
 template <bool kFp32>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const CombineLaunch a) {
   pdl_wait();  // the partials come from the attention kernel just before
-  const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 16;
-  if (row >= a.total_q * a.num_q_heads) return;
-  const int d = (threadIdx.x % 16) * 8;
-  const std::int64_t t = row / a.num_q_heads;
-  const int h = static_cast<int>(row % a.num_q_heads);
-  const int count = a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g];
-  if (count < 0) return;  // written by another kernel (no collectives below: the warp's other row goes on)
-  const int n = min(count, a.num_splits);
-  const float* lse_row = a.partial_lse + t * a.pl_stride_t + h * a.pl_stride_h;
-  const std::int64_t base = t * a.po_stride_t + h * a.po_stride_h + d;
-  float l[16];
-  // Raw rows in registers (no arrays whose address is taken: those would live in local memory).
-  uint4 raw[16], raw_hi[kFp32 ? 16 : 1];
-#pragma unroll
-  for (int s = 0; s < 16; ++s) {
-    l[s] = -INFINITY;
-    raw[s] = make_uint4(0, 0, 0, 0);
-    if (kFp32) raw_hi[kFp32 ? s : 0] = make_uint4(0, 0, 0, 0);
-    if (s >= n) continue;  // slots past the count are never read
-    l[s] = lse_row[s * a.pl_stride_s];
-    if (kFp32) {
-      const uint4* src = reinterpret_cast<const uint4*>(static_cast<const float*>(a.partial_out) + base + s * a.po_stride_s);
-      raw[s] = src[0];
-      raw_hi[kFp32 ? s : 0] = src[1];
-    } else {
-      raw[s] = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.partial_out) + base + s * a.po_stride_s);
+  constexpr int kRowPasses = row_passes<kFp32>();
+  for (int pass = 0; pass < kRowPasses; ++pass) {
+    const std::int64_t row = ((blockIdx.x * static_cast<std::int64_t>(kRowPasses) + pass) * blockDim.x + threadIdx.x) / 16;
+    if (row >= a.total_q * a.num_q_heads) return;
+    const int d = (threadIdx.x % 16) * 8;
+    const std::int64_t t = row / a.num_q_heads;
+    const int h = static_cast<int>(row % a.num_q_heads);
+    const int count = a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g];
+    if (count < 0) continue;  // written by another kernel (no collectives below: the warp's other row goes on)
+    const int n = min(count, a.num_splits);
+    const float* lse_row = a.partial_lse + t * a.pl_stride_t + h * a.pl_stride_h;
+    const std::int64_t base = t * a.po_stride_t + h * a.po_stride_h + d;
+    float l[16];
+    // Raw rows in registers (no arrays whose address is taken: those would live in local memory).
+    uint4 raw[16], raw_hi[kFp32 ? 16 : 1];
+  #pragma unroll
+    for (int s = 0; s < 16; ++s) {
+      l[s] = -INFINITY;
+      raw[s] = make_uint4(0, 0, 0, 0);
+      if (kFp32) raw_hi[kFp32 ? s : 0] = make_uint4(0, 0, 0, 0);
+      if (s >= n) continue;  // slots past the count are never read
+      l[s] = lse_row[s * a.pl_stride_s];
+      if (kFp32) {
+        const uint4* src = reinterpret_cast<const uint4*>(static_cast<const float*>(a.partial_out) + base + s * a.po_stride_s);
+        raw[s] = src[0];
+        raw_hi[kFp32 ? s : 0] = src[1];
+      } else {
+        raw[s] = *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.partial_out) + base + s * a.po_stride_s);
+      }
     }
-  }
-  float m = -INFINITY;
-#pragma unroll
-  for (int s = 0; s < 16; ++s)
-    if (isfinite(l[s])) m = fmaxf(m, l[s]);
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  float wsum = 0.f;
-#pragma unroll
-  for (int s = 0; s < 16; ++s) {
-    if (m == -INFINITY || !isfinite(l[s])) continue;
-    const float w = expf(l[s] - m);
-    float v[8];
-    if (kFp32) {
-      const uint4 hi = raw_hi[kFp32 ? s : 0];
-      v[0] = __uint_as_float(raw[s].x), v[1] = __uint_as_float(raw[s].y), v[2] = __uint_as_float(raw[s].z),
-      v[3] = __uint_as_float(raw[s].w), v[4] = __uint_as_float(hi.x), v[5] = __uint_as_float(hi.y),
-      v[6] = __uint_as_float(hi.z), v[7] = __uint_as_float(hi.w);
-    } else {  // bf16 pairs: low half first
-      v[0] = __uint_as_float(raw[s].x << 16), v[1] = __uint_as_float(raw[s].x & 0xffff0000u);
-      v[2] = __uint_as_float(raw[s].y << 16), v[3] = __uint_as_float(raw[s].y & 0xffff0000u);
-      v[4] = __uint_as_float(raw[s].z << 16), v[5] = __uint_as_float(raw[s].z & 0xffff0000u);
-      v[6] = __uint_as_float(raw[s].w << 16), v[7] = __uint_as_float(raw[s].w & 0xffff0000u);
+    float m = -INFINITY;
+  #pragma unroll
+    for (int s = 0; s < 16; ++s)
+      if (isfinite(l[s])) m = fmaxf(m, l[s]);
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    float wsum = 0.f;
+  #pragma unroll
+    for (int s = 0; s < 16; ++s) {
+      if (m == -INFINITY || !isfinite(l[s])) continue;
+      const float w = expf(l[s] - m);
+      float v[8];
+      if (kFp32) {
+        const uint4 hi = raw_hi[kFp32 ? s : 0];
+        v[0] = __uint_as_float(raw[s].x), v[1] = __uint_as_float(raw[s].y), v[2] = __uint_as_float(raw[s].z),
+        v[3] = __uint_as_float(raw[s].w), v[4] = __uint_as_float(hi.x), v[5] = __uint_as_float(hi.y),
+        v[6] = __uint_as_float(hi.z), v[7] = __uint_as_float(hi.w);
+      } else {  // bf16 pairs: low half first
+        v[0] = __uint_as_float(raw[s].x << 16), v[1] = __uint_as_float(raw[s].x & 0xffff0000u);
+        v[2] = __uint_as_float(raw[s].y << 16), v[3] = __uint_as_float(raw[s].y & 0xffff0000u);
+        v[4] = __uint_as_float(raw[s].z << 16), v[5] = __uint_as_float(raw[s].z & 0xffff0000u);
+        v[6] = __uint_as_float(raw[s].w << 16), v[7] = __uint_as_float(raw[s].w & 0xffff0000u);
+      }
+  #pragma unroll
+      for (int j = 0; j < 8; ++j) acc[j] += w * v[j];
+      wsum += w;
     }
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[j] += w * v[j];
-    wsum += w;
+    const bool empty = !(wsum > 0.f);
+    const float inv = empty ? 0.f : 1.f / wsum;
+    uint4 packed;
+    packed.x = pack_bf16(acc[0] * inv, acc[1] * inv);
+    packed.y = pack_bf16(acc[2] * inv, acc[3] * inv);
+    packed.z = pack_bf16(acc[4] * inv, acc[5] * inv);
+    packed.w = pack_bf16(acc[6] * inv, acc[7] * inv);
+    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + d) = packed;
+    if (a.lse != nullptr && d == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
   }
-  const bool empty = !(wsum > 0.f);
-  const float inv = empty ? 0.f : 1.f / wsum;
-  uint4 packed;
-  packed.x = pack_bf16(acc[0] * inv, acc[1] * inv);
-  packed.y = pack_bf16(acc[2] * inv, acc[3] * inv);
-  packed.z = pack_bf16(acc[4] * inv, acc[5] * inv);
-  packed.w = pack_bf16(acc[6] * inv, acc[7] * inv);
-  *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h + d) = packed;
-  if (a.lse != nullptr && d == 0) a.lse[t * a.lse_stride_t + h * a.lse_stride_h] = empty ? -INFINITY : m + logf(wsum);
 }
 
 }  // namespace
@@ -155,7 +166,8 @@ Status launch_combine(const CombineLaunch& a) {
   if (e == cudaSuccess) {
     const auto stream = static_cast<cudaStream_t>(a.stream);
     if (a.num_splits <= 16) {  // two rows per warp
-      const std::int64_t blocks = (rows + 2 * kWarpsPerBlock - 1) / (2 * kWarpsPerBlock);
+      const std::int64_t per_block = 2 * kWarpsPerBlock * (a.partial_fp32 ? row_passes<true>() : row_passes<false>());
+      const std::int64_t blocks = (rows + per_block - 1) / per_block;
       e = launch_pdl(a.partial_fp32 ? combine16_kernel<true> : combine16_kernel<false>,
                      dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, a);
     } else {
