@@ -6,8 +6,8 @@
 // have |U_w| ≈ 23.5 + the local block. Putting queries with similar lists together shrinks it: per (group of 128
 // consecutive queries of one request, KV head), one CTA numbers the group's distinct block ids, gives each query a
 // bit mask of its ids, and forms groups of 4 greedily (the lowest query not yet placed, then three times the query
-// whose mask adds the fewest bits to the group's), which brings the clustered unions to ≈ 20.6 + 1 (a host
-// simulation of 128 such queries: consecutive 23.5, greedy 20.6, greedy + pairwise swaps 20.3). Group j of 4 fills
+// whose mask adds the fewest bits to the group's), which brings the clustered unions to ≈ 20.5 + 1
+// (scripts/token_groups_sim.py: consecutive 23.5, greedy 20.5, greedy + pairwise swaps 20.3). Group j of 4 fills
 // slots 4 j .. 4 j + 3, so tile t's warpgroups get groups 2 t and 2 t + 1. A group whose queries list more than 64
 // distinct blocks (random selections: no shared pool to exploit) keeps the identity order.
 //
