@@ -214,7 +214,8 @@ kernels::K2qBuildOutputs chunk_k2q_outputs(const ChunkRun& r) {
 }
 
 // G = 16, the chunk's front on `stream`: the union schedule's token groups, the union mask (kAuto: the union tiles
-// leave the chain's selection) and the k2q build over what is left. It reads only topk and the plan's metadata and writes only the chunk's set.
+// leave the chain's selection) and the k2q build over what is left. It reads only topk and the plan's metadata and
+// writes only the chunk's set.
 Status run_front(const ChunkRun& r, void* stream) {
   const PrefillCudaPlan& p = r.p;
   kernels::UnionLaunch u = chunk_union_launch(r);
@@ -392,12 +393,13 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
   }
   const bool partials = !p->kv_outer || p->kv_outer_chain;
   if (partials) p->off_counts = part(static_cast<std::size_t>(Tc * H) * 4);
+  const std::int64_t union_tiles = (Tc + 7) / 8 + p->max_chunk_requests;  // kernels::union_tiles of the largest chunk
   if (p->kv_outer_chain && p->union_budget > 0) {
     p->off_masked_topk = part(static_cast<std::size_t>(H * Tc * k) * 4);
-    p->off_tile_flags = part(static_cast<std::size_t>(H * ((Tc + 7) / 8 + p->max_chunk_requests)) * 4);
+    p->off_tile_flags = part(static_cast<std::size_t>(H * union_tiles) * 4);
   }
   if (p->union_budget > 0)  // the token groups of the union schedule (kernels/sm90/attention/union_tiles.cuh)
-    p->off_tile_slots = part(static_cast<std::size_t>(H * ((Tc + 7) / 8 + p->max_chunk_requests)) * 8);
+    p->off_tile_slots = part(static_cast<std::size_t>(H * union_tiles) * 8);
   // Several chunks through the KV-outer chain: a second set of the structures above, and the side stream that
   // builds chunk c + 1's set while chunk c attends.
   p->front_set_bytes = off;

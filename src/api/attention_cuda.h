@@ -42,8 +42,8 @@ struct PrefillCudaPlan {
   std::int64_t max_chunk_q = 0;
   int max_chunk_requests = 0;
   // Workspace layout (bytes from the base, each part 256-aligned). The per-chunk selection structures (k2q lists,
-  // split counts, the union mask's outputs and token groups) form a set at the base; with overlap_front a second set follows
-  // front_set_bytes later, and chunk c uses set c % 2. The partials come after the sets.
+  // split counts, the union mask's outputs and token groups) form a set at the base; with overlap_front a second set
+  // follows front_set_bytes later, and chunk c uses set c % 2. The partials come after the sets.
   std::size_t off_row_ptr = 0, off_row_batch = 0, off_row_block = 0, off_q_idx = 0, off_qsplit = 0, off_counts = 0,
               off_total = 0, off_items = 0, off_num_items = 0, off_k2q_scratch = 0, k2q_scratch_bytes = 0,
               off_partial_out = 0, off_partial_lse = 0, off_masked_topk = 0, off_tile_flags = 0, off_tile_slots = 0,

@@ -79,17 +79,18 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
 }
 
 // The common case, at most 16 splits (topk <= 16): one thread per 8 dims of a (token, head) row (a half-warp per
-// row; row_passes rows per thread, one after the other). The LSEs and the partial rows of slots < n are all loaded as soon as n is known, independent of each other,
-// so a row costs two memory round trips (n, then everything) — with the row loads waiting for the LSEs it was three,
-// and ncu showed the kernel latency-bound at 2.5 TB/s (0.55 eligible warps per scheduler, 25 % occupancy by
-// registers). A slot whose LSE is non-finite carries no weight: its row is loaded but never used. Same arithmetic,
-// in the same order, as combine_kernel.
+// row; row_passes rows per thread, one after the other). The LSEs and the partial rows of slots < n are all loaded
+// as soon as n is known, independent of each other, so a row costs two memory round trips (n, then everything) —
+// with the row loads waiting for the LSEs it was three, and ncu showed the kernel latency-bound at 2.5 TB/s (0.55
+// eligible warps per scheduler, 25 % occupancy by registers). A slot whose LSE is non-finite carries no weight: its
+// row is loaded but never used. Same arithmetic, in the same order, as combine_kernel.
 template <bool kFp32>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const CombineLaunch a) {
   pdl_wait();  // the partials come from the attention kernel just before
   constexpr int kRowPasses = row_passes<kFp32>();
   for (int pass = 0; pass < kRowPasses; ++pass) {
-    const std::int64_t row = ((blockIdx.x * static_cast<std::int64_t>(kRowPasses) + pass) * blockDim.x + threadIdx.x) / 16;
+    const std::int64_t unit = blockIdx.x * static_cast<std::int64_t>(kRowPasses) + pass;  // blockDim.x / 16 rows each
+    const std::int64_t row = (unit * blockDim.x + threadIdx.x) / 16;
     if (row >= a.total_q * a.num_q_heads) return;
     const int d = (threadIdx.x % 16) * 8;
     const std::int64_t t = row / a.num_q_heads;
@@ -102,7 +103,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const Co
     float l[16];
     // Raw rows in registers (no arrays whose address is taken: those would live in local memory).
     uint4 raw[16], raw_hi[kFp32 ? 16 : 1];
-  #pragma unroll
+#pragma unroll
     for (int s = 0; s < 16; ++s) {
       l[s] = -INFINITY;
       raw[s] = make_uint4(0, 0, 0, 0);
@@ -118,12 +119,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const Co
       }
     }
     float m = -INFINITY;
-  #pragma unroll
+#pragma unroll
     for (int s = 0; s < 16; ++s)
       if (isfinite(l[s])) m = fmaxf(m, l[s]);
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
     float wsum = 0.f;
-  #pragma unroll
+#pragma unroll
     for (int s = 0; s < 16; ++s) {
       if (m == -INFINITY || !isfinite(l[s])) continue;
       const float w = expf(l[s] - m);
@@ -139,7 +140,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const Co
         v[4] = __uint_as_float(raw[s].z << 16), v[5] = __uint_as_float(raw[s].z & 0xffff0000u);
         v[6] = __uint_as_float(raw[s].w << 16), v[7] = __uint_as_float(raw[s].w & 0xffff0000u);
       }
-  #pragma unroll
+#pragma unroll
       for (int j = 0; j < 8; ++j) acc[j] += w * v[j];
       wsum += w;
     }

@@ -1,8 +1,9 @@
 // union_blocks.cu — query-outer "union of blocks" sparse prefill attention (G = 16).
 //
 // Work item = (tile of 8 query slots of one request, KV head g: 8 consecutive queries, or the 8 that
-// token_groups.cu put together, see union_tiles.cuh); one persistent CTA per SM walks them. The producer warpgroup reads the tile's 8 selection lists and builds their union U (ascending unique block
-// ids) with, per block of U, a bit mask of the tokens that listed it, loads Q of the 8 tokens x 16 heads, and
+// token_groups.cu put together, see union_tiles.cuh); one persistent CTA per SM walks them. The producer warpgroup
+// reads the tile's 8 selection lists and builds their union U (ascending unique block ids) with, per block of U, a
+// bit mask of the tokens that listed it, loads Q of the 8 tokens x 16 heads, and
 // streams K and V of every block of U through a 3-stage ring (TMA, 128-byte swizzle; one thread issues, its warp
 // reads page ids); it builds the next tile's union while the consumers compute. Consumer warpgroup w
 // owns tokens 4w .. 4w + 3 (64 rows; each warp one token's 16 heads). For each block that one of its tokens listed
