@@ -34,7 +34,6 @@ namespace {
 constexpr int kThreads = kGroupTokens;  // one thread per query of the group
 constexpr int kMaxIds = 64;             // distinct ids a group may list and still be grouped (one 64-bit mask)
 constexpr int kTable = 256;             // open-addressing table of the ids; never more than 64 + 128 entries used
-constexpr int kMaxK = 16;
 
 __device__ __forceinline__ int table_home(int id) { return static_cast<int>((static_cast<unsigned>(id) * 2654435761u) >> 24); }
 

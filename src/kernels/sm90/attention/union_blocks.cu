@@ -47,7 +47,7 @@ namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kG = 16, kMaxK = 16;
+constexpr int kG = 16;
 constexpr int kMaxIds = kTileTokens * kMaxK;  // 128 listed ids per tile at most
 constexpr int kHalf = 128 * 128;              // bytes of a 64-dim half of a 128-key K or V block
 constexpr int kQHalf = 64 * 128;              // bytes of a 64-dim half of a warpgroup's 64-row Q tile

@@ -18,6 +18,7 @@ namespace msa {
 namespace kernels {
 
 constexpr int kTileTokens = 8, kGroupTokens = 128;
+constexpr int kMaxK = 16;  // widest selection the union schedule takes (a tile's 8 lists: at most 128 ids)
 
 __host__ __device__ __forceinline__ std::int64_t tile_count(const UnionLaunch& a) {
   return (a.total_q + kTileTokens - 1) / kTileTokens + a.num_requests;
