@@ -45,11 +45,13 @@ __device__ __forceinline__ void tile_row_max(const float (&acc)[64], float& m0, 
 }
 
 // P = 2^(s·scale − base) of both rows, added to this thread's row sums l0 / l1 in fp32 (the exact softmax mass) and
-// packed as bf16 A fragments of the 8 key slices for P·V.
-__device__ __forceinline__ void tile_exp_to_p(const float (&acc)[64], float scale, float base0, float base1, float& l0,
-                                              float& l1, std::uint32_t (&pa)[8][4]) {
+// packed as bf16 A fragments of the 8 key slices for P·V; tile_exp_to_p_range does the column groups [N0, N1) only
+// (key slices N0 / 2 .. N1 / 2 - 1).
+template <int N0, int N1>
+__device__ __forceinline__ void tile_exp_to_p_range(const float (&acc)[64], float scale, float base0, float base1,
+                                                    float& l0, float& l1, std::uint32_t (&pa)[8][4]) {
 #pragma unroll
-  for (int n = 0; n < 16; ++n) {
+  for (int n = N0; n < N1; ++n) {
     const float e0 = fast_exp2(fmaf(acc[4 * n], scale, -base0)), e1 = fast_exp2(fmaf(acc[4 * n + 1], scale, -base0));
     const float e2 = fast_exp2(fmaf(acc[4 * n + 2], scale, -base1)), e3 = fast_exp2(fmaf(acc[4 * n + 3], scale, -base1));
     l0 += e0 + e1;
@@ -58,6 +60,10 @@ __device__ __forceinline__ void tile_exp_to_p(const float (&acc)[64], float scal
     pa[n / 2][(n % 2) * 2 + 0] = *reinterpret_cast<const std::uint32_t*>(&p0);
     pa[n / 2][(n % 2) * 2 + 1] = *reinterpret_cast<const std::uint32_t*>(&p1);
   }
+}
+__device__ __forceinline__ void tile_exp_to_p(const float (&acc)[64], float scale, float base0, float base1, float& l0,
+                                              float& l1, std::uint32_t (&pa)[8][4]) {
+  tile_exp_to_p_range<0, 16>(acc, scale, base0, base1, l0, l1, pa);
 }
 
 }  // namespace kernels

@@ -308,7 +308,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         // a block its token did not list contributes nothing (P = 0, no softmax work; the warp still takes part in
         // the warpgroup's P·V), and only the token's own block is masked key by key (tile_softmax.cuh).
         std::uint32_t pa[8][4];  // P as bf16 A fragments of the 8 key slices
-        if (valid && ((bits >> tok) & 1)) {
+        const bool listed = valid && ((bits >> tok) & 1);
+        float base0 = 0.f, base1 = 0.f;
+        if (listed) {
           mask_keys_after(acc, j * 128, c, pos);
           float b0, b1;
           tile_row_max(acc, b0, b1);
@@ -316,7 +318,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           // -inf (2^-inf = 0) and never -inf - -inf. An unchanged max rescales by exactly 1, and a warp whose rows
           // all kept their max skips the rescale of O.
           const float n0 = fmaxf(m0, b0), n1 = fmaxf(m1, b1);
-          const float base0 = n0 == -INFINITY ? 0.f : n0 * scale, base1 = n1 == -INFINITY ? 0.f : n1 * scale;
+          base0 = n0 == -INFINITY ? 0.f : n0 * scale;
+          base1 = n1 == -INFINITY ? 0.f : n1 * scale;
           const float al0 = n0 == m0 ? 1.f : fast_exp2(fmaf(m0, scale, -base0));
           const float al1 = n1 == m1 ? 1.f : fast_exp2(fmaf(m1, scale, -base1));
           m0 = n0;
@@ -332,15 +335,34 @@ __global__ void __launch_bounds__(kThreads, 1)
               o[4 * n + 3] *= al1;
             }
           }
-          tile_exp_to_p(acc, scale, base0, base1, l0, l1, pa);
+        }
+        // O += P V in two halves of 64 keys (slice kk = keys 16 kk .. 16 kk + 15 of V; N-major: 64-dim halves
+        // 16 KiB apart, 2 KiB per slice): the first half's products run on the tensor pipe while the warp computes
+        // the second half's exponents (one warp's 64 exponents and 32 bf16 packs per block are as long as the
+        // warpgroup's S on the tensor pipe). The register fence keeps the compiler from computing the second half
+        // before the first half's wgmma are issued.
+        if (listed) {
+          tile_exp_to_p_range<0, 8>(acc, scale, base0, base1, l0, l1, pa);
         } else {
 #pragma unroll
-          for (int kk = 0; kk < 8; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
+          for (int kk = 0; kk < 4; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
         }
-        // O += P V: slice kk = keys 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice).
         sm90::wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < 8; ++kk)
+        for (int kk = 0; kk < 4; ++kk)
+          sm90::wgmma_m64n128k16_bf16_rs_tb(o, pa[kk], sm90::wgmma_desc_sw128_nmajor(st + 2 * kHalf + kk * 2048, kHalf));
+        sm90::wgmma_commit();
+#pragma unroll
+        for (int i = 32; i < 64; ++i) asm volatile("" : "+f"(acc[i]));
+        if (listed) {
+          tile_exp_to_p_range<8, 16>(acc, scale, base0, base1, l0, l1, pa);
+        } else {
+#pragma unroll
+          for (int kk = 4; kk < 8; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
+        }
+        sm90::wgmma_fence();
+#pragma unroll
+        for (int kk = 4; kk < 8; ++kk)
           sm90::wgmma_m64n128k16_bf16_rs_tb(o, pa[kk], sm90::wgmma_desc_sw128_nmajor(st + 2 * kHalf + kk * 2048, kHalf));
         sm90::wgmma_commit();
         sm90::wgmma_wait<0>();
