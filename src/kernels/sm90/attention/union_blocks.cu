@@ -53,6 +53,7 @@ constexpr int kHalf = 128 * 128;              // bytes of a 64-dim half of a 128
 constexpr int kQHalf = 64 * 128;              // bytes of a 64-dim half of a warpgroup's 64-row Q tile
 constexpr int kStages = 3;  // K + V ring, 64 KiB per stage (H100, 128K: clustered 27.2-27.7 -> 26.9-27.1 ms over 2)
 constexpr int kStageBytes = 4 * kHalf;
+constexpr int kPvParts = 2;  // P·V issued in parts (pv_part): 1, 2 or 4
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
 constexpr int kQOff = 0, kKvOff = 4 * kQHalf;
 
@@ -87,6 +88,31 @@ static_assert(kSmemBytes <= 232448, "union-of-blocks shared memory exceeds 227 K
 // sort. Returns |U| and, in u_wg, how many blocks of U each warpgroup's 4 tokens listed. Whether the tile takes
 // this schedule: the measured rule, sum of u_wg <= budget per warpgroup with tokens (the same inputs give the same
 // answer in both kernels).
+// P·V of one part of a block: P of the column groups [N0, N1) (keys 8 N0 .. 8 N1 - 1; zero for a warp whose token
+// did not list the block), then their key slices' wgmma issued and committed, not waited for. Slice kk = keys
+// 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice). The empty asm on the later column
+// groups keeps the compiler from computing their exponents before this part's wgmma are issued: one warp's 64
+// exponents and 32 bf16 packs per block take about as long as the warpgroup's S on the tensor pipe, so the parts
+// overlap the two (H100, clustered 128K, union alone: one part 24.8 ms, two parts 24.0).
+template <int N0, int N1>
+__device__ __forceinline__ void pv_part(bool listed, float (&acc)[64], float scale, float base0, float base1,
+                                        float& l0, float& l1, std::uint32_t (&pa)[8][4], float (&o)[64],
+                                        unsigned char* st) {
+  if (listed) {
+    tile_exp_to_p_range<N0, N1>(acc, scale, base0, base1, l0, l1, pa);
+  } else {
+#pragma unroll
+    for (int kk = N0 / 2; kk < N1 / 2; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
+  }
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = N0 / 2; kk < N1 / 2; ++kk)
+    sm90::wgmma_m64n128k16_bf16_rs_tb(o, pa[kk], sm90::wgmma_desc_sw128_nmajor(st + 2 * kHalf + kk * 2048, kHalf));
+  sm90::wgmma_commit();
+#pragma unroll
+  for (int i = 4 * N1; i < 64; ++i) asm volatile("" : "+f"(acc[i]));
+}
+
 __device__ __forceinline__ int build_union(const UnionLaunch& a, const Tile& t, int g, int* ids, TileBuf& out,
                                            int bar, int (&u_wg)[2]) {
   const int tid = threadIdx.x, i = tid / kMaxK, s = tid % kMaxK;
@@ -336,35 +362,12 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
         }
-        // O += P V in two halves of 64 keys (slice kk = keys 16 kk .. 16 kk + 15 of V; N-major: 64-dim halves
-        // 16 KiB apart, 2 KiB per slice): the first half's products run on the tensor pipe while the warp computes
-        // the second half's exponents (one warp's 64 exponents and 32 bf16 packs per block are as long as the
-        // warpgroup's S on the tensor pipe). The register fence keeps the compiler from computing the second half
-        // before the first half's wgmma are issued.
-        if (listed) {
-          tile_exp_to_p_range<0, 8>(acc, scale, base0, base1, l0, l1, pa);
-        } else {
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
-        }
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-          sm90::wgmma_m64n128k16_bf16_rs_tb(o, pa[kk], sm90::wgmma_desc_sw128_nmajor(st + 2 * kHalf + kk * 2048, kHalf));
-        sm90::wgmma_commit();
-#pragma unroll
-        for (int i = 32; i < 64; ++i) asm volatile("" : "+f"(acc[i]));
-        if (listed) {
-          tile_exp_to_p_range<8, 16>(acc, scale, base0, base1, l0, l1, pa);
-        } else {
-#pragma unroll
-          for (int kk = 4; kk < 8; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0u;
-        }
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int kk = 4; kk < 8; ++kk)
-          sm90::wgmma_m64n128k16_bf16_rs_tb(o, pa[kk], sm90::wgmma_desc_sw128_nmajor(st + 2 * kHalf + kk * 2048, kHalf));
-        sm90::wgmma_commit();
+        // O += P V in kPvParts parts of 128 / kPvParts keys: a part's products run on the tensor pipe while the warp
+        // computes the next part's exponents.
+        pv_part<0, 16 / kPvParts>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
+        if (kPvParts > 1) pv_part<16 / kPvParts, 32 / kPvParts>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
+        if (kPvParts > 2) pv_part<32 / kPvParts, 48 / kPvParts>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
+        if (kPvParts > 3) pv_part<48 / kPvParts, 64 / kPvParts>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
         sm90::wgmma_wait<0>();
         sm90::wgmma_fence_regs(o);
       }
