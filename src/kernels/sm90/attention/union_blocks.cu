@@ -82,18 +82,13 @@ struct Head {
 constexpr int kSmemBytes = static_cast<int>(sizeof(Head)) + 1023 + kKvOff + kStages * kStageBytes;
 static_assert(kSmemBytes <= 232448, "union-of-blocks shared memory exceeds 227 KiB");
 
-// Builds the tile's union for KV head g into out.uni / out.mask4 with threads 0 .. 127 of the CTA holding one
-// (token, slot) entry each, synchronised by barrier `bar` over those 128 threads (all of them must call it).
-// First occurrences by a scan of the earlier entries, then ranks by counting the smaller first occurrences: no
-// sort. Returns |U| and, in u_wg, how many blocks of U each warpgroup's 4 tokens listed. Whether the tile takes
-// this schedule: the measured rule, sum of u_wg <= budget per warpgroup with tokens (the same inputs give the same
-// answer in both kernels).
 // P·V of one part of a block: P of the column groups [N0, N1) (keys 8 N0 .. 8 N1 - 1; zero for a warp whose token
 // did not list the block), then their key slices' wgmma issued and committed, not waited for. Slice kk = keys
 // 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice). The empty asm on the later column
 // groups keeps the compiler from computing their exponents before this part's wgmma are issued: one warp's 64
 // exponents and 32 bf16 packs per block take about as long as the warpgroup's S on the tensor pipe, so the parts
-// overlap the two (H100, clustered 128K, union alone: one part 24.8 ms, two parts 24.0).
+// overlap the two (H100, clustered 128K, union alone, two calls: one part 24.8 / 24.3 ms, two parts 24.0 / 24.1, four
+// parts 24.3).
 template <int N0, int N1>
 __device__ __forceinline__ void pv_part(bool listed, float (&acc)[64], float scale, float base0, float base1,
                                         float& l0, float& l1, std::uint32_t (&pa)[8][4], float (&o)[64],
@@ -113,6 +108,12 @@ __device__ __forceinline__ void pv_part(bool listed, float (&acc)[64], float sca
   for (int i = 4 * N1; i < 64; ++i) asm volatile("" : "+f"(acc[i]));
 }
 
+// Builds the tile's union for KV head g into out.uni / out.mask4 with threads 0 .. 127 of the CTA holding one
+// (token, slot) entry each, synchronised by barrier `bar` over those 128 threads (all of them must call it).
+// First occurrences by a scan of the earlier entries, then ranks by counting the smaller first occurrences: no
+// sort. Returns |U| and, in u_wg, how many blocks of U each warpgroup's 4 tokens listed. Whether the tile takes
+// this schedule: the measured rule, sum of u_wg <= budget per warpgroup with tokens (the same inputs give the same
+// answer in both kernels).
 __device__ __forceinline__ int build_union(const UnionLaunch& a, const Tile& t, int g, int* ids, TileBuf& out,
                                            int bar, int (&u_wg)[2]) {
   const int tid = threadIdx.x, i = tid / kMaxK, s = tid % kMaxK;
@@ -340,10 +341,16 @@ __global__ void __launch_bounds__(kThreads, 1)
           mask_keys_after(acc, j * 128, c, pos);
           float b0, b1;
           tile_row_max(acc, b0, b1);
-          // New running max; a row that has seen nothing yet keeps -inf and a base of 0, so every exponent below is
-          // -inf (2^-inf = 0) and never -inf - -inf. An unchanged max rescales by exactly 1, and a warp whose rows
-          // all kept their max skips the rescale of O.
-          const float n0 = fmaxf(m0, b0), n1 = fmaxf(m1, b1);
+          // The row's base m moves up only when the block's max exceeds it by more than 8 in log2 units, so the
+          // exponents stay <= 2^8 (exact in fp32 sums, bf16 P keeps its relative precision) and O is rescaled
+          // rarely instead of at most blocks (a warp rescales if any of its 16 rows' max rose; H100, clustered
+          // 128K union alone 24.0 -> 23.5 ms). The LSE, m·scale + log2 l, is the same quantity whatever m is. A
+          // row that has seen nothing yet has m = -inf: a finite block max gives +inf > 8 and is taken; an all
+          // -inf block gives NaN (never > 8) and the row keeps -inf and a base of 0, so every exponent below is
+          // 2^-inf = 0, never -inf - -inf. An unchanged base rescales by exactly 1, and a warp whose rows all
+          // kept theirs skips the rescale of O.
+          const float n0 = fmaf(b0, scale, -m0 * scale) > 8.f ? b0 : m0;
+          const float n1 = fmaf(b1, scale, -m1 * scale) > 8.f ? b1 : m1;
           base0 = n0 == -INFINITY ? 0.f : n0 * scale;
           base1 = n1 == -INFINITY ? 0.f : n1 * scale;
           const float al0 = n0 == m0 ? 1.f : fast_exp2(fmaf(m0, scale, -base0));
