@@ -53,7 +53,6 @@ constexpr int kHalf = 128 * 128;              // bytes of a 64-dim half of a 128
 constexpr int kQHalf = 64 * 128;              // bytes of a 64-dim half of a warpgroup's 64-row Q tile
 constexpr int kStages = 3;  // K + V ring, 64 KiB per stage (H100, 128K: clustered 27.2-27.7 -> 26.9-27.1 ms over 2)
 constexpr int kStageBytes = 4 * kHalf;
-constexpr int kPvParts = 2;  // P·V issued in parts (pv_part): 1, 2 or 4
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
 constexpr int kQOff = 0, kKvOff = 4 * kQHalf;
 
@@ -369,12 +368,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
           }
         }
-        // O += P V in kPvParts parts of 128 / kPvParts keys: a part's products run on the tensor pipe while the warp
-        // computes the next part's exponents.
-        pv_part<0, 16 / kPvParts>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
-        if (kPvParts > 1) pv_part<16 / kPvParts, 32 / kPvParts>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
-        if (kPvParts > 2) pv_part<32 / kPvParts, 48 / kPvParts>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
-        if (kPvParts > 3) pv_part<48 / kPvParts, 64 / kPvParts>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
+        // O += P V in two parts of 64 keys: the first part's products run on the tensor pipe while the warp
+        // computes the second part's exponents.
+        pv_part<0, 8>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
+        pv_part<8, 16>(listed, acc, scale, base0, base1, l0, l1, pa, o, st);
         sm90::wgmma_wait<0>();
         sm90::wgmma_fence_regs(o);
       }
