@@ -24,11 +24,13 @@ namespace {
 // The varlen problem of these tests (by default 476 query tokens, Hq 32, Hkv 2), selected by the CPU indexer, each
 // row's valid ids shuffled; out / lse hold the CPU reference.
 Problem varlen_problem(bool clustered, std::vector<std::int64_t> q_lens = {129, 0, 40, 300, 7},
-                       std::vector<std::int64_t> kv_lens = {129, 500, 16385, 2600, 2049}, int Hq = 32, int Hkv = 2) {
+                       std::vector<std::int64_t> kv_lens = {129, 500, 16385, 2600, 2049}, int Hq = 32, int Hkv = 2,
+                       double key_ramp = 0.0) {
   const int k = 16;
   ProblemSpec s = spec(std::move(q_lens), std::move(kv_lens), Hq, Hkv);
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
+  if (key_ramp > 0) ramp_keys(p, key_ramp);
   poison_cache_tails(p);  // rows past L must never reach O
   EXPECT_TRUE(select(p).ok());
   std::mt19937_64 rng(s.seed);
@@ -249,6 +251,14 @@ TEST(SM90_UnionKernel, ClusteredSelectionsMatchCpu) {
 TEST(SM90_UnionKernel, ManyTilesPerCtaMatchCpu) {
   MSA_REQUIRE_SM90();
   check_union_kernel(varlen_problem(true, {2000, 0, 1500, 701, 1}, {2000, 300, 9000, 701, 129}, 16, 1));
+}
+
+// Keys scaled up with their position (ramp_keys): a row's max rises from block to block and inside blocks by more
+// than the 2^8 the union kernel lets its softmax base lag, so the base is raised, and O and l rescaled, mid-row, and
+// rows are peaked (the largest P is then not exactly 1 in bf16: the error rule must still hold).
+TEST(SM90_UnionKernel, RampedKeysMatchCpu) {
+  MSA_REQUIRE_SM90();
+  check_union_kernel(varlen_problem(true, {129, 0, 40, 300, 7}, {129, 500, 16385, 2600, 2049}, 32, 2, 1.0 / 1024));
 }
 
 }  // namespace

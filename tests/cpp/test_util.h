@@ -102,6 +102,26 @@ inline void poison_cache_tails(Problem& p) {
       }
 }
 
+// Scales the key of request b at position t by 1 + per_token * t (all KV heads): later blocks then score higher,
+// so a query's row max keeps rising from block to block and within blocks, and rows turn peaked (one key holding
+// most of the softmax mass). The online softmax's rescale paths run on such inputs; with unscaled N(0, 1) keys a
+// row's max over the first block it sees is within a few log2 units of its final max.
+inline void ramp_keys(Problem& p, double per_token) {
+  const std::int64_t H = p.spec.num_kv_heads;
+  for (std::int64_t b = 0; b < p.num_requests(); ++b) {
+    const std::int64_t L = p.seq_lens_k[static_cast<std::size_t>(b)];
+    for (std::int64_t t = 0; t < L; ++t) {
+      const float f = static_cast<float>(1.0 + per_token * static_cast<double>(t));
+      for (std::int64_t h = 0; h < H; ++h)
+        for (int d = 0; d < 128; ++d) {
+          const std::size_t at =
+              static_cast<std::size_t>(((p.page(b, t / 128) * H + h) * 128 + t % 128) * 128 + d);
+          p.k_cache[at] = testing::to_bf16(testing::from_bf16(p.k_cache[at]) * f);
+        }
+    }
+  }
+}
+
 // Runs the public sparse prefill op (plan + run) into p.out / p.lse.
 inline Status sparse_prefill(Problem& p, double sm_scale = 0.0) {
   SparsePrefillAttention attn;
