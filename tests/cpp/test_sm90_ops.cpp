@@ -73,10 +73,12 @@ void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, st
 // same arithmetic whatever the chunking (chunks of 100 tokens cut requests mid-way), so they must agree bit for bit;
 // under kAuto a tile's schedule depends on which tokens share it, so only the rule applies.
 void check_prefill_op(std::vector<std::int64_t> nq, std::vector<std::int64_t> L, int Hq, int Hkv,
-                      PrefillSchedule schedule = PrefillSchedule::kAuto, bool clustered = false) {
+                      PrefillSchedule schedule = PrefillSchedule::kAuto, bool clustered = false,
+                      double key_ramp = 0.0) {
   ProblemSpec s = spec(std::move(nq), std::move(L), Hq, Hkv);
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
+  if (key_ramp > 0) ramp_keys(p, key_ramp);
   poison_cache_tails(p);
   ASSERT_TRUE(select(p).ok());
   if (clustered) cluster_selection(p, s.seed);
@@ -112,6 +114,16 @@ TEST(SM90_SparsePrefillOp, AutoScheduleVarlenChunked) {
   check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 2, PrefillSchedule::kAuto, true);
 }
 
+// Peaked rows (keys scaled up with their position, ramp_keys): one key holds most of a row's softmax mass and the
+// row maxima keep rising from block to block; every schedule must still meet the error rule.
+TEST(SM90_SparsePrefillOp, RampedKeysEverySchedule) {
+  MSA_REQUIRE_SM90();
+  for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
+    SCOPED_TRACE(static_cast<int>(schedule));
+    check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 2, schedule, true, 1.0 / 1024);
+  }
+}
+
 TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
   MSA_REQUIRE_SM90();
   Problem p = testing::make_problem(spec({8}, {300}, 16, 4));
@@ -132,7 +144,8 @@ TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
 // Public SparseDecodeAttention on the device for requests of Q queries with context lengths L, planned for
 // `capacity` requests; checks out and LSE by the error rule, and that a run without LSE writes the same out.
 // `path` says which decode kernel the batch must take (decode_kernel_for).
-void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, DecodePath path, int k = 16) {
+void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, DecodePath path, int k = 16,
+                     double key_ramp = 0.0) {
   const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
   ASSERT_EQ(decode_path(T * Hkv, k), path);
   const std::vector<std::int64_t> queries(L.size(), Q);  // before L is handed over (argument order is unspecified)
@@ -140,6 +153,7 @@ void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, i
   s.topk = k;
   s.seed = std::random_device{}();
   Problem p = testing::make_problem(s);
+  if (key_ramp > 0) ramp_keys(p, key_ramp);
   poison_cache_tails(p);
   ASSERT_EQ(p.total_q, T);  // the run covers every query token
   const Status selected = select(p);
@@ -206,6 +220,16 @@ TEST(SM90_SparseDecodeOp, RowsKernelMatchesReference) {
   // request's queries, so the shortest ones are exactly Q tokens long.
   check_decode_op(4, {40000, 129, 4, 5, 300, 16385, 128, 5000}, 9, 64, 4, DecodePath::kRows);
   check_decode_op(2, {7000, 2, 129, 2049, 3, 900, 128, 260}, 8, 16, 4, DecodePath::kRows);
+}
+
+// Peaked rows (ramp_keys) on each decode kernel: its per-block softmax and its merge of the blocks' partials (on
+// chip, or by the combine) must keep the error rule when one key holds most of the mass.
+TEST(SM90_SparseDecodeOp, RampedKeysEveryPath) {
+  MSA_REQUIRE_SM90();
+  const double ramp = 1.0 / 16384;
+  check_decode_op(2, {40000, 129, 2}, 5, 64, 4, DecodePath::kSplitCombine, 16, ramp);
+  check_decode_op(1, {300000}, 1, 64, 4, DecodePath::kFusedCluster, 16, ramp);
+  check_decode_op(4, {40000, 129, 4, 5, 300, 16385, 128, 5000}, 9, 64, 4, DecodePath::kRows, 16, ramp);
 }
 
 // Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and
