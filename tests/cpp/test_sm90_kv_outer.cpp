@@ -253,9 +253,9 @@ TEST(SM90_UnionKernel, ManyTilesPerCtaMatchCpu) {
   check_union_kernel(varlen_problem(true, {2000, 0, 1500, 701, 1}, {2000, 300, 9000, 701, 129}, 16, 1));
 }
 
-// Keys scaled up with their position (ramp_keys): a row's max rises from block to block and inside blocks by more
-// than the 2^8 the union kernel lets its softmax base lag, so the base is raised, and O and l rescaled, mid-row, and
-// rows are peaked (the largest P is then not exactly 1 in bf16: the error rule must still hold).
+// Keys scaled up with their position (ramp_keys): a row's max keeps rising from block to block, so O and l are
+// rescaled mid-row, and rows are peaked (one key holds most of the mass), where a softmax base that is not the exact
+// running max would leave the largest P inexact in bf16 and break the error rule (scripts/softmax_base_sim.cpp).
 TEST(SM90_UnionKernel, RampedKeysMatchCpu) {
   MSA_REQUIRE_SM90();
   check_union_kernel(varlen_problem(true, {129, 0, 40, 300, 7}, {129, 500, 16385, 2600, 2049}, 32, 2, 1.0 / 1024));

@@ -112,12 +112,11 @@ inline void ramp_keys(Problem& p, double per_token) {
     const std::int64_t L = p.seq_lens_k[static_cast<std::size_t>(b)];
     for (std::int64_t t = 0; t < L; ++t) {
       const float f = static_cast<float>(1.0 + per_token * static_cast<double>(t));
-      for (std::int64_t h = 0; h < H; ++h)
-        for (int d = 0; d < 128; ++d) {
-          const std::size_t at =
-              static_cast<std::size_t>(((p.page(b, t / 128) * H + h) * 128 + t % 128) * 128 + d);
-          p.k_cache[at] = testing::to_bf16(testing::from_bf16(p.k_cache[at]) * f);
-        }
+      const std::int64_t page = p.page(b, t / 128);
+      for (std::int64_t h = 0; h < H; ++h) {
+        std::uint16_t* row = p.k_cache.data() + ((page * H + h) * 128 + t % 128) * 128;
+        for (int d = 0; d < 128; ++d) row[d] = testing::to_bf16(testing::from_bf16(row[d]) * f);
+      }
     }
   }
 }
