@@ -20,9 +20,9 @@ namespace {
 // Measured on H100 (attention phase, 128K random): 64 → 26.7 ms, 128 → 25.1 ms, 256 → 23.6 ms.
 constexpr int kMaxQueriesPerItem = 256;
 constexpr int kKvOuterGroup = 16;
-// Events of a plan's side stream (run_prefill_cuda): the run's start, set s built (kEventBuilt + s), set s free
-// again (kEventFree + s), the current chunk's union kernel done (kEventUnion).
-constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kEventUnion = 5, kSideEvents = 6;
+// Events of a plan's side stream (run_prefill_cuda): the chunks' chain may start (the union kernel is done), set s
+// built (kEventBuilt + s), set s free again (kEventFree + s).
+constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
 
 std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
@@ -103,8 +103,8 @@ Status launch_combine_into(void* po, bool po_fp32, float* pl, std::int32_t* coun
   return kernels::launch_combine(cl);
 }
 
-// The k2q build of chunk c over its rows of topk, or over `masked` ([Hkv, c.num_q, k] contiguous: the union mask's
-// copy of them) when given.
+// The k2q build of chunk c over its rows of topk, or over `masked` (the union mask's copy of the whole batch's
+// topk, [Hkv, T, k] contiguous) when given.
 kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& topk, const PrefillChunk& c,
                                      const std::int32_t* meta, const std::int32_t* masked = nullptr) {
   kernels::K2qBuildArgs a{};
@@ -113,8 +113,8 @@ kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& top
   a.topk_stride_t = topk.stride[1];
   a.topk_stride_s = topk.stride[2];
   if (masked != nullptr) {
-    a.topk = masked;
-    a.topk_stride_h = c.num_q * topk.shape[2];
+    a.topk = masked + c.t0 * topk.shape[2];
+    a.topk_stride_h = topk.shape[1] * topk.shape[2];
     a.topk_stride_t = topk.shape[2];
     a.topk_stride_s = 1;
   }
@@ -138,7 +138,7 @@ struct ChunkRun {
   const Tensor& topk;
   const SparsePrefillRunArgs& a;
   unsigned char* ws;
-  unsigned char* set;        // the chunk's set of selection structures (ws, or ws + front_set_bytes)
+  unsigned char* set;        // the chunk's set of k2q structures (ws, or ws + front_set_bytes)
   const std::int32_t* meta;  // the plan's device metadata
   const PrefillChunk& c;
 
@@ -170,8 +170,8 @@ void set_chunk_inputs(kernels::PagedPrefillInputs* l, const ChunkRun& r) {
   l->seq_stride = 1;
 }
 
-// The chunk's union-of-blocks launch (kernels/sm90/attention/launch.h); masked_topk and tile_flags point into the
-// workspace when the plan runs the KV-outer chain beside it (kAuto).
+// The union-of-blocks launch over chunk r.c (the plan's whole batch: kernels/sm90/attention/launch.h); masked_topk
+// and tile_flags point into the workspace when the plan runs the KV-outer chain beside it (kAuto).
 kernels::UnionLaunch chunk_union_launch(const ChunkRun& r) {
   const PrefillCudaPlan& p = r.p;
   const SparsePrefillRunArgs& a = r.a;
@@ -197,9 +197,9 @@ kernels::UnionLaunch chunk_union_launch(const ChunkRun& r) {
   }
   u.union_budget = p.union_budget;
   const bool masked = p.kv_outer_chain && p.union_budget > 0;
-  u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(r.set + p.off_masked_topk) : nullptr;
-  u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(r.set + p.off_tile_flags) : nullptr;
-  u.tile_slots = p.union_budget > 0 ? r.set + p.off_tile_slots : nullptr;
+  u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_masked_topk) : nullptr;
+  u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_tile_flags) : nullptr;
+  u.tile_slots = p.union_budget > 0 ? r.ws + p.off_tile_slots : nullptr;
   u.device = r.device();
   u.stream = r.stream();
   return u;
@@ -213,36 +213,38 @@ kernels::K2qBuildOutputs chunk_k2q_outputs(const ChunkRun& r) {
           r.counts(),        at(p.off_total),     at(p.off_items),     at(p.off_num_items)};
 }
 
-// G = 16, the chunk's front on `stream`: the union schedule's token groups, the union mask (kAuto: the union tiles
-// leave the chain's selection) and the k2q build over what is left. It reads only topk and the plan's metadata and
-// writes only the chunk's set.
+// G = 16, the union schedule over the whole batch on the caller's stream: the token groups and, under kAuto, the
+// union mask (the union tiles leave the chain's selection, `masked_topk`), then the union kernel (phases >= 3).
+// It runs before every chunk's chain: the union kernel is persistent, one CTA per SM, so a chunk's k2q or
+// KV-outer launched beside it would hold SMs it waits for; over the whole batch it pays one launch and one tail
+// instead of one per chunk, and its front one pair of launches.
+Status run_union(const ChunkRun& w, int phases, unsigned skip) {
+  const kernels::UnionLaunch u = chunk_union_launch(w);
+  MSA_RETURN_IF_ERROR(kernels::launch_token_groups(u));
+  if (u.masked_topk != nullptr) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
+  if (phases >= 3 && (skip & kSkipUnionBack) == 0) MSA_RETURN_IF_ERROR(kernels::launch_union_attention(u));
+  return Status::Ok();
+}
+
+// G = 16, a chunk's front on `stream`: the k2q build over its rows of topk (kAuto: of the union mask's copy, where
+// the union tiles' rows list nothing). It reads only the selection and the plan's metadata and writes only the
+// chunk's set.
 Status run_front(const ChunkRun& r, void* stream) {
   const PrefillCudaPlan& p = r.p;
-  kernels::UnionLaunch u = chunk_union_launch(r);
-  u.stream = stream;
-  MSA_RETURN_IF_ERROR(kernels::launch_token_groups(u));  // a no-op without tile_slots (no union schedule)
-  if (u.masked_topk != nullptr) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
-  if (!p.kv_outer_chain) return Status::Ok();
-  kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta, u.masked_topk);
+  const bool masked = p.union_budget > 0;
+  kernels::K2qBuildArgs ka = chunk_k2q_args(
+      p, r.topk, r.c, r.meta, masked ? reinterpret_cast<const std::int32_t*>(r.ws + p.off_masked_topk) : nullptr);
   ka.stream = stream;
   ka.device = r.device();
   return kernels::launch_k2q_build(ka, chunk_k2q_outputs(r), r.set + p.off_k2q_scratch, p.k2q_scratch_bytes);
 }
 
-// G = 16, the rest of the chunk on the caller's stream, in two parts: the union tiles (union_back), then KV-outer
-// attention over the front's lists and the combine (kv_outer_back; the combine leaves the union tiles' rows alone:
-// split count -1). phases < 3 stop after the attention kernel, skip leaves launches out (the benchmark hooks of
-// run_prefill_cuda).
-Status union_back(const ChunkRun& r, int phases, unsigned skip) {
-  const PrefillCudaPlan& p = r.p;
-  if (phases >= 3 && p.union_budget > 0 && (skip & kSkipUnionBack) == 0)
-    MSA_RETURN_IF_ERROR(kernels::launch_union_attention(chunk_union_launch(r)));
-  return Status::Ok();
-}
-
+// G = 16, the rest of the chunk on the caller's stream: KV-outer attention over the front's lists and the combine
+// (which leaves the union tiles' rows alone: split count -1). phases < 3 stop after the attention kernel, skip
+// leaves launches out (the benchmark hooks of run_prefill_cuda).
 Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
   const PrefillCudaPlan& p = r.p;
-  if (p.kv_outer_chain && (skip & kSkipKvOuterBack) == 0) {
+  if ((skip & kSkipKvOuterBack) == 0) {
     const kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta);
     const kernels::K2qBuildOutputs ko = chunk_k2q_outputs(r);
     kernels::KvOuterLaunch l{};
@@ -262,11 +264,6 @@ Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
                                             r.device(), r.stream()));
   }
   return Status::Ok();
-}
-
-Status run_back(const ChunkRun& r, int phases, unsigned skip) {
-  MSA_RETURN_IF_ERROR(union_back(r, phases, skip));
-  return kv_outer_back(r, phases, skip);
 }
 
 // Other G: the query-outer split kernel over the chunk's selection, then the combine.
@@ -351,13 +348,15 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
   MSA_RETURN_IF_ERROR(host_copy(a.page_table, &p->page_table, &pt_host));
   MSA_RETURN_IF_ERROR(read_batch(&cu_host, 0, seq_host, a.topk.shape[1], &p->batch));
 
-  std::vector<std::int32_t> meta;
+  std::vector<std::int32_t> meta, whole_meta;
   p->chunks = plan_prefill_chunks(p->batch, chunk, &meta);
+  const std::vector<PrefillChunk> whole = plan_prefill_chunks(p->batch, std::max<std::int64_t>(p->batch.num_q(), 1), &whole_meta);
+  p->whole = whole.empty() ? PrefillChunk{} : whole[0];
+  p->whole.meta = meta.size();
+  meta.insert(meta.end(), whole_meta.begin(), whole_meta.end());
   p->max_chunk_q = 0;
-  p->max_chunk_requests = 0;
   for (const PrefillChunk& c : p->chunks) {
     p->max_chunk_q = std::max(p->max_chunk_q, c.num_q);
-    p->max_chunk_requests = std::max(p->max_chunk_requests, c.num_requests);
   }
   MSA_RETURN_IF_ERROR(p->meta.upload(meta.data(), meta.size() * 4, a.topk.device.index));
 
@@ -393,13 +392,6 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
   }
   const bool partials = !p->kv_outer || p->kv_outer_chain;
   if (partials) p->off_counts = part(static_cast<std::size_t>(Tc * H) * 4);
-  const std::int64_t union_tiles = (Tc + 7) / 8 + p->max_chunk_requests;  // kernels::union_tiles of the largest chunk
-  if (p->kv_outer_chain && p->union_budget > 0) {
-    p->off_masked_topk = part(static_cast<std::size_t>(H * Tc * k) * 4);
-    p->off_tile_flags = part(static_cast<std::size_t>(H * union_tiles) * 4);
-  }
-  if (p->union_budget > 0)  // the token groups of the union schedule (kernels/sm90/attention/union_tiles.cuh)
-    p->off_tile_slots = part(static_cast<std::size_t>(H * union_tiles) * 8);
   // Several chunks through the KV-outer chain: a second set of the structures above, and the side stream that
   // builds chunk c + 1's set while chunk c attends.
   p->front_set_bytes = off;
@@ -408,6 +400,14 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     off += p->front_set_bytes;
     MSA_RETURN_IF_ERROR(p->side.create(a.topk.device.index, kSideEvents));
   }
+  // The union schedule's structures for the whole batch (kernels/sm90/attention/union_tiles.cuh): kernels::
+  // union_tiles of it. The mask's copy of topk is H * T * k int32 (256 MB at 1M tokens, M3 shapes).
+  const std::int64_t T = p->batch.num_q(), union_tiles = (T + 7) / 8 + p->batch.num_requests();
+  if (p->kv_outer_chain && p->union_budget > 0) {
+    p->off_masked_topk = part(static_cast<std::size_t>(H * T * k) * 4);
+    p->off_tile_flags = part(static_cast<std::size_t>(H * union_tiles) * 4);
+  }
+  if (p->union_budget > 0) p->off_tile_slots = part(static_cast<std::size_t>(H * union_tiles) * 8);
   if (partials) {
     // bf16 partials for KV-outer, fp32 for the split kernel (kernels/decode/launch.h).
     p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * (p->kv_outer ? 2 : 4));
@@ -441,20 +441,22 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     for (std::size_t i = 0; i < p.chunks.size(); ++i) MSA_RETURN_IF_ERROR(run_split_chunk(run_at(i), phases));
     return Status::Ok();
   }
+  if (p.union_budget > 0 && p.whole.num_q > 0)
+    MSA_RETURN_IF_ERROR(run_union(ChunkRun{p, topk, a, ws, ws, meta, p.whole}, phases, skip));
+  if (!p.kv_outer_chain) return Status::Ok();
   if (!p.overlap_front || phases < 3) {  // one stream: front and back of each chunk in turn
     for (std::size_t i = 0; i < p.chunks.size(); ++i) {
       const ChunkRun r = run_at(i);
       MSA_RETURN_IF_ERROR(run_front(r, r.stream()));
-      if (phases >= 2) MSA_RETURN_IF_ERROR(run_back(r, phases, skip));
+      if (phases >= 2) MSA_RETURN_IF_ERROR(kv_outer_back(r, phases, skip));
     }
     return Status::Ok();
   }
-  // Two streams. The side stream starts after everything before this run on the caller's stream (topk included),
-  // builds chunk i + 1's set while the caller's stream attends chunk i, and may refill a set only once the chunk
-  // that used it two steps before is done with it. Every front is waited on by its back, so the caller's stream has
-  // joined all the side work when run() returns (also when it is being captured into a graph).
-  // Chunk i's union kernel goes first and runs alone: it is persistent, one CTA per SM, so a front launched beside
-  // it would hold SMs it waits for. Chunk i + 1's front then overlaps chunk i's KV-outer and combine.
+  // Two streams. The side stream starts after everything before the chain on the caller's stream (topk and the
+  // union schedule included), builds chunk i + 1's set while the caller's stream attends chunk i, and may refill a
+  // set only once the chunk that used it two steps before is done with it. Every front is waited on by its back,
+  // so the caller's stream has joined all the side work when run() returns (also when it is being captured into a
+  // graph).
   void* main = a.q.device.stream;
   void* side = p.side.stream();
   MSA_RETURN_IF_ERROR(p.side.record(kEventStart, main));
@@ -465,11 +467,8 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     const int set = static_cast<int>(i % 2);
     const ChunkRun r = run_at(i);
     MSA_RETURN_IF_ERROR(p.side.wait(main, kEventBuilt + set));
-    MSA_RETURN_IF_ERROR(union_back(r, phases, skip));
     if (i + 1 < p.chunks.size()) {
       const int next = static_cast<int>((i + 1) % 2);
-      MSA_RETURN_IF_ERROR(p.side.record(kEventUnion, main));
-      MSA_RETURN_IF_ERROR(p.side.wait(side, kEventUnion));
       if (i >= 1) MSA_RETURN_IF_ERROR(p.side.wait(side, kEventFree + next));  // chunk i - 1's back is done with it
       MSA_RETURN_IF_ERROR(run_front(run_at(i + 1), side));
       MSA_RETURN_IF_ERROR(p.side.record(kEventBuilt + next, side));

@@ -35,21 +35,22 @@ struct PrefillCudaPlan {
   BatchInfo batch;                        // host copy of the batch metadata
   std::vector<std::int32_t> page_table;  // host copy, checked against the cache's page count at run()
   std::vector<PrefillChunk> chunks;
+  PrefillChunk whole;  // the whole batch as one chunk: the union schedule's launches (G = 16) run over it
   DeviceBuffer meta;  // per-chunk cu_seqlens / seq_lens (int32)
   bool kv_outer = false;
   bool kv_outer_chain = false;  // k2q, KV-outer and combine run (kv_outer and not PrefillSchedule::kUnion)
   int union_budget = 0;         // the union kernels' rule (kernels/sm90/attention/launch.h); 0: not launched
   std::int64_t max_chunk_q = 0;
-  int max_chunk_requests = 0;
   // Workspace layout (bytes from the base, each part 256-aligned). The per-chunk selection structures (k2q lists,
-  // split counts, the union mask's outputs and token groups) form a set at the base; with overlap_front a second set
-  // follows front_set_bytes later, and chunk c uses set c % 2. The partials come after the sets.
+  // split counts) form a set at the base; with overlap_front a second set follows front_set_bytes later, and chunk
+  // c uses set c % 2. The union schedule's structures for the whole batch (token groups; under kAuto the union
+  // mask's decisions and its copy of topk) and then the partials come after the sets.
   std::size_t off_row_ptr = 0, off_row_batch = 0, off_row_block = 0, off_q_idx = 0, off_qsplit = 0, off_counts = 0,
               off_total = 0, off_items = 0, off_num_items = 0, off_k2q_scratch = 0, k2q_scratch_bytes = 0,
               off_partial_out = 0, off_partial_lse = 0, off_masked_topk = 0, off_tile_flags = 0, off_tile_slots = 0,
               front_set_bytes = 0, workspace_bytes = 0;
-  // The KV-outer chain over several chunks runs each chunk's front (union mask and k2q build) for chunk c + 1 on a
-  // side stream while chunk c attends and combines on the caller's stream (see run_prefill_cuda).
+  // The KV-outer chain over several chunks builds chunk c + 1's k2q lists on a side stream while chunk c attends
+  // and combines on the caller's stream (see run_prefill_cuda).
   bool overlap_front = false;
   SideStream side;
 };
