@@ -200,6 +200,7 @@ kernels::UnionLaunch chunk_union_launch(const ChunkRun& r) {
   u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_masked_topk) : nullptr;
   u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_tile_flags) : nullptr;
   u.tile_slots = p.union_budget > 0 ? r.ws + p.off_tile_slots : nullptr;
+  u.work_counter = p.union_budget > 0 ? reinterpret_cast<int*>(r.ws + p.off_work_counter) : nullptr;
   u.device = r.device();
   u.stream = r.stream();
   return u;
@@ -407,7 +408,10 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     p->off_masked_topk = part(static_cast<std::size_t>(H * T * k) * 4);
     p->off_tile_flags = part(static_cast<std::size_t>(H * union_tiles) * 4);
   }
-  if (p->union_budget > 0) p->off_tile_slots = part(static_cast<std::size_t>(H * union_tiles) * 8);
+  if (p->union_budget > 0) {
+    p->off_tile_slots = part(static_cast<std::size_t>(H * union_tiles) * 8);
+    p->off_work_counter = part(4);
+  }
   if (partials) {
     // bf16 partials for KV-outer, fp32 for the split kernel (kernels/decode/launch.h).
     p->off_partial_out = part(static_cast<std::size_t>(k * Tc * a.num_q_heads) * 128 * (p->kv_outer ? 2 : 4));

@@ -48,6 +48,7 @@ struct PrefillCudaPlan {
   std::size_t off_row_ptr = 0, off_row_batch = 0, off_row_block = 0, off_q_idx = 0, off_qsplit = 0, off_counts = 0,
               off_total = 0, off_items = 0, off_num_items = 0, off_k2q_scratch = 0, k2q_scratch_bytes = 0,
               off_partial_out = 0, off_partial_lse = 0, off_masked_topk = 0, off_tile_flags = 0, off_tile_slots = 0,
+              off_work_counter = 0,
               front_set_bytes = 0, workspace_bytes = 0;
   // The KV-outer chain over several chunks builds chunk c + 1's k2q lists on a side stream while chunk c attends
   // and combines on the caller's stream (see run_prefill_cuda).

@@ -66,6 +66,9 @@ struct UnionLaunch : PagedPrefillInputs {
   // launch_token_groups' output, [Hkv, union_tiles(), 8]: which query of its group of 128 sits in each slot of a
   // tile (union_tiles.cuh); nullptr: consecutive queries, no grouping.
   std::uint8_t* tile_slots;
+  // launch_union_attention only: one int of device memory that its CTAs take work items from (zeroed by the
+  // launch, so the items run in order, whatever each CTA's pace); nullptr: each CTA takes every gridDim-th item.
+  int* work_counter;
   int device;
   void* stream;
 };
