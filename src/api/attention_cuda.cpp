@@ -351,7 +351,8 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
 
   std::vector<std::int32_t> meta, whole_meta;
   p->chunks = plan_prefill_chunks(p->batch, chunk, &meta);
-  const std::vector<PrefillChunk> whole = plan_prefill_chunks(p->batch, std::max<std::int64_t>(p->batch.num_q(), 1), &whole_meta);
+  const std::vector<PrefillChunk> whole =
+      plan_prefill_chunks(p->batch, std::max<std::int64_t>(p->batch.num_q(), 1), &whole_meta);
   p->whole = whole.empty() ? PrefillChunk{} : whole[0];
   p->whole.meta = meta.size();
   meta.insert(meta.end(), whole_meta.begin(), whole_meta.end());

@@ -1,9 +1,9 @@
 // union_blocks.cu — query-outer "union of blocks" sparse prefill attention (G = 16).
 //
 // Work item = (tile of 8 query slots of one request, KV head g: 8 consecutive queries, or the 8 that
-// token_groups.cu put together, see union_tiles.cuh); one persistent CTA per SM walks them. The producer warpgroup
-// reads the tile's 8 selection lists and builds their union U (ascending unique block ids) with, per block of U, a
-// bit mask of the tokens that listed it, loads Q of the 8 tokens x 16 heads, and
+// token_groups.cu put together, see union_tiles.cuh); one persistent CTA per SM takes them in order. The producer
+// warpgroup reads the tile's 8 selection lists and builds their union U (ascending unique block ids) with, per
+// block of U, a bit mask of the tokens that listed it, loads Q of the 8 tokens x 16 heads, and
 // streams K and V of every block of U through a 3-stage ring (TMA, 128-byte swizzle; one thread issues, its warp
 // reads page ids); it builds the next tile's union while the consumers compute. Consumer warpgroup w
 // owns tokens 4w .. 4w + 3 (64 rows; each warp one token's 16 heads). For each block that one of its tokens listed
@@ -175,8 +175,10 @@ __global__ void __launch_bounds__(kMaxIds) union_mask_kernel(const UnionLaunch a
   }
 }
 
-// Persistent: one CTA per SM walks the work items (KV head g, tile) = blockIdx.x, + gridDim.x, ... (g-major, so
-// the CTAs at work at one time share K/V pools in L2). The producer warpgroup finds the next union tile, builds its
+// Persistent: one CTA per SM walks the work items (KV head g, tile), g-major, so that the CTAs at work at one time
+// share K/V pools in L2: in order from UnionLaunch::work_counter, or blockIdx.x, + gridDim.x, ... without one (the
+// producer holds 40 registers; the counter's fetch makes ptxas spill 8 bytes there, once per item, off the
+// consumers' path). The producer warpgroup finds the next union tile, builds its
 // union into the free TileBuf (while the consumers still compute the previous tile), loads its Q once the
 // consumers are done with the previous Q, and streams K and V of its blocks through the ring, whose position runs
 // on across tiles. The consumers take tiles in the same order and write each tile's output while the producer
