@@ -153,6 +153,11 @@ struct ChunkRun {
   std::int32_t* counts() const { return reinterpret_cast<std::int32_t*>(set + p.off_counts); }
   void* partial_out() const { return ws + p.off_partial_out; }
   float* partial_lse() const { return reinterpret_cast<float*>(ws + p.off_partial_lse); }
+  // The union mask's copy of the whole batch's topk (kAuto: the KV-outer chain runs beside the union schedule);
+  // nullptr otherwise.
+  std::int32_t* masked_topk() const {
+    return p.kv_outer_chain && p.union_budget > 0 ? reinterpret_cast<std::int32_t*>(ws + p.off_masked_topk) : nullptr;
+  }
   int device() const { return a.q.device.index; }
   void* stream() const { return a.q.device.stream; }
 };
@@ -196,9 +201,8 @@ kernels::UnionLaunch chunk_union_launch(const ChunkRun& r) {
     u.lse_stride_h = a.lse.stride[1];
   }
   u.union_budget = p.union_budget;
-  const bool masked = p.kv_outer_chain && p.union_budget > 0;
-  u.masked_topk = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_masked_topk) : nullptr;
-  u.tile_flags = masked ? reinterpret_cast<std::int32_t*>(r.ws + p.off_tile_flags) : nullptr;
+  u.masked_topk = r.masked_topk();
+  u.tile_flags = u.masked_topk != nullptr ? reinterpret_cast<std::int32_t*>(r.ws + p.off_tile_flags) : nullptr;
   u.tile_slots = p.union_budget > 0 ? r.ws + p.off_tile_slots : nullptr;
   u.work_counter = p.union_budget > 0 ? reinterpret_cast<int*>(r.ws + p.off_work_counter) : nullptr;
   u.device = r.device();
@@ -232,9 +236,7 @@ Status run_union(const ChunkRun& w, int phases, unsigned skip) {
 // chunk's set.
 Status run_front(const ChunkRun& r, void* stream) {
   const PrefillCudaPlan& p = r.p;
-  const bool masked = p.union_budget > 0;
-  kernels::K2qBuildArgs ka = chunk_k2q_args(
-      p, r.topk, r.c, r.meta, masked ? reinterpret_cast<const std::int32_t*>(r.ws + p.off_masked_topk) : nullptr);
+  kernels::K2qBuildArgs ka = chunk_k2q_args(p, r.topk, r.c, r.meta, r.masked_topk());
   ka.stream = stream;
   ka.device = r.device();
   return kernels::launch_k2q_build(ka, chunk_k2q_outputs(r), r.set + p.off_k2q_scratch, p.k2q_scratch_bytes);
