@@ -87,14 +87,15 @@ void set_problem_qkv(Launch* l, const testing::Problem& p, const void* q, const 
   l->kv_stride_t = 128;
 }
 
-// Downloads an attention output out [T, Hq, 128] and lse [T, Hq] and judges them against p by design.md's error rule.
+// Downloads an attention output out [T, Hq, 128] and lse [T, Hq] and judges them against p by design.md's error rule
+// (bf16_partials: see expect_attention_rule).
 inline void expect_device_attention_rule(Problem& p, const DeviceBuffer<std::uint16_t>& out,
-                                         const DeviceBuffer<float>& lse) {
+                                         const DeviceBuffer<float>& lse, bool bf16_partials = false) {
   std::vector<std::uint16_t> got(p.out.size());
   std::vector<float> got_lse(p.lse.size());
   out.download(&got);
   lse.download(&got_lse);
-  expect_attention_rule(p, got, got_lse);
+  expect_attention_rule(p, got, got_lse, 0.0, bf16_partials);
 }
 
 // The device k2q arguments for p's contiguous topk [Hkv, T, k] and batch metadata, already on the device.
