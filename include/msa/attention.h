@@ -40,12 +40,15 @@ struct SparsePrefillPlanArgs {
   std::int64_t max_chunk_tokens = 0;
   // CUDA with Hq / Hkv = 16: how each tile of 8 query tokens x 1 KV head is computed (docs/attention.md).
   //   kAuto     the union of blocks where the tile's selections overlap enough (a measured rule, decided on the
-  //             device from topk), KV-outer elsewhere. A token's rounding then depends on its tile's schedule, so
-  //             a different chunking may change low bits (both stay within design.md's error rule).
+  //             device from topk, once over the whole batch, so a different chunking changes no bit), KV-outer
+  //             elsewhere.
   //   kKvOuter  KV-outer for every tile: per-block bf16 partials merged by the combine. Their rounding is an
-  //             error the rule's emulation leaves out; on small chunks of short rows (<= 16 visible blocks, where
-  //             |out| is largest) it can exceed design.md's attention rule by a few percent (about 1 random problem
-  //             in 100 in scripts/split_error_model.py). kAuto computes every such row with the union kernel.
+  //             error the rule's P-only emulation leaves out (docs/attention.md, "Partials and design.md's error
+  //             rule"): it can exceed that rule by a few percent where |out| is largest, on small chunks of short
+  //             rows (about 1 random problem in 100, scripts/split_error_model.py) and on peaked rows whose mass
+  //             sits in one block (about 5 ramped-key problems in 100; kAuto's KV-outer tiles too, rarer). It
+  //             meets the rule with an emulation that also rounds each partial to bf16 (the tests' bound for
+  //             kKvOuter and kAuto). kAuto computes every row with <= 16 visible blocks with the union kernel.
   //   kUnion    every tile query-outer over the union of its 8 tokens' blocks (no partials; slow when the tokens
   //             of a tile select different blocks).
   // Other head ratios always take the split kernel; kUnion is NotImplemented there.
