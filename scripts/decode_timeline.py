@@ -105,7 +105,7 @@ EDITS = [
     (ATT, "  __syncthreads();                                         // everyone's\n", "  if (kFused && tid == 0) tl::stamp(tlc, 3);\n"),
     (ATT, "  __syncthreads();  // everyone's V, P and row sums\n",
      "  if (kFused && tid == 0) tl::stamp(tlc, 7);\n"),
-    (ATT, "      mma_bf16(out[nt + 1], pa, bv[2], bv[3]);\n    }\n  }\n",
+    (ATT, "  for (int ks = 0; ks < kKeys / 16; ++ks) pv_16keys(out, pfrag[ks * 32 + lane], vs, ks * 16, warp * 32);\n",
      "  if (kFused && tid == 0) tl::stamp(tlc, 4);\n"),
     (ATT, "    push_partial(a, G, s, &out, [&](int row, float* m, float* l) { *m = block_max(row), *l = block_sum(row); });\n",
      "    if (tid == 0) tl::stamp(tlc, 5);\n"),
