@@ -413,7 +413,7 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
   }
   if (p->union_budget > 0) {
     p->off_tile_slots = part(static_cast<std::size_t>(H * union_tiles) * 8);
-    p->off_work_counter = part(4);
+    p->off_work_counter = part(8);  // the counter and, under kAuto, the length of the union items' list
   }
   if (partials) {
     // bf16 partials for KV-outer, fp32 for the split kernel (kernels/decode/launch.h).

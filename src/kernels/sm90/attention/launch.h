@@ -62,12 +62,16 @@ struct UnionLaunch : PagedPrefillInputs {
   // crossover; kUnionBudgetAll takes every tile.
   int union_budget;
   std::int32_t* masked_topk;  // launch_union_mask's output: [Hkv, T, k] contiguous
-  std::int32_t* tile_flags;   // launch_union_mask's decisions, [Hkv, union_tiles()]; nullptr: decide in the kernel
+  // launch_union_mask's decisions, [Hkv, union_tiles()]; launch_union_attention turns them in place into the list
+  // of the union items (so they are written again by the mask launch before each union launch). nullptr: the
+  // kernel decides each tile itself.
+  std::int32_t* tile_flags;
   // launch_token_groups' output, [Hkv, union_tiles(), 8]: which query of its group of 128 sits in each slot of a
   // tile (union_tiles.cuh); nullptr: consecutive queries, no grouping.
   std::uint8_t* tile_slots;
-  // launch_union_attention only: one int of device memory that its CTAs take work items from (zeroed by the
-  // launch, so the items run in order, whatever each CTA's pace); nullptr: each CTA takes every gridDim-th item.
+  // launch_union_attention only: two ints of device memory. Its CTAs take work items from the first (zeroed by the
+  // launch, so the items run in order, whatever each CTA's pace); with tile_flags the second holds the length of
+  // the union items' list. nullptr (allowed only without tile_flags): each CTA takes every gridDim-th item.
   int* work_counter;
   int device;
   void* stream;

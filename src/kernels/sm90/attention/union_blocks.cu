@@ -18,7 +18,10 @@
 // |U_w| stays near the pool size; with random ones it approaches 4 x 15 + 1. KV-outer does no wasted products but
 // writes and re-reads 16 partials per (token, head). The measured crossover is in docs/attention.md; the per-tile
 // choice (PrefillSchedule::kAuto) is union_mask_kernel's, one CTA per work item: it writes the decision to
-// tile_flags and takes the union tiles' rows out of the selection the KV-outer chain reads (kRowElsewhere).
+// tile_flags and takes the union tiles' rows out of the selection the KV-outer chain reads (kRowElsewhere);
+// union_list_kernel then turns the flags into the ordered list of the union items, so that the persistent kernel
+// takes only those from its counter (on random selections almost none: walking and skipping all the items cost one
+// counter and one flag round trip each, ~4,000 per CTA at 1M tokens).
 //
 // Invariants: G = 16, k <= 16; rows of tokens past the tile's count are computed on stale data and never written;
 // producer and consumers see the same sequence of union tiles and count ring positions alike;
@@ -77,6 +80,7 @@ struct Head {
   std::uint64_t u_empty[2];      // the consumers are done with buf[i] (one arrive per consumer warp)
   int ids[kMaxIds];              // union building scratch
   int next_item;                 // the producer's next work item, from UnionLaunch::work_counter
+  int listed;                    // under kAuto: the length of union_list_kernel's list (work_counter[1])
   TileBuf buf[2];
 };
 constexpr int kSmemBytes = static_cast<int>(sizeof(Head)) + 1023 + kKvOff + kStages * kStageBytes;
@@ -175,6 +179,59 @@ __global__ void __launch_bounds__(kMaxIds) union_mask_kernel(const UnionLaunch a
   }
 }
 
+// Under kAuto, between the mask launch and the persistent kernel: one CTA turns tile_flags (0 / 1 per item, [Hkv]
+// [tile], g-major) in place into the ascending list of the union items, chunk after chunk (a chunk's flags are all
+// read, into registers, before the barrier after which any of its positions is written; positions written in a
+// chunk lie below its end, and the next chunks read only above it), then writes the list's length to
+// work_counter[1] and zeroes the counter work_counter[0]. Deterministic: the order is the items' own.
+constexpr int kListThreads = 1024;
+constexpr int kListPerThread = 16;  // flags per thread and chunk: 16K items per chunk, 32 chunks at 1M tokens
+
+__global__ void __launch_bounds__(kListThreads) union_list_kernel(std::int32_t* flags, int items, int* counter) {
+  __shared__ int warp_incl[kListThreads / 32];
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  pdl_wait();  // the mask launch's flags
+  int base = 0;
+  for (int c0 = 0; c0 < items; c0 += kListThreads * kListPerThread) {
+    const int i0 = c0 + tid * kListPerThread;
+    bool f[kListPerThread];
+    int mine = 0;
+#pragma unroll
+    for (int j = 0; j < kListPerThread; ++j) {
+      f[j] = i0 + j < items && flags[i0 + j] != 0;
+      mine += f[j] ? 1 : 0;
+    }
+    int incl = mine;  // inclusive prefix over the warp, then over the warps
+#pragma unroll
+    for (int o = 1; o < 32; o *= 2) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o);
+      incl += lane >= o ? y : 0;
+    }
+    if (lane == 31) warp_incl[warp] = incl;
+    __syncthreads();  // every flag of the chunk is read (in f) before any position of it is written below
+    if (warp == 0) {
+      int v = warp_incl[lane];
+#pragma unroll
+      for (int o = 1; o < 32; o *= 2) {
+        const int y = __shfl_up_sync(0xffffffffu, v, o);
+        v += lane >= o ? y : 0;
+      }
+      warp_incl[lane] = v;
+    }
+    __syncthreads();
+    int pos = base + (warp > 0 ? warp_incl[warp - 1] : 0) + incl - mine;
+#pragma unroll
+    for (int j = 0; j < kListPerThread; ++j)
+      if (f[j]) flags[pos++] = i0 + j;
+    base += warp_incl[kListThreads / 32 - 1];
+    __syncthreads();  // warp_incl is rewritten by the next chunk
+  }
+  if (tid == 0) {
+    counter[0] = 0;
+    counter[1] = base;
+  }
+}
+
 // Persistent: one CTA per SM walks the work items (KV head g, tile), g-major, so that the CTAs at work at one time
 // share K/V pools in L2: in order from UnionLaunch::work_counter, or blockIdx.x, + gridDim.x, ... without one (the
 // producer holds 40 registers; the counter's fetch makes ptxas spill 8 bytes there, once per item, off the
@@ -216,6 +273,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       sm90::tma_prefetch_map(&q_map);
       sm90::tma_prefetch_map(&k_map);
       sm90::tma_prefetch_map(&v_map);
+      if (a.tile_flags != nullptr) hd.listed = a.work_counter[1];  // read by thread 0 alone, below
     }
     int it = 0, k = 0;  // blocks issued (warp 0), tiles handed over
     for (int item = static_cast<int>(blockIdx.x);; item += static_cast<int>(gridDim.x)) {
@@ -223,18 +281,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       // K / V pools they share in L2 (each CTA taking every gridDim-th item, the faster ones drift ahead: at 1M
       // tokens clustered one launch took 7 % longer than 64 launches of 16K tokens).
       if (a.work_counter != nullptr) {  // (the loop's own step is then overwritten)
-        if (tid == 0) hd.next_item = atomicAdd(a.work_counter, 1);
+        if (tid == 0) {
+          // Under kAuto the counter runs over union_list_kernel's list of the union items only.
+          const int n = atomicAdd(a.work_counter, 1);
+          hd.next_item = a.tile_flags == nullptr ? n : n < hd.listed ? a.tile_flags[n] : items;
+        }
         sm90::named_barrier_sync(2, kMaxIds);
         item = hd.next_item;
         sm90::named_barrier_sync(2, kMaxIds);  // read by all before thread 0 writes the next one
       }
       Tile tl{};
       const int g = item / tiles;
-      if (item < items) {
-        // A tile the mask launch gave to the KV-outer chain is skipped (most of them, on random selections).
-        if (a.tile_flags != nullptr && a.tile_flags[item] == 0) continue;
-        if (!find_tile(a, item % tiles, &tl)) continue;
-      }
+      if (item < items && !find_tile(a, item % tiles, &tl)) continue;
       TileBuf& tb = hd.buf[k & 1];
       sm90::mbar_wait(&hd.u_empty[k & 1], ((k >> 1) & 1) ^ 1);  // the consumers are done with tile k - 2
       if (item >= items) {
@@ -451,9 +509,16 @@ Status launch_union_attention(const UnionLaunch& a) {
   // Persistent: one CTA per SM of the launch's device (kSmemBytes allows no more), never more CTAs than work items.
   const int sms = detail::cuda_sm_count(a.device);
   const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(union_tiles(a) * a.num_kv_heads, sms > 0 ? sms : 132)));
+  if (a.tile_flags != nullptr && a.work_counter == nullptr)
+    return Status::InvalidArgument("union-of-blocks attention: tile_flags need a work_counter");
   cudaError_t e = cudaFuncSetAttribute(union_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  if (e == cudaSuccess && a.work_counter != nullptr)
+  if (e == cudaSuccess && a.tile_flags != nullptr) {  // the list of the union items; it also zeroes the counter
+    const std::int64_t items = union_tiles(a) * a.num_kv_heads;
+    e = launch_pdl(union_list_kernel, dim3(1), dim3(kListThreads), 0, static_cast<cudaStream_t>(a.stream),
+                   a.tile_flags, static_cast<int>(items), a.work_counter);
+  } else if (e == cudaSuccess && a.work_counter != nullptr) {
     e = cudaMemsetAsync(a.work_counter, 0, sizeof(int), static_cast<cudaStream_t>(a.stream));
+  }
   if (e == cudaSuccess) {
     e = launch_pdl(union_attention_kernel, grid, dim3(kThreads), kSmemBytes, static_cast<cudaStream_t>(a.stream), a,
                    q_map, k_map, v_map);
