@@ -175,31 +175,41 @@ std::vector<std::uint8_t> host_token_groups(const Problem& p, std::int64_t tiles
   return slots;
 }
 
+// The union launches' arguments for p, inputs already on the device (out, lse, the rule and the schedule's
+// buffers are the caller's).
+struct UnionInputs {
+  explicit UnionInputs(const Problem& p)
+      : q(p.q), kc(p.k_cache), vc(p.v_cache), topk(p.topk), pt(p.page_table), cu(p.cu_seqlens_q), seq(p.seq_lens_k) {
+    const int Hq = p.spec.num_q_heads, k = p.spec.topk;
+    set_problem_inputs(&a, p, q, kc, vc, pt, cu, seq);
+    a.topk = topk.ptr;
+    a.topk_stride_h = p.total_q * k;
+    a.topk_stride_t = k;
+    a.topk_stride_s = 1;
+    a.total_q = p.total_q;
+    a.num_requests = static_cast<int>(p.num_requests());
+    a.num_q_heads = Hq;
+    a.num_kv_heads = p.spec.num_kv_heads;
+    a.k = k;
+    a.sm_scale = static_cast<float>(1.0 / std::sqrt(128.0));
+    a.out_stride_t = static_cast<std::int64_t>(Hq) * 128;
+    a.out_stride_h = 128;
+    a.lse_stride_t = Hq;
+    a.lse_stride_h = 1;
+  }
+  DeviceBuffer<std::uint16_t> q, kc, vc;
+  DeviceBuffer<std::int32_t> topk, pt, cu, seq;
+  kernels::UnionLaunch a{};
+};
+
 // The union-of-blocks kernel writes the final output directly; every row is compared, LSE included. It runs twice:
 // on consecutive queries, then behind launch_token_groups, whose slots must equal the host's grouping; the grouped
 // output must equal the other bit for bit (a query's result does not depend on who shares its warpgroup).
 void check_union_kernel(Problem p) {
-  const std::int64_t T = p.total_q;
-  const int Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads, k = p.spec.topk;
-  DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
-  DeviceBuffer<std::int32_t> topk(p.topk), pt(p.page_table), cu(p.cu_seqlens_q), seq(p.seq_lens_k);
-  kernels::UnionLaunch a{};
-  set_problem_inputs(&a, p, q, kc, vc, pt, cu, seq);
-  a.topk = topk.ptr;
-  a.topk_stride_h = T * k;
-  a.topk_stride_t = k;
-  a.topk_stride_s = 1;
-  a.total_q = T;
-  a.num_requests = static_cast<int>(p.num_requests());
-  a.num_q_heads = Hq;
-  a.num_kv_heads = Hkv;
-  a.k = k;
-  a.sm_scale = static_cast<float>(1.0 / std::sqrt(128.0));
-  a.out_stride_t = static_cast<std::int64_t>(Hq) * 128;
-  a.out_stride_h = 128;
-  a.lse_stride_t = Hq;
-  a.lse_stride_h = 1;
-  a.union_budget = kernels::kUnionBudgetAll;  // every tile (the op's kAuto rule is tested through the op)
+  const int Hkv = p.spec.num_kv_heads;
+  UnionInputs in(p);
+  kernels::UnionLaunch& a = in.a;
+  a.union_budget = kernels::kUnionBudgetAll;  // every tile (the kAuto rule: MaskAndListFollowTheRule)
   const std::int64_t tiles = kernels::union_tiles(a);
   std::vector<std::uint16_t> outs[2];
   std::vector<float> lses[2];
@@ -259,6 +269,107 @@ TEST(SM90_UnionKernel, ManyTilesPerCtaMatchCpu) {
 TEST(SM90_UnionKernel, RampedKeysMatchCpu) {
   MSA_REQUIRE_SM90();
   check_union_kernel(varlen_problem(true, {129, 0, 40, 300, 7}, {129, 500, 16385, 2600, 2049}, 32, 2, 1.0 / 1024));
+}
+
+// kAuto's per-tile rule, from the host: a tile takes the union schedule when the distinct ids its two warpgroups'
+// slots list (4 slots each, in the token groups' order) add up to at most budget per warpgroup with tokens. For
+// several budgets, on clustered and on random selections: union_mask_kernel's tile_flags and masked_topk (the union
+// tiles' rows become kRowElsewhere, -1, ...; the others are copied) must be exactly the host's, and the union
+// launch must take exactly the listed tiles in order (union_list_kernel: the list in place of the flags, its
+// length in work_counter[1]). The budgets must split the tiles both ways at least once, so the check is not vacuous.
+void check_union_mask(bool clustered) {
+  Problem p = varlen_problem(clustered);
+  const std::int64_t T = p.total_q;
+  const int Hkv = p.spec.num_kv_heads, k = p.spec.topk;
+  UnionInputs in(p);
+  kernels::UnionLaunch& a = in.a;
+  const std::int64_t tiles = kernels::union_tiles(a);
+  DeviceBuffer<std::uint8_t> slots(std::vector<std::uint8_t>(static_cast<std::size_t>(Hkv * tiles * 8), 0xEE));
+  a.tile_slots = slots.ptr;
+  ASSERT_TRUE(kernels::launch_token_groups(a).ok());
+  const std::vector<std::uint8_t> order = host_token_groups(p, tiles, 0xEE);
+  DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
+  DeviceBuffer<float> lse(std::vector<float>(p.lse.size(), NAN));
+  a.out = out.ptr;
+  a.lse = lse.ptr;
+  bool mixed = false;
+  for (int budget : {4, 12, 16, 20, 24, 28, 40, kernels::kUnionBudgetAll}) {
+    SCOPED_TRACE("budget " + std::to_string(budget));
+    // Host: decisions per (head, tile) and the masked selection.
+    std::vector<std::int32_t> want_flags(static_cast<std::size_t>(Hkv * tiles), 0), want_masked(p.topk.size(), 0x5a5a5a5a);
+    std::vector<std::int32_t> want_list;
+    int taken = 0, real = 0;
+    for (int g = 0; g < Hkv; ++g) {
+      std::int64_t tile = 0;
+      for (std::int64_t b = 0; b < p.num_requests(); ++b) {
+        const std::int64_t q0 = p.cu_seqlens_q[static_cast<std::size_t>(b)];
+        const std::int64_t nq = p.cu_seqlens_q[static_cast<std::size_t>(b) + 1] - q0;
+        for (std::int64_t i0 = 0; i0 < nq; i0 += 8, ++tile) {
+          const int ntok = static_cast<int>(std::min<std::int64_t>(8, nq - i0));
+          std::int64_t tok[8];
+          std::set<int> u[2];
+          for (int i = 0; i < ntok; ++i) {
+            tok[i] = q0 + (i0 & ~127) + order[static_cast<std::size_t>((g * tiles + tile) * 8 + i)];
+            for (int e = 0; e < k; ++e) {
+              const int id = p.topk[static_cast<std::size_t>((g * T + tok[i]) * k + e)];
+              if (id >= 0) u[i / 4].insert(id);
+            }
+          }
+          const bool take = static_cast<int>(u[0].size() + u[1].size()) <= budget * ((ntok + 3) / 4);
+          want_flags[static_cast<std::size_t>(g * tiles + tile)] = take;
+          if (take) want_list.push_back(static_cast<std::int32_t>(g * tiles + tile));
+          taken += take;
+          ++real;
+          for (int i = 0; i < ntok; ++i)
+            for (int e = 0; e < k; ++e) {
+              const std::size_t at = static_cast<std::size_t>((g * T + tok[i]) * k + e);
+              want_masked[at] = take ? (e == 0 ? kernels::kRowElsewhere : -1) : p.topk[at];
+            }
+        }
+      }
+    }
+    mixed |= taken > 0 && taken < real;
+
+    DeviceBuffer<std::int32_t> flags(std::vector<std::int32_t>(want_flags.size(), 7)),
+        masked(std::vector<std::int32_t>(p.topk.size(), 0x5a5a5a5a)), counter(std::vector<std::int32_t>{99, 99});
+    a.union_budget = budget;
+    a.tile_flags = flags.ptr;
+    a.masked_topk = masked.ptr;
+    a.work_counter = counter.ptr;
+    Status st = kernels::launch_union_mask(a);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<std::int32_t> got_flags, got_masked;
+    flags.download(&got_flags);
+    masked.download(&got_masked);
+    std::int64_t flag_diff = 0, masked_diff = 0;
+    for (std::size_t i = 0; i < want_flags.size(); ++i) flag_diff += got_flags[i] != want_flags[i];
+    for (std::size_t i = 0; i < want_masked.size(); ++i) masked_diff += got_masked[i] != want_masked[i];
+    EXPECT_EQ(flag_diff, 0) << "of " << want_flags.size() << " tile flags (" << taken << " of " << real << " tiles take the union)";
+    EXPECT_EQ(masked_diff, 0) << "of " << want_masked.size() << " masked_topk entries";
+
+    st = kernels::launch_union_attention(a);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<std::int32_t> got_counter;
+    flags.download(&got_flags);
+    counter.download(&got_counter);
+    ASSERT_EQ(got_counter[1], static_cast<std::int32_t>(want_list.size()));
+    std::int64_t list_diff = 0;
+    for (std::size_t i = 0; i < want_list.size(); ++i) list_diff += got_flags[i] != want_list[i];
+    EXPECT_EQ(list_diff, 0) << "of " << want_list.size() << " items of the union items' list";
+  }
+  EXPECT_TRUE(mixed) << "no budget split the tiles both ways";
+}
+
+TEST(SM90_UnionKernel, MaskAndListFollowTheRuleClustered) {
+  MSA_REQUIRE_SM90();
+  check_union_mask(true);
+}
+
+TEST(SM90_UnionKernel, MaskAndListFollowTheRuleRandom) {
+  MSA_REQUIRE_SM90();
+  check_union_mask(false);
 }
 
 }  // namespace

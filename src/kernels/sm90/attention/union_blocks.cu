@@ -17,7 +17,7 @@
 // products where each token needs 16. With clustered selections (tokens of a query block drawing from one pool)
 // |U_w| stays near the pool size; with random ones it approaches 4 x 15 + 1. KV-outer does no wasted products but
 // writes and re-reads 16 partials per (token, head). The measured crossover is in docs/attention.md; the per-tile
-// choice (PrefillSchedule::kAuto) is union_mask_kernel's, one CTA per work item: it writes the decision to
+// choice (PrefillSchedule::kAuto) is union_mask_kernel's, one warp per work item: it writes the decision to
 // tile_flags and takes the union tiles' rows out of the selection the KV-outer chain reads (kRowElsewhere);
 // union_list_kernel then turns the flags into the ordered list of the union items, so that the persistent kernel
 // takes only those from its counter (on random selections almost none: walking and skipping all the items cost one
@@ -151,32 +151,57 @@ __device__ __forceinline__ bool takes_union(const UnionLaunch& a, const Tile& t,
   return u_wg[0] + u_wg[1] <= a.union_budget * ((t.ntok + 3) / 4);
 }
 
-// Before the KV-outer chain: one 128-thread CTA per (tile, KV head) copies the tile's topk rows into
-// masked_topk ([Hkv, T, k] contiguous); the rows of tiles that take the union schedule become (kRowElsewhere,
-// -1, ...), so k2q lists nothing for them and gives them split count -1, which the combine leaves alone: their
-// out / LSE rows belong to union_attention_kernel.
-// It also writes the decision to tile_flags ([Hkv][tile], the work items of union_attention_kernel).
-__global__ void __launch_bounds__(kMaxIds) union_mask_kernel(const UnionLaunch a) {
-  __shared__ int ids[kMaxIds];
-  __shared__ TileBuf tb;
+// Distinct ids (>= 0; negative entries do not count) among the 64 entries a and b held by the 32 lanes of a warp:
+// an entry counts where it is the first of its value in the order a[0..31], b[0..31].
+__device__ __forceinline__ int warp_distinct(int a, int b) {
+  const unsigned lane = threadIdx.x % 32, below = (1u << lane) - 1u;
+  bool b_in_a = false;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) b_in_a |= __shfl_sync(0xffffffffu, a, j) == b;
+  const bool fa = a >= 0 && (__match_any_sync(0xffffffffu, a) & below) == 0;
+  const bool fb = b >= 0 && !b_in_a && (__match_any_sync(0xffffffffu, b) & below) == 0;
+  return __popc(__ballot_sync(0xffffffffu, fa)) + __popc(__ballot_sync(0xffffffffu, fb));
+}
+
+// Before the KV-outer chain: one warp per (tile, KV head) copies the tile's topk rows into masked_topk ([Hkv, T, k]
+// contiguous); the rows of tiles that take the union schedule become (kRowElsewhere, -1, ...), so k2q lists nothing
+// for them and gives them split count -1, which the combine leaves alone: their out / LSE rows belong to
+// union_attention_kernel. It also writes the decision to tile_flags ([Hkv][tile], the work items of
+// union_attention_kernel). The rule needs only |U_w|, the number of distinct ids each warpgroup's 4 slots list
+// (build_union's u_wg, counted here without building U): lane l holds entries l and l + 32 of each half of the
+// tile, i.e. slots 4 w + l / 16 and 4 w + 2 + l / 16, list position l % 16. One warp instead of build_union's
+// 128-thread scans: at 1M tokens random, 512K work items.
+constexpr int kMaskWarps = 8;
+
+__global__ void __launch_bounds__(kMaskWarps * 32) union_mask_kernel(const UnionLaunch a) {
+  const int lane = static_cast<int>(threadIdx.x) % 32, g = static_cast<int>(blockIdx.y);
+  const int tile = static_cast<int>(blockIdx.x) * kMaskWarps + static_cast<int>(threadIdx.x) / 32;
   pdl_wait();
-  int* flag = a.tile_flags + blockIdx.y * gridDim.x + blockIdx.x;
+  const int tiles = static_cast<int>(tile_count(a));
+  if (tile >= tiles) return;  // uniform over the warp
+  int* flag = a.tile_flags + static_cast<std::int64_t>(g) * tiles + tile;
   Tile t;
-  if (!find_tile(a, static_cast<int>(blockIdx.x), &t)) {
-    if (threadIdx.x == 0) *flag = 0;
+  if (!find_tile(a, tile, &t)) {
+    if (lane == 0) *flag = 0;
     return;
   }
-  const int g = static_cast<int>(blockIdx.y);
-  int u_wg[2];
-  build_union(a, t, g, ids, tb, 0, u_wg);
-  const bool drop = takes_union(a, t, u_wg);
-  if (threadIdx.x == 0) *flag = drop;
-  const int i = threadIdx.x / kMaxK, s = threadIdx.x % kMaxK;
-  if (i < t.ntok && s < a.k) {
-    const std::int64_t tok = t.q0 + slot_query(a, t, g, i);
-    a.masked_topk[(g * a.total_q + tok) * a.k + s] =
-        drop ? (s == 0 ? kRowElsewhere : -1) : a.topk[g * a.topk_stride_h + tok * a.topk_stride_t + s * a.topk_stride_s];
+  const int s = lane % kMaxK;
+  int raw[4], id[4];  // entry j: slot 2 j + lane / 16 (j = 0, 1: warpgroup 0; 2, 3: warpgroup 1)
+  std::int64_t tok[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int i = 2 * j + lane / kMaxK;
+    const bool in = i < t.ntok && s < a.k;
+    tok[j] = in ? t.q0 + slot_query(a, t, g, i) : -1;
+    raw[j] = in ? a.topk[g * a.topk_stride_h + tok[j] * a.topk_stride_t + s * a.topk_stride_s] : -1;
+    id[j] = raw[j] >= 0 ? raw[j] : -1;
   }
+  const int u_wg[2] = {warp_distinct(id[0], id[1]), warp_distinct(id[2], id[3])};
+  const bool drop = takes_union(a, t, u_wg);
+  if (lane == 0) *flag = drop;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (tok[j] >= 0) a.masked_topk[(g * a.total_q + tok[j]) * a.k + s] = drop ? (s == 0 ? kRowElsewhere : -1) : raw[j];
 }
 
 // Under kAuto, between the mask launch and the persistent kernel: one CTA turns tile_flags (0 / 1 per item, [Hkv]
@@ -495,8 +520,9 @@ Status check_union_launch(const UnionLaunch& a) {
 Status launch_union_mask(const UnionLaunch& a) {
   MSA_RETURN_IF_ERROR(check_union_launch(a));
   if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
-  cudaError_t e = launch_pdl(union_mask_kernel, dim3(static_cast<unsigned>(union_tiles(a)), static_cast<unsigned>(a.num_kv_heads)),
-                             dim3(kMaxIds), 0, static_cast<cudaStream_t>(a.stream), a);
+  const auto blocks = static_cast<unsigned>((union_tiles(a) + kMaskWarps - 1) / kMaskWarps);
+  cudaError_t e = launch_pdl(union_mask_kernel, dim3(blocks, static_cast<unsigned>(a.num_kv_heads)), dim3(kMaskWarps * 32),
+                             0, static_cast<cudaStream_t>(a.stream), a);
   if (e == cudaSuccess) e = cudaGetLastError();
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("union-of-blocks mask: ") + cudaGetErrorString(e));
 }
