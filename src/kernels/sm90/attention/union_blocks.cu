@@ -158,8 +158,10 @@ __device__ __forceinline__ int warp_distinct(int a, int b) {
   bool b_in_a = false;
 #pragma unroll
   for (int j = 0; j < 32; ++j) b_in_a |= __shfl_sync(0xffffffffu, a, j) == b;
-  const bool fa = a >= 0 && (__match_any_sync(0xffffffffu, a) & below) == 0;
-  const bool fb = b >= 0 && !b_in_a && (__match_any_sync(0xffffffffu, b) & below) == 0;
+  // Both matches by all 32 lanes (never under a condition: a lane left out of a full-mask match is undefined).
+  const unsigned same_a = __match_any_sync(0xffffffffu, a), same_b = __match_any_sync(0xffffffffu, b);
+  const bool fa = a >= 0 && (same_a & below) == 0;
+  const bool fb = b >= 0 && !b_in_a && (same_b & below) == 0;
   return __popc(__ballot_sync(0xffffffffu, fa)) + __popc(__ballot_sync(0xffffffffu, fb));
 }
 
