@@ -339,7 +339,7 @@ void check_union_mask(bool clustered) {
     Status st = kernels::launch_union_mask(a);
     ASSERT_TRUE(st.ok()) << st.to_string();
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    std::vector<std::int32_t> got_flags, got_masked;
+    std::vector<std::int32_t> got_flags(want_flags.size()), got_masked(want_masked.size());
     flags.download(&got_flags);
     masked.download(&got_masked);
     std::int64_t flag_diff = 0, masked_diff = 0;
@@ -351,7 +351,7 @@ void check_union_mask(bool clustered) {
     st = kernels::launch_union_attention(a);
     ASSERT_TRUE(st.ok()) << st.to_string();
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    std::vector<std::int32_t> got_counter;
+    std::vector<std::int32_t> got_counter(2);
     flags.download(&got_flags);
     counter.download(&got_counter);
     ASSERT_EQ(got_counter[1], static_cast<std::int32_t>(want_list.size()));
