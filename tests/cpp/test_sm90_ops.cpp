@@ -256,7 +256,8 @@ std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, 
 TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
   MSA_REQUIRE_SM90();
   ProblemSpec s = spec({129, 0, 40, 300, 2049}, {129, 500, 16385, 2600, 2049}, 64, 4);
-  s.seed = std::random_device{}();
+  s.seed = random_seed();
+  SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);
   DeviceProblem d(p);
@@ -315,7 +316,8 @@ void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path) {
   ASSERT_EQ(decode_path(T * 4, 16), path);
   const std::vector<std::int64_t> queries(L.size(), Q);
   ProblemSpec s = spec(queries, std::move(L), 64, 4);
-  s.seed = std::random_device{}();
+  s.seed = random_seed();
+  SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
   Problem p = testing::make_problem(s);
   ASSERT_EQ(p.total_q, T);
   poison_cache_tails(p);
@@ -356,7 +358,8 @@ TEST(SM90_LayerOps, DecodeHandoffAcrossRuns) {
   DeviceMemory ws(layer.workspace_bytes());
   for (const std::int64_t L : {6000, 4097, 2100, 2048, 1000, 129, 1}) {
     ProblemSpec s = spec({1}, {table_tokens}, 64, 4);
-    s.seed = std::random_device{}();
+    s.seed = random_seed();
+    SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
     Problem p = testing::make_problem(s);
     p.spec.kv_lens = {L};  // the CPU checks read the lengths from the spec
     p.seq_lens_k = {static_cast<std::int32_t>(L)};
