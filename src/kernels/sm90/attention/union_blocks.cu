@@ -39,6 +39,7 @@
 #include "api/device.h"
 #include "kernels/common/fast_math.cuh"
 #include "kernels/common/pdl.cuh"
+#include "kernels/common/warp_scan.cuh"
 #include "kernels/k2q/launch.h"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
@@ -228,23 +229,10 @@ __global__ void __launch_bounds__(kListThreads) union_list_kernel(std::int32_t* 
       f[j] = i0 + j < items && flags[i0 + j] != 0;
       mine += f[j] ? 1 : 0;
     }
-    int incl = mine;  // inclusive prefix over the warp, then over the warps
-#pragma unroll
-    for (int o = 1; o < 32; o *= 2) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, o);
-      incl += lane >= o ? y : 0;
-    }
+    const int incl = warp_inclusive_sum(mine);  // inclusive prefix over the warp, then over the warps
     if (lane == 31) warp_incl[warp] = incl;
     __syncthreads();  // every flag of the chunk is read (in f) before any position of it is written below
-    if (warp == 0) {
-      int v = warp_incl[lane];
-#pragma unroll
-      for (int o = 1; o < 32; o *= 2) {
-        const int y = __shfl_up_sync(0xffffffffu, v, o);
-        v += lane >= o ? y : 0;
-      }
-      warp_incl[lane] = v;
-    }
+    if (warp == 0) warp_incl[lane] = warp_inclusive_sum(warp_incl[lane]);
     __syncthreads();
     int pos = base + (warp > 0 ? warp_incl[warp - 1] : 0) + incl - mine;
 #pragma unroll

@@ -35,6 +35,7 @@
 
 #include "kernels/common/handoff.cuh"
 #include "kernels/common/pdl.cuh"
+#include "kernels/common/warp_scan.cuh"
 #include "kernels/sm90/indexer/select_common.cuh"
 
 namespace msa {
@@ -282,12 +283,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_splits_kernel(const Index
         mine += keep[i][e] ? 1 : 0;
       }
     }
-    int incl = mine;  // inclusive prefix sum over the warp
-#pragma unroll
-    for (int o = 1; o < 32; o *= 2) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, o);
-      incl += lane >= o ? y : 0;
-    }
+    const int incl = warp_inclusive_sum(mine);
     int pos = 0;
     if (lane == 31) pos = atomicAdd(&n_kept, incl);
     pos = __shfl_sync(0xffffffffu, pos, 31) + incl - mine;
