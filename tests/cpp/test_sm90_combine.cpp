@@ -14,7 +14,7 @@ namespace test {
 namespace {
 
 void check_combine(bool fp32_partials, std::uint64_t seed) {
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(seed));
   const std::int64_t S = 16, T = 37, Hq = 16, Hkv = 2, G = Hq / Hkv, D = 128;
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> val(-2.f, 2.f), lse(-6.f, 6.f);

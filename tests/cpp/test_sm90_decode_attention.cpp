@@ -23,7 +23,7 @@ namespace {
 // varlen prefill batch nq, checked against SparsePrefillAttention on the CPU.
 void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv, std::vector<std::int64_t> lens,
                            std::uint64_t seed) {
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (MSA_TEST_SEED replays it)");  // a failure names its inputs
+  SCOPED_TRACE(seed_note(seed));  // a failure names its inputs
   ProblemSpec s = spec(Q > 0 ? std::vector<std::int64_t>(lens.size(), Q) : nq, lens, Hq, Hkv);
   s.seed = seed;
   Problem p = testing::make_problem(s);

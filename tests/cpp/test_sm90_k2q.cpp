@@ -118,7 +118,7 @@ TEST(SM90_K2qDevice, ByteIdenticalToHostAndDeterministic) {
   ProblemSpec s = spec({200, 0, 77, 5, 1, 129}, {2600, 0, 1900, 40000, 300, 129}, 16, 2);
   s.with_main = false;
   s.seed = random_seed();
-  SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(s.seed));
   Problem p = testing::make_problem(s);
   ASSERT_TRUE(select(p).ok());
   shuffle_rows(p, s.seed);

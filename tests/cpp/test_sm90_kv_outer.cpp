@@ -63,7 +63,7 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   MSA_REQUIRE_SM90();
   const int Hq = 32, Hkv = 2, k = 16;
   Problem p = varlen_problem(false);
-  SCOPED_TRACE("seed " + std::to_string(p.spec.seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(p.spec.seed));
   const std::int64_t T = p.total_q;
 
   DeviceBuffer<std::uint16_t> q(p.q), kc(p.k_cache), vc(p.v_cache);
@@ -207,7 +207,7 @@ struct UnionInputs {
 // on consecutive queries, then behind launch_token_groups, whose slots must equal the host's grouping; the grouped
 // output must equal the other bit for bit (a query's result does not depend on who shares its warpgroup).
 void check_union_kernel(Problem p) {
-  SCOPED_TRACE("seed " + std::to_string(p.spec.seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(p.spec.seed));
   const int Hkv = p.spec.num_kv_heads;
   UnionInputs in(p);
   kernels::UnionLaunch& a = in.a;
@@ -281,7 +281,7 @@ TEST(SM90_UnionKernel, RampedKeysMatchCpu) {
 // length in work_counter[1]). The budgets must split the tiles both ways at least once, so the check is not vacuous.
 void check_union_mask(bool clustered) {
   Problem p = varlen_problem(clustered);
-  SCOPED_TRACE("seed " + std::to_string(p.spec.seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(p.spec.seed));
   const std::int64_t T = p.total_q;
   const int Hkv = p.spec.num_kv_heads, k = p.spec.topk;
   UnionInputs in(p);

@@ -77,7 +77,7 @@ void check_prefill_op(std::vector<std::int64_t> nq, std::vector<std::int64_t> L,
                       double key_ramp = 0.0) {
   ProblemSpec s = spec(std::move(nq), std::move(L), Hq, Hkv);
   s.seed = random_seed();
-  SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(s.seed));
   Problem p = testing::make_problem(s);
   if (key_ramp > 0) ramp_keys(p, key_ramp);
   poison_cache_tails(p);
@@ -153,7 +153,7 @@ void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, i
   ProblemSpec s = spec(queries, std::move(L), Hq, Hkv);
   s.topk = k;
   s.seed = random_seed();
-  SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(s.seed));
   Problem p = testing::make_problem(s);
   if (key_ramp > 0) ramp_keys(p, key_ramp);
   poison_cache_tails(p);
@@ -257,7 +257,7 @@ TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
   MSA_REQUIRE_SM90();
   ProblemSpec s = spec({129, 0, 40, 300, 2049}, {129, 500, 16385, 2600, 2049}, 64, 4);
   s.seed = random_seed();
-  SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(s.seed));
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);
   DeviceProblem d(p);
@@ -317,7 +317,7 @@ void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path) {
   const std::vector<std::int64_t> queries(L.size(), Q);
   ProblemSpec s = spec(queries, std::move(L), 64, 4);
   s.seed = random_seed();
-  SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(s.seed));
   Problem p = testing::make_problem(s);
   ASSERT_EQ(p.total_q, T);
   poison_cache_tails(p);
@@ -359,7 +359,7 @@ TEST(SM90_LayerOps, DecodeHandoffAcrossRuns) {
   for (const std::int64_t L : {6000, 4097, 2100, 2048, 1000, 129, 1}) {
     ProblemSpec s = spec({1}, {table_tokens}, 64, 4);
     s.seed = random_seed();
-    SCOPED_TRACE("seed " + std::to_string(s.seed) + " (MSA_TEST_SEED replays it)");
+    SCOPED_TRACE(seed_note(s.seed));
     Problem p = testing::make_problem(s);
     p.spec.kv_lens = {L};  // the CPU checks read the lengths from the spec
     p.seq_lens_k = {static_cast<std::int32_t>(L)};

@@ -83,7 +83,7 @@ __global__ void wgmma_nmajor_kernel(const __nv_bfloat16* a, const __nv_bfloat16*
 
 void check_nmajor_product(bool from_registers) {
   const std::uint64_t seed = random_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (MSA_TEST_SEED replays it)");
+  SCOPED_TRACE(seed_note(seed));
   std::mt19937 rng(static_cast<std::uint32_t>(seed));
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<__nv_bfloat16> a(M * K), b(K * N);

@@ -36,6 +36,11 @@ inline std::uint64_t random_seed() {
   return std::random_device{}();
 }
 
+// The trace line of a test that drew its inputs from seed (SCOPED_TRACE(seed_note(seed))): a failure names it.
+inline std::string seed_note(std::uint64_t seed) {
+  return "seed " + std::to_string(seed) + " (MSA_TEST_SEED replays it)";
+}
+
 inline ProblemSpec spec(std::vector<std::int64_t> nq, std::vector<std::int64_t> L, int Hq = 16, int Hkv = 2) {
   ProblemSpec s;
   s.q_lens = std::move(nq);
