@@ -83,13 +83,15 @@ void set_selection(kernels::DecodeAttentionLaunch* l, const std::int32_t* topk, 
   l->pt_stride_j = page_table_t.stride[1];
 }
 
-// The combine of a contiguous partial buffer into `out` / `lse` (rows from `first_token` on; lse optional).
+// The combine of a contiguous partial buffer into `out` / `lse` (rows from `first_token` on; lse optional);
+// units_per_cta as in kernels::CombineLaunch (0: the kernel's default).
 Status launch_combine_into(void* po, bool po_fp32, float* pl, std::int32_t* counts, std::int64_t T, int Hq, int Hkv,
                            int k, const Tensor& out, const Tensor& lse, std::int64_t first_token, int device,
-                           void* stream) {
+                           void* stream, int units_per_cta = 0) {
   kernels::CombineLaunch cl =
       kernels::contiguous_combine_launch(po, pl, counts, nullptr, nullptr, T, Hq, Hkv, k);
   cl.partial_fp32 = po_fp32;
+  cl.units_per_cta = units_per_cta;
   cl.out = static_cast<std::uint16_t*>(out.data) + first_token * out.stride[0];
   cl.out_stride_t = out.stride[0];
   cl.out_stride_h = out.stride[1];
@@ -262,9 +264,11 @@ Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
              r.partial_lse(), r.device(), r.stream());
     MSA_RETURN_IF_ERROR(kernels::launch_kv_outer_attention(l));
     if (phases < 3) return Status::Ok();
+    // Under kAuto the union tiles' rows (count -1) may be nearly all of a chunk's: 8 units of 16 rows per CTA
+    // (kernels/combine/launch.h has the measurements).
     MSA_RETURN_IF_ERROR(launch_combine_into(r.partial_out(), false, r.partial_lse(), r.counts(), r.c.num_q,
                                             p.args.num_q_heads, p.args.num_kv_heads, r.k(), r.a.out, r.a.lse, r.c.t0,
-                                            r.device(), r.stream()));
+                                            r.device(), r.stream(), r.masked_topk() != nullptr ? 8 : 0));
   }
   return Status::Ok();
 }

@@ -21,14 +21,14 @@ namespace kernels {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-// combine16: rows per thread, one after the other. bf16 partials (the KV-outer prefill's grids of 65,536 CTAs per
-// 16K-token chunk at M3 shapes) take two: the kernel holds two CTAs per SM by registers, and under kAuto on
-// clustered selections every row of a chunk may belong to the union kernel, so the combine is CTA turnover alone
-// (ncu: 211 us per chunk, 248 waves). Two rows per thread, H100, bench_prefill_attention 128K, two alternating
-// runs: random combine 11.67-11.78 -> 11.60 ms, clustered kAuto 27.25-27.43 -> 26.98-27.26 ms. fp32 partials
-// (the split kernel's, decode-sized grids, where a second row would add its latency to a short kernel) take one.
-template <bool kFp32>
-__host__ __device__ constexpr int row_passes() { return kFp32 ? 1 : 2; }
+constexpr int kMaxUnitsPerCta = 16;  // one split count per lane of a half-warp
+// combine16 takes units of 16 rows (blockDim.x / 16), units_per_cta(a) per CTA, one after the other: two by
+// default, more where many rows may belong to another kernel (CombineLaunch::units_per_cta). See launch.h for the
+// measurements behind both.
+__host__ __device__ inline int units_per_cta(const CombineLaunch& a) {
+  if (a.partial_fp32) return 1;  // decode-sized grids: a second unit would add its latency to a short kernel
+  return a.units_per_cta <= 0 ? 2 : a.units_per_cta < kMaxUnitsPerCta ? a.units_per_cta : kMaxUnitsPerCta;
+}
 
 __device__ __forceinline__ float4 load4(const CombineLaunch& a, std::int64_t off) {
   if (a.partial_fp32) return *reinterpret_cast<const float4*>(static_cast<const float*>(a.partial_out) + off);
@@ -79,24 +79,33 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine_kernel(const Comb
 }
 
 // The common case, at most 16 splits (topk <= 16): one thread per 8 dims of a (token, head) row (a half-warp per
-// row; row_passes rows per thread, one after the other). The LSEs and the partial rows of slots < n are all loaded
-// as soon as n is known, independent of each other, so a row costs two memory round trips (n, then everything) —
-// with the row loads waiting for the LSEs it was three, and ncu showed the kernel latency-bound at 2.5 TB/s (0.55
-// eligible warps per scheduler, 25 % occupancy by registers). A slot whose LSE is non-finite carries no weight: its
-// row is loaded but never used. Same arithmetic, in the same order, as combine_kernel.
+// row), the CTA's units of 16 rows one after the other. The split counts of its units come in one load per lane;
+// the LSEs and the partial rows of slots < n are all loaded as soon as n is known, independent of each other, so a
+// row costs one memory round trip past the CTA's counts — with the row loads waiting for the LSEs it was three,
+// and ncu showed the kernel latency-bound at 2.5 TB/s (0.55 eligible warps per scheduler, 25 % occupancy by
+// registers). A slot whose LSE is non-finite carries no weight: its row is loaded but never used. Same arithmetic,
+// in the same order, as combine_kernel.
 template <bool kFp32>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const CombineLaunch a) {
   pdl_wait();  // the partials come from the attention kernel just before
-  constexpr int kRowPasses = row_passes<kFp32>();
-  for (int pass = 0; pass < kRowPasses; ++pass) {
-    const std::int64_t unit = blockIdx.x * static_cast<std::int64_t>(kRowPasses) + pass;  // blockDim.x / 16 rows each
-    const std::int64_t row = (unit * blockDim.x + threadIdx.x) / 16;
-    if (row >= a.total_q * a.num_q_heads) return;
-    const int d = (threadIdx.x % 16) * 8;
+  const int units = units_per_cta(a);
+  const std::int64_t rows = a.total_q * a.num_q_heads, first = blockIdx.x * static_cast<std::int64_t>(units);
+  const int sub = static_cast<int>(threadIdx.x % 16), d = sub * 8;
+  // The thread's row in unit u is u * 16 + threadIdx.x / 16. Its half-warp loads the split counts of the CTA's
+  // units at once (lane `sub` the one of unit first + sub) and hands them out by shuffle, so a row whose count is
+  // negative costs no round trip of its own.
+  int mine = -1;  // also for rows past the end
+  const std::int64_t my_row = ((first + sub) * blockDim.x + threadIdx.x) / 16;
+  if (sub < units && my_row < rows)
+    mine = a.split_counts[my_row / a.num_q_heads * a.sc_stride_t +
+                          static_cast<int>(my_row % a.num_q_heads) / a.group * a.sc_stride_g];
+#pragma unroll 1
+  for (int j = 0; j < units; ++j) {
+    const int count = __shfl_sync(0xffffffffu, mine, j, 16);  // every lane gets here: the loop is uniform
+    if (count < 0) continue;  // written by another kernel, or past the rows (no collectives below)
+    const std::int64_t row = ((first + j) * blockDim.x + threadIdx.x) / 16;
     const std::int64_t t = row / a.num_q_heads;
     const int h = static_cast<int>(row % a.num_q_heads);
-    const int count = a.split_counts[t * a.sc_stride_t + (h / a.group) * a.sc_stride_g];
-    if (count < 0) continue;  // written by another kernel (no collectives below: the warp's other row goes on)
     const int n = min(count, a.num_splits);
     const float* lse_row = a.partial_lse + t * a.pl_stride_t + h * a.pl_stride_h;
     const std::int64_t base = t * a.po_stride_t + h * a.po_stride_h + d;
@@ -141,7 +150,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) combine16_kernel(const Co
         v[6] = __uint_as_float(raw[s].w << 16), v[7] = __uint_as_float(raw[s].w & 0xffff0000u);
       }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) acc[j] += w * v[j];
+      for (int c = 0; c < 8; ++c) acc[c] += w * v[c];
       wsum += w;
     }
     const bool empty = !(wsum > 0.f);
@@ -166,8 +175,8 @@ Status launch_combine(const CombineLaunch& a) {
   if (e == cudaSuccess && current != a.device) e = cudaSetDevice(a.device);
   if (e == cudaSuccess) {
     const auto stream = static_cast<cudaStream_t>(a.stream);
-    if (a.num_splits <= 16) {  // two rows per warp
-      const std::int64_t per_block = 2 * kWarpsPerBlock * (a.partial_fp32 ? row_passes<true>() : row_passes<false>());
+    if (a.num_splits <= 16) {  // two rows per warp, units of 2 * kWarpsPerBlock rows
+      const std::int64_t per_block = 2 * kWarpsPerBlock * units_per_cta(a);
       const std::int64_t blocks = (rows + per_block - 1) / per_block;
       e = launch_pdl(a.partial_fp32 ? combine16_kernel<true> : combine16_kernel<false>,
                      dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, a);

@@ -26,6 +26,14 @@ struct CombineLaunch {
   std::int64_t total_q;
   int num_q_heads, group;  // Hq, Hq / Hkv
   int num_splits;          // S
+  // bf16 partials: units of 16 rows per CTA (at most 16; 0 or less: 2). A CTA's rows whose count is negative cost
+  // it next to nothing, but every CTA costs its start and one load, so where most rows may belong to another kernel
+  // (kAuto's leftover KV-outer chain on clustered selections) fewer, longer CTAs win; where every row has work,
+  // short CTAs do: longer ones leave the k2q of the next chunk, on the side stream, fewer chances to run beside
+  // them. H100, bench_prefill_attention, one run per variant (2026-11-28), 2 / 8 / 16 units per CTA: clustered 128K
+  // kAuto 25.66 / 25.21 / 24.95 ms (the old kernel, one count load per unit, 26.02), clustered 1M kAuto without its
+  // union kernel 17.7 / 13.2 / 12.6 ms (19.4); random 1M combine phase 92.2 / 93.4 / 94.6 ms (91.9).
+  int units_per_cta;
   int device;
   void* stream;  // cudaStream_t
 };
