@@ -225,14 +225,15 @@ int main(int argc, char** argv) {
   for (long long n : {1LL << 15, 1LL << 17, 1LL << 19, 1LL << 20}) {
     if (n > max_n) break;
     if (n < min_n) continue;
+    const int replays = iters > 0 ? iters : n >= (1 << 19) ? 5 : 7;  // timed replays per variant (median)
     if (!chunks_only)
       for (bool clustered : {false, true})
         if (pattern == nullptr || std::strcmp(pattern, clustered ? "clustered" : "random") == 0)
-          rs.push_back(run_case(n, clustered, 0, iters > 0 ? iters : n >= (1 << 19) ? 5 : 7));
+          rs.push_back(run_case(n, clustered, 0, replays));
     // At large N every 16K-token chunk reloads K/V of nearly every block it touches; larger chunks (more
     // workspace: max_chunk_tokens) cut that traffic.
     if (n >= (1 << 19) && (pattern == nullptr || std::strcmp(pattern, "random") == 0))
-      for (long long c : chunks) rs.push_back(run_case(n, false, c, iters > 0 ? iters : 5));
+      for (long long c : chunks) rs.push_back(run_case(n, false, c, replays));
   }
   if (json) {
     FILE* f = std::fopen(json, "w");
