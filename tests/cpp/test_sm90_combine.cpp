@@ -44,6 +44,19 @@ struct RandomPartials {
   }
 };
 
+// One row of a GPU combine against the CPU implementation's: the LSE equal where the CPU's is infinite, else within
+// 1e-5 (relative, absolute below 1); each of the 128 output values within one bf16 step.
+::testing::AssertionResult row_matches(const std::uint16_t* got, const std::uint16_t* want, float got_l, float want_l) {
+  if (std::isinf(want_l) ? !(got_l == want_l) : !(std::fabs(got_l - want_l) <= 1e-5f * std::max(1.f, std::fabs(want_l))))
+    return ::testing::AssertionFailure() << "lse " << got_l << ", cpu " << want_l;
+  for (int d = 0; d < 128; ++d) {
+    const float w = testing::from_bf16(want[d]), g = testing::from_bf16(got[d]);
+    if (!(std::fabs(g - w) <= std::ldexp(std::fabs(w), -7) + 1e-6f))
+      return ::testing::AssertionFailure() << "d " << d << ": " << g << ", cpu " << w;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 void check_combine(bool fp32_partials, std::uint64_t seed) {
   SCOPED_TRACE(seed_note(seed));
   const std::int64_t S = 16, T = 37, Hq = 16, Hkv = 2, D = 128;
@@ -92,20 +105,9 @@ void check_combine(bool fp32_partials, std::uint64_t seed) {
   std::int64_t empty_rows = 0;
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t h = 0; h < Hq; ++h) {
-      const float want_l = lse_ref[static_cast<std::size_t>(t * 2 * Hq + 2 * h)];
-      const float got_l = lse_out[static_cast<std::size_t>(t * 2 * Hq + 2 * h)];
-      if (std::isinf(want_l)) {
-        ++empty_rows;
-        ASSERT_EQ(got_l, want_l) << "t " << t << " h " << h;
-      } else {
-        ASSERT_NEAR(got_l, want_l, 1e-5f * std::max(1.f, std::fabs(want_l))) << "t " << t << " h " << h;
-      }
-      for (std::int64_t d = 0; d < D; ++d) {
-        const std::size_t i = static_cast<std::size_t>((t * Hq + h) * D + d);
-        const float want = testing::from_bf16(out_ref[i]), got = testing::from_bf16(out[i]);
-        ASSERT_LE(std::fabs(got - want), std::ldexp(std::fabs(want), -7) + 1e-6f)  // one bf16 step
-            << "t " << t << " h " << h << " d " << d;
-      }
+      const std::size_t l = static_cast<std::size_t>(t * 2 * Hq + 2 * h), o = static_cast<std::size_t>((t * Hq + h) * D);
+      empty_rows += std::isinf(lse_ref[l]) ? 1 : 0;
+      ASSERT_TRUE(row_matches(&out[o], &out_ref[o], lse_out[l], lse_ref[l])) << "t " << t << " h " << h;
       EXPECT_EQ(lse_out[static_cast<std::size_t>(t * 2 * Hq + 2 * h + 1)], 12345.f);  // the stride gap is untouched
     }
   EXPECT_GT(empty_rows, 0);
@@ -172,19 +174,13 @@ TEST(SM90_Combine, UnitsPerCtaChangeNoBit) {
         const std::size_t row = static_cast<std::size_t>(t * Hq + h);
         const bool skipped = counts[static_cast<std::size_t>(t * Hkv + h / G)] < 0;
         computed += skipped ? 0 : 1;
-        if (skipped) ASSERT_EQ(lse[row], 12345.f) << "t " << t << " h " << h;
-        else if (std::isinf(lse_ref[row])) ASSERT_EQ(lse[row], lse_ref[row]) << "t " << t << " h " << h;
-        else ASSERT_NEAR(lse[row], lse_ref[row], 1e-5f * std::max(1.f, std::fabs(lse_ref[row]))) << "t " << t << " h " << h;
-        for (std::int64_t d = 0; d < D; ++d) {
-          const std::size_t i = row * D + static_cast<std::size_t>(d);
-          if (skipped) {
-            ASSERT_EQ(out[i], 0x7fc1) << "t " << t << " h " << h << " d " << d;
-          } else {
-            const float want = testing::from_bf16(out_ref[i]), got = testing::from_bf16(out[i]);
-            ASSERT_LE(std::fabs(got - want), std::ldexp(std::fabs(want), -7) + 1e-6f)  // one bf16 step
-                << "t " << t << " h " << h << " d " << d;
-          }
+        if (!skipped) {
+          ASSERT_TRUE(row_matches(&out[row * D], &out_ref[row * D], lse[row], lse_ref[row])) << "t " << t << " h " << h;
+          continue;
         }
+        ASSERT_EQ(lse[row], 12345.f) << "t " << t << " h " << h;
+        for (std::int64_t d = 0; d < D; ++d)
+          ASSERT_EQ(out[row * D + static_cast<std::size_t>(d)], 0x7fc1) << "t " << t << " h " << h << " d " << d;
       }
     EXPECT_GT(computed, 0);
     EXPECT_LT(computed, T * Hq);
