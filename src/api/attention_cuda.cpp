@@ -23,6 +23,12 @@ constexpr int kKvOuterGroup = 16;
 // Events of a plan's side stream (run_prefill_cuda): the chunks' chain may start (the union kernel is done), set s
 // built (kEventBuilt + s), set s free again (kEventFree + s).
 constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
+// Under kAuto with several chunks the persistent union kernel runs on a stream of its own beside the KV-outer
+// chain, leaving kUnionReserveSms SMs to the chain: on clustered selections the chain over the tiles it leaves is
+// nearly all fixed cost per chunk (each k2q over every entry of topk, launches), which then overlaps the union
+// kernel instead of following it. Events: the union items' list is ready (fork), the union kernel is done (join).
+constexpr int kUnionReserveSms = 4;
+constexpr int kUnionFork = 0, kUnionJoin = 1, kUnionEvents = 2;
 
 std::size_t align256(std::size_t x) { return (x + 255) / 256 * 256; }
 
@@ -225,11 +231,23 @@ kernels::K2qBuildOutputs chunk_k2q_outputs(const ChunkRun& r) {
 // It runs before every chunk's chain: the union kernel is persistent, one CTA per SM, so a chunk's k2q or
 // KV-outer launched beside it would hold SMs it waits for; over the whole batch it pays one launch and one tail
 // instead of one per chunk, and its front one pair of launches.
-Status run_union(const ChunkRun& w, int phases, unsigned skip) {
-  const kernels::UnionLaunch u = chunk_union_launch(w);
+// With `beside` (kAuto, several chunks) the union kernel goes on the plan's union stream once the list is ready,
+// and the caller's stream must wait for kUnionJoin before run() returns.
+Status run_union(const ChunkRun& w, int phases, unsigned skip, bool beside) {
+  kernels::UnionLaunch u = chunk_union_launch(w);
   MSA_RETURN_IF_ERROR(kernels::launch_token_groups(u));
   if (u.masked_topk != nullptr) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
-  if (phases >= 3 && (skip & kSkipUnionBack) == 0) MSA_RETURN_IF_ERROR(kernels::launch_union_attention(u));
+  if (phases < 3 || (skip & kSkipUnionBack) != 0) return Status::Ok();
+  MSA_RETURN_IF_ERROR(kernels::launch_union_list(u));
+  if (beside) {
+    const SideStream& us = w.p.union_side;
+    MSA_RETURN_IF_ERROR(us.record(kUnionFork, u.stream));
+    MSA_RETURN_IF_ERROR(us.wait(us.stream(), kUnionFork));
+    u.stream = us.stream();
+    u.reserve_sms = kUnionReserveSms;
+  }
+  MSA_RETURN_IF_ERROR(kernels::launch_union_kernel(u));
+  if (beside) MSA_RETURN_IF_ERROR(w.p.union_side.record(kUnionJoin, u.stream));
   return Status::Ok();
 }
 
@@ -407,6 +425,7 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
   if (p->overlap_front) {
     off += p->front_set_bytes;
     MSA_RETURN_IF_ERROR(p->side.create(a.topk.device.index, kSideEvents));
+    if (p->union_budget > 0) MSA_RETURN_IF_ERROR(p->union_side.create(a.topk.device.index, kUnionEvents));
   }
   // The union schedule's structures for the whole batch (kernels/sm90/attention/union_tiles.cuh): kernels::
   // union_tiles of it. The mask's copy of topk is H * T * k int32 (256 MB at 1M tokens, M3 shapes).
@@ -452,8 +471,11 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     for (std::size_t i = 0; i < p.chunks.size(); ++i) MSA_RETURN_IF_ERROR(run_split_chunk(run_at(i), phases));
     return Status::Ok();
   }
+  // kAuto with the chain on two streams: the union kernel on a third, beside it (kUnionReserveSms).
+  const bool union_beside = p.union_budget > 0 && p.whole.num_q > 0 && p.overlap_front && phases >= 3 &&
+                            (skip & kSkipUnionBack) == 0;
   if (p.union_budget > 0 && p.whole.num_q > 0)
-    MSA_RETURN_IF_ERROR(run_union(ChunkRun{p, topk, a, ws, ws, meta, p.whole}, phases, skip));
+    MSA_RETURN_IF_ERROR(run_union(ChunkRun{p, topk, a, ws, ws, meta, p.whole}, phases, skip, union_beside));
   if (!p.kv_outer_chain) return Status::Ok();
   if (!p.overlap_front || phases < 3) {  // one stream: front and back of each chunk in turn
     for (std::size_t i = 0; i < p.chunks.size(); ++i) {
@@ -487,6 +509,7 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     MSA_RETURN_IF_ERROR(kv_outer_back(r, phases, skip));
     MSA_RETURN_IF_ERROR(p.side.record(kEventFree + set, main));
   }
+  if (union_beside) MSA_RETURN_IF_ERROR(p.union_side.wait(main, kUnionJoin));
   return Status::Ok();
 }
 

@@ -54,6 +54,8 @@ struct PrefillCudaPlan {
   // and combines on the caller's stream (see run_prefill_cuda).
   bool overlap_front = false;
   SideStream side;
+  // Under kAuto with overlap_front: the stream the union kernel runs on, beside the chain (run_prefill_cuda).
+  SideStream union_side;
 };
 
 // Default chunk: 16384 tokens, i.e. at M3 heads (Hq 64) and k = 16 about 4.3 GB of bf16 partials.

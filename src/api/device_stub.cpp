@@ -69,6 +69,12 @@ Status launch_union_mask(const UnionLaunch&) {
 Status launch_union_attention(const UnionLaunch&) {
   return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
 }
+Status launch_union_list(const UnionLaunch&) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
+}
+Status launch_union_kernel(const UnionLaunch&) {
+  return Status::NotImplemented("sparse attention: msa was built without CUDA; pass CPU descriptors");
+}
 Status launch_combine(const CombineLaunch&) {
   return Status::NotImplemented("combine: msa was built without CUDA; pass CPU descriptors");
 }

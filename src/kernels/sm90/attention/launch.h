@@ -73,6 +73,9 @@ struct UnionLaunch : PagedPrefillInputs {
   // launch, so the items run in order, whatever each CTA's pace); with tile_flags the second holds the length of
   // the union items' list. nullptr (allowed only without tile_flags): each CTA takes every gridDim-th item.
   int* work_counter;
+  // launch_union_kernel: SMs the persistent kernel leaves free (0: one CTA per SM), for work on another stream
+  // beside it (under kAuto the KV-outer chain over the tiles it does not take).
+  int reserve_sms;
   int device;
   void* stream;
 };
@@ -95,6 +98,10 @@ std::int64_t union_tiles(const UnionLaunch& args);
 Status launch_token_groups(const UnionLaunch& args);
 Status launch_union_mask(const UnionLaunch& args);
 Status launch_union_attention(const UnionLaunch& args);
+// launch_union_attention in its two parts, for callers that put them on different streams: the union items' list
+// (under kAuto, from tile_flags; it zeroes the work counter) and the persistent kernel, which reads the list.
+Status launch_union_list(const UnionLaunch& args);
+Status launch_union_kernel(const UnionLaunch& args);
 
 }  // namespace kernels
 }  // namespace msa

@@ -517,24 +517,36 @@ Status launch_union_mask(const UnionLaunch& a) {
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("union-of-blocks mask: ") + cudaGetErrorString(e));
 }
 
-Status launch_union_attention(const UnionLaunch& a) {
+Status launch_union_list(const UnionLaunch& a) {
   MSA_RETURN_IF_ERROR(check_union_launch(a));
   if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
-  CUtensorMap q_map, k_map, v_map;
-  MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, kG, &q_map, &k_map, &v_map));
-  // Persistent: one CTA per SM of the launch's device (kSmemBytes allows no more), never more CTAs than work items.
-  const int sms = detail::cuda_sm_count(a.device);
-  const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(union_tiles(a) * a.num_kv_heads, sms > 0 ? sms : 132)));
   if (a.tile_flags != nullptr && a.work_counter == nullptr)
     return Status::InvalidArgument("union-of-blocks attention: tile_flags need a work_counter");
-  cudaError_t e = cudaFuncSetAttribute(union_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  if (e == cudaSuccess && a.tile_flags != nullptr) {  // the list of the union items; it also zeroes the counter
+  cudaError_t e = cudaSuccess;
+  if (a.tile_flags != nullptr) {  // the list of the union items; it also zeroes the counter
     const std::int64_t items = union_tiles(a) * a.num_kv_heads;
     e = launch_pdl(union_list_kernel, dim3(1), dim3(kListThreads), 0, static_cast<cudaStream_t>(a.stream),
                    a.tile_flags, static_cast<int>(items), a.work_counter);
-  } else if (e == cudaSuccess && a.work_counter != nullptr) {
+  } else if (a.work_counter != nullptr) {
     e = cudaMemsetAsync(a.work_counter, 0, sizeof(int), static_cast<cudaStream_t>(a.stream));
   }
+  if (e == cudaSuccess) e = cudaGetLastError();
+  return e == cudaSuccess ? Status::Ok()
+                          : Status::CudaError(std::string("union-of-blocks list: ") + cudaGetErrorString(e));
+}
+
+Status launch_union_kernel(const UnionLaunch& a) {
+  MSA_RETURN_IF_ERROR(check_union_launch(a));
+  if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
+  if (a.reserve_sms < 0) return Status::InvalidArgument("reserve_sms: must be >= 0, got " + std::to_string(a.reserve_sms));
+  CUtensorMap q_map, k_map, v_map;
+  MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, kG, &q_map, &k_map, &v_map));
+  // Persistent: one CTA per SM of the launch's device (kSmemBytes allows no more) but reserve_sms, never more CTAs
+  // than work items.
+  const int sms = detail::cuda_sm_count(a.device);
+  const int ctas = std::max((sms > 0 ? sms : 132) - a.reserve_sms, 1);
+  const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(union_tiles(a) * a.num_kv_heads, ctas)));
+  cudaError_t e = cudaFuncSetAttribute(union_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e == cudaSuccess) {
     e = launch_pdl(union_attention_kernel, grid, dim3(kThreads), kSmemBytes, static_cast<cudaStream_t>(a.stream), a,
                    q_map, k_map, v_map);
@@ -542,6 +554,11 @@ Status launch_union_attention(const UnionLaunch& a) {
   }
   return e == cudaSuccess ? Status::Ok()
                           : Status::CudaError(std::string("union-of-blocks attention: ") + cudaGetErrorString(e));
+}
+
+Status launch_union_attention(const UnionLaunch& a) {
+  MSA_RETURN_IF_ERROR(launch_union_list(a));
+  return launch_union_kernel(a);
 }
 
 }  // namespace kernels
