@@ -27,6 +27,8 @@ constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
 // chain, leaving kUnionReserveSms SMs to the chain: on clustered selections the chain over the tiles it leaves is
 // nearly all fixed cost per chunk (each k2q over every entry of topk, launches), which then overlaps the union
 // kernel instead of following it. Events: the union items' list is ready (fork), the union kernel is done (join).
+// 4 is the only value measured (H100, clustered 1M kAuto 227.2-227.8 -> 219.3-219.8 ms; 128K and random 1M the
+// same within their spread; docs/performance.md, "Union kernel beside the chain").
 constexpr int kUnionReserveSms = 4;
 constexpr int kUnionFork = 0, kUnionJoin = 1, kUnionEvents = 2;
 
@@ -228,11 +230,12 @@ kernels::K2qBuildOutputs chunk_k2q_outputs(const ChunkRun& r) {
 
 // G = 16, the union schedule over the whole batch on the caller's stream: the token groups and, under kAuto, the
 // union mask (the union tiles leave the chain's selection, `masked_topk`), then the union kernel (phases >= 3).
-// It runs before every chunk's chain: the union kernel is persistent, one CTA per SM, so a chunk's k2q or
-// KV-outer launched beside it would hold SMs it waits for; over the whole batch it pays one launch and one tail
-// instead of one per chunk, and its front one pair of launches.
-// With `beside` (kAuto, several chunks) the union kernel goes on the plan's union stream once the list is ready,
-// and the caller's stream must wait for kUnionJoin before run() returns.
+// It is launched once for the whole batch, not per chunk: the kernel is persistent, one CTA per SM, so it pays one
+// launch and one tail instead of one per chunk, and its front one pair of launches. On one stream it runs before
+// the chunks' chain. With `beside` (kAuto with the chain on two streams) it goes on the plan's union stream once
+// the list is ready, on all SMs but kUnionReserveSms, and the chain runs beside it (the chain's k2q and KV-outer
+// read the masked selection, the union kernel only its own tiles' rows; their output rows are disjoint); the
+// caller's stream waits for kUnionJoin before run() returns.
 Status run_union(const ChunkRun& w, int phases, unsigned skip, bool beside) {
   kernels::UnionLaunch u = chunk_union_launch(w);
   MSA_RETURN_IF_ERROR(kernels::launch_token_groups(u));
