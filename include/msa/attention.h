@@ -68,9 +68,10 @@ struct SparsePrefillRunArgs {
 // seq_lens_k and page_table to the host (it synchronises) and checks them; topk contents on the device are not
 // checked (they are the indexer's output: valid rows by contract). run() needs workspace_bytes() of device memory
 // (256-byte aligned) and enqueues everything on q's stream; for Hq / Hkv = 16 over several query chunks the plan
-// also owns a second stream, onto which run() forks each next chunk's list building and which it joins back
-// through events before it returns (no synchronisation; a CUDA graph capture of q's stream records both). Those
-// events belong to the plan, so runs of one plan must not be enqueued from several host threads at once; runs on
+// also owns a second stream, onto which run() forks each next chunk's list building, and under kAuto a third, on
+// which the union-of-blocks kernel runs beside the chunks; run() joins both back through events before it
+// returns (no synchronisation; a CUDA graph capture of q's stream records all three). Those events belong to the
+// plan, so runs of one plan must not be enqueued from several host threads at once; runs on
 // different streams are fine when their enqueueing is ordered (one plan per thread otherwise).
 class SparsePrefillAttention {
  public:
