@@ -62,16 +62,17 @@ struct UnionLaunch : PagedPrefillInputs {
   // crossover; kUnionBudgetAll takes every tile.
   int union_budget;
   std::int32_t* masked_topk;  // launch_union_mask's output: [Hkv, T, k] contiguous
-  // launch_union_mask's decisions, [Hkv, union_tiles()]; launch_union_attention turns them in place into the list
-  // of the union items (so they are written again by the mask launch before each union launch). nullptr: the
-  // kernel decides each tile itself.
+  // launch_union_mask's decisions, [Hkv, union_tiles()]; launch_union_list turns them in place into the list of
+  // the union items (so they are written again by the mask launch before each union launch). nullptr: the kernel
+  // decides each tile itself.
   std::int32_t* tile_flags;
   // launch_token_groups' output, [Hkv, union_tiles(), 8]: which query of its group of 128 sits in each slot of a
   // tile (union_tiles.cuh); nullptr: consecutive queries, no grouping.
   std::uint8_t* tile_slots;
-  // launch_union_attention only: two ints of device memory. Its CTAs take work items from the first (zeroed by the
-  // launch, so the items run in order, whatever each CTA's pace); with tile_flags the second holds the length of
-  // the union items' list. nullptr (allowed only without tile_flags): each CTA takes every gridDim-th item.
+  // Two ints of device memory. launch_union_list zeroes the first and, with tile_flags, writes the length of the
+  // union items' list to the second; launch_union_kernel's CTAs take work items from the first, so the items run
+  // in order, whatever each CTA's pace. nullptr (allowed only without tile_flags): each CTA takes every
+  // gridDim-th item.
   int* work_counter;
   // launch_union_kernel: SMs the persistent kernel leaves free (0: one CTA per SM), for work on another stream
   // beside it (under kAuto the KV-outer chain over the tiles it does not take).
