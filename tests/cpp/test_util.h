@@ -24,7 +24,11 @@ namespace test {
 using testing::Problem;
 using testing::ProblemSpec;
 
+// The seed of a ProblemSpec from spec(): a new one per call, derived from gtest's random seed (so a run with
+// --gtest_shuffle or --gtest_random_seed draws other inputs), or the value of MSA_TEST_SEED when it is set, so a
+// failure that printed its problem's seed can be replayed.
 inline std::uint64_t fresh_seed() {
+  if (const char* e = std::getenv("MSA_TEST_SEED")) return std::strtoull(e, nullptr, 10);
   static std::uint64_t s = static_cast<std::uint64_t>(::testing::UnitTest::GetInstance()->random_seed()) * 1000003u + 1;
   return ++s;
 }
