@@ -24,19 +24,27 @@ namespace test {
 using testing::Problem;
 using testing::ProblemSpec;
 
+// The seed MSA_TEST_SEED names, when it is set: every seed below yields to it, so a failure that printed its seed
+// can be replayed.
+inline bool replay_seed(std::uint64_t* seed) {
+  const char* e = std::getenv("MSA_TEST_SEED");
+  if (e != nullptr) *seed = std::strtoull(e, nullptr, 10);
+  return e != nullptr;
+}
+
 // The seed of a ProblemSpec from spec(): a new one per call, derived from gtest's random seed (so a run with
-// --gtest_shuffle or --gtest_random_seed draws other inputs), or the value of MSA_TEST_SEED when it is set, so a
-// failure that printed its problem's seed can be replayed.
+// --gtest_shuffle or --gtest_random_seed draws other inputs), or MSA_TEST_SEED's.
 inline std::uint64_t fresh_seed() {
-  if (const char* e = std::getenv("MSA_TEST_SEED")) return std::strtoull(e, nullptr, 10);
+  std::uint64_t replay = 0;
+  if (replay_seed(&replay)) return replay;
   static std::uint64_t s = static_cast<std::uint64_t>(::testing::UnitTest::GetInstance()->random_seed()) * 1000003u + 1;
   return ++s;
 }
 
-// A fresh seed per call (std::random_device), or the value of MSA_TEST_SEED when it is set, to replay a failure
-// whose trace printed its seed.
+// A fresh seed per call (std::random_device), or MSA_TEST_SEED's.
 inline std::uint64_t random_seed() {
-  if (const char* e = std::getenv("MSA_TEST_SEED")) return std::strtoull(e, nullptr, 10);
+  std::uint64_t replay = 0;
+  if (replay_seed(&replay)) return replay;
   return std::random_device{}();
 }
 
