@@ -76,8 +76,9 @@ struct K2qWorkItem {
   std::int32_t kv_block;
 };
 
-// Splits every non-empty row into chunks of at most max_q_per_item queries and orders the items largest first
-// (q_count descending; ties by head, row, q_begin ascending).
+// Splits every non-empty row into chunks of at most max_q_per_item queries and orders the items head-major, largest
+// first within a head (head_kv ascending, then q_count descending; ties by row, q_begin ascending). Head-major keeps
+// the Q rows that the KV-outer kernel's CTAs gather at one time to one KV head's, so they are read again from L2.
 std::vector<K2qWorkItem> build_k2q_schedule(const K2qCsr& csr, int max_q_per_item);
 
 }  // namespace reference

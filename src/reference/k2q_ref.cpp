@@ -109,7 +109,9 @@ std::vector<K2qWorkItem> build_k2q_schedule(const K2qCsr& csr, int max_q_per_ite
                          csr.row_block[static_cast<std::size_t>(r)]});
     }
   std::stable_sort(items.begin(), items.end(),
-                   [](const K2qWorkItem& a, const K2qWorkItem& b) { return a.q_count > b.q_count; });
+                   [](const K2qWorkItem& a, const K2qWorkItem& b) {
+                     return a.head_kv != b.head_kv ? a.head_kv < b.head_kv : a.q_count > b.q_count;
+                   });
   return items;
 }
 

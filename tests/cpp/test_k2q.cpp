@@ -96,14 +96,17 @@ TEST(CPU_K2q, InvariantsOnRandomSelections) {
     ASSERT_EQ(total, rp[R]);
     for (std::int64_t e = rp[R]; e < T * 16; ++e) ASSERT_EQ(csr.q_indices[static_cast<std::size_t>(g * T * 16 + e)], -1);
   }
-  // Schedule: covers every entry once, bounded, largest first.
+  // Schedule: covers every entry once, bounded, head-major and largest first within a head.
   const auto items = reference::build_k2q_schedule(csr, 24);
   std::map<std::pair<int, int>, int> covered;
   for (std::size_t n = 0; n < items.size(); ++n) {
     ASSERT_GE(items[n].q_count, 1);
     ASSERT_LE(items[n].q_count, 24);
     if (n) {
-      ASSERT_LE(items[n].q_count, items[n - 1].q_count);
+      ASSERT_GE(items[n].head_kv, items[n - 1].head_kv);
+      if (items[n].head_kv == items[n - 1].head_kv) {
+        ASSERT_LE(items[n].q_count, items[n - 1].q_count);
+      }
     }
     ASSERT_EQ(items[n].batch, csr.row_batch[items[n].row]);
     ASSERT_EQ(items[n].kv_block, csr.row_block[items[n].row]);

@@ -10,7 +10,7 @@
 // deterministic, and every launch and workspace size depends on capacities only (graph-safe).
 //
 // The work schedule (optional) splits each row into items of at most max_q queries: per-row item counts, an
-// exclusive scan, one thread per item (binary search for its row), then a stable radix sort on max_q - q_count
+// exclusive scan, one thread per item (binary search for its row), then a stable radix sort on (head, max_q - q_count)
 // (items were generated in (head, row, q_begin) order, so ties keep it), as reference::build_k2q_schedule.
 //
 // Invariants: k <= 16; rows are a function of seq_lens_k only; a selected id at or past the request's block count
@@ -151,15 +151,21 @@ __global__ void item_total_kernel(const K2qBuildArgs a, const K2qBuildOutputs o,
   *o.num_items = last < 0 ? 0 : offsets[last] + n_items[last];
 }
 
-// One thread per item slot: the item (its row by binary search on the offsets) and its sort key max_q - q_count;
-// slots past the total get key max_q, after every item.
+// An item's sort key: head-major, largest first within each head (the order of reference::build_k2q_schedule);
+// item_key(num_heads, max_q) = num_heads * (max_q + 1) is past every item, for the slots past the total (and
+// fits the sort's item_key_bits).
+__device__ __forceinline__ std::uint32_t item_key(const K2qBuildArgs& a, std::int64_t g, int q_count) {
+  return static_cast<std::uint32_t>(g * (a.max_q_per_item + 1) + (a.max_q_per_item - q_count));
+}
+
+// One thread per item slot: the item (its row by binary search on the offsets) and its sort key (item_key).
 __global__ void items_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, const std::int32_t* offsets,
                              std::int32_t* items, std::uint32_t* keys, std::int32_t* values, std::int64_t capacity) {
   const std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= capacity) return;
   values[idx] = static_cast<std::int32_t>(idx);
   if (idx >= *o.num_items) {
-    keys[idx] = static_cast<std::uint32_t>(a.max_q_per_item);
+    keys[idx] = item_key(a, a.num_heads, a.max_q_per_item);
     return;
   }
   const std::int64_t r_cap = static_cast<std::int64_t>(a.num_requests) * a.max_blocks;
@@ -175,7 +181,7 @@ __global__ void items_kernel(const K2qBuildArgs a, const K2qBuildOutputs o, cons
   item[3] = q_count;
   item[4] = o.row_batch[r];
   item[5] = o.row_block[r];
-  keys[idx] = static_cast<std::uint32_t>(a.max_q_per_item - q_count);
+  keys[idx] = item_key(a, g, q_count);
 }
 
 __global__ void gather_items_kernel(const K2qBuildOutputs o, const std::int32_t* items, const std::int32_t* order,
@@ -205,6 +211,10 @@ int bits_for(std::uint64_t max_value) {
 
 int key_bits(const K2qBuildArgs& a) {
   return bits_for(static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1) - 1);
+}
+
+int item_key_bits(const K2qBuildArgs& a) {
+  return bits_for(static_cast<std::uint64_t>(a.num_heads) * (a.max_q_per_item + 1));
 }
 
 Status layout(const K2qBuildArgs& a, Layout* l) {
@@ -246,7 +256,7 @@ Status layout(const K2qBuildArgs& a, Layout* l) {
   if (e == cudaSuccess && items > 0) {
     e = cub::DeviceRadixSort::SortPairs(nullptr, need, static_cast<const std::uint32_t*>(nullptr),
                                         static_cast<std::uint32_t*>(nullptr), static_cast<const std::int32_t*>(nullptr),
-                                        static_cast<std::int32_t*>(nullptr), items, 0, bits_for(a.max_q_per_item));
+                                        static_cast<std::int32_t*>(nullptr), items, 0, item_key_bits(a));
     l->scratch_bytes = std::max(l->scratch_bytes, need);
   }
   if (e != cudaSuccess) return Status::CudaError(std::string("k2q: scratch size query: ") + cudaGetErrorString(e));
@@ -322,7 +332,7 @@ Status launch_k2q_build(const K2qBuildArgs& a, const K2qBuildOutputs& o, void* w
     items_kernel<<<blocks_for(items), kThreads, 0, stream>>>(a, o, offsets, tmp, item_keys_in, order_in, items);
     scratch = l.scratch_bytes;
     e = cub::DeviceRadixSort::SortPairs(base + l.scratch, scratch, item_keys_in, item_keys_out, order_in, order_out,
-                                        items, 0, bits_for(a.max_q_per_item), stream);
+                                        items, 0, item_key_bits(a), stream);
     if (e != cudaSuccess) return Status::CudaError(std::string("k2q: item sort: ") + cudaGetErrorString(e));
     gather_items_kernel<<<blocks_for(items), kThreads, 0, stream>>>(o, tmp, order_out, items);
   }

@@ -45,8 +45,8 @@ struct K2qBuildOutputs {
   std::int32_t* split_counts;    // [T, H]; -1 for kRowElsewhere rows
   std::int32_t* total_rows;      // [1]: R
   // Work schedule (when max_q_per_item > 0), as reference::build_k2q_schedule: items of 6 int32 (head_kv, row,
-  // q_begin, q_count, batch, kv_block), largest q_count first, ties in (head, row, q_begin) order; entries past
-  // num_items are all -1.
+  // q_begin, q_count, batch, kv_block), head-major, largest q_count first within a head, ties in (row, q_begin)
+  // order; entries past num_items are all -1.
   std::int32_t* items;      // [item capacity, 6]
   std::int32_t* num_items;  // [1]
 };

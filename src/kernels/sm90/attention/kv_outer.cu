@@ -1,7 +1,8 @@
 // kv_outer.cu — KV-outer sparse prefill attention (G = 16).
 //
 // Persistent: one CTA per SM walks the work items of the device k2q schedule (KV head g, block j of request b, a
-// range of the queries that selected it) with a static stride (items are ordered largest first). A producer
+// range of the queries that selected it) with a static stride (items are ordered head-major, largest first within a
+// head: see "L2" below). A producer
 // warpgroup (one thread) loads K and V of each item's block (TMA, 2 x 32 KiB, 128-byte swizzle) into one of two
 // K/V buffers, and the item's queries in tiles of 4 tokens x 16 heads = 64 rows (one TMA box of 16 heads x 64 dims
 // per token and half) through a 4-stage ring that runs on across items, so the next item's metadata, K/V and first
@@ -17,6 +18,16 @@
 // Measured against that version in one call (H100, bench_prefill_attention, two runs each): attention phase at 1M
 // 241-242 -> 224-227 ms (16K chunks) and 228-232 -> 224-229 ms (64K chunks), 512K 108-110 -> 105 ms (16K);
 // k2q + attention + combine at 1M 342-344 -> 333 ms and 320-322 -> 315-317 ms; 512K and 128K unchanged (+-1 %).
+//
+// L2: a token's Q tile of head g is read once per block it selected (16 times), the K/V of an item and its partial
+// rows once. The schedule runs the items of one KV head at a time, so the Q rows the SMs gather at once are one
+// head's (4 KiB per token: 64 MiB for a 16K-token chunk) rather than all four heads', and the loads say which
+// lines to keep: Q evict-last, K/V and the partial stores evict-first. Measured (H100, bench_prefill_attention,
+// random, 16K chunks, alternating runs in one call against the largest-first order without hints): attention phase
+// at 1M 221.1-221.4 -> 208.2 ms, 512K 104.0 -> 98.2-98.3 ms, k2q + attention + combine at 1M 322.2-322.4 ->
+// 308.4-308.6 ms; the head-major order alone gave about half of it (1M attention 214.0-214.1), a Q policy that
+// marks only half the lines evict-last the same as all of them. 8K chunks (32 MiB of one head's Q) lose more to
+// K/V reloads than the hits gain (1M attention 221.6 ms).
 //
 // Invariants: G = 16; rows of tokens past the item's query count are computed on stale data and never written;
 // cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is reloaded only
@@ -98,6 +109,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (threadIdx.x != 0) return;
     int gt = 0;
+    // L2 policies (see the file comment): K/V read once per item, Q rows read again by the head's other items.
+    const std::uint64_t once = sm90::l2_evict_first_policy(), reused = sm90::l2_evict_last_policy();
     // An item's six fields are requested one item ahead, so they are in registers when its turn comes.
     int next[6] = {0, 0, 0, 0, 0, 0};
     auto request = [&](int item) {
@@ -124,8 +137,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       unsigned char* kv = smem + buf * kKvBytes;
       sm90::mbar_arrive_expect_tx(&kv_full[buf], kKvBytes);
       for (int h = 0; h < 2; ++h) {
-        sm90::tma_load_4d(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, g, page);
-        sm90::tma_load_4d(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page);
+        sm90::tma_load_4d_hint(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, g, page, once);
+        sm90::tma_load_4d_hint(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page, once);
       }
       const int n_tiles = (q_count + kTokens - 1) / kTokens;
       for (int tile = 0; tile < n_tiles; ++tile, ++gt) {
@@ -140,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < ntok; ++i) {
           const int t = q0 + (hs[i] & 0xFFFFFF);
           for (int h = 0; h < 2; ++h)
-            sm90::tma_load_3d(stage + h * kQHalf + i * kG * 128, &q_map, &q_full[s], 64 * h, g * kG, t);
+            sm90::tma_load_3d_hint(stage + h * kQHalf + i * kG * 128, &q_map, &q_full[s], 64 * h, g * kG, t, reused);
         }
       }
     }
@@ -266,8 +279,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         if (lane == 0) {
           const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
-          sm90::tma_store_3d(&o_map, obuf, 0, g * kG, z);
-          sm90::tma_store_3d(&o_map, obuf + 2048, 64, g * kG, z);
+          const std::uint64_t once = sm90::l2_evict_first_policy();  // read once, by the combine
+          sm90::tma_store_3d_hint(&o_map, obuf, 0, g * kG, z, once);
+          sm90::tma_store_3d_hint(&o_map, obuf + 2048, 64, g * kG, z, once);
           sm90::bulk_commit();
         }
       }
