@@ -2,11 +2,11 @@
 //
 // Persistent: one CTA per SM walks the work items of the device k2q schedule (KV head g, block j of request b, a
 // range of the queries that selected it) with a static stride (items are ordered head-major, largest first within a
-// head: see "L2" below). A producer
-// warpgroup (one thread) loads K and V of each item's block (TMA, 2 x 32 KiB, 128-byte swizzle) into one of two
-// K/V buffers, and the item's queries in tiles of 4 tokens x 16 heads = 64 rows (one TMA box of 16 heads x 64 dims
-// per token and half) through a 4-stage ring that runs on across items, so the next item's metadata, K/V and first
-// Q tiles load while the current item's last tiles compute. Two consumer warpgroups take alternate tiles:
+// head: see "L2" below). A producer warpgroup (one thread) loads K and V of each item's block (TMA, 2 x 32 KiB,
+// 128-byte swizzle) into one of two K/V buffers, and the item's queries in tiles of 4 tokens x 16 heads = 64 rows
+// (one TMA box of 16 heads x 64 dims per token and half) through a 4-stage ring that runs on across items, so the
+// next item's metadata, K/V and first Q tiles load while the current item's last tiles compute. Two consumer
+// warpgroups take alternate tiles:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
 // request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
 // (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
