@@ -165,6 +165,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = warp / 4 - 1, c = lane % 4;
   // Thread rows of a tile: r0 = 16 (warp % 4) + lane / 4 and r0 + 8 (both heads of token warp % 4).
   const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
+  const std::uint64_t store_once = sm90::l2_evict_first_policy();  // partials: read once, by the combine
   int gt = 0;
   for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
     const int buf = ord & 1;
@@ -279,9 +280,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         if (lane == 0) {
           const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
-          const std::uint64_t once = sm90::l2_evict_first_policy();  // read once, by the combine
-          sm90::tma_store_3d_hint(&o_map, obuf, 0, g * kG, z, once);
-          sm90::tma_store_3d_hint(&o_map, obuf + 2048, 64, g * kG, z, once);
+          sm90::tma_store_3d_hint(&o_map, obuf, 0, g * kG, z, store_once);
+          sm90::tma_store_3d_hint(&o_map, obuf + 2048, 64, g * kG, z, store_once);
           sm90::bulk_commit();
         }
       }
