@@ -35,8 +35,9 @@ struct SparsePrefillPlanArgs {
   // CUDA: query tokens per chunk (0 selects 16384). run() handles the tokens in chunks so the workspace holds one
   // chunk's partials, about max_chunk_tokens * k * Hq * 260 bytes (4.4 GB at the default, Hq = 64, k = 16; the
   // split kernel of other head ratios keeps fp32 partials, about 516 bytes instead of 260).
-  // Larger chunks reload less K / V at long contexts: a 1M-token prefill's attention with random selections took
-  // 325 / 315 / 309 ms with 16K / 32K / 64K-token chunks on an H100 (docs/performance.md).
+  // Larger chunks reload less K / V at long contexts: a 1M-token prefill's main branch (k2q, attention, combine;
+  // KV-outer schedule, random selections) took 309 / 305 / 304 ms with 16K / 32K / 64K-token chunks on an H100
+  // (docs/performance.md).
   std::int64_t max_chunk_tokens = 0;
   // CUDA with Hq / Hkv = 16: how each tile of 8 query tokens x 1 KV head is computed (docs/attention.md).
   //   kAuto     the union of blocks where the tile's selections overlap enough (a measured rule, decided on the
