@@ -112,7 +112,9 @@ def sparse_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
                             page_table: torch.Tensor, seq_lens_k: torch.Tensor, queries_per_request: int,
                             sm_scale: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     op = _msa.SparseDecodeAttention()
-    _check(q.shape[0] % queries_per_request == 0, "q: T must be a multiple of queries_per_request")
+    _check(queries_per_request >= 1, f"queries_per_request: must be >= 1, got {queries_per_request}")
+    _check(q.shape[0] % queries_per_request == 0,
+           f"q: T = {q.shape[0]} must be a multiple of queries_per_request = {queries_per_request}")
     op.plan(q.shape[0] // queries_per_request, queries_per_request, q.shape[1], k_cache.shape[1], topk.shape[2],
             sm_scale, q.device.index if q.is_cuda else -1)
     out = torch.empty(q.shape, dtype=torch.bfloat16, device=q.device)

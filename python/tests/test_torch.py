@@ -85,6 +85,18 @@ def test_sparse_attention_ops_short_rows_equal_dense():
     assert torch.equal(d_out, out[-2:]) and torch.equal(d_lse, lse[-2:])
 
 
+def test_bad_arguments_raise_errors_that_name_them():
+    L, T = 700, 4
+    q, k_cache, v_cache, topk, table, _ = attention_inputs(L, T)
+    seq = torch.tensor([L], dtype=torch.int32)
+    with pytest.raises(ValueError, match="queries_per_request: must be >= 1, got 0"):
+        ops.sparse_decode_attention(q, k_cache, v_cache, topk, table, seq, 0)
+    with pytest.raises(ValueError, match="q: T = 4 must be a multiple of queries_per_request = 3"):
+        ops.sparse_decode_attention(q, k_cache, v_cache, topk, table, seq, 3)
+    with pytest.raises(ValueError, match="queries_per_request"):
+        ops.index_select_decode(q[:, :2].contiguous(), k_cache[:, 0].contiguous(), table, seq, 0)
+
+
 def test_opcheck():
     q, cache, table, cu, seq = planted([600], [300])
     torch.library.opcheck(ops.index_select_prefill, (q, cache, table, cu, seq))

@@ -68,18 +68,16 @@ Status launch_cuda(kernels::IndexSelectLaunch l, void* workspace, std::size_t wo
 
 Status index_select_prefill_workspace_size(const IndexPrefillArgs& a, std::size_t* bytes) {
   if (bytes == nullptr) return Status::InvalidArgument("bytes: output pointer is null");
-  MSA_RETURN_IF_ERROR(detail::check_index_tensors(a.index_q, a.index_k_cache));
-  MSA_RETURN_IF_ERROR(detail::check_batch_tensors(&a.cu_seqlens_q, a.seq_lens_k, a.page_table));
-  MSA_RETURN_IF_ERROR(detail::check_topk_tensor(a.topk, a.index_q.shape[1], a.index_q.shape[0]));
+  MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, &a.cu_seqlens_q, 0,
+                                                 a.seq_lens_k, a.topk, nullptr));
   *bytes = 0;
   return Status::Ok();
 }
 
 Status index_select_decode_workspace_size(const IndexDecodeArgs& a, std::size_t* bytes) {
   if (bytes == nullptr) return Status::InvalidArgument("bytes: output pointer is null");
-  MSA_RETURN_IF_ERROR(detail::check_index_tensors(a.index_q, a.index_k_cache));
-  MSA_RETURN_IF_ERROR(detail::check_batch_tensors(nullptr, a.seq_lens_k, a.page_table));
-  MSA_RETURN_IF_ERROR(detail::check_topk_tensor(a.topk, a.index_q.shape[1], a.index_q.shape[0]));
+  MSA_RETURN_IF_ERROR(detail::check_index_select(a.index_q, a.index_k_cache, a.page_table, nullptr,
+                                                 a.queries_per_request, a.seq_lens_k, a.topk, nullptr));
   *bytes = 0;
   if (a.index_q.device.is_cuda())
     return kernels::index_select_workspace_bytes_sm90(make_launch(a.index_q, a.index_k_cache, a.page_table, nullptr,

@@ -110,7 +110,8 @@ Status check_index_select(const Tensor& index_q, const Tensor& index_k_cache, co
                                          {"cu_seqlens_q", cu_seqlens_q ? cu_seqlens_q : &none},
                                          {"seq_lens_k", &seq_lens_k},
                                          {"topk", &topk}}));
-  if (index_q.device.is_cuda()) return Status::Ok();  // content is checked where the data is read
+  // Content: checked where the data is read (CUDA), or not at all (a workspace-size query).
+  if (index_q.device.is_cuda() || batch == nullptr) return Status::Ok();
   MSA_RETURN_IF_ERROR(read_batch(cu_seqlens_q, queries_per_request, seq_lens_k, index_q.shape[0], batch));
   return check_page_table(page_table, *batch, index_k_cache.shape[0]);
 }

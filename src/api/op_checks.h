@@ -25,7 +25,8 @@ Status check_qkv_tensors(const Tensor& q, const Tensor& k_cache, const Tensor& v
 Status check_attention_outputs(const Tensor& out, const Tensor& lse, std::int64_t total_q, std::int64_t num_q_heads,
                                bool any_float_out);
 
-// Full checks of the index-selection arguments; fills `batch` when the descriptors are host-readable.
+// Full checks of the index-selection arguments; fills `batch` when the descriptors are host-readable. With batch =
+// nullptr only shapes, dtypes, devices and the uniform-batch rule are checked (the workspace-size queries).
 Status check_index_select(const Tensor& index_q, const Tensor& index_k_cache, const Tensor& page_table,
                           const Tensor* cu_seqlens_q, std::int64_t queries_per_request, const Tensor& seq_lens_k,
                           const Tensor& topk, BatchInfo* batch);

@@ -13,7 +13,7 @@ namespace msa {
 namespace test {
 namespace {
 
-enum class Op { kIndexPrefill, kIndexDecode, kPrefillAttention, kDecodeAttention, kCombine };
+enum class Op { kIndexPrefill, kIndexDecode, kPrefillAttention, kDecodeAttention, kCombine, kIndexPrefillWs, kIndexDecodeWs };
 
 struct Case {
   const char* name;
@@ -83,6 +83,14 @@ Status run_op(Op op, Fixture& f) {
       return a.run(f.dr);
     }
     case Op::kCombine: return combine(f.ca);
+    case Op::kIndexPrefillWs: {  // the workspace-size queries check what run() checks, short of the contents
+      std::size_t bytes = 0;
+      return index_select_prefill_workspace_size(f.ip, &bytes);
+    }
+    case Op::kIndexDecodeWs: {
+      std::size_t bytes = 0;
+      return index_select_decode_workspace_size(f.id, &bytes);
+    }
   }
   return Status::Internal("unknown op");
 }
@@ -127,6 +135,11 @@ const Case kCases[] = {
     // decode index selection
     {"decode Q = 0", Op::kIndexDecode, MUT { UNUSED; id.queries_per_request = 0; }, kBad, "queries_per_request: must be in [1, 16]"},
     {"decode Q = 17", Op::kIndexDecode, MUT { UNUSED; id.queries_per_request = 17; }, kBad, "queries_per_request: must be in [1, 16]"},
+    {"decode workspace Q = 0", Op::kIndexDecodeWs, MUT { UNUSED; id.queries_per_request = 0; }, kBad, "queries_per_request: must be in [1, 16]"},
+    {"decode workspace T != B * Q", Op::kIndexDecodeWs, MUT { UNUSED; id.queries_per_request = 1; }, kBad, "index_q: dimension 0 must be B * Q = 2, got 4"},
+    {"decode workspace mixed devices", Op::kIndexDecodeWs, MUT { UNUSED; id.page_table.device = Device::cuda(); }, kBad, "page_table: is on cuda:0 but index_q is on cpu"},
+    {"prefill workspace mixed devices", Op::kIndexPrefillWs, MUT { UNUSED; ip.topk.device = Device::cuda(); }, kBad, "topk: is on cuda:0 but index_q is on cpu"},
+    {"prefill workspace topk k = 17", Op::kIndexPrefillWs, MUT { UNUSED; ip.topk.shape[2] = 17; }, kBad, "topk: k (dimension 2) must be in [1, 16]"},
     {"decode T != B*Q", Op::kIndexDecode, MUT { UNUSED; id.queries_per_request = 1; }, kBad, "index_q: dimension 0 must be B * Q = 2"},
     // prefill attention: plan
     {"Hq % Hkv != 0", Op::kPrefillAttention, MUT { UNUSED; pp.num_q_heads = 15; }, kBad, "num_q_heads: must be a multiple of num_kv_heads"},
@@ -192,7 +205,8 @@ TEST_P(CPU_Validation, RejectedWithNamedRuleAndNothingWritten) {
 }
 
 TEST(CPU_ValidationBaseline, FixtureIsValidForEveryOp) {
-  for (Op op : {Op::kIndexPrefill, Op::kIndexDecode, Op::kPrefillAttention, Op::kDecodeAttention, Op::kCombine}) {
+  for (Op op : {Op::kIndexPrefill, Op::kIndexDecode, Op::kPrefillAttention, Op::kDecodeAttention, Op::kCombine,
+                Op::kIndexPrefillWs, Op::kIndexDecodeWs}) {
     Fixture f;
     const Status st = run_op(op, f);
     EXPECT_TRUE(st.ok()) << static_cast<int>(op) << ": " << st.to_string();
