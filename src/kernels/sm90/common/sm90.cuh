@@ -103,14 +103,9 @@ __device__ __forceinline__ void tma_load_4d(void* dst, const CUtensorMap* map, s
 }
 
 // 3-D tiled store of one box from shared memory (written through the generic proxy: fence_proxy_async_smem()
-// first). Stores join the thread's bulk group: bulk_commit(), then bulk_wait_read<N>() before the buffer is
-// rewritten, bulk_wait<N>() before the data must be globally complete.
-__device__ __forceinline__ void tma_store_3d(const CUtensorMap* map, const void* src, int c0, int c1, int c2) {
-  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.tile.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(
-                   reinterpret_cast<std::uint64_t>(map)),
-               "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2)
-               : "memory");
-}
+// first), with an L2 cache policy (e.g. l2_evict_first_policy()). Stores join the thread's bulk group:
+// bulk_commit(), then bulk_wait_read<N>() before the buffer is rewritten, bulk_wait<N>() before the data must be
+// globally complete.
 __device__ __forceinline__ void tma_store_3d_hint(const CUtensorMap* map, const void* src, int c0, int c1, int c2,
                                                   std::uint64_t policy) {
   asm volatile(
