@@ -16,10 +16,13 @@
 // (timing-only replays, every case): the fronts alone (union mask + k2q), without the union kernel, and without the
 // KV-outer attention and combine.
 // Usage: bench_prefill_attention [--json FILE] [--min-n N] [--max-n N] [--chunks C1,C2,...] [--pattern P]
-//                                [--iters I]
+//                                [--iters I] [--settle]
 // (--chunks: only the random cases at N >= 512K, with these max_chunk_tokens; --pattern random or clustered: only
 // those cases; --iters: timed replays per variant, of which the median is printed: by default 7, 5 from 512K on;
-// with 3 there the medians put kAuto 3-5 ms behind KV-outer at 1M random, with 9 1.5 ms, H100)
+// with 3 there the medians put kAuto 3-5 ms behind KV-outer at 1M random, with 9 1.5 ms, H100; --settle: each
+// timed replay follows an untimed replay of the same variant. Without it, a variant's replay follows the previous
+// variant's, and at clustered 1M whichever variant follows the KV-outer replay ran ~13 ms slower, H100,
+// docs/performance.md)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -77,6 +80,8 @@ struct Result {
   double auto_ms, union_ms;  // the kAuto and kUnion schedules end to end (union_ms 0 when not timed)
   double auto_front_ms, auto_no_union_ms, auto_no_kv_outer_ms;  // kAuto in parts
 };
+
+bool g_settle = false;  // --settle: every timed replay follows an untimed one of the same variant (graph_median_ms)
 
 Result run_case(long long N, bool clustered, long long chunk, int iters) {
   const long long T = N, pages = (N + 127) / 128;
@@ -160,7 +165,7 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
   });
   if (time_union)
     variants.push_back([&] { check(msa::detail::run_prefill_cuda(union_plan, pa.topk, ra, ws, ws_bytes)); });
-  const std::vector<double> t = msa_bench::graph_median_ms(variants, stream, 1, iters);
+  const std::vector<double> t = msa_bench::graph_median_ms(variants, stream, 1, iters, g_settle);
 
   // Visible (query, key) pairs: every key <= t of the 16 listed blocks (all keys <= t while n_vis <= 16).
   double pairs = 0;
@@ -217,6 +222,8 @@ int main(int argc, char** argv) {
       }
     }
   }
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--settle") == 0) g_settle = true;
   if (!msa_bench::have_cuda_device("bench_prefill_attention")) return 1;
   std::printf("sparse prefill attention, CUDA path: k2q + KV-outer + combine (Hq 64, Hkv 4, k 16, bf16, chunks of "
               "%lld tokens)\n",

@@ -81,8 +81,10 @@ __global__ void random_selection(std::int32_t* topk, std::int64_t T, int heads, 
 // and the graphs are replayed in rotating order (A B, B A, ...) `iters` times each after a warm-up replay, between
 // CUDA events, so clock drift affects all alike. Replay keeps host-side argument checks and launch overheads out of
 // the numbers, as in a graph-captured serving loop.
+// settle: each timed replay follows an untimed replay of the same graph, so that no variant's time depends on the
+// state (clocks, caches) its neighbour in the order leaves behind; twice the replays.
 inline std::vector<double> graph_median_ms(const std::vector<std::function<void()>>& variants, cudaStream_t stream,
-                                           int reps, int iters) {
+                                           int reps, int iters, bool settle = false) {
   const int n = static_cast<int>(variants.size());
   std::vector<cudaGraphExec_t> exec(static_cast<std::size_t>(n));
   for (int v = 0; v < n; ++v) {
@@ -102,6 +104,7 @@ inline std::vector<double> graph_median_ms(const std::vector<std::function<void(
   for (int i = 0; i < iters; ++i)
     for (int k = 0; k < n; ++k) {
       const int v = (i + k) % n;
+      if (settle) CHECK_CUDA(cudaGraphLaunch(exec[static_cast<std::size_t>(v)], stream));
       CHECK_CUDA(cudaEventRecord(e0, stream));
       CHECK_CUDA(cudaGraphLaunch(exec[static_cast<std::size_t>(v)], stream));
       CHECK_CUDA(cudaEventRecord(e1, stream));
