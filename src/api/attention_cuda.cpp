@@ -27,7 +27,9 @@ constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
 // Under kAuto with several chunks the persistent union kernel runs on a stream of its own beside the KV-outer
 // chain, leaving kUnionReserveSms SMs to the chain: on clustered selections the chain over the tiles it leaves is
 // nearly all fixed cost per chunk (each k2q over every entry of topk, launches), which then overlaps the union
-// kernel instead of following it. Events: the union items' list is ready (fork), the union kernel is done (join).
+// kernel instead of following it. Once the chain is done, a second launch of kUnionReserveSms CTAs on the caller's
+// stream takes the union items still left. Events: the union items' list is ready (fork), the union kernel is done
+// (join).
 // 4 is the only value measured (H100, clustered 1M kAuto 227.2-227.8 -> 219.3-219.8 ms; 128K and random 1M the
 // same within their spread; docs/performance.md, "Union kernel beside the chain").
 constexpr int kUnionReserveSms = 4;
@@ -513,7 +515,14 @@ Status run_prefill_cuda(const PrefillCudaPlan& p, const Tensor& topk, const Spar
     MSA_RETURN_IF_ERROR(kv_outer_back(r, phases, skip));
     MSA_RETURN_IF_ERROR(p.side.record(kEventFree + set, main));
   }
-  if (union_beside) MSA_RETURN_IF_ERROR(p.union_side.wait(main, kUnionJoin));
+  if (union_beside) {
+    // Once the chain is done its SMs join the union kernel for the items still left (they share its work counter;
+    // on random selections the union kernel is long done and these CTAs exit at once).
+    kernels::UnionLaunch tail = chunk_union_launch(ChunkRun{p, topk, a, ws, ws, meta, p.whole});
+    tail.max_ctas = kUnionReserveSms;
+    MSA_RETURN_IF_ERROR(kernels::launch_union_kernel(tail));
+    MSA_RETURN_IF_ERROR(p.union_side.wait(main, kUnionJoin));
+  }
   return Status::Ok();
 }
 

@@ -265,6 +265,65 @@ TEST(SM90_UnionKernel, ManyTilesPerCtaMatchCpu) {
   check_union_kernel(varlen_problem(true, {2000, 0, 1500, 701, 1}, {2000, 300, 9000, 701, 129}, 16, 1));
 }
 
+// Two launches of the persistent kernel sharing one work counter (kAuto's tail launch joins the running kernel once
+// the chain is done: api/attention_cuda.cpp), here 3 and 5 CTAs on two streams at once: together they must compute
+// every item exactly once, the result equal bit for bit to one launch of the kernel without a counter (each CTA
+// then takes every gridDim-th item), and each CTA stops after one fetch past the end (counter = items + 8).
+TEST(SM90_UnionKernel, LaunchesSharingTheCounterEqualOne) {
+  MSA_REQUIRE_SM90();
+  Problem p = varlen_problem(true, {2000, 0, 1500, 701, 1}, {2000, 300, 9000, 701, 129}, 16, 1);
+  SCOPED_TRACE(seed_note(p.spec.seed));
+  UnionInputs in(p);
+  kernels::UnionLaunch& a = in.a;
+  a.union_budget = kernels::kUnionBudgetAll;
+  const std::int64_t items = kernels::union_tiles(a) * p.spec.num_kv_heads;
+  std::vector<std::uint16_t> outs[2];
+  std::vector<float> lses[2];
+  for (int shared = 0; shared < 2; ++shared) {
+    SCOPED_TRACE(shared ? "two launches, one counter" : "one launch");
+    DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
+    DeviceBuffer<float> lse(std::vector<float>(p.lse.size(), NAN));
+    DeviceBuffer<std::int32_t> counter(std::vector<std::int32_t>{99, 99});
+    a.out = out.ptr;
+    a.lse = lse.ptr;
+    if (!shared) {
+      a.work_counter = nullptr;
+      a.max_ctas = 0;
+      const Status st = kernels::launch_union_attention(a);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    } else {
+      a.work_counter = counter.ptr;
+      Status st = kernels::launch_union_list(a);  // zeroes the counter
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      cudaStream_t s[2];
+      for (cudaStream_t& x : s) ASSERT_EQ(cudaStreamCreateWithFlags(&x, cudaStreamNonBlocking), cudaSuccess);
+      for (int i = 0; i < 2; ++i) {
+        a.stream = s[i];
+        a.max_ctas = i == 0 ? 3 : 5;
+        st = kernels::launch_union_kernel(a);
+        ASSERT_TRUE(st.ok()) << st.to_string();
+      }
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      for (cudaStream_t x : s) cudaStreamDestroy(x);
+      a.stream = nullptr;
+      std::vector<std::int32_t> got(2);
+      counter.download(&got);
+      EXPECT_EQ(got[0], items + 8) << "the counter after both launches";
+    }
+    expect_device_attention_rule(p, out, lse);
+    outs[shared].resize(p.out.size());
+    lses[shared].resize(p.lse.size());
+    out.download(&outs[shared]);
+    lse.download(&lses[shared]);
+  }
+  EXPECT_EQ(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 2), 0) << "out differs between the launches";
+  EXPECT_EQ(std::memcmp(lses[0].data(), lses[1].data(), lses[0].size() * 4), 0) << "lse differs between the launches";
+  a.max_ctas = -1;
+  EXPECT_EQ(kernels::launch_union_kernel(a).code(), StatusCode::kInvalidArgument);
+}
+
 // Keys scaled up with their position (ramp_keys): a row's max keeps rising from block to block, so O and l are
 // rescaled mid-row, and rows are peaked (one key holds most of the mass), where a softmax base that is not the exact
 // running max would leave the largest P inexact in bf16 and break the error rule (scripts/softmax_base_sim.cpp).

@@ -77,6 +77,9 @@ struct UnionLaunch : PagedPrefillInputs {
   // launch_union_kernel: SMs the persistent kernel leaves free (0: one CTA per SM), for work on another stream
   // beside it (under kAuto the KV-outer chain over the tiles it does not take).
   int reserve_sms;
+  // launch_union_kernel: at most this many CTAs (0: no cap). A second launch that shares work_counter with a
+  // running one joins it on the SMs it finds free, taking the items still left (none: its CTAs exit at once).
+  int max_ctas;
   int device;
   void* stream;
 };

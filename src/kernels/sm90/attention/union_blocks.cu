@@ -539,12 +539,14 @@ Status launch_union_kernel(const UnionLaunch& a) {
   MSA_RETURN_IF_ERROR(check_union_launch(a));
   if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
   if (a.reserve_sms < 0) return Status::InvalidArgument("reserve_sms: must be >= 0, got " + std::to_string(a.reserve_sms));
+  if (a.max_ctas < 0) return Status::InvalidArgument("max_ctas: must be >= 0, got " + std::to_string(a.max_ctas));
   CUtensorMap q_map, k_map, v_map;
   MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, kG, &q_map, &k_map, &v_map));
-  // Persistent: one CTA per SM of the launch's device (kSmemBytes allows no more) but reserve_sms, never more CTAs
-  // than work items.
+  // Persistent: one CTA per SM of the launch's device (kSmemBytes allows no more) but reserve_sms, at most
+  // max_ctas, never more CTAs than work items.
   const int sms = detail::cuda_sm_count(a.device);
-  const int ctas = std::max((sms > 0 ? sms : 132) - a.reserve_sms, 1);
+  int ctas = std::max((sms > 0 ? sms : 132) - a.reserve_sms, 1);
+  if (a.max_ctas > 0) ctas = std::min(ctas, a.max_ctas);
   const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>(union_tiles(a) * a.num_kv_heads, ctas)));
   cudaError_t e = cudaFuncSetAttribute(union_attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e == cudaSuccess) {
