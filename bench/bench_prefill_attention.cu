@@ -16,13 +16,17 @@
 // (timing-only replays, every case): the fronts alone (union mask + k2q), without the union kernel, and without the
 // KV-outer attention and combine.
 // Usage: bench_prefill_attention [--json FILE] [--min-n N] [--max-n N] [--chunks C1,C2,...] [--pattern P]
-//                                [--iters I] [--settle]
+//                                [--iters I] [--settle] [--trace]
 // (--chunks: only the random cases at N >= 512K, with these max_chunk_tokens; --pattern random or clustered: only
 // those cases; --iters: timed replays per variant, of which the median is printed: by default 7, 5 from 512K on;
-// with 3 there the medians put kAuto 3-5 ms behind KV-outer at 1M random, with 9 1.5 ms, H100; --settle: each
-// timed replay follows an untimed replay of the same variant. Without it, a variant's replay follows the previous
-// variant's, and at clustered 1M whichever variant follows the KV-outer replay ran ~13 ms slower, H100,
-// docs/performance.md)
+// with 3 there the medians put kAuto 3-5 ms behind KV-outer at 1M random, with 9 1.5 ms, H100.)
+// Replay order: the variants (0 k2q, 1 k2q + attention, 2 KV-outer, 3 kAuto, 4 kAuto's fronts, 5 kAuto without
+// its union kernel, 6 kAuto without KV-outer + combine, 7 union alone) run in rotating order, so each follows the
+// one before it. At N >= 512K the card runs at its power cap and its clock at a replay's start depends on the
+// replay before (docs/performance.md, "Power cap and replay order"): at clustered 1M kAuto after the KV-outer
+// replay ran ~13 ms slower than elsewhere (H100). --settle: each timed replay follows an untimed replay of the
+// same variant, as layer after layer would (H200: KV-outer random 1M 266-270 -> 283-285 ms, clustered kAuto
+// 1M 213.5-214.0 -> 203.6-203.8); --trace: every timed replay with the SM clock before and after it.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -222,8 +226,10 @@ int main(int argc, char** argv) {
       }
     }
   }
-  for (int i = 1; i < argc; ++i)
+  for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--settle") == 0) g_settle = true;
+    if (std::strcmp(argv[i], "--trace") == 0) msa_bench::trace_replays = true;
+  }
   if (!msa_bench::have_cuda_device("bench_prefill_attention")) return 1;
   std::printf("sparse prefill attention, CUDA path: k2q + KV-outer + combine (Hq 64, Hkv 4, k 16, bf16, chunks of "
               "%lld tokens)\n",

@@ -77,6 +77,31 @@ __global__ void random_selection(std::int32_t* topk, std::int64_t T, int heads, 
   row[k - 1] = local;
 }
 
+// The SM clock in MHz right now: one thread counts clock64 cycles over ~20 us of %globaltimer. The prefill
+// benchmarks run at the card's power cap (nvidia-smi: clock event reason "SW power cap"), where the clock moves
+// with what ran just before; graph_median_ms prints it around each replay with trace_replays set.
+__global__ void sm_clock_probe(unsigned* mhz) {
+  unsigned long long t0, t1;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  const long long c0 = clock64();
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t1));
+  } while (t1 - t0 < 20000);
+  *mhz = static_cast<unsigned>(static_cast<unsigned long long>(clock64() - c0) * 1000ull / (t1 - t0));
+}
+inline unsigned sm_clock_mhz(cudaStream_t stream) {
+  static unsigned* d = nullptr;
+  if (d == nullptr) CHECK_CUDA(cudaMalloc(&d, sizeof(unsigned)));
+  sm_clock_probe<<<1, 1, 0, stream>>>(d);
+  unsigned h = 0;
+  CHECK_CUDA(cudaMemcpyAsync(&h, d, sizeof(unsigned), cudaMemcpyDeviceToHost, stream));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  return h;
+}
+
+// graph_median_ms prints every timed replay (round, variant, ms, SM clock before and after) when set.
+inline bool trace_replays = false;
+
 // Median device time of one call of each variant: `reps` calls of each are captured in a CUDA graph on `stream`,
 // and the graphs are replayed in rotating order (A B, B A, ...) `iters` times each after a warm-up replay, between
 // CUDA events, so clock drift affects all alike. Replay keeps host-side argument checks and launch overheads out of
@@ -105,12 +130,16 @@ inline std::vector<double> graph_median_ms(const std::vector<std::function<void(
     for (int k = 0; k < n; ++k) {
       const int v = (i + k) % n;
       if (settle) CHECK_CUDA(cudaGraphLaunch(exec[static_cast<std::size_t>(v)], stream));
+      const unsigned mhz_before = trace_replays ? sm_clock_mhz(stream) : 0;
       CHECK_CUDA(cudaEventRecord(e0, stream));
       CHECK_CUDA(cudaGraphLaunch(exec[static_cast<std::size_t>(v)], stream));
       CHECK_CUDA(cudaEventRecord(e1, stream));
       CHECK_CUDA(cudaEventSynchronize(e1));
       float ms = 0;
       CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      if (trace_replays)
+        std::printf("replay round %d variant %d: %.3f ms, SM clock %u MHz before, %u after\n", i, v, ms / reps,
+                    mhz_before, sm_clock_mhz(stream));
       times[static_cast<std::size_t>(v)].push_back(ms / static_cast<float>(reps));
     }
   cudaEventDestroy(e0);
