@@ -241,8 +241,8 @@ kernels::K2qBuildOutputs chunk_k2q_outputs(const ChunkRun& r) {
 // caller's stream waits for kUnionJoin before run() returns.
 Status run_union(const ChunkRun& w, int phases, unsigned skip, bool beside) {
   kernels::UnionLaunch u = chunk_union_launch(w);
-  MSA_RETURN_IF_ERROR(kernels::launch_token_groups(u));
-  if (u.masked_topk != nullptr) MSA_RETURN_IF_ERROR(kernels::launch_union_mask(u));
+  // Under kAuto the mask launch forms the token groups too.
+  MSA_RETURN_IF_ERROR(u.masked_topk != nullptr ? kernels::launch_union_mask(u) : kernels::launch_token_groups(u));
   if (phases < 3 || (skip & kSkipUnionBack) != 0) return Status::Ok();
   MSA_RETURN_IF_ERROR(kernels::launch_union_list(u));
   if (beside) {

@@ -97,7 +97,9 @@ constexpr int kUnionBudgetAll = 1 << 20;
 // rows; it decides the tiles by the mask launch's tile_flags (or, without them, by the same rule).
 // Tiles of a launch (without reading cu_seqlens_q: each request wastes less than one): T / 8 + B.
 // launch_token_groups (token_groups.cu) fills tile_slots (when given) so that the queries sharing a warpgroup list
-// similar blocks; it goes before the other two launches, which read tile_slots.
+// similar blocks; it goes before the union launch, which reads tile_slots. launch_union_mask (token_groups.cu;
+// needs tile_flags and masked_topk) forms the same groups (when tile_slots is given) and decides on their tiles
+// in one launch, so it replaces launch_token_groups under kAuto.
 std::int64_t union_tiles(const UnionLaunch& args);
 Status launch_token_groups(const UnionLaunch& args);
 Status launch_union_mask(const UnionLaunch& args);

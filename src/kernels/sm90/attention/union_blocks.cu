@@ -17,9 +17,9 @@
 // products where each token needs 16. With clustered selections (tokens of a query block drawing from one pool)
 // |U_w| stays near the pool size; with random ones it approaches 4 x 15 + 1. KV-outer does no wasted products but
 // writes and re-reads 16 partials per (token, head). The measured crossover is in docs/attention.md; the per-tile
-// choice (PrefillSchedule::kAuto) is union_mask_kernel's, one warp per work item: it writes the decision to
-// tile_flags and takes the union tiles' rows out of the selection the KV-outer chain reads (kRowElsewhere);
-// union_list_kernel then turns the flags into the ordered list of the union items, so that the persistent kernel
+// choice (PrefillSchedule::kAuto) is made with the token groups (token_groups.cu, launch_union_mask): it writes the
+// decision to tile_flags and takes the union tiles' rows out of the selection the KV-outer chain reads
+// (kRowElsewhere); union_list_kernel then turns the flags into the ordered list of the union items, so that the persistent kernel
 // takes only those from its counter (on random selections almost none: walking and skipping all the items cost one
 // counter and one flag round trip each, ~4,000 per CTA at 1M tokens).
 //
@@ -116,9 +116,7 @@ __device__ __forceinline__ void pv_part(bool listed, float (&acc)[64], float sca
 // Builds the tile's union for KV head g into out.uni / out.mask4 with threads 0 .. 127 of the CTA holding one
 // (token, slot) entry each, synchronised by barrier `bar` over those 128 threads (all of them must call it).
 // First occurrences by a scan of the earlier entries, then ranks by counting the smaller first occurrences: no
-// sort. Returns |U| and, in u_wg, how many blocks of U each warpgroup's 4 tokens listed. Whether the tile takes
-// this schedule: the measured rule, sum of u_wg <= budget per warpgroup with tokens (the same inputs give the same
-// answer in both kernels).
+// sort. Returns |U| and, in u_wg, how many blocks of U each warpgroup's 4 tokens listed (takes_union's inputs).
 __device__ __forceinline__ int build_union(const UnionLaunch& a, const Tile& t, int g, int* ids, TileBuf& out,
                                            int bar, int (&u_wg)[2]) {
   const int tid = threadIdx.x, i = tid / kMaxK, s = tid % kMaxK;
@@ -146,65 +144,6 @@ __device__ __forceinline__ int build_union(const UnionLaunch& a, const Tile& t, 
   u_wg[0] = sm90::named_barrier_count(bar, kMaxIds, tid < nu && (tile_mask(out, tid) & 0x0F));
   u_wg[1] = sm90::named_barrier_count(bar, kMaxIds, tid < nu && (tile_mask(out, tid) & 0xF0));
   return nu;
-}
-
-__device__ __forceinline__ bool takes_union(const UnionLaunch& a, const Tile& t, const int (&u_wg)[2]) {
-  return u_wg[0] + u_wg[1] <= a.union_budget * ((t.ntok + 3) / 4);
-}
-
-// Distinct ids (>= 0; negative entries do not count) among the 64 entries a and b held by the 32 lanes of a warp:
-// an entry counts where it is the first of its value in the order a[0..31], b[0..31].
-__device__ __forceinline__ int warp_distinct(int a, int b) {
-  const unsigned lane = threadIdx.x % 32, below = (1u << lane) - 1u;
-  bool b_in_a = false;
-#pragma unroll
-  for (int j = 0; j < 32; ++j) b_in_a |= __shfl_sync(0xffffffffu, a, j) == b;
-  // Both matches by all 32 lanes (never under a condition: a lane left out of a full-mask match is undefined).
-  const unsigned same_a = __match_any_sync(0xffffffffu, a), same_b = __match_any_sync(0xffffffffu, b);
-  const bool fa = a >= 0 && (same_a & below) == 0;
-  const bool fb = b >= 0 && !b_in_a && (same_b & below) == 0;
-  return __popc(__ballot_sync(0xffffffffu, fa)) + __popc(__ballot_sync(0xffffffffu, fb));
-}
-
-// Before the KV-outer chain: one warp per (tile, KV head) copies the tile's topk rows into masked_topk ([Hkv, T, k]
-// contiguous); the rows of tiles that take the union schedule become (kRowElsewhere, -1, ...), so k2q lists nothing
-// for them and gives them split count -1, which the combine leaves alone: their out / LSE rows belong to
-// union_attention_kernel. It also writes the decision to tile_flags ([Hkv][tile], the work items of
-// union_attention_kernel). The rule needs only |U_w|, the number of distinct ids each warpgroup's 4 slots list
-// (build_union's u_wg, counted here without building U): lane l holds entries l and l + 32 of each half of the
-// tile, i.e. slots 4 w + l / 16 and 4 w + 2 + l / 16, list position l % 16. One warp instead of build_union's
-// 128-thread scans: at 1M tokens random, 512K work items.
-constexpr int kMaskWarps = 8;
-
-__global__ void __launch_bounds__(kMaskWarps * 32) union_mask_kernel(const UnionLaunch a) {
-  const int lane = static_cast<int>(threadIdx.x) % 32, g = static_cast<int>(blockIdx.y);
-  const int tile = static_cast<int>(blockIdx.x) * kMaskWarps + static_cast<int>(threadIdx.x) / 32;
-  pdl_wait();
-  const int tiles = static_cast<int>(tile_count(a));
-  if (tile >= tiles) return;  // uniform over the warp
-  int* flag = a.tile_flags + static_cast<std::int64_t>(g) * tiles + tile;
-  Tile t;
-  if (!find_tile(a, tile, &t)) {
-    if (lane == 0) *flag = 0;
-    return;
-  }
-  const int s = lane % kMaxK;
-  int raw[4], id[4];  // entry j: slot 2 j + lane / 16 (j = 0, 1: warpgroup 0; 2, 3: warpgroup 1)
-  std::int64_t tok[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int i = 2 * j + lane / kMaxK;
-    const bool in = i < t.ntok && s < a.k;
-    tok[j] = in ? t.q0 + slot_query(a, t, g, i) : -1;
-    raw[j] = in ? a.topk[g * a.topk_stride_h + tok[j] * a.topk_stride_t + s * a.topk_stride_s] : -1;
-    id[j] = raw[j] >= 0 ? raw[j] : -1;
-  }
-  const int u_wg[2] = {warp_distinct(id[0], id[1]), warp_distinct(id[2], id[3])};
-  const bool drop = takes_union(a, t, u_wg);
-  if (lane == 0) *flag = drop;
-#pragma unroll
-  for (int j = 0; j < 4; ++j)
-    if (tok[j] >= 0) a.masked_topk[(g * a.total_q + tok[j]) * a.k + s] = drop ? (s == 0 ? kRowElsewhere : -1) : raw[j];
 }
 
 // Under kAuto, between the mask launch and the persistent kernel: one CTA turns tile_flags (0 / 1 per item, [Hkv]
@@ -317,7 +256,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       int u_wg[2];
       const int nu = build_union(a, tl, g, hd.ids, tb, 2, u_wg);
-      if (a.tile_flags == nullptr && !takes_union(a, tl, u_wg)) continue;  // without a mask launch: the rule here
+      if (a.tile_flags == nullptr && !takes_union(a, tl.ntok, u_wg[0], u_wg[1])) continue;  // without a mask launch: the rule here
       if (tid == 0) {
         tb.nu = nu;
         tb.b = tl.b;
@@ -506,16 +445,6 @@ Status check_union_launch(const UnionLaunch& a) {
 }
 
 }  // namespace
-
-Status launch_union_mask(const UnionLaunch& a) {
-  MSA_RETURN_IF_ERROR(check_union_launch(a));
-  if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
-  const auto blocks = static_cast<unsigned>((union_tiles(a) + kMaskWarps - 1) / kMaskWarps);
-  cudaError_t e = launch_pdl(union_mask_kernel, dim3(blocks, static_cast<unsigned>(a.num_kv_heads)), dim3(kMaskWarps * 32),
-                             0, static_cast<cudaStream_t>(a.stream), a);
-  if (e == cudaSuccess) e = cudaGetLastError();
-  return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("union-of-blocks mask: ") + cudaGetErrorString(e));
-}
 
 Status launch_union_list(const UnionLaunch& a) {
   MSA_RETURN_IF_ERROR(check_union_launch(a));

@@ -46,6 +46,13 @@ __device__ __forceinline__ bool find_tile(const UnionLaunch& a, int tile, Tile* 
   return false;
 }
 
+// kAuto's rule for a tile of ntok slots whose two warpgroups list u0 and u1 distinct blocks: the union schedule
+// when together they compute at most union_budget blocks per warpgroup with tokens (the same inputs give the same
+// answer in the mask launch and in the union kernel).
+__device__ __forceinline__ bool takes_union(const UnionLaunch& a, int ntok, int u0, int u1) {
+  return u0 + u1 <= a.union_budget * ((ntok + 3) / 4);
+}
+
 // The query (request-relative) in slot i of tile t for KV head g.
 __device__ __forceinline__ int slot_query(const UnionLaunch& a, const Tile& t, int g, int i) {
   if (a.tile_slots == nullptr) return t.i0 + i;
