@@ -66,14 +66,14 @@ static inline void read_tu(Store* s) { cudaMemcpyFromSymbol(s, g_store, sizeof *
   stamps::start(type); \
   stamps::EndGuard stamp_guard_{type}
 '''
-TYPES = ["groups", "mask", "list", "union", "k2q first", "k2q last", "kv_outer", "combine"]
+# Type 0 is the token groups launch, which under kAuto also makes the union mask (one launch); type 1 is unused.
+TYPES = ["groups+mask", "-", "list", "union", "k2q first", "k2q last", "kv_outer", "combine"]
 # source: (translation unit name, [(anchor, stamp inserted after it)]). STAMP: start and end; STAMP_START: start
 # only (kernels with many CTAs per launch, where an atomic per CTA on one address would cost time).
 SOURCES = {
     "src/kernels/sm90/attention/token_groups.cu": ("groups", [
         ("  pdl_wait();  // topk comes from the selection\n", "  STAMP(0);\n")]),
     "src/kernels/sm90/attention/union_blocks.cu": ("union", [
-        ("  pdl_wait();\n  const int tiles = static_cast<int>(tile_count(a));\n", "  STAMP(1);\n"),
         ("  pdl_wait();  // the mask launch's flags\n", "  STAMP(2);\n"),
         ("  pdl_wait();  // the selection and the caches come from earlier kernels of the run\n", "  STAMP(3);\n")]),
     "src/kernels/k2q/k2q.cu": ("k2q", [
