@@ -41,7 +41,6 @@ namespace kernels {
 namespace {
 
 constexpr int kThreads = kGroupTokens;  // one thread per query of the group
-constexpr int kHeadsPerKv = 16;         // G of the union schedule
 constexpr int kMaxIds = 64;             // distinct ids a group may list and still be grouped (one 64-bit mask)
 constexpr int kTable = 256;             // open-addressing table of the ids; never more than 64 + 128 entries used
 
@@ -208,10 +207,7 @@ __global__ void __launch_bounds__(kThreads) token_groups_kernel(const UnionLaunc
 }
 
 Status launch_groups(const UnionLaunch& a, bool mask, const char* what) {
-  if (a.num_kv_heads < 1 || a.num_q_heads != kHeadsPerKv * a.num_kv_heads)
-    return Status::NotImplemented(std::string(what) + ": Hq / Hkv must be 16 in this version");
-  if (a.k < 1 || a.k > kMaxK)
-    return Status::NotImplemented(std::string(what) + ": k must be in [1, 16], got " + std::to_string(a.k));
+  MSA_RETURN_IF_ERROR(check_union_shapes(a, what));
   if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
   const dim3 grid(static_cast<unsigned>(group_count(a)), static_cast<unsigned>(a.num_kv_heads));
   cudaError_t e = mask ? launch_pdl(token_groups_kernel<true>, grid, dim3(kThreads), 0, static_cast<cudaStream_t>(a.stream), a)

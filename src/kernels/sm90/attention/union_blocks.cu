@@ -40,7 +40,6 @@
 #include "kernels/common/fast_math.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/common/warp_scan.cuh"
-#include "kernels/k2q/launch.h"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
 #include "kernels/sm90/attention/tile_softmax.cuh"
@@ -51,7 +50,7 @@ namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kG = 16;
+constexpr int kG = kUnionGroup;
 constexpr int kMaxIds = kTileTokens * kMaxK;  // 128 listed ids per tile at most
 constexpr int kHalf = 128 * 128;              // bytes of a 64-dim half of a 128-key K or V block
 constexpr int kQHalf = 64 * 128;              // bytes of a 64-dim half of a warpgroup's 64-row Q tile
@@ -434,20 +433,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 std::int64_t union_tiles(const UnionLaunch& a) { return tile_count(a); }
 
-namespace {
-
-Status check_union_launch(const UnionLaunch& a) {
-  if (a.num_kv_heads < 1 || a.num_q_heads != kG * a.num_kv_heads)
-    return Status::NotImplemented("union-of-blocks attention: Hq / Hkv must be 16 in this version");
-  if (a.k < 1 || a.k > kMaxK)
-    return Status::NotImplemented("union-of-blocks attention: k must be in [1, 16], got " + std::to_string(a.k));
-  return Status::Ok();
-}
-
-}  // namespace
-
 Status launch_union_list(const UnionLaunch& a) {
-  MSA_RETURN_IF_ERROR(check_union_launch(a));
+  MSA_RETURN_IF_ERROR(check_union_shapes(a, "union-of-blocks attention"));
   if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
   if (a.tile_flags != nullptr && a.work_counter == nullptr)
     return Status::InvalidArgument("union-of-blocks attention: tile_flags need a work_counter");
@@ -465,7 +452,7 @@ Status launch_union_list(const UnionLaunch& a) {
 }
 
 Status launch_union_kernel(const UnionLaunch& a) {
-  MSA_RETURN_IF_ERROR(check_union_launch(a));
+  MSA_RETURN_IF_ERROR(check_union_shapes(a, "union-of-blocks attention"));
   if (a.total_q == 0 || a.num_requests == 0) return Status::Ok();
   if (a.reserve_sms < 0) return Status::InvalidArgument("reserve_sms: must be >= 0, got " + std::to_string(a.reserve_sms));
   if (a.max_ctas < 0) return Status::InvalidArgument("max_ctas: must be >= 0, got " + std::to_string(a.max_ctas));

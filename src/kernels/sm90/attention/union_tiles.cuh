@@ -11,6 +11,7 @@
 #define MSA_KERNELS_SM90_ATTENTION_UNION_TILES_CUH_
 
 #include <cstdint>
+#include <string>
 
 #include "kernels/sm90/attention/launch.h"
 
@@ -19,6 +20,16 @@ namespace kernels {
 
 constexpr int kTileTokens = 8, kGroupTokens = 128;
 constexpr int kMaxK = 16;  // widest selection the union schedule takes (a tile's 8 lists: at most 128 ids)
+constexpr int kUnionGroup = 16;  // G = Hq / Hkv of the union schedule (4 tokens x 16 heads per 64-row warpgroup)
+
+// The shapes every union launch (token groups, mask, list, kernel) takes; `what` names the launch in the message.
+inline Status check_union_shapes(const UnionLaunch& a, const char* what) {
+  if (a.num_kv_heads < 1 || a.num_q_heads != kUnionGroup * a.num_kv_heads)
+    return Status::NotImplemented(std::string(what) + ": Hq / Hkv must be 16 in this version");
+  if (a.k < 1 || a.k > kMaxK)
+    return Status::NotImplemented(std::string(what) + ": k must be in [1, 16], got " + std::to_string(a.k));
+  return Status::Ok();
+}
 
 __host__ __device__ __forceinline__ std::int64_t tile_count(const UnionLaunch& a) {
   return (a.total_q + kTileTokens - 1) / kTileTokens + a.num_requests;
