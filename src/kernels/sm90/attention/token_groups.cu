@@ -60,6 +60,13 @@ __device__ __forceinline__ int warp_distinct(int a, int b) {
   return __popc(__ballot_sync(0xffffffffu, fa)) + __popc(__ballot_sync(0xffffffffu, fb));
 }
 
+// Distinct ids (>= 0) among the 32 entries v held by the lanes of a warp: one match_any.
+__device__ __forceinline__ int warp_distinct32(int v) {
+  const unsigned below = (1u << (threadIdx.x % 32)) - 1u;
+  const unsigned same = __match_any_sync(0xffffffffu, v);
+  return __popc(__ballot_sync(0xffffffffu, v >= 0 && (same & below) == 0));
+}
+
 // One CTA per (group, KV head). kMask (kAuto's front, launch_union_mask): also the per-tile decision and the masked
 // selection, from the rows already in shared memory.
 template <bool kMask>
@@ -189,8 +196,14 @@ __global__ void __launch_bounds__(kThreads) token_groups_kernel(const UnionLaunc
         const int v = slot < ntok && s < k ? rows[order[j * kTileTokens + slot]][s] : -1;
         id[jj] = v >= 0 ? v : -1;
       }
-      const int u0 = warp_distinct(id[0], id[1]), u1 = warp_distinct(id[2], id[3]);
-      const bool drop = takes_union(a, ntok, u0, u1);
+      // Lower bounds first: a warpgroup's union holds at least the distinct ids of two of its slots (one match_any
+      // each). Where they already exceed the budget (random selections past the first blocks) the tile is
+      // KV-outer's and the exact count (64 shuffles per warpgroup: the kernel is bound by them at 1M random, ncu)
+      // is skipped; the decision is the rule's either way. Uniform over the warp.
+      const int lb0 = max(warp_distinct32(id[0]), warp_distinct32(id[1]));
+      const int lb1 = max(warp_distinct32(id[2]), warp_distinct32(id[3]));
+      const bool drop = takes_union(a, ntok, lb0, lb1) &&
+                        takes_union(a, ntok, warp_distinct(id[0], id[1]), warp_distinct(id[2], id[3]));
       if (lane == 0) {
         a.tile_flags[g * tiles + gr.tile0 + j] = drop;
         tile_drop[j] = drop;
