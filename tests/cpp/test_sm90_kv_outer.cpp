@@ -203,6 +203,24 @@ struct UnionInputs {
   kernels::UnionLaunch a{};
 };
 
+// One union-kernel run's output as it came back, after every row was held to the attention rule.
+struct UnionOutput {
+  std::vector<std::uint16_t> out;
+  std::vector<float> lse;
+};
+UnionOutput checked_output(Problem& p, const DeviceBuffer<std::uint16_t>& out, const DeviceBuffer<float>& lse) {
+  expect_device_attention_rule(p, out, lse);
+  UnionOutput r{std::vector<std::uint16_t>(p.out.size()), std::vector<float>(p.lse.size())};
+  out.download(&r.out);
+  lse.download(&r.lse);
+  return r;
+}
+// Two runs that must agree bit for bit; `what` names the difference between them.
+void expect_same_output(const UnionOutput (&r)[2], const char* what) {
+  EXPECT_EQ(std::memcmp(r[0].out.data(), r[1].out.data(), r[0].out.size() * 2), 0) << "out differs " << what;
+  EXPECT_EQ(std::memcmp(r[0].lse.data(), r[1].lse.data(), r[0].lse.size() * 4), 0) << "lse differs " << what;
+}
+
 // The union-of-blocks kernel writes the final output directly; every row is compared, LSE included. It runs twice:
 // on consecutive queries, then behind launch_token_groups, whose slots must equal the host's grouping; the grouped
 // output must equal the other bit for bit (a query's result does not depend on who shares its warpgroup).
@@ -213,8 +231,7 @@ void check_union_kernel(Problem p) {
   kernels::UnionLaunch& a = in.a;
   a.union_budget = kernels::kUnionBudgetAll;  // every tile (the kAuto rule: MaskAndListFollowTheRule)
   const std::int64_t tiles = kernels::union_tiles(a);
-  std::vector<std::uint16_t> outs[2];
-  std::vector<float> lses[2];
+  UnionOutput runs[2];
   for (int grouped = 0; grouped < 2; ++grouped) {
     SCOPED_TRACE(grouped ? "token groups" : "consecutive queries");
     DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
@@ -228,11 +245,7 @@ void check_union_kernel(Problem p) {
     st = kernels::launch_union_attention(a);
     ASSERT_TRUE(st.ok()) << st.to_string();
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    expect_device_attention_rule(p, out, lse);
-    outs[grouped].resize(p.out.size());
-    lses[grouped].resize(p.lse.size());
-    out.download(&outs[grouped]);
-    lse.download(&lses[grouped]);
+    runs[grouped] = checked_output(p, out, lse);
     if (grouped) {
       std::vector<std::uint8_t> got(static_cast<std::size_t>(Hkv * tiles * 8));
       slots.download(&got);
@@ -242,8 +255,7 @@ void check_union_kernel(Problem p) {
       EXPECT_EQ(differ, 0) << "of " << want.size() << " slots";
     }
   }
-  EXPECT_EQ(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 2), 0) << "out differs with token groups";
-  EXPECT_EQ(std::memcmp(lses[0].data(), lses[1].data(), lses[0].size() * 4), 0) << "lse differs with token groups";
+  expect_same_output(runs, "with token groups");
 }
 
 TEST(SM90_UnionKernel, VarlenBatchMatchesCpu) {
@@ -277,8 +289,7 @@ TEST(SM90_UnionKernel, LaunchesSharingTheCounterEqualOne) {
   kernels::UnionLaunch& a = in.a;
   a.union_budget = kernels::kUnionBudgetAll;
   const std::int64_t items = kernels::union_tiles(a) * p.spec.num_kv_heads;
-  std::vector<std::uint16_t> outs[2];
-  std::vector<float> lses[2];
+  UnionOutput runs[2];
   for (int shared = 0; shared < 2; ++shared) {
     SCOPED_TRACE(shared ? "two launches, one counter" : "one launch");
     DeviceBuffer<std::uint16_t> out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
@@ -312,14 +323,9 @@ TEST(SM90_UnionKernel, LaunchesSharingTheCounterEqualOne) {
       counter.download(&got);
       EXPECT_EQ(got[0], items + 8) << "the counter after both launches";
     }
-    expect_device_attention_rule(p, out, lse);
-    outs[shared].resize(p.out.size());
-    lses[shared].resize(p.lse.size());
-    out.download(&outs[shared]);
-    lse.download(&lses[shared]);
+    runs[shared] = checked_output(p, out, lse);
   }
-  EXPECT_EQ(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 2), 0) << "out differs between the launches";
-  EXPECT_EQ(std::memcmp(lses[0].data(), lses[1].data(), lses[0].size() * 4), 0) << "lse differs between the launches";
+  expect_same_output(runs, "between the launches");
   a.max_ctas = -1;
   EXPECT_EQ(kernels::launch_union_kernel(a).code(), StatusCode::kInvalidArgument);
 }

@@ -47,25 +47,25 @@ constexpr int kTable = 256;             // open-addressing table of the ids; nev
 
 __device__ __forceinline__ int table_home(int id) { return static_cast<int>((static_cast<unsigned>(id) * 2654435761u) >> 24); }
 
-// Distinct ids (>= 0; negative entries do not count) among the 64 entries a and b held by the 32 lanes of a warp:
-// an entry counts where it is the first of its value in the order a[0..31], b[0..31].
+// Whether v (>= 0) is the first of its value among the 32 entries v held by the lanes of a warp, in lane order.
+// Called by all 32 lanes (never under a condition: a lane left out of a full-mask match is undefined).
+__device__ __forceinline__ bool warp_first(int v) {
+  const unsigned below = (1u << (threadIdx.x % 32)) - 1u;
+  const unsigned same = __match_any_sync(0xffffffffu, v);  // before the test of v: every lane matches
+  return v >= 0 && (same & below) == 0;
+}
+
+// Distinct ids (>= 0; negative entries do not count) among the 32 entries v held by the lanes of a warp.
+__device__ __forceinline__ int warp_distinct32(int v) { return __popc(__ballot_sync(0xffffffffu, warp_first(v))); }
+
+// The same among the 64 entries a and b: an entry counts where it is the first of its value in the order
+// a[0..31], b[0..31].
 __device__ __forceinline__ int warp_distinct(int a, int b) {
-  const unsigned lane = threadIdx.x % 32, below = (1u << lane) - 1u;
   bool b_in_a = false;
 #pragma unroll
   for (int j = 0; j < 32; ++j) b_in_a |= __shfl_sync(0xffffffffu, a, j) == b;
-  // Both matches by all 32 lanes (never under a condition: a lane left out of a full-mask match is undefined).
-  const unsigned same_a = __match_any_sync(0xffffffffu, a), same_b = __match_any_sync(0xffffffffu, b);
-  const bool fa = a >= 0 && (same_a & below) == 0;
-  const bool fb = b >= 0 && !b_in_a && (same_b & below) == 0;
-  return __popc(__ballot_sync(0xffffffffu, fa)) + __popc(__ballot_sync(0xffffffffu, fb));
-}
-
-// Distinct ids (>= 0) among the 32 entries v held by the lanes of a warp: one match_any.
-__device__ __forceinline__ int warp_distinct32(int v) {
-  const unsigned below = (1u << (threadIdx.x % 32)) - 1u;
-  const unsigned same = __match_any_sync(0xffffffffu, v);
-  return __popc(__ballot_sync(0xffffffffu, v >= 0 && (same & below) == 0));
+  const bool fb = warp_first(b) && !b_in_a;  // warp_first first: every lane matches
+  return warp_distinct32(a) + __popc(__ballot_sync(0xffffffffu, fb));
 }
 
 // One CTA per (group, KV head). kMask (kAuto's front, launch_union_mask): also the per-tile decision and the masked
@@ -87,12 +87,8 @@ __global__ void __launch_bounds__(kThreads) token_groups_kernel(const UnionLaunc
   if (!find_group(a, static_cast<int>(blockIdx.x), &gr)) {  // uniform over the CTA
     // The last CTA never has a group (group_count's slack); under kMask it zeroes the flags of the tiles past
     // the real ones (tile_count's slack), which union_list_kernel reads too.
-    if (kMask && blockIdx.x + 1 == gridDim.x) {
-      std::int64_t real = 0;
-      for (int b = 0; b < a.num_requests; ++b)
-        real += (a.cu_seqlens_q[(b + 1) * a.cu_stride] - a.cu_seqlens_q[b * a.cu_stride] + kTileTokens - 1) / kTileTokens;
-      for (std::int64_t t = real + i; t < tiles; t += kThreads) a.tile_flags[g * tiles + t] = 0;
-    }
+    if (kMask && blockIdx.x + 1 == gridDim.x)
+      for (std::int64_t t = gr.tile0 + i; t < tiles; t += kThreads) a.tile_flags[g * tiles + t] = 0;
     return;
   }
   // The rows, coalesced (entry e of the group: query e / k, list position e % k).

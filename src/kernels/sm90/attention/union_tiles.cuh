@@ -70,7 +70,8 @@ __device__ __forceinline__ int slot_query(const UnionLaunch& a, const Tile& t, i
   return (t.i0 & ~(kGroupTokens - 1)) + a.tile_slots[(static_cast<std::int64_t>(g) * tile_count(a) + t.index) * kTileTokens + i];
 }
 
-// A group: slots [s0, s0 + n) of request b, whose first tile is number tile0.
+// A group: slots [s0, s0 + n) of request b, whose first tile is number tile0. Past the last group, find_group
+// returns false with tile0 = the launch's real tiles (those of its requests, without tile_count's slack).
 struct Group {
   int b, s0, n, q0, tile0;
 };
@@ -87,6 +88,7 @@ __device__ __forceinline__ bool find_group(const UnionLaunch& a, int group, Grou
     group -= groups;
     tile0 += (nq + kTileTokens - 1) / kTileTokens;
   }
+  gr->tile0 = tile0;
   return false;
 }
 
