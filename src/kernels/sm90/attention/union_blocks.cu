@@ -19,9 +19,9 @@
 // writes and re-reads 16 partials per (token, head). The measured crossover is in docs/attention.md; the per-tile
 // choice (PrefillSchedule::kAuto) is made with the token groups (token_groups.cu, launch_union_mask): it writes the
 // decision to tile_flags and takes the union tiles' rows out of the selection the KV-outer chain reads
-// (kRowElsewhere); union_list_kernel then turns the flags into the ordered list of the union items, so that the persistent kernel
-// takes only those from its counter (on random selections almost none: walking and skipping all the items cost one
-// counter and one flag round trip each, ~4,000 per CTA at 1M tokens).
+// (kRowElsewhere); union_list_kernel then turns the flags into the ordered list of the union items, so that the
+// persistent kernel takes only those from its counter (on random selections almost none: walking and skipping all
+// the items cost one counter and one flag round trip each, ~4,000 per CTA at 1M tokens).
 //
 // Invariants: G = 16, k <= 16; rows of tokens past the tile's count are computed on stale data and never written;
 // producer and consumers see the same sequence of union tiles and count ring positions alike;
