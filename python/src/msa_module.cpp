@@ -56,11 +56,27 @@ class Args {
     return t;
   }
 
-  // Any array as raw scratch memory: (pointer, bytes).
-  std::pair<void*, std::size_t> workspace(nb::handle obj) {
+  // Any contiguous array as raw scratch memory: (pointer, bytes). The core sees only a pointer, so the binding checks
+  // that the memory lies where the op runs: on the device of `like` (the call's first tensor, named like_name; when
+  // that one is missing, the core reports it).
+  std::pair<void*, std::size_t> workspace(nb::handle obj, const msa::Tensor& like, const char* like_name) {
     if (obj.is_none()) return {nullptr, 0};
     nb::ndarray<> nd;
     if (!nb::try_cast(obj, nd)) throw nb::type_error("workspace: expected an array");
+    const bool cuda = nd.device_type() == nb::device::cuda::value;
+    if (!cuda && nd.device_type() != nb::device::cpu::value)
+      throw nb::value_error("workspace: only CPU and CUDA arrays are supported");
+    if (like.present() && (cuda != like.device.is_cuda() || (cuda && nd.device_id() != like.device.index)))
+      throw nb::value_error((std::string("workspace: must be on the device of ") + like_name + " (" +
+                             device_name(like.device) + "), got " +
+                             device_name(cuda ? msa::Device::cuda(nd.device_id()) : msa::Device::cpu()))
+                                .c_str());
+    std::int64_t expect = 1;  // elements: the core addresses nbytes() from data(), so no gaps may lie in between
+    for (std::size_t d = nd.ndim(); nd.size() > 0 && d-- > 0;) {
+      if (nd.shape(d) != 1 && nd.stride(d) != expect)
+        throw nb::value_error("workspace: must be a contiguous array");
+      expect *= static_cast<std::int64_t>(nd.shape(d));
+    }
     views_.push_back(nd);
     return {nd.data(), nd.nbytes()};
   }
@@ -78,6 +94,10 @@ class Args {
     if (code == nb::dlpack::dtype_code::Float && dt.bits == 32) return msa::DType::kFP32;
     if (code == nb::dlpack::dtype_code::Int && dt.bits == 32) return msa::DType::kInt32;
     throw nb::type_error((std::string(name) + ": unsupported dtype (bf16, fp16, fp32 or int32)").c_str());
+  }
+
+  static std::string device_name(const msa::Device& d) {
+    return d.is_cuda() ? "cuda:" + std::to_string(d.index) : std::string("cpu");
   }
 
   std::vector<nb::ndarray<>> views_;
@@ -166,7 +186,7 @@ NB_MODULE(_msa, m) {
         Args a;
         const msa::IndexPrefillArgs p =
             prefill_args(a, index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk, stream);
-        const auto ws = a.workspace(workspace);
+        const auto ws = a.workspace(workspace, p.index_q, "index_q");
         check(msa::index_select_prefill(p, ws.first, ws.second));
       },
       "index_q"_a, "index_k_cache"_a, "page_table"_a, "cu_seqlens_q"_a, "seq_lens_k"_a, "topk"_a,
@@ -190,7 +210,7 @@ NB_MODULE(_msa, m) {
         Args a;
         const msa::IndexDecodeArgs d =
             decode_args(a, index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request, stream);
-        const auto ws = a.workspace(workspace);
+        const auto ws = a.workspace(workspace, d.index_q, "index_q");
         check(msa::index_select_decode(d, ws.first, ws.second));
       },
       "index_q"_a, "index_k_cache"_a, "page_table"_a, "seq_lens_k"_a, "topk"_a, "queries_per_request"_a,
@@ -244,7 +264,7 @@ NB_MODULE(_msa, m) {
             r.v_cache = a.tensor(v_cache, "v_cache", stream);
             r.out = a.tensor(out, "out", stream);
             r.lse = a.tensor(lse, "lse", stream);
-            const auto ws = a.workspace(workspace);
+            const auto ws = a.workspace(workspace, r.q, "q");
             check(self.run(r, ws.first, ws.second));
           },
           "q"_a, "k_cache"_a, "v_cache"_a, "out"_a, "lse"_a = nb::none(), "workspace"_a = nb::none(), "stream"_a = 0);
@@ -289,7 +309,7 @@ NB_MODULE(_msa, m) {
             r.out = a.tensor(out, "out", stream);
             r.lse = a.tensor(lse, "lse", stream);
             r.topk = a.tensor(topk, "topk", stream);
-            const auto ws = a.workspace(workspace);
+            const auto ws = a.workspace(workspace, r.q, "q");
             check(self.run(r, ws.first, ws.second));
           },
           "q"_a, "k_cache"_a, "v_cache"_a, "index_q"_a, "index_k_cache"_a, "out"_a, "lse"_a = nb::none(),
@@ -316,7 +336,7 @@ NB_MODULE(_msa, m) {
             r.out = a.tensor(out, "out", stream);
             r.lse = a.tensor(lse, "lse", stream);
             r.topk = a.tensor(topk, "topk", stream);
-            const auto ws = a.workspace(workspace);
+            const auto ws = a.workspace(workspace, r.q, "q");
             check(self.run(r, ws.first, ws.second));
           },
           "q"_a, "k_cache"_a, "v_cache"_a, "index_q"_a, "index_k_cache"_a, "page_table"_a, "seq_lens_k"_a, "out"_a,
@@ -341,7 +361,7 @@ NB_MODULE(_msa, m) {
             r.seq_lens_k = a.tensor(seq_lens_k, "seq_lens_k", stream);
             r.out = a.tensor(out, "out", stream);
             r.lse = a.tensor(lse, "lse", stream);
-            const auto ws = a.workspace(workspace);
+            const auto ws = a.workspace(workspace, r.q, "q");
             check(self.run(r, ws.first, ws.second));
           },
           "q"_a, "k_cache"_a, "v_cache"_a, "topk"_a, "page_table"_a, "seq_lens_k"_a, "out"_a, "lse"_a = nb::none(),

@@ -191,6 +191,12 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="seq_lens_k"):
         msa.index_select_prefill(msa.bf16(q), msa.bf16(cache), table, cu, np.array([-1], np.int32),
                                  np.zeros((4, 4, 16), np.int32))
+    # The core sees a workspace as (pointer, bytes): a strided view would let it write between the view's elements.
+    with pytest.raises(ValueError, match="workspace: must be a contiguous array"):
+        msa.index_select_prefill(msa.bf16(q), msa.bf16(cache), table, cu, seq, np.zeros((4, 4, 16), np.int32),
+                                 workspace=np.zeros((64, 2), np.uint8)[:, 0])
+    msa.index_select_prefill(msa.bf16(q), msa.bf16(cache), table, cu, seq, np.zeros((4, 4, 16), np.int32),
+                             workspace=np.zeros((64, 1), np.uint8)[:, 0])  # unit dims need no particular stride
 
 
 def test_layer_prefill_equals_selection_then_attention():

@@ -189,6 +189,23 @@ def test_cuda_sparse_attention_equals_cpu(hq, hkv):
 
 
 @cuda_sm90
+def test_workspace_on_another_device_raises():
+    """The core takes a workspace as a bare pointer; the binding rejects one that is not on the op's device."""
+    q, k_cache, v_cache, topk, table, _ = attention_inputs(2000, 1, Hq=64, Hkv=4, seed=5)
+    q, k_cache, v_cache, topk, table = (x.cuda() for x in (q, k_cache, v_cache, topk, table))
+    seq = torch.tensor([2000], dtype=torch.int32, device="cuda")
+    op = msa.SparseDecodeAttention()
+    op.plan(1, cuda_device=q.device.index)
+    out = torch.empty_like(q)
+    with pytest.raises(ValueError, match=r"workspace: must be on the device of q \(cuda:\d+\), got cpu"):
+        op.run(q, k_cache, v_cache, topk, table, seq, out, workspace=torch.empty(op.workspace_bytes(), dtype=torch.uint8))
+    workspace = torch.empty(op.workspace_bytes(), dtype=torch.uint8, device=q.device)
+    op.run(q, k_cache, v_cache, topk, table, seq, out, workspace=workspace)
+    want, _ = ops.sparse_decode_attention(q, k_cache, v_cache, topk, table, seq, 1)
+    assert torch.equal(out, want)
+
+
+@cuda_sm90
 def test_cuda_graph_capture_of_decode_attention():
     q, k_cache, v_cache, topk, table, _ = attention_inputs(2000, 1, Hq=64, Hkv=4, seed=4)
     q, k_cache, v_cache, topk, table = (x.cuda() for x in (q, k_cache, v_cache, topk, table))

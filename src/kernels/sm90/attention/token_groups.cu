@@ -188,8 +188,7 @@ __global__ void __launch_bounds__(kThreads) token_groups_kernel(const UnionLaunc
 #pragma unroll
       for (int jj = 0; jj < 4; ++jj) {
         const int slot = 2 * jj + lane / kMaxK;
-        const int v = slot < ntok && s < k ? rows[order[j * kTileTokens + slot]][s] : -1;
-        id[jj] = v >= 0 ? v : -1;
+        id[jj] = slot < ntok && s < k ? rows[order[j * kTileTokens + slot]][s] : -1;  // negatives: never first
       }
       // Lower bounds first: a warpgroup's union holds at least the distinct ids of two of its slots (one match_any
       // each). Where they already exceed the budget (random selections past the first blocks) the tile is
