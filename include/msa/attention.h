@@ -37,7 +37,8 @@ struct SparsePrefillPlanArgs {
   // split kernel of other head ratios keeps fp32 partials, about 516 bytes instead of 260).
   // Larger chunks reload less K / V at long contexts: a 1M-token prefill's main branch (k2q, attention, combine;
   // KV-outer schedule, random selections) took 309 / 305 / 304 ms with 16K / 32K / 64K-token chunks on an H100
-  // (docs/performance.md).
+  // (docs/performance.md). Under kKvOuter and kAuto a chunk holds fewer than 2^24 query tokens (k2q's 24-bit
+  // query indices; plan() returns InvalidArgument otherwise).
   std::int64_t max_chunk_tokens = 0;
   // CUDA with Hq / Hkv = 16: how each tile of 8 query tokens x 1 KV head is computed (docs/attention.md).
   //   kAuto     the union of blocks where the tile's selections overlap enough (a measured rule, decided on the

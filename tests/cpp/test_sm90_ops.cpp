@@ -137,6 +137,35 @@ TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
   EXPECT_NE(st.message().find("schedule: kUnion needs Hq / Hkv = 16"), std::string::npos) << st.message();
 }
 
+// k2q packs a query's chunk-local index into 24 bits, so the KV-outer schedules refuse chunks of 2^24 tokens at plan
+// time (plan() reads the batch metadata only: topk may describe more tokens than its buffer holds).
+TEST(SM90_SparsePrefillOp, KvOuterChunksBelow2To24Tokens) {
+  MSA_REQUIRE_SM90();
+  const std::int32_t T = 1 << 24;
+  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, T}), seq(std::vector<std::int32_t>{T});
+  DeviceBuffer<std::int32_t> table(std::vector<std::int32_t>(T / 128, 0)), topk(std::vector<std::int32_t>(16, -1));
+  SparsePrefillPlanArgs pa;
+  pa.topk = on_device(make_tensor(nullptr, DType::kInt32, {4, T, 16}), topk.ptr);
+  pa.cu_seqlens_q = on_device(make_tensor(nullptr, DType::kInt32, {2}), cu.ptr);
+  pa.seq_lens_k = on_device(make_tensor(nullptr, DType::kInt32, {1}), seq.ptr);
+  pa.page_table = on_device(make_tensor(nullptr, DType::kInt32, {1, T / 128}), table.ptr);
+  pa.max_chunk_tokens = T;
+  for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kAuto}) {
+    pa.schedule = schedule;
+    SparsePrefillAttention attn;
+    const Status st = attn.plan(pa);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+    EXPECT_NE(st.message().find("max_chunk_tokens: the KV-outer schedule takes chunks of fewer than 2^24"),
+              std::string::npos)
+        << st.message();
+  }
+  pa.max_chunk_tokens = T - 1;  // two chunks, the first of 2^24 - 1 tokens: accepted
+  pa.schedule = PrefillSchedule::kKvOuter;
+  SparsePrefillAttention attn;
+  const Status st = attn.plan(pa);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+}
+
 TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
   MSA_REQUIRE_SM90();
   check_prefill_op({129, 0, 40, 300}, {129, 500, 16385, 2600}, 16, 4);  // G = 4: query-outer split kernel
