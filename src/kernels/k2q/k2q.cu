@@ -275,7 +275,17 @@ std::int64_t k2q_item_capacity(const K2qBuildArgs& a) {
   return a.num_heads * (k2q_row_capacity(a) + (a.total_q * a.k + a.max_q_per_item - 1) / a.max_q_per_item);
 }
 
+static Status check_k2q_limits(const K2qBuildArgs& a) {
+  if (a.k < 1 || a.k > kMaxK) return Status::InvalidArgument("topk: k must be in [1, 16], got " + std::to_string(a.k));
+  if (a.max_q_per_item < 0) return Status::InvalidArgument("max_q_per_item: must be >= 0 (0: no schedule)");
+  const std::uint64_t keys = static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1);
+  if (keys >= (std::uint64_t{1} << 32) || a.num_heads * a.total_q * a.k >= (std::int64_t{1} << 31))
+    return Status::InvalidArgument("k2q: H * (B * max_blocks + 1) and H * T * k must stay below 2^32 and 2^31");
+  return Status::Ok();
+}
+
 Status k2q_workspace_bytes(const K2qBuildArgs& a, std::size_t* bytes) {
+  MSA_RETURN_IF_ERROR(check_k2q_limits(a));  // at plan time: run() then never meets them
   Layout l;
   MSA_RETURN_IF_ERROR(layout(a, &l));
   *bytes = l.total;
@@ -283,11 +293,7 @@ Status k2q_workspace_bytes(const K2qBuildArgs& a, std::size_t* bytes) {
 }
 
 Status launch_k2q_build(const K2qBuildArgs& a, const K2qBuildOutputs& o, void* workspace, std::size_t bytes) {
-  if (a.k < 1 || a.k > kMaxK) return Status::InvalidArgument("topk: k must be in [1, 16], got " + std::to_string(a.k));
-  if (a.max_q_per_item < 0) return Status::InvalidArgument("max_q_per_item: must be >= 0 (0: no schedule)");
-  const std::uint64_t keys = static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1);
-  if (keys >= (std::uint64_t{1} << 32) || a.num_heads * a.total_q * a.k >= (std::int64_t{1} << 31))
-    return Status::InvalidArgument("k2q: H * (B * max_blocks + 1) and H * T * k must stay below 2^32 and 2^31");
+  MSA_RETURN_IF_ERROR(check_k2q_limits(a));
   Layout l;
   MSA_RETURN_IF_ERROR(layout(a, &l));
   if (bytes < l.total || workspace == nullptr)
