@@ -390,10 +390,6 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
   for (const PrefillChunk& c : p->chunks) {
     p->max_chunk_q = std::max(p->max_chunk_q, c.num_q);
   }
-  // k2q packs a query's chunk-local index into 24 bits (qsplit_indices: q_local | split slot << 24).
-  if (p->kv_outer_chain && p->max_chunk_q >= (std::int64_t{1} << 24))
-    return Status::InvalidArgument("max_chunk_tokens: the KV-outer schedule takes chunks of fewer than 2^24 query "
-                                   "tokens, got chunks of " + std::to_string(p->max_chunk_q));
   MSA_RETURN_IF_ERROR(p->meta.upload(meta.data(), meta.size() * 4, a.topk.device.index));
 
   // Workspace: the largest chunk's k2q lists (KV-outer only) and partials.
@@ -410,7 +406,7 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     for (const PrefillChunk& c : p->chunks) {
       const kernels::K2qBuildArgs ka = chunk_k2q_args(*p, a.topk, c, nullptr);
       std::size_t bytes = 0;
-      MSA_RETURN_IF_ERROR(kernels::k2q_workspace_bytes(ka, &bytes));
+      MSA_RETURN_IF_ERROR(kernels::k2q_workspace_bytes(ka, &bytes));  // also k2q's size limits (chunks < 2^24)
       r_cap = std::max(r_cap, kernels::k2q_row_capacity(ka));
       i_cap = std::max(i_cap, kernels::k2q_item_capacity(ka));
       scratch = std::max(scratch, bytes);

@@ -13,8 +13,9 @@
 // exclusive scan, one thread per item (binary search for its row), then a stable radix sort on (head, max_q - q_count)
 // (items were generated in (head, row, q_begin) order, so ties keep it), as reference::build_k2q_schedule.
 //
-// Invariants: k <= 16; rows are a function of seq_lens_k only; a selected id at or past the request's block count
-// (a broken topk contract) is treated as padding, never read out of bounds.
+// Invariants: k <= 16; T < 2^24 (24-bit query indices, checked with the other size limits); rows are a function of
+// seq_lens_k only; a selected id at or past the request's block count (a broken topk contract) is treated as padding,
+// never read out of bounds.
 #include <cuda_runtime.h>
 
 #include <cub/device/device_radix_sort.cuh>
@@ -281,6 +282,9 @@ static Status check_k2q_limits(const K2qBuildArgs& a) {
   const std::uint64_t keys = static_cast<std::uint64_t>(a.num_heads) * (k2q_row_capacity(a) + 1);
   if (keys >= (std::uint64_t{1} << 32) || a.num_heads * a.total_q * a.k >= (std::int64_t{1} << 31))
     return Status::InvalidArgument("k2q: H * (B * max_blocks + 1) and H * T * k must stay below 2^32 and 2^31");
+  if (a.total_q >= (std::int64_t{1} << 24))  // qsplit_indices: q_local | split slot << 24
+    return Status::InvalidArgument("max_chunk_tokens: the KV-outer schedule takes chunks of fewer than 2^24 query "
+                                   "tokens (k2q's 24-bit query indices), got a chunk of " + std::to_string(a.total_q));
   return Status::Ok();
 }
 
