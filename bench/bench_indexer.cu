@@ -2,11 +2,14 @@
 //
 // Prefill: one causal sequence of N tokens, M3 shapes (H_idx 4, D 128, k 16), index TFLOP/s with
 // FLOPs = H_idx * D * N^2. Decode: B requests x N context x Q queries, index-K bytes read per second.
-// Inputs are uniform random bf16 made on the device; pages are scattered by a fixed permutation. Each case is timed
+// Inputs are uniform random bf16 (or, in the "fp8" cases, e4m3) made on the device; pages are scattered by a fixed
+// permutation. fp8 prefill is held against twice the measured bf16 GEMM ceiling (Hopper's fp8 tensor-core rate is
+// twice its bf16 rate; not measured here), fp8 decode against its halved index-K bytes. Each case is timed
 // by replaying a captured CUDA graph (median of the replays). The top-k share is 1 - t(scores only) / t(full), where the
 // scores-only run (an internal benchmark mode) scores and reduces every block but ranks none. `--json FILE` writes
 // the results.
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -21,12 +24,12 @@
 
 namespace {
 
-__global__ void fill_uniform(__nv_bfloat16* p, std::size_t n, unsigned seed) {
+// Uniform values in [-1, 1) as T (__nv_bfloat16 or __nv_fp8_e4m3, both built from a float).
+template <class T>
+__global__ void fill_uniform(T* p, std::size_t n, unsigned seed) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
-    p[i] = __float2bfloat16(static_cast<float>(msa_bench::hash32(static_cast<unsigned>(i), seed) & 0xffffff) /
-                                8388608.0f -
-                            1.0f);
+    p[i] = T(static_cast<float>(msa_bench::hash32(static_cast<unsigned>(i), seed) & 0xffffff) / 8388608.0f - 1.0f);
 }
 
 struct Result {
@@ -35,20 +38,26 @@ struct Result {
 };
 
 // B requests of L tokens with Q queries each (Q = L: a full prefill).
-Result run_case(const std::string& name, int B, long long L, int Q, int reps, int iters, bool prefill) {
-  const int H = 4, k = 16;
+Result run_case(const std::string& name, int B, long long L, int Q, int reps, int iters, bool prefill, bool fp8) {
+  const int H = 4, k = 16, eb = fp8 ? 1 : 2;  // eb: bytes per index element
   const long long pages_per = (L + 127) / 128, pages = pages_per * B;
   const long long T = static_cast<long long>(B) * Q;
-  __nv_bfloat16 *iq, *ik;
+  void *iq, *ik;
   int *pt, *cu, *seq, *topk;
-  CHECK_CUDA(cudaMalloc(&iq, T * H * 128 * 2));
-  CHECK_CUDA(cudaMalloc(&ik, pages * 128 * 128 * 2));
+  CHECK_CUDA(cudaMalloc(&iq, T * H * 128 * eb));
+  CHECK_CUDA(cudaMalloc(&ik, pages * 128 * 128 * eb));
   CHECK_CUDA(cudaMalloc(&pt, B * pages_per * 4));
   CHECK_CUDA(cudaMalloc(&cu, (B + 1) * 4));
   CHECK_CUDA(cudaMalloc(&seq, B * 4));
   CHECK_CUDA(cudaMalloc(&topk, H * T * k * 4));
-  fill_uniform<<<1024, 256>>>(iq, static_cast<std::size_t>(T * H * 128), 1u);
-  fill_uniform<<<1024, 256>>>(ik, static_cast<std::size_t>(pages * 128 * 128), 2u);
+  const auto nq = static_cast<std::size_t>(T * H * 128), nk = static_cast<std::size_t>(pages * 128 * 128);
+  if (fp8) {
+    fill_uniform<<<1024, 256>>>(static_cast<__nv_fp8_e4m3*>(iq), nq, 1u);
+    fill_uniform<<<1024, 256>>>(static_cast<__nv_fp8_e4m3*>(ik), nk, 2u);
+  } else {
+    fill_uniform<<<1024, 256>>>(static_cast<__nv_bfloat16*>(iq), nq, 1u);
+    fill_uniform<<<1024, 256>>>(static_cast<__nv_bfloat16*>(ik), nk, 2u);
+  }
   std::vector<int> h_pt(B * pages_per), h_cu(B + 1), h_seq(B, static_cast<int>(L));
   for (long long i = 0; i < B * pages_per; ++i) h_pt[i] = static_cast<int>((i * 7919) % pages);  // scattered
   for (int b = 0; b <= B; ++b) h_cu[b] = b * Q;
@@ -60,8 +69,9 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
   CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const msa::Device dev = msa::Device::cuda(0, stream);
   msa::IndexPrefillArgs pa;
-  pa.index_q = msa::make_tensor(iq, msa::DType::kBF16, {T, H, 128}, dev);
-  pa.index_k_cache = msa::make_tensor(ik, msa::DType::kBF16, {pages, 128, 128}, dev);
+  const msa::DType dt = fp8 ? msa::DType::kFP8E4M3 : msa::DType::kBF16;
+  pa.index_q = msa::make_tensor(iq, dt, {T, H, 128}, dev);
+  pa.index_k_cache = msa::make_tensor(ik, dt, {pages, 128, 128}, dev);
   pa.page_table = msa::make_tensor(pt, msa::DType::kInt32, {B, pages_per}, dev);
   pa.cu_seqlens_q = msa::make_tensor(cu, msa::DType::kInt32, {B + 1}, dev);
   pa.seq_lens_k = msa::make_tensor(seq, msa::DType::kInt32, {B}, dev);
@@ -101,9 +111,9 @@ Result run_case(const std::string& name, int B, long long L, int Q, int reps, in
   if (prefill) {
     const double flops = static_cast<double>(H) * 128.0 * static_cast<double>(L) * static_cast<double>(L);
     r.tflops = flops / (ms * 1e-3) / 1e12;
-    r.floor_ratio = ms / (flops / 736e12 * 1e3);
+    r.floor_ratio = ms / (flops / (fp8 ? 2 * 736e12 : 736e12) * 1e3);
   } else {
-    const double bytes = static_cast<double>(B) * static_cast<double>(L) * 128 * 2;
+    const double bytes = static_cast<double>(B) * static_cast<double>(L) * 128 * eb;
     r.tbps = bytes / (ms * 1e-3) / 1e12;
     r.floor_ratio = ms / (bytes / 2.99e12 * 1e3);
   }
@@ -131,10 +141,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_indexer: no sm_90 GPU\n");
     return 1;
   }
-  std::printf("index selection (H_idx 4, D 128, k 16, bf16)\n");
+  std::printf("index selection (H_idx 4, D 128, k 16, bf16; fp8 cases: e4m3 index_q and index-K)\n");
   std::vector<Result> rs;
   auto add = [&](const char* name, int B, long long L, int Q, int reps, int iters, bool prefill) {
-    if (std::strstr(name, filter) != nullptr) rs.push_back(run_case(name, B, L, Q, reps, iters, prefill));
+    if (std::strstr(name, filter) != nullptr)
+      rs.push_back(run_case(name, B, L, Q, reps, iters, prefill, std::strncmp(name, "fp8 ", 4) == 0));
   };
   add("prefill N=32K", 1, 32768, 32768, 4, 11, true);
   add("prefill N=128K", 1, 131072, 131072, 1, 11, true);
@@ -144,6 +155,10 @@ int main(int argc, char** argv) {
   }
   add("decode 1 x 1M x 1", 1, 1048576, 1, 10, 21, false);
   add("decode 8 x 128K x 8", 8, 131072, 8, 10, 21, false);
+  add("fp8 prefill N=128K", 1, 131072, 131072, 1, 11, true);
+  if (!quick) add("fp8 prefill N=1M", 1, 1048576, 1048576, 1, 5, true);
+  add("fp8 decode 1 x 1M x 1", 1, 1048576, 1, 10, 21, false);
+  add("fp8 decode 8 x 128K x 8", 8, 131072, 8, 10, 21, false);
   if (json) {
     FILE* f = std::fopen(json, "w");
     std::fprintf(f, "[\n");

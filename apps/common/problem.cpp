@@ -81,10 +81,24 @@ Tensor Problem::v_cache_t() {
   return make_tensor(v_cache.data(), DType::kBF16, {num_pages, spec.num_kv_heads, kPageSize, kHeadDim});
 }
 Tensor Problem::index_q_t() {
+  if (!index_q8.empty()) return make_tensor(index_q8.data(), DType::kFP8E4M3, {total_q, spec.num_kv_heads, kHeadDim});
   return make_tensor(index_q.data(), DType::kBF16, {total_q, spec.num_kv_heads, kHeadDim});
 }
 Tensor Problem::index_k_cache_t() {
+  if (!index_k_cache8.empty()) return make_tensor(index_k_cache8.data(), DType::kFP8E4M3, {num_pages, kPageSize, kHeadDim});
   return make_tensor(index_k_cache.data(), DType::kBF16, {num_pages, kPageSize, kHeadDim});
+}
+
+void Problem::use_fp8_index() {
+  auto round = [](std::vector<std::uint16_t>& bf16, std::vector<std::uint8_t>* fp8) {
+    fp8->resize(std::max<std::size_t>(bf16.size(), 1), 0);  // never empty: an empty problem stays fp8 too
+    for (std::size_t i = 0; i < bf16.size(); ++i) {
+      (*fp8)[i] = ref::float_to_fp8_e4m3(from_bf16(bf16[i]));
+      bf16[i] = to_bf16(ref::fp8_e4m3_to_float((*fp8)[i]));
+    }
+  };
+  round(index_q, &index_q8);
+  round(index_k_cache, &index_k_cache8);
 }
 Tensor Problem::page_table_t() {
   return make_tensor(page_table.data(), DType::kInt32, {num_requests(), max_pages});

@@ -31,6 +31,9 @@ struct Problem {
   ProblemSpec spec;
   std::int64_t total_q = 0, num_pages = 0, max_pages = 0;
   std::vector<std::uint16_t> q, k_cache, v_cache, index_q, index_k_cache;  // bf16 bit patterns
+  // fp8 e4m3 copies of index_q and index_k_cache, filled by use_fp8_index(); while they are non-empty,
+  // index_q_t() and index_k_cache_t() describe them instead of the bf16 ones.
+  std::vector<std::uint8_t> index_q8, index_k_cache8;
   std::vector<std::int32_t> page_table, cu_seqlens_q, seq_lens_k, topk;
   std::vector<std::uint16_t> out;  // [T, Hq, 128] bf16
   std::vector<float> lse;          // [T, Hq]
@@ -53,6 +56,9 @@ struct Problem {
   Tensor lse_t();
   // Index-selection arguments over the whole problem, writing into topk.
   IndexPrefillArgs index_prefill_args();
+  // Rounds index_q and index_k_cache to fp8 e4m3 and keeps both copies (the bf16 ones then hold the same values,
+  // exactly); the index descriptors become fp8. Call it again after editing the bf16 copies.
+  void use_fp8_index();
 };
 
 Problem make_problem(const ProblemSpec& spec);

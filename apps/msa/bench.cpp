@@ -5,7 +5,8 @@
 // attention → combine). Every phase is timed by replaying a CUDA graph of it (the layer's launch sequence cut after
 // that phase; differences give per-phase times), and the whole layer by replaying a graph of MsaPrefill::run /
 // MsaDecode::run. Inputs are synthetic (a tiled pool of random bf16 values, --values; the selection is whatever the
-// index branch picks on them; pages strided, shuffled or ordered, --pages). Floors: FLOPs at the card's bf16 GEMM
+// index branch picks on them; pages strided, shuffled or ordered, --pages; index_q and the index-K cache in bf16 or
+// fp8 e4m3, --index-dtype). Floors: FLOPs at the card's bf16 GEMM
 // ceiling (736 TFLOP/s measured on our H100) and bytes at its copy ceiling (2.99 TB/s), both from
 // docs/performance.md.
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include "api/attention_cuda.h"
+#include "reference/numeric.h"
 #endif
 
 namespace msa {
@@ -68,6 +70,18 @@ void fill_bf16(void* dst, std::size_t n, std::uint64_t seed, bool distinct) {
   for (std::size_t at = 0; at < n; at += pool.size()) {
     const std::size_t len = std::min(pool.size(), n - at);
     cudaMemcpy(static_cast<std::uint16_t*>(dst) + at, pool.data(), len * 2, cudaMemcpyHostToDevice);
+  }
+}
+
+// The same for e4m3 values (index tensors under --index-dtype fp8): the pool of N(0, 1) values rounded to e4m3.
+void fill_fp8(void* dst, std::size_t n, std::uint64_t seed, bool distinct) {
+  std::vector<std::uint8_t> pool((std::size_t{1} << 22) + (distinct ? 1021 : 0));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  for (auto& v : pool) v = ref::float_to_fp8_e4m3(d(rng));
+  for (std::size_t at = 0; at < n; at += pool.size()) {
+    const std::size_t len = std::min(pool.size(), n - at);
+    cudaMemcpy(static_cast<std::uint8_t*>(dst) + at, pool.data(), len, cudaMemcpyHostToDevice);
   }
 }
 
@@ -135,13 +149,15 @@ int run_bench(Options& opts) {
   const int iters = static_cast<int>(opts.get_int("iters", mode == "decode" ? 20 : (N >= (1 << 19) ? 3 : 7)));
   const std::string json = opts.get("json", "");
   const std::string values = opts.get("values", "tiled"), page_order = opts.get("pages", "strided");
+  const std::string index_dtype = opts.get("index-dtype", "bf16");
   for (const auto& kv : opts.values)
     if (kv.first != "mode" && kv.first != "tokens" && kv.first != "batch" && kv.first != "queries" &&
         kv.first != "heads" && kv.first != "kv-heads" && kv.first != "topk" && kv.first != "iters" && kv.first != "json" &&
-        kv.first != "values" && kv.first != "pages")
+        kv.first != "values" && kv.first != "pages" && kv.first != "index-dtype")
       opts.errors.push_back("unknown option --" + kv.first);
   if (mode != "prefill" && mode != "decode") opts.errors.push_back("--mode must be prefill or decode");
   if (values != "tiled" && values != "distinct") opts.errors.push_back("--values must be tiled or distinct");
+  if (index_dtype != "bf16" && index_dtype != "fp8") opts.errors.push_back("--index-dtype must be bf16 or fp8");
   if (page_order != "strided" && page_order != "shuffled" && page_order != "ordered")
     opts.errors.push_back("--pages must be strided, shuffled or ordered");
   if (N < 1 || B < 1 || Q < 1 || iters < 1) opts.errors.push_back("--tokens, --batch, --queries, --iters must be >= 1");
@@ -159,24 +175,27 @@ int run_bench(Options& opts) {
   const std::int64_t T = prefill ? N * B : static_cast<std::int64_t>(B) * Q;
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
-  std::printf("msa bench: %s, %d request(s) x %lld tokens%s, Hq %d, Hkv = H_idx %d, k %d, bf16, %s values, %s pages, "
-              "on %s\n", mode.c_str(), B, static_cast<long long>(N),
-              prefill ? "" : (" x " + std::to_string(Q) + " queries").c_str(), Hq, Hkv, k, values.c_str(),
-              page_order.c_str(), prop.name);
+  const bool fp8 = index_dtype == "fp8";
+  const DType idt = fp8 ? DType::kFP8E4M3 : DType::kBF16;
+  const int ib = fp8 ? 1 : 2;  // bytes per index element
+  std::printf("msa bench: %s, %d request(s) x %lld tokens%s, Hq %d, Hkv = H_idx %d, k %d, bf16 (index %s), %s values, "
+              "%s pages, on %s\n", mode.c_str(), B, static_cast<long long>(N),
+              prefill ? "" : (" x " + std::to_string(Q) + " queries").c_str(), Hq, Hkv, k, fp8 ? "fp8 e4m3" : "bf16",
+              values.c_str(), page_order.c_str(), prop.name);
 
   cudaStream_t stream;
   cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
   const Device dev = Device::cuda(0, stream);
   std::fprintf(stderr, "  allocating and filling inputs ...");
-  Buffer q(T * Hq * 128 * 2), iq(T * Hkv * 128 * 2), kc(pages * Hkv * 128 * 128 * 2), vc(pages * Hkv * 128 * 128 * 2),
-      ikc(pages * 128 * 128 * 2), out(T * Hq * 128 * 2), topk(static_cast<std::size_t>(Hkv) * T * k * 4),
+  Buffer q(T * Hq * 128 * 2), iq(T * Hkv * 128 * ib), kc(pages * Hkv * 128 * 128 * 2), vc(pages * Hkv * 128 * 128 * 2),
+      ikc(pages * 128 * 128 * ib), out(T * Hq * 128 * 2), topk(static_cast<std::size_t>(Hkv) * T * k * 4),
       meta(static_cast<std::size_t>(B) * (pages_per + 3) * 4 + 16);
   const bool distinct = values == "distinct";
   fill_bf16(q.ptr, static_cast<std::size_t>(T) * Hq * 128, 1, distinct);
-  fill_bf16(iq.ptr, static_cast<std::size_t>(T) * Hkv * 128, 2, distinct);
+  (fp8 ? fill_fp8 : fill_bf16)(iq.ptr, static_cast<std::size_t>(T) * Hkv * 128, 2, distinct);
   fill_bf16(kc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 3, distinct);
   fill_bf16(vc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 4, distinct);
-  fill_bf16(ikc.ptr, static_cast<std::size_t>(pages) * 128 * 128, 5, distinct);
+  (fp8 ? fill_fp8 : fill_bf16)(ikc.ptr, static_cast<std::size_t>(pages) * 128 * 128, 5, distinct);
   std::vector<std::int32_t> pt(static_cast<std::size_t>(pages)), cu(B + 1), seq(B, static_cast<std::int32_t>(N));
   // Logical block i of the batch sits at page (7919 i) mod pages (--pages strided), at a random permutation of the
   // pages (--pages shuffled, like scripts/dense_compare.py's caches), or at page i (--pages ordered: the caches as
@@ -190,10 +209,10 @@ int run_bench(Options& opts) {
   cudaMemcpy(m32 + pages, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice);
   cudaMemcpy(m32 + pages + B + 1, seq.data(), seq.size() * 4, cudaMemcpyHostToDevice);
   std::fprintf(stderr, " done\n");
-  const Tensor q_t = make_tensor(q.ptr, DType::kBF16, {T, Hq, 128}, dev), iq_t = make_tensor(iq.ptr, DType::kBF16, {T, Hkv, 128}, dev),
+  const Tensor q_t = make_tensor(q.ptr, DType::kBF16, {T, Hq, 128}, dev), iq_t = make_tensor(iq.ptr, idt, {T, Hkv, 128}, dev),
                kc_t = make_tensor(kc.ptr, DType::kBF16, {pages, Hkv, 128, 128}, dev),
                vc_t = make_tensor(vc.ptr, DType::kBF16, {pages, Hkv, 128, 128}, dev),
-               ikc_t = make_tensor(ikc.ptr, DType::kBF16, {pages, 128, 128}, dev),
+               ikc_t = make_tensor(ikc.ptr, idt, {pages, 128, 128}, dev),
                out_t = make_tensor(out.ptr, DType::kBF16, {T, Hq, 128}, dev),
                topk_t = make_tensor(topk.ptr, DType::kInt32, {Hkv, T, k}, dev),
                pt_t = make_tensor(m32, DType::kInt32, {B, pages_per}, dev),
@@ -248,8 +267,10 @@ int run_bench(Options& opts) {
       pairs_vis += t / 128 + 1 <= k ? t + 1 : (k - 1) * 128 + t % 128 + 1;
     }
     flops = B * (pairs_all * Hkv * 128 * 2 + pairs_vis * 4.0 * Hq * 128);
-    // Bytes: q and index q read, K, V and index K read once, out written.
-    bytes = static_cast<double>(T) * (Hq + Hkv) * 256 + (2.0 * Hkv + 1) * pages * 32768 + T * Hq * 256.0;
+    // Bytes: q and index q read, K, V and index K read once, out written. (FLOPs are floored at the bf16 rate, also
+    // under --index-dtype fp8, whose tensor cores are twice as fast.)
+    bytes = static_cast<double>(T) * (Hq * 256 + Hkv * 128 * ib) + (2.0 * Hkv * 32768 + 128 * 128 * ib) * pages +
+            T * Hq * 256.0;
   } else {
     MsaDecode layer;
     MsaDecodePlanArgs lp;
@@ -275,7 +296,8 @@ int run_bench(Options& opts) {
     total_ms = graph_ms(stream, [&] { check(layer.run(lr, lws.ptr, layer.workspace_bytes()), "MsaDecode::run"); }, 10, iters, "end to end");
     phases = {{"index selection", t_sel}, {"attention + combine", t_attn}};
     flops = static_cast<double>(T) * (N * Hkv * 256.0 + 16.0 * 128 * 4 * Hq * 128);
-    bytes = static_cast<double>(B) * N * 256 + static_cast<double>(T) * Hkv * std::min<std::int64_t>(k, pages_per) * 65536;
+    bytes = static_cast<double>(B) * N * 128 * ib +
+            static_cast<double>(T) * Hkv * std::min<std::int64_t>(k, pages_per) * 65536;
   }
   std::fprintf(stderr, "\r%60s\r", "");
   for (const Phase& p : phases) std::printf("  %-22s %12.4f ms\n", p.name.c_str(), p.ms);
@@ -291,8 +313,10 @@ int run_bench(Options& opts) {
       return 1;
     }
     std::fprintf(f, "{\"mode\": \"%s\", \"device\": \"%s\", \"batch\": %d, \"tokens\": %lld, \"queries\": %d, \"heads\": %d, "
-                    "\"kv_heads\": %d, \"topk\": %d, \"values\": \"%s\", \"pages\": \"%s\", \"phases_ms\": {",
-                 mode.c_str(), prop.name, B, static_cast<long long>(N), Q, Hq, Hkv, k, values.c_str(), page_order.c_str());
+                    "\"kv_heads\": %d, \"topk\": %d, \"values\": \"%s\", \"pages\": \"%s\", \"index_dtype\": \"%s\", "
+                    "\"phases_ms\": {",
+                 mode.c_str(), prop.name, B, static_cast<long long>(N), Q, Hq, Hkv, k, values.c_str(), page_order.c_str(),
+                 index_dtype.c_str());
     for (std::size_t i = 0; i < phases.size(); ++i)
       std::fprintf(f, "%s\"%s\": %.5f", i ? ", " : "", phases[i].name.c_str(), phases[i].ms);
     std::fprintf(f, "}, \"total_ms\": %.5f, \"flops\": %.6g, \"floor_bytes\": %.6g, \"floor_ms\": %.5f}\n", total_ms, flops,

@@ -76,6 +76,7 @@ void print_help() {
       "            --values V     tiled (default: a 2^22-value pool, repeating every 256 pages) | distinct\n"
       "            --pages P      strided (default: block i at page 7919 i mod pages) | shuffled (random permutation)\n"
       "                           | ordered (block i at page i)\n"
+      "            --index-dtype T  bf16 (default) | fp8 (index_q and the index-K cache in e4m3)\n"
       "            --json FILE    also write the results as JSON\n"
       "  check   self-check of the CPU implementation (selection contract, dense equivalence, combine, k2q CSR)\n"
       "  help    this text (also --help, -h)\n",

@@ -37,8 +37,8 @@ struct MsaPrefillRunArgs {
   Tensor q;              // [T, Hq, 128] bf16
   Tensor k_cache;        // [num_pages, Hkv, 128, 128] bf16
   Tensor v_cache;        // [num_pages, Hkv, 128, 128] bf16
-  Tensor index_q;        // [T, Hkv, 128] bf16
-  Tensor index_k_cache;  // [num_pages, 128, 128] bf16
+  Tensor index_q;        // [T, Hkv, 128] bf16 or fp8 e4m3 (msa/indexer.h)
+  Tensor index_k_cache;  // [num_pages, 128, 128], index_q's dtype
   Tensor out;            // [T, Hq, 128] bf16 output
   Tensor lse;            // [T, Hq] fp32 output; optional
   Tensor topk;           // [Hkv, T, k] int32 output; optional (else it lives in the workspace)
@@ -70,8 +70,8 @@ struct MsaDecodeRunArgs {
   Tensor q;              // [B * Q, Hq, 128] bf16
   Tensor k_cache;        // [num_pages, Hkv, 128, 128] bf16
   Tensor v_cache;        // [num_pages, Hkv, 128, 128] bf16
-  Tensor index_q;        // [B * Q, Hkv, 128] bf16
-  Tensor index_k_cache;  // [num_pages, 128, 128] bf16
+  Tensor index_q;        // [B * Q, Hkv, 128] bf16 or fp8 e4m3 (msa/indexer.h)
+  Tensor index_k_cache;  // [num_pages, 128, 128], index_q's dtype
   Tensor page_table;     // [B, max_pages] int32
   Tensor seq_lens_k;     // [B] int32, L_b >= Q
   Tensor out;            // [B * Q, Hq, 128] bf16 output

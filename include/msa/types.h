@@ -18,7 +18,7 @@ enum class DType : int {
   kFP16 = 1,
   kFP32 = 2,
   kInt32 = 3,
-  kFP8E4M3 = 4,  // reserved for fp8 index keys and caches; no operation accepts it yet
+  kFP8E4M3 = 4,  // OCP e4m3 ("e4m3fn", no scale): index_q and index_k_cache only, both of one dtype
 };
 
 inline std::size_t dtype_size(DType t) {

@@ -2,7 +2,9 @@
 
 Every tensor argument is any array that exports DLPack or the buffer protocol (NumPy, PyTorch, CuPy, JAX); it is
 passed to the C++ core as a pointer with its shape and strides, never copied. Outputs are written in place.
-NumPy has no bfloat16: pass ``bf16(array)`` for a uint16/int16 array holding bf16 bit patterns. A ``workspace`` is
+NumPy has no bfloat16: pass ``bf16(array)`` for a uint16/int16 array holding bf16 bit patterns, and ``fp8(array)`` for
+a uint8/int8 array holding fp8 e4m3 bit patterns (index_q and the index-K cache may be e4m3, both or neither). A
+``workspace`` is
 any contiguous array of at least ``workspace_bytes()`` bytes on the device of the op's tensors (else ValueError).
 
 CUDA work goes on ``stream`` (a ``cudaStream_t`` as an int). When it is None, the stream is the current one of the
@@ -16,6 +18,7 @@ __all__ = [
     "version",
     "sm90_device_available",
     "bf16",
+    "fp8",
     "index_select_prefill",
     "index_select_decode",
     "index_select_decode_workspace_size",
@@ -33,6 +36,21 @@ sm90_device_available = _msa.sm90_device_available
 def bf16(array):
     """Marks a 16-bit integer array as bf16 bit patterns (for NumPy, which has no bfloat16 dtype)."""
     return (array, "bf16")
+
+
+def fp8(array):
+    """Marks an 8-bit integer array as fp8 e4m3 bit patterns (OCP "e4m3fn": index_q and index_k_cache only)."""
+    return (array, "fp8_e4m3")
+
+
+def _index_arg(x):
+    """A torch.float8_e4m3fn tensor as its bits, fp8(x.view(torch.uint8)), since not every torch version exports
+    fp8 through DLPack; anything else unchanged."""
+    if type(x).__module__.startswith("torch") and str(getattr(x, "dtype", "")) == "torch.float8_e4m3fn":
+        import torch
+
+        return fp8(x.view(torch.uint8))
+    return x
 
 
 def _unwrap(x):
@@ -61,21 +79,21 @@ def _stream(stream, *arrays):
 def index_select_prefill(index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk, workspace=None,
                          stream=None):
     """Top-k block selection for a varlen batch of query chunks; writes topk [H_idx, T, k] int32 in place."""
-    _msa.index_select_prefill(index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk, workspace,
-                              _stream(stream, index_q, topk))
+    _msa.index_select_prefill(_index_arg(index_q), _index_arg(index_k_cache), page_table, cu_seqlens_q, seq_lens_k,
+                              topk, workspace, _stream(stream, index_q, topk))
 
 
 def index_select_decode_workspace_size(index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request):
     """Bytes of scratch memory index_select_decode needs for these shapes (0 on the CPU)."""
-    return _msa.index_select_decode_workspace_size(index_q, index_k_cache, page_table, seq_lens_k, topk,
-                                                   queries_per_request)
+    return _msa.index_select_decode_workspace_size(_index_arg(index_q), _index_arg(index_k_cache), page_table,
+                                                   seq_lens_k, topk, queries_per_request)
 
 
 def index_select_decode(index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request, workspace=None,
                         stream=None):
     """Top-k block selection for B requests with queries_per_request (1..16) query tokens each."""
-    _msa.index_select_decode(index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request, workspace,
-                             _stream(stream, index_q, topk))
+    _msa.index_select_decode(_index_arg(index_q), _index_arg(index_k_cache), page_table, seq_lens_k, topk,
+                             queries_per_request, workspace, _stream(stream, index_q, topk))
 
 
 def combine(partial_out, partial_lse, split_counts, out, lse=None, stream=None):
@@ -140,7 +158,8 @@ class MsaPrefill:
 
     def run(self, q, k_cache, v_cache, index_q, index_k_cache, out, lse=None, topk=None, workspace=None,
             stream=None):
-        self._op.run(q, k_cache, v_cache, index_q, index_k_cache, out, lse, topk, workspace, _stream(stream, q, out))
+        self._op.run(q, k_cache, v_cache, _index_arg(index_q), _index_arg(index_k_cache), out, lse, topk, workspace,
+                     _stream(stream, q, out))
 
 
 class MsaDecode:
@@ -158,5 +177,5 @@ class MsaDecode:
 
     def run(self, q, k_cache, v_cache, index_q, index_k_cache, page_table, seq_lens_k, out, lse=None, topk=None,
             workspace=None, stream=None):
-        self._op.run(q, k_cache, v_cache, index_q, index_k_cache, page_table, seq_lens_k, out, lse, topk, workspace,
-                     _stream(stream, q, out))
+        self._op.run(q, k_cache, v_cache, _index_arg(index_q), _index_arg(index_k_cache), page_table, seq_lens_k, out,
+                     lse, topk, workspace, _stream(stream, q, out))

@@ -10,13 +10,14 @@ Ops (``torch.ops.msa.*``):
   sparse_decode_attention(q, k_cache, v_cache, topk, page_table, seq_lens_k, queries_per_request, sm_scale=0.)
       -> (out, lse)
 Shapes and dtypes follow the C++ API (include/msa/*.h); every op runs on the current CUDA stream for CUDA tensors.
+index_q and index_k_cache may both be torch.float8_e4m3fn (passed to the core as e4m3 bits).
 The prefill attention op plans on the host (it reads the batch metadata, so it synchronises); the decode op plans
 from shapes only and can be captured in a CUDA graph.
 """
 
 import torch
 
-from . import _msa
+from . import _index_arg, _msa
 
 __all__ = []  # use torch.ops.msa.*
 
@@ -33,8 +34,8 @@ def _check(cond, msg):
 @torch.library.custom_op("msa::index_select_prefill_out", mutates_args=("topk",))
 def index_select_prefill_out(index_q: torch.Tensor, index_k_cache: torch.Tensor, page_table: torch.Tensor,
                              cu_seqlens_q: torch.Tensor, seq_lens_k: torch.Tensor, topk: torch.Tensor) -> None:
-    _msa.index_select_prefill(index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk, None,
-                              _stream(index_q))
+    _msa.index_select_prefill(_index_arg(index_q), _index_arg(index_k_cache), page_table, cu_seqlens_q, seq_lens_k,
+                              topk, None, _stream(topk))
 
 
 @index_select_prefill_out.register_fake
@@ -46,8 +47,8 @@ def _(index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk):
 def index_select_prefill(index_q: torch.Tensor, index_k_cache: torch.Tensor, page_table: torch.Tensor,
                          cu_seqlens_q: torch.Tensor, seq_lens_k: torch.Tensor, k: int = 16) -> torch.Tensor:
     topk = torch.empty((index_q.shape[1], index_q.shape[0], k), dtype=torch.int32, device=index_q.device)
-    _msa.index_select_prefill(index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, topk, None,
-                              _stream(index_q))
+    _msa.index_select_prefill(_index_arg(index_q), _index_arg(index_k_cache), page_table, cu_seqlens_q, seq_lens_k,
+                              topk, None, _stream(topk))
     return topk
 
 
@@ -60,11 +61,12 @@ def _(index_q, index_k_cache, page_table, cu_seqlens_q, seq_lens_k, k=16):
 def index_select_decode(index_q: torch.Tensor, index_k_cache: torch.Tensor, page_table: torch.Tensor,
                         seq_lens_k: torch.Tensor, queries_per_request: int, k: int = 16) -> torch.Tensor:
     topk = torch.empty((index_q.shape[1], index_q.shape[0], k), dtype=torch.int32, device=index_q.device)
+    index_q, index_k_cache = _index_arg(index_q), _index_arg(index_k_cache)
     nbytes = _msa.index_select_decode_workspace_size(index_q, index_k_cache, page_table, seq_lens_k, topk,
                                                      queries_per_request)
-    workspace = torch.empty((max(nbytes, 1),), dtype=torch.uint8, device=index_q.device) if nbytes else None
+    workspace = torch.empty((max(nbytes, 1),), dtype=torch.uint8, device=topk.device) if nbytes else None
     _msa.index_select_decode(index_q, index_k_cache, page_table, seq_lens_k, topk, queries_per_request, workspace,
-                             _stream(index_q))
+                             _stream(topk))
     return topk
 
 

@@ -20,18 +20,20 @@ namespace {
 // Holds the DLPack views of one call's arguments, so every pointer stays valid until the op returns.
 class Args {
  public:
-  // A tensor argument: None → absent; a (array, "bf16") pair marks a 2-byte integer array as bf16 bit patterns
-  // (NumPy has no bfloat16); anything else must export DLPack or the buffer protocol.
+  // A tensor argument: None → absent; a (array, "bf16") pair marks a 2-byte integer array as bf16 bit patterns,
+  // (array, "fp8_e4m3") a 1-byte integer array as e4m3 bit patterns (NumPy has neither type); anything else must
+  // export DLPack or the buffer protocol.
   msa::Tensor tensor(nb::handle obj, const char* name, std::uintptr_t stream) {
     if (obj.is_none()) return msa::Tensor{};
-    bool bf16_bits = false;
+    std::string bits;  // "", "bf16" or "fp8_e4m3"
     nb::handle array = obj;
     if (nb::isinstance<nb::tuple>(obj)) {
       nb::tuple pair = nb::borrow<nb::tuple>(obj);
-      if (pair.size() != 2 || !nb::isinstance<nb::str>(pair[1]) || nb::cast<std::string>(pair[1]) != "bf16")
-        throw nb::type_error((std::string(name) + ": a tuple argument must be (array, \"bf16\")").c_str());
+      if (pair.size() == 2 && nb::isinstance<nb::str>(pair[1])) bits = nb::cast<std::string>(pair[1]);
+      if (bits != "bf16" && bits != "fp8_e4m3")
+        throw nb::type_error(
+            (std::string(name) + ": a tuple argument must be (array, \"bf16\") or (array, \"fp8_e4m3\")").c_str());
       array = pair[0];
-      bf16_bits = true;
     }
     nb::ndarray<> nd;
     if (!nb::try_cast(array, nd))
@@ -46,7 +48,7 @@ class Args {
       t.shape[d] = static_cast<std::int64_t>(nd.shape(static_cast<std::size_t>(d)));
       t.stride[d] = static_cast<std::int64_t>(nd.stride(static_cast<std::size_t>(d)));
     }
-    t.dtype = dtype_of(nd.dtype(), bf16_bits, name);
+    t.dtype = dtype_of(nd.dtype(), bits, name);
     if (nd.device_type() == nb::device::cpu::value)
       t.device = msa::Device::cpu();
     else if (nd.device_type() == nb::device::cuda::value)
@@ -82,18 +84,24 @@ class Args {
   }
 
  private:
-  static msa::DType dtype_of(nb::dlpack::dtype dt, bool bf16_bits, const char* name) {
+  static msa::DType dtype_of(nb::dlpack::dtype dt, const std::string& bits, const char* name) {
     const auto code = static_cast<nb::dlpack::dtype_code>(dt.code);
-    if (bf16_bits) {
-      if ((code == nb::dlpack::dtype_code::Int || code == nb::dlpack::dtype_code::UInt) && dt.bits == 16)
-        return msa::DType::kBF16;
+    const bool integer = code == nb::dlpack::dtype_code::Int || code == nb::dlpack::dtype_code::UInt;
+    if (bits == "bf16") {
+      if (integer && dt.bits == 16) return msa::DType::kBF16;
       throw nb::type_error((std::string(name) + ": bf16 bits must be a 16-bit integer array").c_str());
     }
+    if (bits == "fp8_e4m3") {
+      if (integer && dt.bits == 8) return msa::DType::kFP8E4M3;
+      throw nb::type_error((std::string(name) + ": fp8_e4m3 bits must be an 8-bit integer array").c_str());
+    }
+    // DLPack's kDLFloat8_e4m3fn (code 10), e.g. torch.float8_e4m3fn where the framework exports it.
+    if (static_cast<int>(dt.code) == 10 && dt.bits == 8) return msa::DType::kFP8E4M3;
     if (code == nb::dlpack::dtype_code::Bfloat && dt.bits == 16) return msa::DType::kBF16;
     if (code == nb::dlpack::dtype_code::Float && dt.bits == 16) return msa::DType::kFP16;
     if (code == nb::dlpack::dtype_code::Float && dt.bits == 32) return msa::DType::kFP32;
     if (code == nb::dlpack::dtype_code::Int && dt.bits == 32) return msa::DType::kInt32;
-    throw nb::type_error((std::string(name) + ": unsupported dtype (bf16, fp16, fp32 or int32)").c_str());
+    throw nb::type_error((std::string(name) + ": unsupported dtype (bf16, fp16, fp32, int32 or fp8_e4m3)").c_str());
   }
 
   static std::string device_name(const msa::Device& d) {

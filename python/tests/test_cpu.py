@@ -102,6 +102,45 @@ def test_index_select_decode_equals_prefill():
     assert (decode[:, :, 15] == np.array([(lengths[b] - Q + i) // BLOCK for b in range(2) for i in range(Q)])).all()
 
 
+def e4m3_values():
+    """The float value of every fp8 e4m3 code 0..255 (NaN for 0x7f and 0xff)."""
+    c = np.arange(256)
+    e, m = (c >> 3) & 15, c & 7
+    v = np.where(e == 0, m / 512.0, (8 + m) * 2.0 ** (e - 10))
+    v = np.where(c & 0x80, -v, v)
+    v[(c & 0x7F) == 0x7F] = np.nan
+    return v.astype(np.float32)
+
+
+def test_fp8_index_selects_as_its_bf16_values():
+    # Every e4m3 value is exact in bf16, and the CPU path sums either dtype in one order: fp8 index tensors select
+    # exactly what bf16 tensors holding the same values select.
+    rng = np.random.default_rng()
+    values = e4m3_values()
+    finite = np.flatnonzero(np.isfinite(values) & (np.abs(values) <= 8)).astype(np.uint8)
+    H, Q, lengths = 4, 2, [2600, 5000]
+    cache8, table = paged([rng.choice(finite, (L, D)) for L in lengths], rng)
+    q8 = rng.choice(finite, (len(lengths) * Q, H, D))
+    seq, cu, T = np.array(lengths, np.int32), np.array([0, Q, 2 * Q], np.int32), len(lengths) * Q
+
+    def select(qq, kk):
+        prefill, decode = np.zeros((H, T, 16), np.int32), np.zeros((H, T, 16), np.int32)
+        msa.index_select_prefill(qq, kk, table, cu, seq, prefill)
+        msa.index_select_decode(qq, kk, table, seq, decode, Q)
+        return prefill, decode
+
+    prefill8, decode8 = select(msa.fp8(q8), msa.fp8(cache8))
+    prefill16, decode16 = select(msa.bf16(to_bf16(values[q8])), msa.bf16(to_bf16(values[cache8])))
+    np.testing.assert_array_equal(prefill8, prefill16)
+    np.testing.assert_array_equal(decode8, decode16)
+    np.testing.assert_array_equal(prefill8, decode8)
+    topk = decode8
+    with pytest.raises(ValueError, match="index_k_cache: dtype must match index_q's"):
+        msa.index_select_decode(msa.fp8(q8), msa.bf16(to_bf16(values[cache8])), table, seq, topk, Q)
+    with pytest.raises(TypeError, match="fp8_e4m3 bits must be an 8-bit integer array"):
+        msa.index_select_decode(msa.fp8(to_bf16(values[q8])), msa.fp8(cache8), table, seq, topk, Q)
+
+
 def test_combine_matches_numpy():
     rng = np.random.default_rng()
     S, T, Hq, Hkv = 5, 6, 8, 2

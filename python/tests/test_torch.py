@@ -13,9 +13,11 @@ D, BLOCK = 128, 128
 ops = torch.ops.msa
 
 
-def planted(lengths, nq, heads=4, seed=0):
-    """Index inputs whose block scores are distinct planted values (so every correct selection is identical)."""
+def planted(lengths, nq, heads=4, seed=0, fp8=False):
+    """Index inputs whose block scores are distinct planted values (so every correct selection is identical). fp8:
+    float8_e4m3fn tensors whose planted values are distinct e4m3 values (at most 126 blocks per request)."""
     g = torch.Generator().manual_seed(seed)
+    e4m3 = torch.arange(1, 127, dtype=torch.uint8).view(torch.float8_e4m3fn).float()  # the positive finite values
     blocks = [(L + BLOCK - 1) // BLOCK for L in lengths]
     total = sum(blocks) + 1
     perm = torch.randperm(total, generator=g)
@@ -23,7 +25,7 @@ def planted(lengths, nq, heads=4, seed=0):
     table = torch.zeros(len(lengths), max(blocks), dtype=torch.int32)
     nxt = 0
     for b, n in enumerate(blocks):
-        values = (torch.randperm(n, generator=g).float() + 1) / 8
+        values = e4m3[torch.randperm(126, generator=g)[:n]] if fp8 else (torch.randperm(n, generator=g).float() + 1) / 8
         for j in range(n):
             table[b, j] = perm[nxt]
             cache[perm[nxt], :, 0] = values[j]
@@ -32,7 +34,8 @@ def planted(lengths, nq, heads=4, seed=0):
     q = torch.zeros(T, heads, D)
     q[:, :, 0] = 1
     cu = torch.tensor([0] + list(torch.tensor(nq).cumsum(0)), dtype=torch.int32)
-    return q.bfloat16(), cache.bfloat16(), table, cu, torch.tensor(lengths, dtype=torch.int32)
+    dtype = torch.float8_e4m3fn if fp8 else torch.bfloat16
+    return q.to(dtype), cache.to(dtype), table, cu, torch.tensor(lengths, dtype=torch.int32)
 
 
 def attention_inputs(L, T, Hq=8, Hkv=2, seed=0):
@@ -139,6 +142,22 @@ def test_cuda_selection_equals_cpu():
     gpu = ops.index_select_prefill(q.cuda(), cache.cuda(), table.cuda(), cu.cuda(), seq.cuda())
     assert torch.equal(gpu.cpu(), cpu)
     qd, cache_d, table_d, _, seq_d = planted([200000, 5000], [4, 4], seed=2)
+    cpu_d = ops.index_select_decode(qd, cache_d, table_d, seq_d, 4)
+    gpu_d = ops.index_select_decode(qd.cuda(), cache_d.cuda(), table_d.cuda(), seq_d.cuda(), 4)
+    assert torch.equal(gpu_d.cpu(), cpu_d)
+
+
+@cuda_sm90
+def test_cuda_fp8_selection_equals_cpu():
+    # One nonzero product per key: the fp8 tensor cores score the planted e4m3 values exactly.
+    q, cache, table, cu, seq = planted([15000, 700], [40, 700], fp8=True)
+    assert q.dtype == cache.dtype == torch.float8_e4m3fn
+    cpu = ops.index_select_prefill(q, cache, table, cu, seq)
+    gpu = ops.index_select_prefill(q.cuda(), cache.cuda(), table.cuda(), cu.cuda(), seq.cuda())
+    assert torch.equal(gpu.cpu(), cpu)
+    q16, cache16 = q.bfloat16(), cache.bfloat16()
+    assert torch.equal(ops.index_select_prefill(q16, cache16, table, cu, seq), cpu)
+    qd, cache_d, table_d, _, seq_d = planted([16000, 5000], [4, 4], seed=2, fp8=True)
     cpu_d = ops.index_select_decode(qd, cache_d, table_d, seq_d, 4)
     gpu_d = ops.index_select_decode(qd.cuda(), cache_d.cuda(), table_d.cuda(), seq_d.cuda(), 4)
     assert torch.equal(gpu_d.cpu(), cpu_d)

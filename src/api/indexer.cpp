@@ -20,6 +20,7 @@ kernels::IndexSelectLaunch make_launch(const Tensor& index_q, const Tensor& inde
                                        const Tensor& topk) {
   kernels::IndexSelectLaunch l{};
   l.index_q = index_q.data;
+  l.fp8 = index_q.dtype == DType::kFP8E4M3;  // validated: index_k_cache has the same dtype
   l.q_stride_t = index_q.stride[0];
   l.q_stride_h = index_q.stride[1];
   l.index_k = index_k_cache.data;

@@ -49,11 +49,17 @@ Status check_topk_tensor(const Tensor& topk, std::int64_t num_heads, std::int64_
 }
 
 Status check_index_tensors(const Tensor& index_q, const Tensor& index_k_cache) {
-  MSA_RETURN_IF_ERROR(check_tensor(index_q, "index_q", "[T, H_idx, 128]", 3, {DType::kBF16}));
+  MSA_RETURN_IF_ERROR(check_tensor(index_q, "index_q", "[T, H_idx, 128]", 3, {DType::kBF16, DType::kFP8E4M3}));
   MSA_RETURN_IF_ERROR(check_dim(index_q, "index_q", 2, kHeadDim, "the index head dim"));
   if (index_q.shape[1] < 1) return Status::InvalidArgument("index_q: needs at least one index head (H_idx >= 1)");
   MSA_RETURN_IF_ERROR(check_bulk_operand(index_q, "index_q"));
-  MSA_RETURN_IF_ERROR(check_tensor(index_k_cache, "index_k_cache", "[num_pages, 128, 128]", 3, {DType::kBF16}));
+  MSA_RETURN_IF_ERROR(
+      check_tensor(index_k_cache, "index_k_cache", "[num_pages, 128, 128]", 3, {DType::kBF16, DType::kFP8E4M3}));
+  // One dtype for both: the scores are products of index_q and index_k elements of the same kind (bf16 x bf16, or
+  // fp8 x fp8 on the fp8 tensor cores).
+  if (index_k_cache.dtype != index_q.dtype)
+    return Status::InvalidArgument(std::string("index_k_cache: dtype must match index_q's (") +
+                                   dtype_name(index_q.dtype) + "), got " + dtype_name(index_k_cache.dtype));
   MSA_RETURN_IF_ERROR(check_dim(index_k_cache, "index_k_cache", 1, kPageSize, "the page size"));
   MSA_RETURN_IF_ERROR(check_dim(index_k_cache, "index_k_cache", 2, kHeadDim, "the index head dim"));
   return check_bulk_operand(index_k_cache, "index_k_cache");

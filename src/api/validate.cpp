@@ -49,8 +49,8 @@ Status check_tensor(const Tensor& t, const char* name, const char* layout, int n
   }
   if (!dtype_ok) {
     if (t.dtype == DType::kFP8E4M3)
-      return Status::NotImplemented(std::string(name) + ": fp8_e4m3 is reserved and not supported yet (use " +
-                                    allowed + ")");
+      return Status::NotImplemented(std::string(name) + ": fp8_e4m3 is not supported for this tensor (only index_q "
+                                    "and index_k_cache take it; use " + allowed + ")");
     return invalid(name, "dtype must be " + allowed + ", got " + dtype_name(t.dtype));
   }
   for (int d = 0; d < ndim; ++d) {

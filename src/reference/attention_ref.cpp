@@ -31,6 +31,11 @@ void load_row(const Tensor& t, std::int64_t off, float* dst) {
       for (int d = 0; d < kHeadDim; ++d) dst[d] = fp16_to_float(p[d]);
       break;
     }
+    case DType::kFP8E4M3: {
+      const auto* p = static_cast<const std::uint8_t*>(t.data) + off;
+      for (int d = 0; d < kHeadDim; ++d) dst[d] = fp8_e4m3_to_float(p[d]);
+      break;
+    }
     default:
       std::memcpy(dst, static_cast<const float*>(t.data) + off, sizeof(float) * kHeadDim);
   }

@@ -1,6 +1,7 @@
-// numeric.h — host conversions between bf16/fp16 bit patterns and float, and a fixed-order dot product.
+// numeric.h — host conversions between bf16/fp16/fp8 (e4m3) bit patterns and float, and a fixed-order dot product.
 //
-// Conversions round to nearest even and keep NaN a NaN; the dot product sums 8 interleaved lanes and then the lanes
+// Conversions round to nearest even and keep NaN a NaN (fp8 e4m3 has no infinity: values beyond its range
+// saturate to +-448); the dot product sums 8 interleaved lanes and then the lanes
 // in a fixed order, so the result is the same on every machine and compiler that honours IEEE float.
 #pragma once
 
@@ -60,6 +61,40 @@ inline std::uint16_t float_to_fp16(float f) {
   v += 0xfffu + ((v >> 13) & 1u);  // round mantissa to 10 bits, nearest even
   const std::uint32_t exp = (v >> 23) - 112u;
   return static_cast<std::uint16_t>(sign | (exp << 10) | ((v >> 13) & 0x3ffu));
+}
+
+// OCP fp8 e4m3 ("e4m3fn"): 1 sign, 4 exponent (bias 7), 3 mantissa bits; exponent 15 with mantissa 7 is NaN, there
+// is no infinity; largest finite 448, smallest subnormal 2^-9. Every e4m3 value is exact in bf16 and in float.
+inline float fp8_e4m3_to_float(std::uint8_t h) {
+  const std::uint32_t exp = (h >> 3) & 0xfu, man = h & 0x7u;
+  float f;
+  if (exp == 0xfu && man == 0x7u) {
+    f = NAN;
+  } else if (exp == 0) {
+    f = std::ldexp(static_cast<float>(man), -9);  // zero or subnormal
+  } else {
+    f = std::ldexp(static_cast<float>(8 + man), static_cast<int>(exp) - 10);
+  }
+  return (h & 0x80u) ? -f : f;
+}
+
+// Round to nearest even; |f| beyond 448 (and +-inf) saturates to +-448; NaN stays NaN.
+inline std::uint8_t float_to_fp8_e4m3(float f) {
+  const std::uint8_t sign = std::signbit(f) ? 0x80u : 0x00u;
+  if (std::isnan(f)) return static_cast<std::uint8_t>(sign | 0x7fu);
+  const float a = std::fabs(f);
+  if (a >= 448.0f) return static_cast<std::uint8_t>(sign | 0x7eu);
+  if (a < 0.015625f) {  // subnormal range (below 2^-6): quantum 2^-9; 2^-6 itself rounds up into the normal range
+    const float q = std::nearbyint(a * 512.0f);
+    return static_cast<std::uint8_t>(sign | static_cast<std::uint8_t>(q));
+  }
+  int e = 0;
+  const float m = std::frexp(a, &e);                 // a = m * 2^e, m in [0.5, 1)
+  float q = std::nearbyint(m * 16.0f);               // 8 .. 16: the 1.xxx significand in eighths
+  if (q == 16.0f) { q = 8.0f; ++e; }
+  const int biased = e - 1 + 7;                      // a = (q / 8) * 2^(e - 1)
+  if (biased > 15 || (biased == 15 && q > 14.0f)) return static_cast<std::uint8_t>(sign | 0x7eu);
+  return static_cast<std::uint8_t>(sign | (biased << 3) | (static_cast<int>(q) - 8));
 }
 
 template <typename Acc>

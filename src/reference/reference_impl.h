@@ -14,7 +14,8 @@ namespace ref {
 
 using detail::BatchInfo;
 
-// Element loads and stores of one 128-wide row at element offset `off` (bf16, fp16 or fp32 tensors).
+// Element loads and stores of one 128-wide row at element offset `off` (bf16, fp16 or fp32 tensors; loads also
+// fp8 e4m3, the index tensors' other dtype).
 void load_row(const Tensor& t, std::int64_t off, float* dst);
 void store_row(const Tensor& t, std::int64_t off, const float* src);
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "kernels/decode/launch.h"
@@ -59,6 +60,16 @@ inline Tensor on_device(Tensor t, void* ptr, void* stream = nullptr) {
   return t;
 }
 
+// The bytes an index descriptor of a problem describes, in 16-bit words: the bf16 copy, or the fp8 copy when the
+// problem has one (Problem::use_fp8_index).
+inline std::vector<std::uint16_t> index_words(const std::vector<std::uint16_t>& bf16,
+                                              const std::vector<std::uint8_t>& fp8) {
+  if (fp8.empty()) return bf16;
+  std::vector<std::uint16_t> w((fp8.size() + 1) / 2, 0);
+  std::memcpy(w.data(), fp8.data(), fp8.size());
+  return w;
+}
+
 // Device copies of every tensor of a problem, with CUDA descriptors of the same shapes. Outputs (out, lse, topk)
 // start poisoned (NaN / 0x7eadbeef) so unwritten elements show.
 struct DeviceProblem {
@@ -66,7 +77,8 @@ struct DeviceProblem {
   DeviceBuffer<std::int32_t> page_table, cu_seqlens_q, seq_lens_k, topk, topk_out;
   DeviceBuffer<float> lse;
   explicit DeviceProblem(testing::Problem& p)
-      : q(p.q), k_cache(p.k_cache), v_cache(p.v_cache), index_q(p.index_q), index_k_cache(p.index_k_cache),
+      : q(p.q), k_cache(p.k_cache), v_cache(p.v_cache), index_q(index_words(p.index_q, p.index_q8)),
+        index_k_cache(index_words(p.index_k_cache, p.index_k_cache8)),
         out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1)), page_table(p.page_table), cu_seqlens_q(p.cu_seqlens_q),
         seq_lens_k(p.seq_lens_k), topk(p.topk), topk_out(std::vector<std::int32_t>(p.topk.size(), 0x7eadbeef)),
         lse(std::vector<float>(p.lse.size(), NAN)) {}

@@ -1,4 +1,5 @@
 // test_indexer.cpp — CPU index selection against the contract, with exact (fp64) scores as the judge.
+#include "reference/numeric.h"
 #include "test_util.h"
 
 namespace msa {
@@ -22,6 +23,59 @@ TEST(CPU_Indexer, ConstantScoresTieToSmallestIds) {
   for (int t = 0; t < 3; ++t)
     for (int g = 0; g < 2; ++g)
       for (int s = 0; s < 16; ++s) EXPECT_EQ(topk_at(p, g, t, s), s < 15 ? s : 4999 / 128);
+}
+
+TEST(CPU_Indexer, Fp8E4m3Conversions) {
+  for (int c = 0; c < 256; ++c) {  // every code decodes to a value that encodes back to it; NaN stays NaN
+    const auto code = static_cast<std::uint8_t>(c);
+    const float f = ref::fp8_e4m3_to_float(code);
+    if ((c & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(f)) << c;
+      EXPECT_EQ(ref::float_to_fp8_e4m3(f) & 0x7f, 0x7f) << c;
+      continue;
+    }
+    EXPECT_EQ(ref::float_to_fp8_e4m3(f), code) << c << " decodes to " << f;
+  }
+  EXPECT_EQ(ref::fp8_e4m3_to_float(0x38), 1.0f);
+  EXPECT_EQ(ref::fp8_e4m3_to_float(0x7e), 448.0f);
+  EXPECT_EQ(ref::fp8_e4m3_to_float(0x08), 0.015625f);     // smallest normal, 2^-6
+  EXPECT_EQ(ref::fp8_e4m3_to_float(0x81), -0.001953125f);  // smallest subnormal, -2^-9
+  EXPECT_EQ(ref::float_to_fp8_e4m3(1.0625f), 0x38);        // ties to the even significand
+  EXPECT_EQ(ref::float_to_fp8_e4m3(1.1875f), 0x3a);
+  EXPECT_EQ(ref::float_to_fp8_e4m3(0.0029296875f), 0x02);  // 1.5 * 2^-9: a subnormal tie, to even
+  EXPECT_EQ(ref::float_to_fp8_e4m3(0.0009765625f), 0x00);  // 0.5 * 2^-9
+  EXPECT_EQ(ref::float_to_fp8_e4m3(1000.0f), 0x7e);        // saturates
+  EXPECT_EQ(ref::float_to_fp8_e4m3(-INFINITY), 0xfe);
+}
+
+TEST(CPU_Indexer, Fp8IndexSelectsAsItsBf16Values) {
+  // Every e4m3 value is exact in bf16, and the CPU path converts either dtype to float and sums in one order: fp8
+  // index tensors select exactly what bf16 tensors holding the same values select (prefill and decode).
+  Problem p = testing::make_problem(spec({40, 129, 7, 0}, {16385, 4000, 2049, 300}));
+  p.use_fp8_index();
+  ASSERT_EQ(p.index_q_t().dtype, DType::kFP8E4M3);
+  ASSERT_EQ(p.index_k_cache_t().dtype, DType::kFP8E4M3);
+  ASSERT_TRUE(select(p).ok());
+  expect_selection_contract(p);
+  const std::vector<std::int32_t> fp8 = p.topk;
+  std::vector<std::uint8_t> q8, k8;
+  q8.swap(p.index_q8);
+  k8.swap(p.index_k_cache8);
+  ASSERT_TRUE(select(p).ok());
+  EXPECT_EQ(p.topk, fp8);
+
+  Problem d = testing::make_problem(spec({2, 2}, {9000, 700}));
+  d.use_fp8_index();
+  IndexDecodeArgs a{d.index_q_t(), d.index_k_cache_t(), d.page_table_t(), d.seq_lens_k_t(), 2, d.topk_t()};
+  ASSERT_TRUE(index_select_decode(a).ok());
+  const std::vector<std::int32_t> decode8 = d.topk;
+  expect_selection_contract(d);
+  d.index_q8.clear();
+  d.index_k_cache8.clear();
+  a.index_q = d.index_q_t();
+  a.index_k_cache = d.index_k_cache_t();
+  ASSERT_TRUE(index_select_decode(a).ok());
+  EXPECT_EQ(d.topk, decode8);
 }
 
 TEST(CPU_Indexer, RandomIrregularFullPrefills) {

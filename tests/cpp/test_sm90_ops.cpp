@@ -268,6 +268,8 @@ TEST(SM90_SparseDecodeOp, RampedKeysEveryPath) {
 template <typename Layer, typename RunArgs>
 std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, const DeviceMemory& ws, Problem& p,
                                                DeviceProblem& d, bool bf16_partials = false) {
+  // fp8 index tensors: the contract with the fp8 tolerance of test_sm90_indexer.cpp (reduced-precision sums).
+  const double selection_tol = p.index_q8.empty() ? 1e-3 : 1e-2;
   std::vector<std::uint16_t> out(p.out.size());
   const Status st = layer.run(ra, ws.ptr, layer.workspace_bytes());
   EXPECT_TRUE(st.ok()) << st.to_string();
@@ -277,17 +279,19 @@ std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, 
   d.out.download(&out);
   d.lse.download(&lse);
   d.topk_out.download(&p.topk);
-  expect_selection_contract(p);
+  expect_selection_contract(p, selection_tol);
   expect_attention_rule(p, out, lse, 0.0, bf16_partials);
   return out;
 }
 
-TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
-  MSA_REQUIRE_SM90();
+// MsaPrefill over a batch with history and an empty request: topk by the selection contract, out / LSE by the
+// error rule; then the same run without a topk output. fp8: e4m3 index tensors.
+void check_prefill_layer(bool fp8) {
   ProblemSpec s = spec({129, 0, 40, 300, 2049}, {129, 500, 16385, 2600, 2049}, 64, 4);
   s.seed = random_seed();
   SCOPED_TRACE(seed_note(s.seed));
   Problem p = testing::make_problem(s);
+  if (fp8) p.use_fp8_index();
   poison_cache_tails(p);
   DeviceProblem d(p);
   MsaPrefillPlanArgs pa;
@@ -323,6 +327,11 @@ TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
   EXPECT_EQ(out, again);
 }
 
+TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
+  MSA_REQUIRE_SM90();
+  check_prefill_layer(false);
+}
+
 // MsaDecode's run arguments over a problem's device copy (topk, out and LSE into the copy's buffers).
 MsaDecodeRunArgs decode_layer_args(Problem& p, DeviceProblem& d) {
   return {on_device(p.q_t(), d.q.ptr),
@@ -340,7 +349,7 @@ MsaDecodeRunArgs decode_layer_args(Problem& p, DeviceProblem& d) {
 // MsaDecode on requests of Q queries with context lengths L: its topk by the selection contract, out / LSE by the
 // error rule. `path` is the attention kernel the batch must take (decode_kernel_for); the layer runs it right behind
 // the selection, with q and the lengths read before the kernel's wait.
-void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path) {
+void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path, bool fp8 = false) {
   const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
   ASSERT_EQ(decode_path(T * 4, 16), path);
   const std::vector<std::int64_t> queries(L.size(), Q);
@@ -349,6 +358,7 @@ void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path) {
   SCOPED_TRACE(seed_note(s.seed));
   Problem p = testing::make_problem(s);
   ASSERT_EQ(p.total_q, T);
+  if (fp8) p.use_fp8_index();
   poison_cache_tails(p);
   DeviceProblem d(p);
   MsaDecodePlanArgs pa;
@@ -369,6 +379,14 @@ TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
   check_decode_layer(1, {1900}, DecodePath::kFusedCluster);  // 15 pages: one split, no merge, no handoff
   check_decode_layer(2, {70000, 2, 129, 2048, 5000, 300, 128, 40000, 9000, 16385, 7, 1000, 131072, 2, 600, 20000},
                      DecodePath::kRows);  // 128 rows
+}
+
+TEST(SM90_LayerOps, Fp8IndexPrefillAndDecode) {
+  MSA_REQUIRE_SM90();
+  check_prefill_layer(true);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  check_decode_layer(1, {300000}, DecodePath::kFusedCluster, true);  // split selection, merge, handoff
+  check_decode_layer(3, {70000, 3, 129, 2048}, DecodePath::kSplitCombine, true);
 }
 
 // One MsaDecode and one workspace for a sequence of runs whose selections differ (fresh inputs, a shorter request

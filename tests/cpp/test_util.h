@@ -258,8 +258,10 @@ inline void locate(const Problem& p, std::int64_t t, std::int64_t* b, std::int64
 }
 
 // Checks every row of p.topk: count, uniqueness, local last, -1 tail, n_vis <= k rows, and the score rule
-// (every selected history block scores >= the exact (k-1)-th best - 1e-3 * row range; never a -inf block).
-inline void expect_selection_contract(Problem& p) {
+// (every selected history block scores >= the exact (k-1)-th best - tol * row range; never a -inf block). worst,
+// when given, receives the lowest (score - (k-1)-th best) / range of any selected block (0 when none falls short).
+inline void expect_selection_contract(Problem& p, double tol = 1e-3, double* worst = nullptr) {
+  if (worst != nullptr) *worst = 0;
   const std::int64_t H = p.spec.num_kv_heads, k = p.spec.topk;
   for (std::int64_t t = 0; t < p.total_q; ++t) {
     std::int64_t b, i;
@@ -295,7 +297,9 @@ inline void expect_selection_contract(Problem& p) {
       for (std::int64_t s = 0; s + 1 < count; ++s) {
         ASSERT_GE(row[s], 0);
         ASSERT_LT(row[s], local);
-        ASSERT_GE(exact[static_cast<std::size_t>(row[s])], kth - 1e-3 * range) << "block " << row[s];
+        const double v = exact[static_cast<std::size_t>(row[s])];
+        if (worst != nullptr && range > 0) *worst = std::min(*worst, (v - kth) / range);
+        ASSERT_GE(v, kth - tol * range) << "block " << row[s];
       }
     }
   }

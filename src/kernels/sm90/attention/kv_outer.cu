@@ -304,11 +304,11 @@ Status launch_kv_outer_attention(const KvOuterLaunch& a) {
   MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, kG, &q_map, &k_map, &v_map));
   // Partial outputs [k, T, Hq, 128] as rows of (slot, token) x Hq heads x 128 dims; a box is one token's 16 heads.
   CUtensorMap o_map;
-  const sm90::Bf16Tensor3d o{a.partial_out,
+  const sm90::TmaTensor3d o{a.partial_out,
                              {128, static_cast<std::uint64_t>(a.num_q_heads), static_cast<std::uint64_t>(a.k * a.total_q)},
                              {128, static_cast<std::int64_t>(a.num_q_heads) * 128},
                              {64, kG, 1}};
-  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(o, "partial_out", &o_map));
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_sw128(o, "partial_out", &o_map));
   cudaError_t e = cudaFuncSetAttribute(kv_outer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e == cudaSuccess) {
     // One CTA per SM (the kernel holds an SM's shared memory); never more CTAs than items can exist.

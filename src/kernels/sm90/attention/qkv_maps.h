@@ -19,19 +19,19 @@ namespace sm90 {
 template <class L>
 Status encode_qkv_maps(const L& a, std::int64_t total_q, int group, CUtensorMap* q_map, CUtensorMap* k_map,
                        CUtensorMap* v_map) {
-  const Bf16Tensor3d q{a.q,
+  const TmaTensor3d q{a.q,
                        {128, static_cast<std::uint64_t>(a.num_q_heads), static_cast<std::uint64_t>(total_q)},
                        {a.q_stride_h, a.q_stride_t},
                        {64, static_cast<std::uint32_t>(group), 1}};
-  MSA_RETURN_IF_ERROR(encode_tma_bf16_sw128(q, "q", q_map));
-  const Bf16Tensor4d k{a.k_cache,
+  MSA_RETURN_IF_ERROR(encode_tma_sw128(q, "q", q_map));
+  const TmaTensor4d k{a.k_cache,
                        {128, 128, static_cast<std::uint64_t>(a.num_kv_heads), static_cast<std::uint64_t>(a.num_pages)},
                        {a.kv_stride_t, a.kv_stride_h, a.kv_stride_page},
                        {64, 128, 1, 1}};
-  Bf16Tensor4d v = k;
+  TmaTensor4d v = k;
   v.base = a.v_cache;
-  MSA_RETURN_IF_ERROR(encode_tma_bf16_sw128(k, "k_cache", k_map));
-  return encode_tma_bf16_sw128(v, "v_cache", v_map);
+  MSA_RETURN_IF_ERROR(encode_tma_sw128(k, "k_cache", k_map));
+  return encode_tma_sw128(v, "v_cache", v_map);
 }
 
 }  // namespace sm90

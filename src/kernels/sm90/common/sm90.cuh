@@ -215,6 +215,28 @@ __device__ __forceinline__ void wgmma_m64n128_k128_bf16(float (&d)[64], std::uin
   wgmma_commit();
 }
 
+// fp8: D[64 x 128] = A[64 x 128] * B[128 x 128]^T over all 128 dims, e4m3 in, fp32 out. A row of 128 e4m3 dims is
+// 128 bytes, one swizzle span, so each operand is a single 128-byte-swizzled K-major tile (descriptors a / b) and
+// a k-slice of 32 dims is 32 bytes: the same descriptor step as a bf16 slice of 16. fp8 wgmma takes only K-major
+// operands (no transpose immediates). The tensor cores add fp8 products at reduced precision, not in full fp32
+// (see docs/indexer.md, fp8 index keys). Fence, the 4 k-slices, one commit group.
+#define MSA_WGMMA_M64N128K32_E4M3_D                                                  \
+  "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "                          \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "         \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+__device__ __forceinline__ void wgmma_m64n128_k128_e4m3(float (&d)[64], std::uint64_t a, std::uint64_t b) {
+  wgmma_fence();
+  asm volatile(MSA_WGMMA_M64N128K32_E4M3_D "%64, %65, 0, 1, 1;\n" : MSA_WGMMA_ACC64("=f") : "l"(a), "l"(b));
+#pragma unroll
+  for (int kk = 1; kk < 4; ++kk)
+    asm volatile(MSA_WGMMA_M64N128K32_E4M3_D "%64, %65, 1, 1, 1;\n"
+                 : MSA_WGMMA_ACC64("+f")
+                 : "l"(wgmma_desc_advance(a, kk)), "l"(wgmma_desc_advance(b, kk)));
+  wgmma_commit();
+}
+
 // ---- N-major (transposed) B operands: a [K rows][N] tile stored as 64-column halves, 128-byte swizzled, e.g. V
 // [keys][dims] as TMA writes it. A swizzle atom is 8 K-rows x 64 N-columns (1024 bytes). The PTX ISA's canonical
 // MN-major 128B-swizzle layout ((T,8,m),(8,k)) : ((1,T,LBO),(8T,SBO)), T = 8 bf16, gives the fields: leading byte

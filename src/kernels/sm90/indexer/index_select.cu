@@ -4,8 +4,9 @@
 // One CTA owns one tile of 64 x C index rows (C consumer warpgroups) = (64 C / H) consecutive query tokens of one
 // request x H index heads, so each index-K page is loaded once for all heads. A producer warpgroup (one thread)
 // loads the Q tile once and then the tile's history blocks 0 .. l_max - 1 (l_max = local block of its last token)
-// into a ring of 32 KiB page buffers (TMA, 128-byte swizzle). Each consumer warpgroup multiplies its 64 rows by the
-// page's 128 keys with 8 x wgmma m64n128k16 (bf16 in, fp32 accumulate) and reduces each row's maximum in registers
+// into a ring of page buffers (TMA, 128-byte swizzle; 32 KiB in bf16, 16 KiB in fp8). Each consumer warpgroup
+// multiplies its 64 rows by the page's 128 keys with 8 x wgmma m64n128k16 (bf16 in) or 4 x m64n128k32 (fp8 e4m3
+// in; a row of 128 dims is then one swizzle span), fp32 out, and reduces each row's maximum in registers
 // (fmaxf ignores NaN, so a NaN score counts as -inf). A row's sorted top list lives in the registers of the quad
 // that holds the row; a block enters it only when it beats the list's last entry. Blocks arrive in ascending id
 // order and insertion needs a strictly greater score, so ties keep the smaller id. The local block is never
@@ -41,9 +42,12 @@ using namespace sel;  // NOLINT: the family's shared geometry, workspace layout 
 
 constexpr int kHalfRowBytes = 128;  // one 64-dim half of a bf16 row: the 128-byte swizzle span
 
-// Shared-memory plan of a CTA with C consumer warpgroups and S page stages (offsets from a 1024-aligned base).
-template <int C, int S, bool Pool>
+// Shared-memory plan of a CTA with C consumer warpgroups and S page stages (offsets from a 1024-aligned base); Fp8:
+// e4m3 index_q and index-K, whose 128-dim rows are one 128-byte swizzle span ("half") instead of two.
+template <int C, int S, bool Pool, bool Fp8>
 struct Plan {
+  static constexpr bool kFp8 = Fp8;
+  static constexpr int kHalves = Fp8 ? 1 : 2;  // 128-byte spans per 128-dim row
   static constexpr bool kPool = Pool;  // decode: stage words, and split launches take their last rounds from a pool
   static constexpr int kConsumers = C;
   static constexpr int kStages = S;
@@ -58,17 +62,20 @@ struct Plan {
   static constexpr int kConsumerRegs = C == 1 ? 216 : 232;
   static constexpr int kQHalfBytes = kRows * kHalfRowBytes;
   static constexpr int kPageHalfBytes = kKeys * kHalfRowBytes;
-  static constexpr int kPageBytes = 2 * kPageHalfBytes;
-  static constexpr int kPagesOff = 2 * kQHalfBytes;
+  static constexpr int kPageBytes = kHalves * kPageHalfBytes;
+  static constexpr int kPagesOff = kHalves * kQHalfBytes;
   static constexpr int kListOff = kPagesOff + S * kPageBytes;
   static constexpr int kBarOff = kListOff + kRows * kMaxList * 4;  // the final lists' ids
   static constexpr int kWordOff = kBarOff + (2 * S + 1) * 8;  // the stage words (decode)
   static constexpr int kSmemBytes = kWordOff + (Pool ? S * 4 : 0) + 1024;  // + slack to align the base
 };
 // Prefill: 2 consumers (32 tokens x 4 heads), 5 stages (208 KiB). Decode: one consumer covers 16 queries x 4
-// heads; 6 stages keep 160+ KiB of index-K in flight per SM for the HBM stream.
-using PrefillPlan = Plan<2, 5, false>;
-using DecodePlan = Plan<1, 6, true>;
+// heads; 6 stages keep 160+ KiB of index-K in flight per SM for the HBM stream. fp8 pages are half the size: the
+// same bytes in flight take twice the stages (decode 12, 200 KiB; prefill 8, 144 KiB).
+template <bool Fp8>
+using PrefillPlan = Plan<2, Fp8 ? 8 : 5, false, Fp8>;
+template <bool Fp8>
+using DecodePlan = Plan<1, Fp8 ? 12 : 6, true, Fp8>;
 
 // A row's sorted (descending) top list, spread over the 4 lanes of the quad that holds the row: lane c keeps slots
 // 4c .. 4c + 3, and a list of capacity `cap` occupies the last cap slots (entry e in slot 16 - cap + e), so its last
@@ -209,9 +216,9 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
         sm90::tma_prefetch_map(&q_map);
         sm90::tma_prefetch_map(&k_map);
       }
-      sm90::mbar_arrive_expect_tx(q_full, 2 * P::kQHalfBytes);
+      sm90::mbar_arrive_expect_tx(q_full, P::kHalves * P::kQHalfBytes);
       sm90::tma_load_3d(q_tile, &q_map, q_full, 0, 0, q0 + i0);
-      sm90::tma_load_3d(q_tile + P::kQHalfBytes, &q_map, q_full, 64, 0, q0 + i0);
+      if constexpr (!P::kFp8) sm90::tma_load_3d(q_tile + P::kQHalfBytes, &q_map, q_full, 64, 0, q0 + i0);
     }
     // Static rounds: blocks j0 + u * splits for u < rounds, 32 page ids per read by the warp; lane 0 loads them.
     auto stream_rounds = [&](int rounds, auto&& load) {
@@ -232,7 +239,7 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
         unsigned char* dst = pages + s * P::kPageBytes;
         sm90::mbar_arrive_expect_tx(&full[s], P::kPageBytes);
         sm90::tma_load_3d(dst, &k_map, &full[s], 0, 0, page);
-        sm90::tma_load_3d(dst + P::kPageHalfBytes, &k_map, &full[s], 64, 0, page);
+        if constexpr (!P::kFp8) sm90::tma_load_3d(dst + P::kPageHalfBytes, &k_map, &full[s], 64, 0, page);
       });
       return;
     }
@@ -252,7 +259,8 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
       unsigned char* dst = pages + s * P::kPageBytes;
       sm90::mbar_arrive_expect_tx(&full[s], P::kPageBytes);
       sm90::tma_load_3d_hint(dst, &k_map, &full[s], 0, 0, page, stream_policy);
-      sm90::tma_load_3d_hint(dst + P::kPageHalfBytes, &k_map, &full[s], 64, 0, page, stream_policy);
+      if constexpr (!P::kFp8)
+        sm90::tma_load_3d_hint(dst + P::kPageHalfBytes, &k_map, &full[s], 64, 0, page, stream_policy);
     };
     // Decode: the static rounds, all of them or, in a split launch, three quarters of them; then the pool.
     const bool pooled = splits > 1;
@@ -299,16 +307,20 @@ __global__ void __launch_bounds__(P::kBoundThreads, 1)
   float thr0 = thr_init, thr1 = thr_init;
 
   const std::uint64_t desc_q0 = sm90::wgmma_desc_sw128(q_tile + 64 * wg * kHalfRowBytes);
-  const std::uint64_t desc_q1 = sm90::wgmma_desc_sw128(q_tile + P::kQHalfBytes + 64 * wg * kHalfRowBytes);
+  const std::uint64_t desc_q1 =  // the second 64-dim half (bf16 only)
+      sm90::wgmma_desc_sw128(q_tile + (P::kHalves - 1) * P::kQHalfBytes + 64 * wg * kHalfRowBytes);
   sm90::mbar_wait(q_full, 0);
 
-  // Issues the 8 wgmma of ring iteration `it` into acc (one commit group).
+  // Issues the wgmma of ring iteration `it` into acc (one commit group).
   auto issue = [&](float(&acc)[64], int it) {
     const int s = it % P::kStages;
     sm90::mbar_wait(&full[s], (it / P::kStages) & 1);
     const unsigned char* page = pages + s * P::kPageBytes;
-    sm90::wgmma_m64n128_k128_bf16(acc, desc_q0, desc_q1, sm90::wgmma_desc_sw128(page),
-                                  sm90::wgmma_desc_sw128(page + P::kPageHalfBytes));
+    if constexpr (P::kFp8)
+      sm90::wgmma_m64n128_k128_e4m3(acc, desc_q0, sm90::wgmma_desc_sw128(page));
+    else
+      sm90::wgmma_m64n128_k128_bf16(acc, desc_q0, desc_q1, sm90::wgmma_desc_sw128(page),
+                                    sm90::wgmma_desc_sw128(page + P::kPageHalfBytes));
   };
   // Epilogue of iteration `it`, in two parts. reduce: once its group has completed, free the stage and take the
   // row maxima (masked to the row's history) into (m0, m1, m_block), so the accumulators can be reused at once.
@@ -463,7 +475,7 @@ std::int64_t tile_bound(const IndexSelectLaunch& a, int rows) {
 // (512 KiB) per split. Depends only on shapes and the device, so a captured graph stays valid.
 int decode_splits(const IndexSelectLaunch& a, int sms) {
   if (!a.split_pages) return 1;
-  const std::int64_t tiles = tile_bound(a, DecodePlan::kRows);
+  const std::int64_t tiles = tile_bound(a, DecodePlan<false>::kRows);
   const int by_work = (a.max_pages + 15) / 16;
   const int by_gpu = static_cast<int>(max(std::int64_t{1}, sms / tiles));
   return max(1, min(kMaxSplits, min(by_work, by_gpu)));
@@ -477,18 +489,21 @@ template <class P>
 Status launch(const IndexSelectLaunch& a, int splits) {
   const int H = a.num_heads;
   CUtensorMap q_map, k_map;
-  const sm90::Bf16Tensor3d q{a.index_q,
-                             {static_cast<std::uint64_t>(kDim), static_cast<std::uint64_t>(H),
-                              static_cast<std::uint64_t>(a.total_q)},
-                             {a.q_stride_h, a.q_stride_t},
-                             {64, static_cast<std::uint32_t>(H), static_cast<std::uint32_t>(P::kRows / H)}};
-  const sm90::Bf16Tensor3d k{a.index_k,
-                             {static_cast<std::uint64_t>(kDim), static_cast<std::uint64_t>(kKeys),
-                              static_cast<std::uint64_t>(a.k_pages)},
-                             {a.k_stride_t, a.k_stride_page},
-                             {64, static_cast<std::uint32_t>(kKeys), 1}};
-  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(q, "index_q", &q_map));
-  MSA_RETURN_IF_ERROR(sm90::encode_tma_bf16_sw128(k, "index_k_cache", &k_map));
+  const std::uint32_t span = kHalfRowBytes / (P::kFp8 ? 1 : 2);  // elements per 128-byte swizzle span
+  const sm90::TmaTensor3d q{a.index_q,
+                            {static_cast<std::uint64_t>(kDim), static_cast<std::uint64_t>(H),
+                             static_cast<std::uint64_t>(a.total_q)},
+                            {a.q_stride_h, a.q_stride_t},
+                            {span, static_cast<std::uint32_t>(H), static_cast<std::uint32_t>(P::kRows / H)},
+                            P::kFp8};
+  const sm90::TmaTensor3d k{a.index_k,
+                            {static_cast<std::uint64_t>(kDim), static_cast<std::uint64_t>(kKeys),
+                             static_cast<std::uint64_t>(a.k_pages)},
+                            {a.k_stride_t, a.k_stride_page},
+                            {span, static_cast<std::uint32_t>(kKeys), 1},
+                            P::kFp8};
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_sw128(q, "index_q", &q_map));
+  MSA_RETURN_IF_ERROR(sm90::encode_tma_sw128(k, "index_k_cache", &k_map));
   // Opt in to more than 48 KiB of dynamic shared memory (a per-device attribute; cheap to repeat).
   cudaError_t e = cudaFuncSetAttribute(index_select_kernel<P>, cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmemBytes);
   if (e != cudaSuccess) return cuda_error(e, "cudaFuncSetAttribute");
@@ -515,7 +530,7 @@ Status index_select_workspace_bytes_sm90(const IndexSelectLaunch& a, std::size_t
   if (a.num_heads < 1 || 64 % a.num_heads != 0 || a.total_q == 0) return Status::Ok();
   const int splits = decode_splits(a, sm_count(a.device));
   if (splits > 1)
-    *bytes = pool_header_bytes(tile_bound(a, DecodePlan::kRows)) +
+    *bytes = pool_header_bytes(tile_bound(a, DecodePlan<false>::kRows)) +
              static_cast<std::size_t>(a.total_q) * a.num_heads * splits * kSlots * (sizeof(float) + sizeof(int));
   return Status::Ok();
 }
@@ -537,7 +552,11 @@ Status launch_index_select_sm90(const IndexSelectLaunch& a) {
   cudaError_t e = cudaGetDevice(&current);
   if (e != cudaSuccess) return cuda_error(e, "cudaGetDevice");
   if (current != a.device && (e = cudaSetDevice(a.device)) != cudaSuccess) return cuda_error(e, "cudaSetDevice");
-  const Status st = a.split_pages ? launch<DecodePlan>(a, splits) : launch<PrefillPlan>(a, splits);
+  Status st;
+  if (a.fp8)
+    st = a.split_pages ? launch<DecodePlan<true>>(a, splits) : launch<PrefillPlan<true>>(a, splits);
+  else
+    st = a.split_pages ? launch<DecodePlan<false>>(a, splits) : launch<PrefillPlan<false>>(a, splits);
   if (current != a.device) cudaSetDevice(current);
   return st;
 }

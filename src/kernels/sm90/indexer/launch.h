@@ -12,9 +12,9 @@ namespace kernels {
 
 // Arguments of one index-selection launch; strides are in elements. Content was validated by the caller.
 struct IndexSelectLaunch {
-  const void* index_q;  // [T, H, 128] bf16
+  const void* index_q;  // [T, H, 128] bf16, or fp8 e4m3 when fp8
   std::int64_t q_stride_t, q_stride_h;
-  const void* index_k;  // [k_pages, 128, 128] bf16
+  const void* index_k;  // [k_pages, 128, 128], the same dtype
   std::int64_t k_stride_page, k_stride_t;
   std::int64_t k_pages;
   const std::int32_t* page_table;  // [B, max_pages]
@@ -37,6 +37,7 @@ struct IndexSelectLaunch {
   // handoff to MsaDecode's fused attention (kernels/common/handoff.cuh), 8 bytes each; nullptr: none.
   unsigned long long* handoff;
   bool scores_only;  // benchmark hook: score every block but rank none (rows get only their local block)
+  bool fp8;  // index_q and index_k hold e4m3 (scored on the fp8 tensor cores), else bf16
   int device;     // CUDA ordinal of every pointer
   void* stream;   // cudaStream_t
 };
