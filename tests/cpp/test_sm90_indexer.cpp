@@ -304,9 +304,10 @@ TEST(SM90_Indexer, MillionTokenRows) {
 }
 
 // fp8 e4m3 index tensors. The tensor cores add fp8 products at reduced precision (docs/indexer.md), so rows are
-// judged by the contract with 1e-2 of the row's range instead of 1e-3, and GPU = CPU is required only where the
-// exact scores are 0.25 apart (they are sums of 128 products of N(0, 1) values, ~11 in magnitude). Prints the
-// worst (score - (k-1)-th best) / range seen, the measure of how close to the tolerance the kernel runs.
+// judged by the contract with 1e-2 of the row's range instead of 1e-3 (the worst seen on an H200 was 4.6e-4), and
+// GPU = CPU is required only where the exact scores are 0.1 apart (0.012 was the largest shortfall seen; the scores
+// are sums of 128 products of N(0, 1) values, ~11 in magnitude, their block maxima 20-40). Prints the worst
+// (score - (k-1)-th best) / range seen, the measure of how close to the tolerance the kernel runs.
 void check_fp8(Problem& p, int decode_q, int pad = 0) {
   p.use_fp8_index();
   run_gpu(p, decode_q, pad);
@@ -314,7 +315,7 @@ void check_fp8(Problem& p, int decode_q, int pad = 0) {
   expect_selection_contract(p, 1e-2, &worst);
   std::printf("[ fp8     ] worst (score - kth) / range %.3e (%lld tokens, Q %d)\n", worst,
               static_cast<long long>(p.total_q), decode_q);
-  expect_same_as_cpu_where_separated(p, 0.25);
+  expect_same_as_cpu_where_separated(p, 0.1);
 }
 
 TEST(SM90_Indexer, Fp8Prefill) {
@@ -345,8 +346,10 @@ TEST(SM90_Indexer, Fp8Decode) {
     SCOPED_TRACE(::testing::Message() << "Q = " << Q);
     Problem p = testing::make_problem(spec({Q, Q, Q}, {Q + 9000, Q + 129, 2048}, 64, 4));
     check_fp8(p, Q);
-    // One long request: its pages split over many CTAs (12 fp8 stages each), partial lists merged.
-    ProblemSpec s = spec({Q}, {300000}, 64, 4);
+    // Long requests: their pages split over many CTAs (12 fp8 stages each), partial lists merged. Two of them, so
+    // that with Q = 1 eight rows can be separated at the cut (one request's four rows all miss 0.1 about 1.5 % of
+    // the time).
+    ProblemSpec s = spec({Q, Q}, {300000, 260000}, 64, 4);
     s.with_main = false;
     p = testing::make_problem(s);
     check_fp8(p, Q);
