@@ -7,7 +7,8 @@ locality: every KV block belongs to one of N / (128 * 24) clusters and the index
 point at one cluster, so the tokens of a query block select from a shared pool of about 24 blocks). Dense at every N
 is measured (1M included, once). Decode: B requests x L context x Q queries, msa and dense both replayed from CUDA
 graphs, msa's caches read through a shuffled page table (a fragmented pool) and again through one with the pages in
-order (contiguous, the layout of dense's K and V); dense decode attends every query to all L keys (is_causal would
+order (contiguous, the layout of dense's K and V), and once more with index_q and the index-K cache in fp8 e4m3
+(shuffled pages); dense decode attends every query to all L keys (is_causal would
 align top-left; the 7 keys this adds for Q = 8 are negligible work). At 32K the same run checks the GPU layer against
 the CPU implementation on the last 256 query tokens (chunked prefill over the full history): selection agreement and
 design.md's attention error rule.
@@ -216,10 +217,13 @@ def decode_case(b, L, Q, gen, results):
     # plain reader of the 268 MB index-K of 1M tokens ~2.5 us, bench_read).
     ordered = torch.arange(b * pages_per, device=DEV, dtype=torch.int32).view(b, pages_per).contiguous()
     t_ordered = graph_ms(lambda: layer.run(q, k_cache, v_cache, iq, ik_cache, ordered, seq, out, workspace=ws))
-    del k_cache, v_cache, ik_cache
+    # The same step with the index tensors in fp8 e4m3 (half the index-K bytes), shuffled pages.
+    iq8, ik8 = iq.to(torch.float8_e4m3fn), ik_cache.to(torch.float8_e4m3fn)
+    t_fp8 = graph_ms(lambda: layer.run(q, k_cache, v_cache, iq8, ik8, table, seq, out, workspace=ws))
+    del k_cache, v_cache, ik_cache, iq8, ik8
     torch.cuda.empty_cache()
     row = {"case": name, "batch": b, "context": L, "queries": Q, "msa_us": t_msa * 1e3,
-           "msa_pages_ordered_us": t_ordered * 1e3}
+           "msa_pages_ordered_us": t_ordered * 1e3, "msa_fp8_index_us": t_fp8 * 1e3}
     kd = torch.randn(b, HKV, L, D, device=DEV, dtype=torch.bfloat16, generator=gen)
     vd = torch.randn(b, HKV, L, D, device=DEV, dtype=torch.bfloat16, generator=gen)
     qd = q.view(b, Q, HQ, D).transpose(1, 2)
@@ -232,12 +236,14 @@ def decode_case(b, L, Q, gen, results):
             row[f"dense_{label}_us"] = t * 1e3
             row[f"speedup_vs_{label}"] = t / t_msa
             row[f"speedup_pages_ordered_vs_{label}"] = t / t_ordered
+            row[f"speedup_fp8_index_vs_{label}"] = t / t_fp8
         except RuntimeError as e:
             row[f"dense_{label}_error"] = str(e).splitlines()[0]
     log(f"{name:28s} msa {row['msa_us']:10.1f} us (pages in order {t_ordered * 1e3:.1f}) | cuDNN "
         f"{row.get('dense_cudnn_us', float('nan')):10.1f} us ({row.get('speedup_vs_cudnn', float('nan')):5.2f}x; "
         f"{row.get('speedup_pages_ordered_vs_cudnn', float('nan')):5.2f}x) | FA2 "
-        f"{row.get('dense_flash2_us', float('nan')):10.1f} us ({row.get('speedup_vs_flash2', float('nan')):5.2f}x)")
+        f"{row.get('dense_flash2_us', float('nan')):10.1f} us ({row.get('speedup_vs_flash2', float('nan')):5.2f}x) | "
+        f"fp8 index {t_fp8 * 1e3:.1f} us ({row.get('speedup_fp8_index_vs_cudnn', float('nan')):5.2f}x cuDNN)")
     results.append(row)
     del kd, vd, q, iq
     torch.cuda.empty_cache()
