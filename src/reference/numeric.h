@@ -65,7 +65,7 @@ inline std::uint16_t float_to_fp16(float f) {
 
 // OCP fp8 e4m3 ("e4m3fn"): 1 sign, 4 exponent (bias 7), 3 mantissa bits; exponent 15 with mantissa 7 is NaN, there
 // is no infinity; largest finite 448, smallest subnormal 2^-9. Every e4m3 value is exact in bf16 and in float.
-inline float fp8_e4m3_to_float(std::uint8_t h) {
+inline float fp8_e4m3_decode(std::uint8_t h) {
   const std::uint32_t exp = (h >> 3) & 0xfu, man = h & 0x7u;
   float f;
   if (exp == 0xfu && man == 0x7u) {
@@ -76,6 +76,18 @@ inline float fp8_e4m3_to_float(std::uint8_t h) {
     f = std::ldexp(static_cast<float>(8 + man), static_cast<int>(exp) - 10);
   }
   return (h & 0x80u) ? -f : f;
+}
+
+// The same through a table of all 256 codes (the reference's index loads convert every element they read).
+inline float fp8_e4m3_to_float(std::uint8_t h) {
+  struct Table {
+    float v[256];
+    Table() {
+      for (int c = 0; c < 256; ++c) v[c] = fp8_e4m3_decode(static_cast<std::uint8_t>(c));
+    }
+  };
+  static const Table table;
+  return table.v[h];
 }
 
 // Round to nearest even; |f| beyond 448 (and +-inf) saturates to +-448; NaN stays NaN.
