@@ -38,7 +38,7 @@ commit="${MSA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 # uniform code, which sanitize_synccheck_repro shows on a kernel of a few lines.
 shards="${MSA_SANITIZER_SHARDS:-4}"
 sanitize() {
-  local tool="$1" i rc=0 filter='SM90_*:-*MillionToken*:SM90_LayerOps.Prefill*:SM90_LayerOps.DecodeSelects*:SM90_Graphs*'
+  local tool="$1" i rc=0 filter='SM90_*:-*MillionToken*:SM90_LayerOps.Prefill*:SM90_LayerOps.DecodeSelects*:SM90_LayerOps.Fp8*:SM90_Graphs*'
   [ "$tool" = synccheck ] && filter="$filter:SM90_DecodeAttentionKernel.FourQueriesGroupOfFour"
   for i in $(seq 0 $((shards - 1))); do
     GTEST_TOTAL_SHARDS="$shards" GTEST_SHARD_INDEX="$i" timeout 420 compute-sanitizer --tool "$tool" --error-exitcode 1 \
@@ -120,6 +120,8 @@ else
   if [ -x "$build/msa" ]; then
     step msa-bench-prefill bench.log timeout 300 "$build/msa" bench --mode prefill --json "$out/msa_bench_prefill.json"
     step msa-bench-decode bench.log timeout 120 "$build/msa" bench --mode decode --json "$out/msa_bench_decode.json"
+    step msa-bench-decode-fp8 bench.log timeout 120 "$build/msa" bench --mode decode --index-dtype fp8 \
+      --json "$out/msa_bench_decode_fp8.json"
     step msa-bench-empty bench.log timeout 120 "$build/msa" bench --mode decode --tokens 1 \
       --json "$out/msa_bench_empty.json"
   fi
