@@ -318,6 +318,14 @@ void check_fp8(Problem& p, int decode_q, int pad = 0) {
   expect_same_as_cpu_where_separated(p, 0.1);
 }
 
+// check_fp8, then the same inputs as strided views (rows 128 + pad elements apart) must select the same blocks.
+void check_fp8_views(Problem& p, int decode_q, int pad) {
+  check_fp8(p, decode_q);
+  const std::vector<std::int32_t> contiguous = p.topk;
+  run_gpu(p, decode_q, pad);
+  EXPECT_EQ(p.topk, contiguous);
+}
+
 TEST(SM90_Indexer, Fp8Prefill) {
   MSA_REQUIRE_SM90();
   for (std::int64_t L : {1, 129, 2049}) {
@@ -334,10 +342,7 @@ TEST(SM90_Indexer, Fp8Prefill) {
   }
   // Strided views (rows 144 bytes apart) select what contiguous tensors select.
   Problem v = testing::make_problem(spec({200, 33}, {4000, 20000}, 64, 4));
-  check_fp8(v, 0);
-  const std::vector<std::int32_t> contiguous = v.topk;
-  run_gpu(v, 0, 16);
-  EXPECT_EQ(v.topk, contiguous);
+  check_fp8_views(v, 0, 16);
 }
 
 TEST(SM90_Indexer, Fp8Decode) {
@@ -357,10 +362,7 @@ TEST(SM90_Indexer, Fp8Decode) {
   ProblemSpec s = spec({3, 3}, {30000, 900}, 64, 4);
   s.with_main = false;
   Problem d = testing::make_problem(s);
-  check_fp8(d, 3);
-  const std::vector<std::int32_t> contiguous = d.topk;
-  run_gpu(d, 3, 48);
-  EXPECT_EQ(d.topk, contiguous);
+  check_fp8_views(d, 3, 48);  // rows 176 bytes apart
 }
 
 TEST(SM90_Indexer, Fp8TiesAndNaN) {
