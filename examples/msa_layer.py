@@ -5,6 +5,8 @@ As the model builds it (docs: msa-spec.md §3): one bias-free fused projection e
 weight vector of 128 per norm); NeoX rotate-half RoPE on the first 64 of 128 channels (θ = 5e6) on q, k, index_q
 and index_k, norm first; K and V appended to a paged main cache and index_k to a paged index-K cache; the index
 branch selects 16 blocks per (token, KV head); sparse attention over them; o_proj. No index value or output.
+With --index-fp8 the index-K cache is kept in fp8 e4m3 (torch.float8_e4m3fn, unscaled) and index_q is cast to it
+before the selection, as engines with an fp8 index cache do.
 
 Run it:  python examples/msa_layer.py   (CPU by default; --device cuda on a Hopper GPU)
 """
@@ -37,13 +39,14 @@ def partial_rope(x, positions, rot_dim=64, theta=5e6):
 
 
 class PagedCache:
-    """Paged K/V cache [pages, Hkv, 128, 128] and index-K cache [pages, 128, 128] of one request, with append."""
+    """Paged K/V cache [pages, Hkv, 128, 128] and index-K cache [pages, 128, 128] of one request, with append. The
+    index-K cache is bf16 or torch.float8_e4m3fn (index_dtype)."""
 
-    def __init__(self, num_kv_heads, max_tokens, device, dtype=torch.bfloat16):
+    def __init__(self, num_kv_heads, max_tokens, device, dtype=torch.bfloat16, index_dtype=torch.bfloat16):
         pages = (max_tokens + PAGE - 1) // PAGE
         self.k = torch.zeros(pages, num_kv_heads, PAGE, 128, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
-        self.index_k = torch.zeros(pages, PAGE, 128, dtype=dtype, device=device)
+        self.index_k = torch.zeros(pages, PAGE, 128, dtype=index_dtype, device=device)
         # Pages are handed out in a scrambled order, as a serving engine's allocator would.
         self.page_table = torch.randperm(pages, device="cpu").to(torch.int32)[None].to(device)
         self.length = 0
@@ -55,7 +58,7 @@ class PagedCache:
         slot = pos % PAGE
         self.k[page, :, slot] = k
         self.v[page, :, slot] = v
-        self.index_k[page, slot] = index_k
+        self.index_k[page, slot] = index_k.to(self.index_k.dtype)
         self.length += k.shape[0]
 
     def seq_lens(self):
@@ -91,6 +94,7 @@ class MSAAttention(torch.nn.Module):
         cache.append(k, v, ik)
         cu = torch.tensor([0, T], dtype=torch.int32, device=x.device)
         seq = cache.seq_lens()
+        iq = iq.to(cache.index_k.dtype)
         topk = ops.index_select_prefill(iq, cache.index_k, cache.page_table, cu, seq, self.topk)
         out, _ = ops.sparse_prefill_attention(q, cache.k, cache.v, topk, cu, seq, cache.page_table)
         return self.o_proj(out.reshape(T, -1))
@@ -101,6 +105,7 @@ class MSAAttention(torch.nn.Module):
         q, k, v, iq, ik = self.project(x, positions)
         cache.append(k, v, ik)
         seq = cache.seq_lens()
+        iq = iq.to(cache.index_k.dtype)
         topk = ops.index_select_decode(iq, cache.index_k, cache.page_table, seq, 1, self.topk)
         out, _ = ops.sparse_decode_attention(q, cache.k, cache.v, topk, cache.page_table, seq, 1)
         return self.o_proj(out.reshape(1, -1))
@@ -124,11 +129,13 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--q-heads", type=int, default=16)
+    parser.add_argument("--index-fp8", action="store_true", help="keep the index-K cache in fp8 e4m3")
     args = parser.parse_args()
     torch.manual_seed(0)
     layer = MSAAttention(args.hidden, num_q_heads=args.q_heads).to(args.device, torch.bfloat16)
     tokens = torch.randn(args.prompt + args.new_tokens, args.hidden, device=args.device, dtype=torch.bfloat16)
-    cache = PagedCache(layer.hkv, len(tokens), args.device)
+    cache = PagedCache(layer.hkv, len(tokens), args.device,
+                       index_dtype=torch.float8_e4m3fn if args.index_fp8 else torch.bfloat16)
     outs = [layer.prefill(tokens[: args.prompt], cache)]
     outs += [layer.decode(tokens[args.prompt + i: args.prompt + i + 1], cache) for i in range(args.new_tokens)]
     sparse = torch.cat(outs).float()
