@@ -86,6 +86,21 @@ std::string check_selection_rule(std::uint64_t seed) {
   return "";
 }
 
+// fp8 e4m3 index tensors select exactly what bf16 tensors holding the same values select (every e4m3 value is exact
+// in bf16, and the CPU path sums either dtype in one order).
+std::string check_fp8_index(std::uint64_t seed) {
+  Problem p = testing::make_problem(small_spec({24, 5}, {5000, 3000}, seed));
+  p.use_fp8_index();
+  Status st = select(p);
+  if (!st.ok()) return st.to_string();
+  const std::vector<std::int32_t> fp8 = p.topk;
+  p.index_q8.clear();
+  p.index_k_cache8.clear();
+  st = select(p);
+  if (!st.ok()) return st.to_string();
+  return p.topk == fp8 ? "" : "fp8 and bf16 selections differ";
+}
+
 std::string check_combine(std::uint64_t seed) {
   Problem p = testing::make_problem(small_spec({40, 3}, {4000, 2100}, seed));
   Status st = select(p);
@@ -148,6 +163,7 @@ int run_check(Options& opts) {
       {"ties go to the smaller block id ([0..14, 17])", check_ties},
       {"n_vis <= 16: sparse attention equals dense exactly", check_dense_equivalence},
       {"selection = 15 best history blocks (exact fp64 scores) + local", check_selection_rule},
+      {"fp8 e4m3 index tensors select as bf16 ones of the same values", check_fp8_index},
       {"combine of per-block partials equals direct attention", check_combine},
       {"k2q CSR: counts and ascending rows", check_k2q},
   };

@@ -40,8 +40,8 @@ Status sparse_attention_partials(const Tensor& q, const Tensor& k_cache, const T
                                  const Tensor& partial_out, const Tensor& partial_lse, const Tensor& split_counts,
                                  const AttentionOptions& options = {});
 
-// Exact (fp64) block scores of one index row: scores[j] = max over visible tokens of block j of
-// dot(index_q[token, head], index_k[t]) for j < n_vis - 1 (history blocks), NaN mapped to -inf.
+// Exact (fp64) block scores of one index row (bf16 or fp8 e4m3 index tensors): scores[j] = max over visible tokens
+// of block j of dot(index_q[token, head], index_k[t]) for j < n_vis - 1 (history blocks), NaN mapped to -inf.
 Status index_block_scores(const Tensor& index_q, const Tensor& index_k_cache, const Tensor& page_table,
                           const Tensor& cu_seqlens_q, const Tensor& seq_lens_k, std::int64_t token, int head,
                           std::vector<double>* scores);
