@@ -165,14 +165,15 @@ __device__ __forceinline__ void wgmma_fence_regs(float (&d)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// The instruction and its 64 accumulator operands %0 .. %63, shared by the m64n128k16 bf16 variants below (the
-// operands that follow are %64 on). MSA_WGMMA_ACC64(c) binds d[0..63] with constraint c ("+f" or "=f").
-#define MSA_WGMMA_M64N128K16_D                                                       \
-  "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "                          \
+// The 64 accumulator operands %0 .. %63 of an m64n128 wgmma (the operands that follow are %64 on), and the
+// instruction with them for the m64n128k16 bf16 variants below. MSA_WGMMA_ACC64(c) binds d[0..63] with constraint c
+// ("+f" or "=f").
+#define MSA_WGMMA_D64                                                                \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "         \
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
   "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
   "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+#define MSA_WGMMA_M64N128K16_D "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " MSA_WGMMA_D64
 #define MSA_WGMMA_ACC8(c, i)                                                                                \
   c(d[i]), c(d[i + 1]), c(d[i + 2]), c(d[i + 3]), c(d[i + 4]), c(d[i + 5]), c(d[i + 6]), c(d[i + 7])
 #define MSA_WGMMA_ACC64(c)                                                                                  \
@@ -220,12 +221,7 @@ __device__ __forceinline__ void wgmma_m64n128_k128_bf16(float (&d)[64], std::uin
 // a k-slice of 32 dims is 32 bytes: the same descriptor step as a bf16 slice of 16. fp8 wgmma takes only K-major
 // operands (no transpose immediates). The tensor cores add fp8 products at reduced precision, not in full fp32
 // (see docs/indexer.md, fp8 index keys). Fence, the 4 k-slices, one commit group.
-#define MSA_WGMMA_M64N128K32_E4M3_D                                                  \
-  "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "                          \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "         \
-  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+#define MSA_WGMMA_M64N128K32_E4M3_D "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " MSA_WGMMA_D64
 __device__ __forceinline__ void wgmma_m64n128_k128_e4m3(float (&d)[64], std::uint64_t a, std::uint64_t b) {
   wgmma_fence();
   asm volatile(MSA_WGMMA_M64N128K32_E4M3_D "%64, %65, 0, 1, 1;\n" : MSA_WGMMA_ACC64("=f") : "l"(a), "l"(b));
