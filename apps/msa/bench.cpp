@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -54,35 +53,27 @@ struct Buffer {
   Buffer& operator=(const Buffer&) = delete;
 };
 
-// Fills n bf16 values by tiling a pool of random values (a full-size host copy of 16 GB would take minutes). The
-// pool of 2^22 values (--values tiled) repeats every 256 index-K pages, so blocks 256 apart score alike and the
-// selection's ties decide; 2^22 + 1021 values (--values distinct) shift every block's values against the pool.
-void fill_bf16(void* dst, std::size_t n, std::uint64_t seed, bool distinct) {
-  std::vector<std::uint16_t> pool((std::size_t{1} << 22) + (distinct ? 1021 : 0));
+// Fills n values, bf16 bits or (fp8: index tensors under --index-dtype fp8) e4m3 bits, by tiling a pool of N(0, 1)
+// values rounded to that type (a full-size host copy of 16 GB would take minutes). The pool of 2^22 values
+// (--values tiled) repeats every 256 index-K pages, so blocks 256 apart score alike and the selection's ties decide;
+// 2^22 + 1021 values (--values distinct) shift every block's values against the pool.
+template <class T>
+void fill_tiled(void* dst, std::size_t n, std::uint64_t seed, bool distinct, T (*round)(float)) {
+  std::vector<T> pool((std::size_t{1} << 22) + (distinct ? 1021 : 0));
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> d(0.f, 1.f);
-  for (auto& v : pool) {
-    const float f = d(rng);
-    std::uint32_t bits;
-    std::memcpy(&bits, &f, 4);
-    v = static_cast<std::uint16_t>((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
-  }
+  for (auto& v : pool) v = round(d(rng));
   for (std::size_t at = 0; at < n; at += pool.size()) {
     const std::size_t len = std::min(pool.size(), n - at);
-    cudaMemcpy(static_cast<std::uint16_t*>(dst) + at, pool.data(), len * 2, cudaMemcpyHostToDevice);
+    cudaMemcpy(static_cast<T*>(dst) + at, pool.data(), len * sizeof(T), cudaMemcpyHostToDevice);
   }
 }
 
-// The same for e4m3 values (index tensors under --index-dtype fp8): the pool of N(0, 1) values rounded to e4m3.
-void fill_fp8(void* dst, std::size_t n, std::uint64_t seed, bool distinct) {
-  std::vector<std::uint8_t> pool((std::size_t{1} << 22) + (distinct ? 1021 : 0));
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.f, 1.f);
-  for (auto& v : pool) v = ref::float_to_fp8_e4m3(d(rng));
-  for (std::size_t at = 0; at < n; at += pool.size()) {
-    const std::size_t len = std::min(pool.size(), n - at);
-    cudaMemcpy(static_cast<std::uint8_t*>(dst) + at, pool.data(), len, cudaMemcpyHostToDevice);
-  }
+void fill(void* dst, std::size_t n, std::uint64_t seed, bool distinct, bool fp8 = false) {
+  if (fp8)
+    fill_tiled<std::uint8_t>(dst, n, seed, distinct, ref::float_to_fp8_e4m3);
+  else
+    fill_tiled<std::uint16_t>(dst, n, seed, distinct, ref::float_to_bf16);
 }
 
 void check(const Status& st, const char* what) {
@@ -191,11 +182,11 @@ int run_bench(Options& opts) {
       ikc(pages * 128 * 128 * ib), out(T * Hq * 128 * 2), topk(static_cast<std::size_t>(Hkv) * T * k * 4),
       meta(static_cast<std::size_t>(B) * (pages_per + 3) * 4 + 16);
   const bool distinct = values == "distinct";
-  fill_bf16(q.ptr, static_cast<std::size_t>(T) * Hq * 128, 1, distinct);
-  (fp8 ? fill_fp8 : fill_bf16)(iq.ptr, static_cast<std::size_t>(T) * Hkv * 128, 2, distinct);
-  fill_bf16(kc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 3, distinct);
-  fill_bf16(vc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 4, distinct);
-  (fp8 ? fill_fp8 : fill_bf16)(ikc.ptr, static_cast<std::size_t>(pages) * 128 * 128, 5, distinct);
+  fill(q.ptr, static_cast<std::size_t>(T) * Hq * 128, 1, distinct);
+  fill(iq.ptr, static_cast<std::size_t>(T) * Hkv * 128, 2, distinct, fp8);
+  fill(kc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 3, distinct);
+  fill(vc.ptr, static_cast<std::size_t>(pages) * Hkv * 128 * 128, 4, distinct);
+  fill(ikc.ptr, static_cast<std::size_t>(pages) * 128 * 128, 5, distinct, fp8);
   std::vector<std::int32_t> pt(static_cast<std::size_t>(pages)), cu(B + 1), seq(B, static_cast<std::int32_t>(N));
   // Logical block i of the batch sits at page (7919 i) mod pages (--pages strided), at a random permutation of the
   // pages (--pages shuffled, like scripts/dense_compare.py's caches), or at page i (--pages ordered: the caches as
