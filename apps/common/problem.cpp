@@ -81,12 +81,14 @@ Tensor Problem::v_cache_t() {
   return make_tensor(v_cache.data(), DType::kBF16, {num_pages, spec.num_kv_heads, kPageSize, kHeadDim});
 }
 Tensor Problem::index_q_t() {
-  if (!index_q8.empty()) return make_tensor(index_q8.data(), DType::kFP8E4M3, {total_q, spec.num_kv_heads, kHeadDim});
-  return make_tensor(index_q.data(), DType::kBF16, {total_q, spec.num_kv_heads, kHeadDim});
+  const bool fp8 = !index_q8.empty();
+  return make_tensor(fp8 ? static_cast<void*>(index_q8.data()) : index_q.data(), fp8 ? DType::kFP8E4M3 : DType::kBF16,
+                     {total_q, spec.num_kv_heads, kHeadDim});
 }
 Tensor Problem::index_k_cache_t() {
-  if (!index_k_cache8.empty()) return make_tensor(index_k_cache8.data(), DType::kFP8E4M3, {num_pages, kPageSize, kHeadDim});
-  return make_tensor(index_k_cache.data(), DType::kBF16, {num_pages, kPageSize, kHeadDim});
+  const bool fp8 = !index_k_cache8.empty();
+  return make_tensor(fp8 ? static_cast<void*>(index_k_cache8.data()) : index_k_cache.data(),
+                     fp8 ? DType::kFP8E4M3 : DType::kBF16, {num_pages, kPageSize, kHeadDim});
 }
 
 void Problem::use_fp8_index() {
