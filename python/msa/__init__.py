@@ -4,8 +4,8 @@ Every tensor argument is any array that exports DLPack or the buffer protocol (N
 passed to the C++ core as a pointer with its shape and strides, never copied. Outputs are written in place.
 NumPy has no bfloat16: pass ``bf16(array)`` for a uint16/int16 array holding bf16 bit patterns, and ``fp8(array)`` for
 a uint8/int8 array holding fp8 e4m3 bit patterns (index_q and the index-K cache may be e4m3, both or neither). A
-``workspace`` is
-any contiguous array of at least ``workspace_bytes()`` bytes on the device of the op's tensors (else ValueError).
+``workspace`` is any contiguous array of at least ``workspace_bytes()`` bytes on the device of the op's tensors (else
+ValueError).
 
 CUDA work goes on ``stream`` (a ``cudaStream_t`` as an int). When it is None, the stream is the current one of the
 framework that owns the CUDA arrays (PyTorch, CuPy), else the legacy default stream. Errors of the core raise

@@ -60,13 +60,26 @@ inline Tensor on_device(Tensor t, void* ptr, void* stream = nullptr) {
   return t;
 }
 
-// The bytes an index descriptor of a problem describes, in 16-bit words: the bf16 copy, or the fp8 copy when the
-// problem has one (Problem::use_fp8_index).
-inline std::vector<std::uint16_t> index_words(const std::vector<std::uint16_t>& bf16,
-                                              const std::vector<std::uint8_t>& fp8) {
-  if (fp8.empty()) return bf16;
-  std::vector<std::uint16_t> w((fp8.size() + 1) / 2, 0);
-  std::memcpy(w.data(), fp8.data(), fp8.size());
+// p's index_q (keys = false) or index-K cache as its descriptor describes it (bf16, or fp8 after use_fp8_index), as
+// raw bytes, each 128-element row followed by pad elements of NaN bits (which a kernel reading past dim 127 would
+// pick up).
+inline std::vector<std::uint8_t> index_bytes(const testing::Problem& p, bool keys, int pad = 0) {
+  const bool fp8 = !p.index_q8.empty();
+  const std::vector<std::uint16_t>& bf16 = keys ? p.index_k_cache : p.index_q;
+  const std::size_t rows = bf16.size() / 128, esize = fp8 ? 1 : 2, w = (128 + static_cast<std::size_t>(pad)) * esize;
+  const auto* src = fp8 ? (keys ? p.index_k_cache8.data() : p.index_q8.data())
+                        : reinterpret_cast<const std::uint8_t*>(bf16.data());
+  std::vector<std::uint8_t> out(std::max<std::size_t>(rows * w, 1));
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = fp8 ? 0x7f : (i % 2 ? 0x7f : 0xc0);  // e4m3 / bf16 NaN
+  for (std::size_t r = 0; r < rows; ++r) std::copy_n(src + r * 128 * esize, 128 * esize, out.begin() + r * w);
+  return out;
+}
+
+// The same bytes (unpadded) in 16-bit words, for DeviceProblem's buffers.
+inline std::vector<std::uint16_t> index_words(const testing::Problem& p, bool keys) {
+  const std::vector<std::uint8_t> bytes = index_bytes(p, keys);
+  std::vector<std::uint16_t> w((bytes.size() + 1) / 2, 0);
+  std::memcpy(w.data(), bytes.data(), bytes.size());
   return w;
 }
 
@@ -77,8 +90,8 @@ struct DeviceProblem {
   DeviceBuffer<std::int32_t> page_table, cu_seqlens_q, seq_lens_k, topk, topk_out;
   DeviceBuffer<float> lse;
   explicit DeviceProblem(testing::Problem& p)
-      : q(p.q), k_cache(p.k_cache), v_cache(p.v_cache), index_q(index_words(p.index_q, p.index_q8)),
-        index_k_cache(index_words(p.index_k_cache, p.index_k_cache8)),
+      : q(p.q), k_cache(p.k_cache), v_cache(p.v_cache), index_q(index_words(p, false)),
+        index_k_cache(index_words(p, true)),
         out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1)), page_table(p.page_table), cu_seqlens_q(p.cu_seqlens_q),
         seq_lens_k(p.seq_lens_k), topk(p.topk), topk_out(std::vector<std::int32_t>(p.topk.size(), 0x7eadbeef)),
         lse(std::vector<float>(p.lse.size(), NAN)) {}

@@ -14,21 +14,6 @@ namespace msa {
 namespace test {
 namespace {
 
-// p's index_q (keys = false) or index-K cache as its descriptor describes it (bf16, or fp8 after use_fp8_index), as
-// raw bytes, each 128-element row followed by pad elements of NaN bits (which a kernel reading past dim 127 would
-// pick up).
-std::vector<std::uint8_t> index_bytes(const Problem& p, bool keys, int pad) {
-  const bool fp8 = !p.index_q8.empty();
-  const std::vector<std::uint16_t>& bf16 = keys ? p.index_k_cache : p.index_q;
-  const std::size_t rows = bf16.size() / 128, esize = fp8 ? 1 : 2, w = (128 + static_cast<std::size_t>(pad)) * esize;
-  const auto* src = fp8 ? (keys ? p.index_k_cache8.data() : p.index_q8.data())
-                        : reinterpret_cast<const std::uint8_t*>(bf16.data());
-  std::vector<std::uint8_t> out(std::max<std::size_t>(rows * w, 1));
-  for (std::size_t i = 0; i < out.size(); ++i) out[i] = fp8 ? 0x7f : (i % 2 ? 0x7f : 0xc0);  // e4m3 / bf16 NaN
-  for (std::size_t r = 0; r < rows; ++r) std::copy_n(src + r * 128 * esize, 128 * esize, out.begin() + r * w);
-  return out;
-}
-
 // Runs the CUDA op (prefill, or decode when Q > 0) on p's inputs, with a poisoned topk, and downloads p.topk.
 // pad > 0 passes index_q and the index-K cache as strided views whose rows are 128 + pad elements apart. Decode
 // runs once per entry of ws_fills on one workspace, each run after filling the workspace with that byte (-1: as the
