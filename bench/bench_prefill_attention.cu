@@ -15,8 +15,11 @@
 // ones up to 128K, the union-of-blocks kernel alone (kUnion) are timed end to end. kAuto is also timed in parts
 // (timing-only replays, every case): the fronts alone (union mask + k2q), without the union kernel, and without the
 // KV-outer attention and combine.
+// --kv-heads H (Hq stays 64): another group size G = 64 / H. For G = 8 the KV-outer chain's phases as above, and
+// alternating with them the query-outer split kernel + combine end to end (the plan's split-kernel hook): the
+// measurement behind KV-outer for G = 8; kAuto equals KV-outer there and kUnion does not exist.
 // Usage: bench_prefill_attention [--json FILE] [--min-n N] [--max-n N] [--chunks C1,C2,...] [--pattern P]
-//                                [--iters I] [--settle] [--trace]
+//                                [--iters I] [--settle] [--trace] [--kv-heads H]
 // (--chunks: only the random cases at N >= 512K, with these max_chunk_tokens; --pattern random or clustered: only
 // those cases; --iters: timed replays per variant, of which the median is printed: by default 7, 5 from 512K on;
 // with 3 there the medians put kAuto 3-5 ms behind KV-outer at 1M random, with 9 1.5 ms, H100.)
@@ -40,7 +43,8 @@
 
 namespace {
 
-constexpr int kHq = 64, kHkv = 4, kTopk = 16;
+constexpr int kHq = 64, kTopk = 16;
+int g_hkv = 4;  // Hkv (--kv-heads)
 
 // Clustered selection for one sequence of T tokens (token t at position t): pool of 24 stratified random blocks of
 // [0, qb) per (head, query block qb); each token takes 15 distinct pool entries (partial Fisher-Yates), then qb.
@@ -81,7 +85,8 @@ struct Result {
   std::string name;
   long long n, chunk;
   double workspace_gb, k2q_ms, attn_ms, combine_ms, total_ms, tflops, attn_gb, combine_gb;
-  double auto_ms, union_ms;  // the kAuto and kUnion schedules end to end (union_ms 0 when not timed)
+  double auto_ms, union_ms;  // the kAuto and kUnion schedules end to end (union_ms 0 when not timed); G != 16: auto_ms
+                             // is the split kernel + combine end to end
   double auto_front_ms, auto_no_union_ms, auto_no_kv_outer_ms;  // kAuto in parts
 };
 
@@ -89,7 +94,7 @@ bool g_settle = false;  // --settle: every timed replay follows an untimed one o
 
 Result run_case(long long N, bool clustered, long long chunk, int iters) {
   const long long T = N, pages = (N + 127) / 128;
-  const std::size_t kv_elems = static_cast<std::size_t>(pages) * kHkv * 128 * 128;
+  const std::size_t kv_elems = static_cast<std::size_t>(pages) * g_hkv * 128 * 128;
   __nv_bfloat16 *q, *kc, *vc, *out;
   float* lse;
   std::int32_t *topk, *pt, *cu, *seq;
@@ -98,18 +103,18 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
   CHECK_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(T) * kHq * 4));
   CHECK_CUDA(cudaMalloc(&kc, kv_elems * 2));
   CHECK_CUDA(cudaMalloc(&vc, kv_elems * 2));
-  CHECK_CUDA(cudaMalloc(&topk, static_cast<std::size_t>(kHkv) * T * kTopk * 4));
+  CHECK_CUDA(cudaMalloc(&topk, static_cast<std::size_t>(g_hkv) * T * kTopk * 4));
   CHECK_CUDA(cudaMalloc(&pt, pages * 4));
   CHECK_CUDA(cudaMalloc(&cu, 2 * 4));
   CHECK_CUDA(cudaMalloc(&seq, 4));
   msa_bench::fill_bf16_hash<<<4096, 256>>>(q, static_cast<std::size_t>(T) * kHq * 128, 1u);
   msa_bench::fill_bf16_hash<<<4096, 256>>>(kc, kv_elems, 2u);
   msa_bench::fill_bf16_hash<<<4096, 256>>>(vc, kv_elems, 3u);
-  const unsigned sel_blocks = static_cast<unsigned>((kHkv * T + 255) / 256);
+  const unsigned sel_blocks = static_cast<unsigned>((g_hkv * T + 255) / 256);
   if (clustered)
-    clustered_selection<<<sel_blocks, 256>>>(topk, T, kHkv, kTopk, 4u);
+    clustered_selection<<<sel_blocks, 256>>>(topk, T, g_hkv, kTopk, 4u);
   else
-    msa_bench::random_selection<<<sel_blocks, 256>>>(topk, T, kHkv, kTopk, static_cast<int>(T), N, 4u);
+    msa_bench::random_selection<<<sel_blocks, 256>>>(topk, T, g_hkv, kTopk, static_cast<int>(T), N, 4u);
   std::vector<std::int32_t> h_pt(pages);
   for (long long i = 0; i < pages; ++i) h_pt[i] = static_cast<std::int32_t>((i * 7919) % pages);  // scattered
   const std::int32_t h_cu[2] = {0, static_cast<std::int32_t>(T)}, h_seq = static_cast<std::int32_t>(N);
@@ -122,18 +127,20 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
 
   const msa::Device dev = msa::Device::cuda(0, stream);
   msa::SparsePrefillPlanArgs pa;
-  pa.topk = msa::make_tensor(topk, msa::DType::kInt32, {kHkv, T, kTopk}, dev);
+  pa.topk = msa::make_tensor(topk, msa::DType::kInt32, {g_hkv, T, kTopk}, dev);
   pa.cu_seqlens_q = msa::make_tensor(cu, msa::DType::kInt32, {2}, dev);
   pa.seq_lens_k = msa::make_tensor(seq, msa::DType::kInt32, {1}, dev);
   pa.page_table = msa::make_tensor(pt, msa::DType::kInt32, {1, pages}, dev);
   pa.num_q_heads = kHq;
-  pa.num_kv_heads = kHkv;
+  pa.num_kv_heads = g_hkv;
   // Per-phase times of the KV-outer chain alone (kKvOuter), then the default schedule (kAuto: union of blocks for
   // tiles whose selections overlap, KV-outer elsewhere) and the union kernel alone (kUnion), end to end.
-  const bool time_union = clustered || N <= (1 << 17);
+  const bool g16 = kHq == 16 * g_hkv;
+  const bool time_union = g16 && (clustered || N <= (1 << 17));
   msa::detail::PrefillCudaPlan plan, auto_plan, union_plan;
   const std::string name = std::string(clustered ? "clustered " : "random    ") + std::to_string(N / 1024) + "K" +
-                           (chunk > 0 ? " chunk " + std::to_string(chunk / 1024) + "K" : "");
+                           (chunk > 0 ? " chunk " + std::to_string(chunk / 1024) + "K" : "") +
+                           (g_hkv != 4 ? " G" + std::to_string(kHq / g_hkv) : "");
   auto check = [&](const msa::Status& st) {
     if (!st.ok()) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), st.to_string().c_str());
@@ -143,15 +150,17 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
   pa.schedule = msa::PrefillSchedule::kKvOuter;
   check(msa::detail::plan_prefill_cuda(pa, chunk, &plan));
   pa.schedule = msa::PrefillSchedule::kAuto;
-  check(msa::detail::plan_prefill_cuda(pa, chunk, &auto_plan));
-  pa.schedule = msa::PrefillSchedule::kUnion;
-  check(msa::detail::plan_prefill_cuda(pa, chunk, &union_plan));
+  check(msa::detail::plan_prefill_cuda(pa, chunk, &auto_plan, !g16));  // G != 16: the split kernel instead
+  if (time_union) {
+    pa.schedule = msa::PrefillSchedule::kUnion;
+    check(msa::detail::plan_prefill_cuda(pa, chunk, &union_plan));
+  }
   const std::size_t ws_bytes = std::max(plan.workspace_bytes, auto_plan.workspace_bytes);
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
   const msa::SparsePrefillRunArgs ra{msa::make_tensor(q, msa::DType::kBF16, {T, kHq, 128}, dev),
-                                     msa::make_tensor(kc, msa::DType::kBF16, {pages, kHkv, 128, 128}, dev),
-                                     msa::make_tensor(vc, msa::DType::kBF16, {pages, kHkv, 128, 128}, dev),
+                                     msa::make_tensor(kc, msa::DType::kBF16, {pages, g_hkv, 128, 128}, dev),
+                                     msa::make_tensor(vc, msa::DType::kBF16, {pages, g_hkv, 128, 128}, dev),
                                      msa::make_tensor(out, msa::DType::kBF16, {T, kHq, 128}, dev),
                                      msa::make_tensor(lse, msa::DType::kFP32, {T, kHq}, dev)};
   std::vector<std::function<void()>> variants;
@@ -160,13 +169,14 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
   variants.push_back([&] { check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes)); });
 
   // kAuto in parts, at every N and pattern: what kAuto spends over the KV-outer chain shows in them.
-  variants.push_back([&] { check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes, 1)); });
-  variants.push_back([&] {
-    check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes, 3, msa::detail::kSkipUnionBack));
-  });
-  variants.push_back([&] {
-    check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes, 3, msa::detail::kSkipKvOuterBack));
-  });
+  for (unsigned skip : {0u, 1u, 2u}) {
+    if (!g16) break;
+    const int phases = skip == 0 ? 1 : 3;
+    const unsigned what = skip == 1 ? msa::detail::kSkipUnionBack : skip == 2 ? msa::detail::kSkipKvOuterBack : 0u;
+    variants.push_back([&, phases, what] {
+      check(msa::detail::run_prefill_cuda(auto_plan, pa.topk, ra, ws, ws_bytes, phases, what));
+    });
+  }
   if (time_union)
     variants.push_back([&] { check(msa::detail::run_prefill_cuda(union_plan, pa.topk, ra, ws, ws_bytes)); });
   const std::vector<double> t = msa_bench::graph_median_ms(variants, stream, 1, iters, g_settle);
@@ -174,13 +184,13 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
   // Visible (query, key) pairs: every key <= t of the 16 listed blocks (all keys <= t while n_vis <= 16).
   double pairs = 0;
   for (long long tok = 0; tok < T; ++tok) pairs += tok / 128 + 1 <= kTopk ? tok + 1 : (kTopk - 1) * 128 + tok % 128 + 1;
-  const double flops = pairs * kHkv * (kHq / kHkv) * 4.0 * 128;
+  const double flops = pairs * g_hkv * (kHq / g_hkv) * 4.0 * 128;
   const double partial_bytes = static_cast<double>(T) * kTopk * kHq * (128 * 2 + 4);
   const double q_bytes = static_cast<double>(T) * kTopk * kHq * 128 * 2;  // Q of each (token, selected block, head)
   Result r{name, N, chunk > 0 ? chunk : static_cast<long long>(msa::detail::kDefaultPrefillChunkTokens),
            static_cast<double>(ws_bytes) / 1e9, t[0], t[1] - t[0], t[2] - t[1], t[2], flops / (t[2] * 1e-3) / 1e12,
            (q_bytes + partial_bytes) / 1e9, (partial_bytes + static_cast<double>(T) * kHq * (256 + 4)) / 1e9,
-           t[3], time_union ? t[7] : 0.0, t[4], t[5], t[6]};
+           t[3], time_union ? t[7] : 0.0, g16 ? t[4] : 0.0, g16 ? t[5] : 0.0, g16 ? t[6] : 0.0};
   for (void* p : {static_cast<void*>(q), static_cast<void*>(kc), static_cast<void*>(vc), static_cast<void*>(topk),
                   static_cast<void*>(pt), static_cast<void*>(cu), static_cast<void*>(seq), static_cast<void*>(out),
                   static_cast<void*>(lse), ws})
@@ -190,14 +200,15 @@ Result run_case(long long N, bool clustered, long long chunk, int iters) {
               "total %9.3f ms  %6.1f eff. TFLOP/s  (workspace %.1f GB)\n",
               r.name.c_str(), r.k2q_ms, r.attn_ms, r.attn_gb / r.attn_ms, r.combine_ms,
               r.combine_gb / r.combine_ms, r.total_ms, r.tflops, r.workspace_gb);
-  std::printf("%-24s default schedule (kAuto) %9.3f ms  %6.1f eff. TFLOP/s", r.name.c_str(), r.auto_ms,
-              flops / (r.auto_ms * 1e-3) / 1e12);
+  std::printf("%-24s %s %9.3f ms  %6.1f eff. TFLOP/s", r.name.c_str(),
+              g16 ? "default schedule (kAuto)" : "split kernel + combine", r.auto_ms, flops / (r.auto_ms * 1e-3) / 1e12);
   if (time_union)
     std::printf(" | union of blocks alone %9.3f ms  %6.1f eff. TFLOP/s", r.union_ms, flops / (r.union_ms * 1e-3) / 1e12);
   std::printf("\n");
-  std::printf("%-24s kAuto in parts: fronts (mask + k2q) %7.3f ms | without union kernel %8.3f ms | without KV-outer "
-              "+ combine %8.3f ms\n",
-              r.name.c_str(), r.auto_front_ms, r.auto_no_union_ms, r.auto_no_kv_outer_ms);
+  if (g16)
+    std::printf("%-24s kAuto in parts: fronts (mask + k2q) %7.3f ms | without union kernel %8.3f ms | without "
+                "KV-outer + combine %8.3f ms\n",
+                r.name.c_str(), r.auto_front_ms, r.auto_no_union_ms, r.auto_no_kv_outer_ms);
   std::fflush(stdout);
   return r;
 }
@@ -216,6 +227,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--max-n") == 0) max_n = std::atoll(argv[i + 1]);
     if (std::strcmp(argv[i], "--min-n") == 0) min_n = std::atoll(argv[i + 1]);
     if (std::strcmp(argv[i], "--iters") == 0) iters = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--kv-heads") == 0) g_hkv = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--chunks") == 0) {  // comma-separated list; also skips the default-chunk cases
       chunks.clear();
       chunks_only = true;
@@ -230,10 +242,14 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--settle") == 0) g_settle = true;
     if (std::strcmp(argv[i], "--trace") == 0) msa_bench::trace_replays = true;
   }
+  if (g_hkv != 4 && g_hkv != 8) {
+    std::fprintf(stderr, "--kv-heads: 4 (G = 16) or 8 (G = 8)\n");
+    return 2;
+  }
   if (!msa_bench::have_cuda_device("bench_prefill_attention")) return 1;
-  std::printf("sparse prefill attention, CUDA path: k2q + KV-outer + combine (Hq 64, Hkv 4, k 16, bf16, chunks of "
+  std::printf("sparse prefill attention, CUDA path: k2q + KV-outer + combine (Hq 64, Hkv %d, k 16, bf16, chunks of "
               "%lld tokens)\n",
-              static_cast<long long>(msa::detail::kDefaultPrefillChunkTokens));
+              g_hkv, static_cast<long long>(msa::detail::kDefaultPrefillChunkTokens));
   std::vector<Result> rs;
   for (long long n : {1LL << 15, 1LL << 17, 1LL << 19, 1LL << 20}) {
     if (n > max_n) break;

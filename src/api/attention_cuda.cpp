@@ -20,7 +20,10 @@ namespace {
 // up to 1 MiB of Q.
 // Measured on H100 (attention phase, 128K random): 64 → 26.7 ms, 128 → 25.1 ms, 256 → 23.6 ms.
 constexpr int kMaxQueriesPerItem = 256;
-constexpr int kKvOuterGroup = 16;
+// Group sizes Hq / Hkv of the sm90 prefill kernels: the union of blocks needs 16 (8 tokens x 16 heads per tile of two
+// warpgroups), KV-outer takes 16 or 8 (kernels/sm90/attention/kv_outer.cu); other G take the split kernel.
+constexpr int kUnionGroup = 16;
+bool kv_outer_group(int G) { return G == 16 || G == 8; }
 // Events of a plan's side stream (run_prefill_cuda): the chunks' chain may start (the union kernel is done), set s
 // built (kEventBuilt + s), set s free again (kEventFree + s).
 constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
@@ -257,7 +260,7 @@ Status run_union(const ChunkRun& w, int phases, unsigned skip, bool beside) {
   return Status::Ok();
 }
 
-// G = 16, a chunk's front on `stream`: the k2q build over its rows of topk (kAuto: of the union mask's copy, where
+// KV-outer (G = 16 or 8), a chunk's front on `stream`: the k2q build over its rows of topk (kAuto: of the union mask's copy, where
 // the union tiles' rows list nothing). It reads only the selection and the plan's metadata and writes only the
 // chunk's set.
 Status run_front(const ChunkRun& r, void* stream) {
@@ -268,7 +271,7 @@ Status run_front(const ChunkRun& r, void* stream) {
   return kernels::launch_k2q_build(ka, chunk_k2q_outputs(r), r.set + p.off_k2q_scratch, p.k2q_scratch_bytes);
 }
 
-// G = 16, the rest of the chunk on the caller's stream: KV-outer attention over the front's lists and the combine
+// KV-outer (G = 16 or 8), the rest of the chunk on the caller's stream: KV-outer attention over the front's lists and the combine
 // (which leaves the union tiles' rows alone: split count -1). phases < 3 stop after the attention kernel, skip
 // leaves launches out (the benchmark hooks of run_prefill_cuda).
 Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
@@ -297,7 +300,7 @@ Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
   return Status::Ok();
 }
 
-// Other G: the query-outer split kernel over the chunk's selection, then the combine.
+// Other G (1, 2, 4): the query-outer split kernel over the chunk's selection, then the combine.
 Status run_split_chunk(const ChunkRun& r, int phases) {
   if (phases < 2) return Status::Ok();
   const SparsePrefillPlanArgs& pa = r.p.args;
@@ -351,7 +354,8 @@ std::vector<PrefillChunk> plan_prefill_chunks(const BatchInfo& batch, std::int64
   return chunks;
 }
 
-Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_tokens, PrefillCudaPlan* p) {
+Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_tokens, PrefillCudaPlan* p,
+                         bool split_kernel) {
   MSA_RETURN_IF_ERROR(require_sm90(a.topk.device.index, "sparse prefill attention"));
   const int G = a.num_q_heads / a.num_kv_heads;
   if (G > 16 || (G & (G - 1)) != 0)
@@ -362,12 +366,13 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
                                    std::to_string(max_chunk_tokens));
   const std::int64_t chunk = max_chunk_tokens > 0 ? max_chunk_tokens : kDefaultPrefillChunkTokens;
   MSA_RETURN_IF_ERROR(check_prefill_schedule(a.schedule));
-  if (a.schedule == PrefillSchedule::kUnion && G != kKvOuterGroup)
+  if (a.schedule == PrefillSchedule::kUnion && G != kUnionGroup)
     return Status::NotImplemented("schedule: kUnion needs Hq / Hkv = 16, got " + std::to_string(G));
   p->args = a;
-  p->kv_outer = G == kKvOuterGroup;
+  const bool split = split_kernel && a.schedule != PrefillSchedule::kUnion;
+  p->kv_outer = kv_outer_group(G) && !split;
   p->kv_outer_chain = p->kv_outer && a.schedule != PrefillSchedule::kUnion;
-  p->union_budget = !p->kv_outer || a.schedule == PrefillSchedule::kKvOuter ? 0
+  p->union_budget = G != kUnionGroup || split || a.schedule == PrefillSchedule::kKvOuter ? 0
                     : a.schedule == PrefillSchedule::kUnion                ? kernels::kUnionBudgetAll
                                                                            : kernels::kUnionBudgetAuto;
 

@@ -37,7 +37,7 @@ struct PrefillCudaPlan {
   std::vector<PrefillChunk> chunks;
   PrefillChunk whole;  // the whole batch as one chunk: the union schedule's launches (G = 16) run over it
   DeviceBuffer meta;  // per-chunk cu_seqlens / seq_lens (int32)
-  bool kv_outer = false;
+  bool kv_outer = false;        // G = 16 or 8: KV-outer (or the union schedule); otherwise the split kernel
   bool kv_outer_chain = false;  // k2q, KV-outer and combine run (kv_outer and not PrefillSchedule::kUnion)
   int union_budget = 0;         // the union kernels' rule (kernels/sm90/attention/launch.h); 0: not launched
   std::int64_t max_chunk_q = 0;
@@ -64,12 +64,15 @@ constexpr std::int64_t kDefaultPrefillChunkTokens = 16384;
 // The chunks of a batch (host only): tokens [t0, t0 + num_q) in order, each a varlen batch of requests
 // [b_first, b_first + num_requests) whose cu_seqlens and seq_lens are appended to `meta` at chunk.meta.
 std::vector<PrefillChunk> plan_prefill_chunks(const BatchInfo& batch, std::int64_t chunk, std::vector<std::int32_t>* meta);
-Status plan_prefill_cuda(const SparsePrefillPlanArgs& args, std::int64_t max_chunk_tokens, PrefillCudaPlan* plan);
+// split_kernel (a benchmark hook, never set by the ops): the query-outer split kernel and the combine for every G,
+// in place of KV-outer (kUnion still takes the union schedule), to compare the two on the same inputs.
+Status plan_prefill_cuda(const SparsePrefillPlanArgs& args, std::int64_t max_chunk_tokens, PrefillCudaPlan* plan,
+                         bool split_kernel = false);
 // The plan's page table against the cache's page count (host copy, no device access).
 Status check_prefill_pages(const PrefillCudaPlan& plan, std::int64_t num_pages);
 // topk: the planned selection's descriptor, or (layer ops) one of the same shape whose contents run() computes.
 // Benchmark hooks, timing only (the outputs are then not written, or not all of them): phases < 3 stops each chunk
-// after the k2q build (1) or the attention kernel (2); skip leaves out launches of each chunk's back (G = 16).
+// after the k2q build (1) or the attention kernel (2); skip leaves out launches of each chunk's back (KV-outer).
 enum PrefillSkip : unsigned {
   kSkipNothing = 0,
   kSkipKvOuterBack = 1,  // the KV-outer attention and the combine

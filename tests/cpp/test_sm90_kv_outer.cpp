@@ -1,5 +1,5 @@
 // test_sm90_kv_outer.cpp — the two sm90 prefill attention schedules against the CPU SparsePrefillAttention on a
-// fresh random varlen batch with G = 16 (irregular lengths, a zero-length request, chunked prefill over history,
+// fresh random varlen batch with G = 16, and G = 8 for KV-outer (irregular lengths, a zero-length request, chunked prefill over history,
 // shuffled selections, NaN in the cache past each request's length): the KV-outer chain (device k2q → KV-outer
 // attention → combine) and the query-outer union-of-blocks kernel, the latter also on clustered selections (the
 // tokens of a query block share a pool of blocks, so a tile's lists overlap). The tests drive the launches
@@ -59,10 +59,11 @@ void set_problem_inputs(kernels::PagedPrefillInputs* l, const Problem& p, const 
   l->seq_stride = 1;
 }
 
-TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
-  MSA_REQUIRE_SM90();
-  const int Hq = 32, Hkv = 2, k = 16;
-  Problem p = varlen_problem(false);
+// The KV-outer chain (device k2q, KV-outer kernel into NaN-poisoned partials, combine) on the varlen problem with
+// Hq / Hkv heads: every output row and LSE against the CPU reference.
+void check_kv_outer_kernel(int Hq, int Hkv) {
+  const int k = 16;
+  Problem p = varlen_problem(false, {129, 0, 40, 300, 7}, {129, 500, 16385, 2600, 2049}, Hq, Hkv);
   SCOPED_TRACE(seed_note(p.spec.seed));
   const std::int64_t T = p.total_q;
 
@@ -116,6 +117,18 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
   cudaFree(ws);
 
   expect_device_attention_rule(p, out, lse, /*bf16_partials=*/true);
+}
+
+TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
+  MSA_REQUIRE_SM90();
+  check_kv_outer_kernel(32, 2);  // G = 16: tiles of 4 tokens x 16 heads
+}
+
+// G = 8: tiles of 8 tokens x 8 heads, a warp's 16 rows two tokens (their own masks, handles and output boxes); the
+// batch's 476 tokens leave partial tiles and warps whose second token is past the item's queries.
+TEST(SM90_KvOuterKernel, GroupOf8MatchesCpu) {
+  MSA_REQUIRE_SM90();
+  check_kv_outer_kernel(32, 4);
 }
 
 // The token groups launch_token_groups must produce, from the host: per (KV head, group of 128 queries of a

@@ -1,5 +1,5 @@
 // test_sm90_ops.cpp — the public attention and layer ops with CUDA descriptors, against the CPU reference on fresh
-// random inputs: sparse prefill (KV-outer for G = 16, the split kernel otherwise) over chunk boundaries that cut
+// random inputs: sparse prefill (KV-outer for G = 16 and 8, the split kernel otherwise) over chunk boundaries that cut
 // requests, sparse decode, and the MsaPrefill / MsaDecode layers (their GPU selection judged by the selection
 // contract, their attention by design.md's error rule on that selection). Cache tails past each length are NaN.
 #include <cuda_runtime.h>
@@ -125,16 +125,29 @@ TEST(SM90_SparsePrefillOp, RampedKeysEverySchedule) {
   }
 }
 
+// G = 8 runs the KV-outer chain under kKvOuter and kAuto (8 tokens x 8 heads per tile), peaked rows included.
+TEST(SM90_SparsePrefillOp, KvOuterGroupOf8VarlenChunked) {
+  MSA_REQUIRE_SM90();
+  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 4, PrefillSchedule::kKvOuter);
+  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 64, 8, PrefillSchedule::kAuto, true);
+  check_prefill_op({129, 0, 40, 300, 7, 1}, {129, 500, 16385, 2600, 2049, 130}, 32, 4, PrefillSchedule::kKvOuter,
+                   true, 1.0 / 1024);
+}
+
 TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
   MSA_REQUIRE_SM90();
-  Problem p = testing::make_problem(spec({8}, {300}, 16, 4));
-  DeviceProblem d(p);
-  SparsePrefillPlanArgs pa = prefill_plan_args(p, d);  // Hq 16, Hkv 4
-  pa.schedule = PrefillSchedule::kUnion;
-  SparsePrefillAttention attn;
-  const Status st = attn.plan(pa);
-  EXPECT_EQ(st.code(), StatusCode::kNotImplemented);
-  EXPECT_NE(st.message().find("schedule: kUnion needs Hq / Hkv = 16"), std::string::npos) << st.message();
+  for (int Hkv : {4, 2}) {  // G = 4 (split kernel) and G = 8 (KV-outer)
+    Problem p = testing::make_problem(spec({8}, {300}, 16, Hkv));
+    DeviceProblem d(p);
+    SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
+    pa.schedule = PrefillSchedule::kUnion;
+    SparsePrefillAttention attn;
+    const Status st = attn.plan(pa);
+    EXPECT_EQ(st.code(), StatusCode::kNotImplemented);
+    EXPECT_NE(st.message().find("schedule: kUnion needs Hq / Hkv = 16, got " + std::to_string(16 / Hkv)),
+              std::string::npos)
+        << st.message();
+  }
 }
 
 // k2q packs a query's chunk-local index into 24 bits, so the KV-outer schedules refuse chunks of 2^24 tokens at plan

@@ -1,12 +1,12 @@
-// kv_outer.cu — KV-outer sparse prefill attention (G = 16).
+// kv_outer.cu — KV-outer sparse prefill attention (G = Hq / Hkv = 16 or 8).
 //
 // Persistent: one CTA per SM walks the work items of the device k2q schedule (KV head g, block j of request b, a
 // range of the queries that selected it) with a static stride (items are ordered head-major, largest first within a
 // head: see "L2" below). A producer warpgroup (one thread) loads K and V of each item's block (TMA, 2 x 32 KiB,
-// 128-byte swizzle) into one of two K/V buffers, and the item's queries in tiles of 4 tokens x 16 heads = 64 rows
-// (one TMA box of 16 heads x 64 dims per token and half) through a 4-stage ring that runs on across items, so the
-// next item's metadata, K/V and first Q tiles load while the current item's last tiles compute. Two consumer
-// warpgroups take alternate tiles:
+// 128-byte swizzle) into one of two K/V buffers, and the item's queries in tiles of 64 rows — 4 tokens x 16 heads,
+// or with G = 8, 8 tokens x 8 heads — (one TMA box of G heads x 64 dims per token and half) through a 4-stage ring
+// that runs on across items, so the next item's metadata, K/V and first Q tiles load while the current item's last
+// tiles compute. Two consumer warpgroups take alternate tiles:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
 // request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
 // (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
@@ -29,7 +29,10 @@
 // marks only half the lines evict-last the same as all of them. 8K chunks (32 MiB of one head's Q) lose more to
 // K/V reloads than the hits gain (1M attention 221.6 ms).
 //
-// Invariants: G = 16; rows of tokens past the item's query count are computed on stale data and never written;
+// A consumer warp's 16 rows are one token's 16 heads (G = 16) or two tokens' 8 heads (G = 8): a thread's rows r0 and
+// r0 + 8 then belong to different tokens, each with its own position mask, handle, LSE row and output box.
+//
+// Invariants: G is 16 or 8; rows of tokens past the item's query count are computed on stale data and never written;
 // cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is reloaded only
 // after all 8 consumer warps released it (kv_empty), a Q stage only after its warpgroup's S wgmma read it.
 #include <cuda.h>
@@ -53,33 +56,43 @@ namespace msa {
 namespace kernels {
 namespace {
 
-constexpr int kG = 16, kTokens = 4;  // a Q tile: 4 tokens x 16 heads = 64 rows, one consumer warpgroup's
-constexpr int kHalf = 128 * 128;     // bytes of a 64-dim half of the 128-key K or V block
-constexpr int kQHalf = 64 * 128;     // bytes of a 64-dim half of a Q tile
+constexpr int kHalf = 128 * 128;  // bytes of a 64-dim half of the 128-key K or V block
+constexpr int kQHalf = 64 * 128;  // bytes of a 64-dim half of a Q tile (64 rows, one consumer warpgroup's)
 // Tiles alternate between the two consumer warpgroups (tile i -> warpgroup i % 2), each through its own two
 // stages, so the warpgroups drift apart and one's softmax and stores overlap the other's wgmma.
 constexpr int kQStages = 4;
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
 constexpr int kOWarpBytes = 16 * 256;
 // Shared memory (from a 1024-aligned base): two K/V buffers (K halves, then V halves), Q stages (2 halves each),
-// O staging: one 4 KiB buffer per consumer warp (its token's 16 rows, two 128B-swizzled 64-dim halves), the
-// item descriptors of the two K/V buffers and the handles of each Q stage (written by the producer before it arms
-// the buffer's or stage's full barrier, whose completion publishes them), then the barriers. 225 KiB in all.
+// O staging: one 4 KiB buffer per consumer warp (its 16 rows, two 128B-swizzled 64-dim halves), the item
+// descriptors of the two K/V buffers and the handles of each Q stage (written by the producer before it arms the
+// buffer's or stage's full barrier, whose completion publishes them), then the barriers. 225 KiB in all.
 constexpr int kKvBytes = 4 * kHalf;
 constexpr int kQOff = 2 * kKvBytes, kOOff = kQOff + kQStages * 2 * kQHalf, kDescOff = kOOff + 8 * kOWarpBytes,
-              kHandleOff = kDescOff + 2 * 8 * 4, kBarOff = kHandleOff + kQStages * kTokens * 4;
-constexpr int kSmemBytes = kBarOff + 12 * 8 + 1024;
-static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
+              kHandleOff = kDescOff + 2 * 8 * 4;
 enum Desc { kDescG, kDescJ, kDescCount, kDescQ0, kDescNq, kDescL, kDescWords = 8 };
 
+// The tile shape of a group size G: kTokens tokens of G heads per 64-row tile, kWarpTokens per consumer warp (a
+// thread's row r0 + 8 h belongs to the warp's token h * 8 / G).
+template <int G>
+struct Tile {
+  static_assert(G == 16 || G == 8, "a warp's 16 rows hold whole tokens, and a token's 8 rows one 1 KiB swizzle atom");
+  static constexpr int kTokens = 64 / G, kWarpTokens = 16 / G;
+  static constexpr int kBarOff = kHandleOff + kQStages * kTokens * 4;
+  static constexpr int kSmemBytes = kBarOff + 12 * 8 + 1024;
+  static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
+};
+
+template <int G>
 __global__ void __launch_bounds__(kThreads, 1)
     kv_outer_kernel(const KvOuterLaunch a, const __grid_constant__ CUtensorMap q_map,
                     const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map,
                     const __grid_constant__ CUtensorMap o_map) {
+  constexpr int kTokens = Tile<G>::kTokens, kWarpTokens = Tile<G>::kWarpTokens;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem =
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
-  auto* bars = reinterpret_cast<std::uint64_t*>(smem + kBarOff);
+  auto* bars = reinterpret_cast<std::uint64_t*>(smem + Tile<G>::kBarOff);
   std::uint64_t* kv_full = bars;                     // [2] K/V landed (TMA bytes)
   std::uint64_t* kv_empty = bars + 2;                // [2] one arrive per consumer warp
   std::uint64_t* q_full = bars + 4;                  // [kQStages]
@@ -148,22 +161,22 @@ __global__ void __launch_bounds__(kThreads, 1)
         int hs[kTokens];
         for (int i = 0; i < kTokens; ++i) hs[i] = i < ntok ? handles[tile * kTokens + i] : 0;
         for (int i = 0; i < kTokens; ++i) stage_handles[s * kTokens + i] = hs[i];
-        sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * kG * 128);
+        sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * G * 128);
         unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
         for (int i = 0; i < ntok; ++i) {
           const int t = q0 + (hs[i] & 0xFFFFFF);
           for (int h = 0; h < 2; ++h)
-            sm90::tma_load_3d_hint(stage + h * kQHalf + i * kG * 128, &q_map, &q_full[s], 64 * h, g * kG, t, reused);
+            sm90::tma_load_3d_hint(stage + h * kQHalf + i * G * 128, &q_map, &q_full[s], 64 * h, g * G, t, reused);
         }
       }
     }
     return;
   }
 
-  // ---- consumers: tile rows 16 (warp % 4) + lane / 4 (+ 8) = token (row / 16) x head (row % 16) ----
+  // ---- consumers: tile rows 16 (warp % 4) + lane / 4 (+ 8) = token (row / G) x head (row % G) ----
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
-  // Thread rows of a tile: r0 = 16 (warp % 4) + lane / 4 and r0 + 8 (both heads of token warp % 4).
+  // Thread rows of a tile: r0 = 16 (warp % 4) + lane / 4 and r0 + 8, of the warp's tokens 0 and h * 8 / G.
   const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
   const std::uint64_t store_once = sm90::l2_evict_first_policy();  // partials: read once, by the combine
   int gt = 0;
@@ -207,12 +220,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int s = (gt + tile) % kQStages;
       const unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
       sm90::mbar_wait(&q_full[s], ((gt + tile) / kQStages) & 1);
-      // This warp's rows are the 16 heads of one token of the tile.
-      const int tok = tile * kTokens + warp % 4;
-      const bool valid = tok < q_count;  // uniform over the warp
-      int handle = 0;
-      if (lane == 0) handle = stage_handles[s * kTokens + warp % 4];
-      handle = __shfl_sync(0xffffffffu, handle, 0);
+      // This warp's rows are the G heads of kWarpTokens tokens of the tile; validity is uniform over the warp for
+      // each of them.
+      const int tok = tile * kTokens + (warp % 4) * kWarpTokens;
+      int handle[kWarpTokens];
+#pragma unroll
+      for (int i = 0; i < kWarpTokens; ++i) {
+        int h = 0;
+        if (lane == 0) h = stage_handles[s * kTokens + (warp % 4) * kWarpTokens + i];
+        handle[i] = __shfl_sync(0xffffffffu, h, 0);
+      }
       float acc[64];
       sm90::wgmma_m64n128_k128_bf16(acc, sm90::wgmma_desc_sw128(stage), sm90::wgmma_desc_sw128(stage + kQHalf),
                                     desc_k0, desc_k1);
@@ -221,11 +238,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncwarp();
       if (lane == 0) sm90::mbar_arrive(&q_empty[s]);  // Q of this stage is read
 
-      const int pos = L - nq + (handle & 0xFFFFFF);  // the token of both of this thread's rows
-
-      // Single-tile softmax over both rows of this warp's token (tile_softmax.cuh): the own block masked key by
-      // key, raw max, exponents by one FFMA each.
-      mask_keys_after(acc, j * 128, c, pos);
+      // Single-tile softmax over this thread's two rows (tile_softmax.cuh): the own block masked key by key, raw
+      // max, exponents by one FFMA each.
+      const int pos0 = L - nq + (handle[0] & 0xFFFFFF);  // the token of row r0 (and with G = 16 of r0 + 8)
+      if constexpr (kWarpTokens == 1)
+        mask_keys_after(acc, j * 128, c, pos0);
+      else
+        mask_keys_after_rows(acc, j * 128, c, pos0, L - nq + (handle[1] & 0xFFFFFF));
       float m0, m1;
       tile_row_max(acc, m0, m1);
       m0 *= scale;  // log2 units from here on
@@ -270,21 +289,25 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       sm90::fence_proxy_async_smem();
       __syncwarp();
-      if (valid) {
-        const int slot = handle >> 24, t = q0 + (handle & 0xFFFFFF);
-        const std::int64_t out_row = (static_cast<std::int64_t>(slot) * a.total_q + t) * a.num_q_heads + g * kG;
-        if (c == 0) {
-          const int r = lane / 4;
-          a.partial_lse[out_row + r] = natural_lse(m0, l0);
-          a.partial_lse[out_row + r + 8] = natural_lse(m1, l1);
+      // Token i of the warp: its slot row z_i of the partials; its G rows are rows i G .. i G + G - 1 of the
+      // staging buffer, one 2 KiB box per 64-dim half for G = 16, one 1 KiB box (a whole swizzle atom) for G = 8.
+#pragma unroll
+      for (int i = 0; i < kWarpTokens; ++i) {
+        if (tok + i >= q_count) continue;  // uniform over the warp
+        const int slot = handle[i] >> 24, t = q0 + (handle[i] & 0xFFFFFF);
+        const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
+        const std::int64_t out_row = static_cast<std::int64_t>(z) * a.num_q_heads + g * G;
+        if (c == 0) {  // row half h holds head (lane / 4 + 8 h) % G of token h * 8 / G
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            if (h * 8 / G == i) a.partial_lse[out_row + (lane / 4 + 8 * h) % G] = natural_lse(h ? m1 : m0, h ? l1 : l0);
         }
         if (lane == 0) {
-          const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
-          sm90::tma_store_3d_hint(&o_map, obuf, 0, g * kG, z, store_once);
-          sm90::tma_store_3d_hint(&o_map, obuf + 2048, 64, g * kG, z, store_once);
-          sm90::bulk_commit();
+          sm90::tma_store_3d_hint(&o_map, obuf + i * G * 128, 0, g * G, z, store_once);
+          sm90::tma_store_3d_hint(&o_map, obuf + 2048 + i * G * 128, 64, g * G, z, store_once);
         }
       }
+      if (lane == 0 && tok < q_count) sm90::bulk_commit();  // the warp's first token is valid if any is
     }
     gt += n_tiles;
     // Every wgmma of this warp on the item's K/V buffer has been waited for: release the buffer to the producer.
@@ -294,31 +317,38 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (lane == 0) sm90::bulk_wait<0>();  // stores complete before the CTA's shared memory goes away
 }
 
-}  // namespace
-
-Status launch_kv_outer_attention(const KvOuterLaunch& a) {
-  if (a.num_kv_heads < 1 || a.num_q_heads != kG * a.num_kv_heads)
-    return Status::NotImplemented("KV-outer attention: Hq / Hkv must be 16 in this version");
-  if (a.item_capacity == 0 || a.total_q == 0) return Status::Ok();
+template <int G>
+Status launch_group(const KvOuterLaunch& a) {
   CUtensorMap q_map, k_map, v_map;
-  MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, kG, &q_map, &k_map, &v_map));
-  // Partial outputs [k, T, Hq, 128] as rows of (slot, token) x Hq heads x 128 dims; a box is one token's 16 heads.
+  MSA_RETURN_IF_ERROR(sm90::encode_qkv_maps(a, a.total_q, G, &q_map, &k_map, &v_map));
+  // Partial outputs [k, T, Hq, 128] as rows of (slot, token) x Hq heads x 128 dims; a box is one token's G heads.
   CUtensorMap o_map;
   const sm90::TmaTensor3d o{a.partial_out,
                              {128, static_cast<std::uint64_t>(a.num_q_heads), static_cast<std::uint64_t>(a.k * a.total_q)},
                              {128, static_cast<std::int64_t>(a.num_q_heads) * 128},
-                             {64, kG, 1}};
+                             {64, G, 1}};
   MSA_RETURN_IF_ERROR(sm90::encode_tma_sw128(o, "partial_out", &o_map));
-  cudaError_t e = cudaFuncSetAttribute(kv_outer_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  constexpr int smem = Tile<G>::kSmemBytes;
+  cudaError_t e = cudaFuncSetAttribute(kv_outer_kernel<G>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e == cudaSuccess) {
     // One CTA per SM (the kernel holds an SM's shared memory); never more CTAs than items can exist.
     const int sms = detail::cuda_sm_count(a.device);
     const std::int64_t grid = std::min<std::int64_t>(a.item_capacity, sms > 0 ? sms : 132);
-    e = launch_pdl(kv_outer_kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads), kSmemBytes,
+    e = launch_pdl(kv_outer_kernel<G>, dim3(static_cast<unsigned>(grid)), dim3(kThreads), smem,
                    static_cast<cudaStream_t>(a.stream), a, q_map, k_map, v_map, o_map);
     if (e == cudaSuccess) e = cudaGetLastError();
   }
   return e == cudaSuccess ? Status::Ok() : Status::CudaError(std::string("KV-outer attention: ") + cudaGetErrorString(e));
+}
+
+}  // namespace
+
+Status launch_kv_outer_attention(const KvOuterLaunch& a) {
+  const bool g16 = a.num_kv_heads >= 1 && a.num_q_heads == 16 * a.num_kv_heads;
+  if (!g16 && !(a.num_kv_heads >= 1 && a.num_q_heads == 8 * a.num_kv_heads))
+    return Status::NotImplemented("KV-outer attention: Hq / Hkv must be 16 or 8 in this version");
+  if (a.item_capacity == 0 || a.total_q == 0) return Status::Ok();
+  return g16 ? launch_group<16>(a) : launch_group<8>(a);
 }
 
 }  // namespace kernels

@@ -1,5 +1,6 @@
 // launch.h — host-side entries of the sm90 prefill attention kernels, KV-outer and union of blocks (plain pointers,
-// strides in elements). SparsePrefillAttention's CUDA path uses them for Hq / Hkv = 16 (api/attention_cuda.cpp).
+// strides in elements). SparsePrefillAttention's CUDA path uses KV-outer for Hq / Hkv = 16 or 8, the union of blocks
+// for 16 (api/attention_cuda.cpp).
 #ifndef MSA_KERNELS_SM90_ATTENTION_LAUNCH_H_
 #define MSA_KERNELS_SM90_ATTENTION_LAUNCH_H_
 
@@ -42,7 +43,7 @@ struct KvOuterLaunch : PagedPrefillInputs {
   void* stream;
 };
 
-// G = Hq / Hkv must be 16 (4 tokens x 16 heads per 64-row tile).
+// G = Hq / Hkv must be 16 (4 tokens x 16 heads per 64-row tile) or 8 (8 tokens x 8 heads); NotImplemented otherwise.
 Status launch_kv_outer_attention(const KvOuterLaunch& args);
 
 // Arguments of the query-outer "union of blocks" kernel (union_blocks.cu): the final output straight from the
