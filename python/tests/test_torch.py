@@ -68,6 +68,22 @@ def test_ops_match_the_binding():
     assert torch.equal(dec, pre)
 
 
+def test_fp8_tensor_through_dlpack():
+    # The binding's own path for DLPack's float8_e4m3fn code: the tensor handed over as it is, not as its uint8 bits
+    # (which msa's wrappers pass, since not every torch exports fp8 through DLPack).
+    q, cache, table, cu, seq = planted([3000, 700], [40, 700], fp8=True)
+    try:
+        torch.utils.dlpack.to_dlpack(q)
+    except Exception as e:  # noqa: BLE001 (any refusal: this torch does not export the type)
+        pytest.skip(f"torch {torch.__version__} does not export float8_e4m3fn through DLPack: {e}")
+    want = torch.empty(4, 740, 16, dtype=torch.int32)
+    msa.index_select_prefill(q, cache, table, cu, seq, want)
+    got = torch.full_like(want, -7)
+    msa._msa.index_select_prefill(q, cache, table, cu, seq, got, None, 0)
+    assert torch.equal(got, want)
+    assert torch.equal(want, ops.index_select_prefill(q.bfloat16(), cache.bfloat16(), table, cu, seq))
+
+
 def test_sparse_attention_ops_short_rows_equal_dense():
     L, T = 1500, 200
     q, k_cache, v_cache, topk, table, pos = attention_inputs(L, T)
