@@ -15,9 +15,11 @@
 // ones up to 128K, the union-of-blocks kernel alone (kUnion) are timed end to end. kAuto is also timed in parts
 // (timing-only replays, every case): the fronts alone (union mask + k2q), without the union kernel, and without the
 // KV-outer attention and combine.
-// --kv-heads H (Hq stays 64): another group size G = 64 / H. For G = 8 the KV-outer chain's phases as above, and
-// alternating with them the query-outer split kernel + combine end to end (the plan's split-kernel hook): the
-// measurement behind KV-outer for G = 8; kAuto equals KV-outer there and kUnion does not exist.
+// --kv-heads H (Hq stays 64): another group size G = 64 / H (8, 16, 32, 64: G = 8, 4, 2, 1). The KV-outer chain's
+// phases as above, and alternating with them the query-outer split kernel + combine end to end (the plan's
+// split_kernel hook): the measurement behind KV-outer for every G; kAuto equals KV-outer there and kUnion does not
+// exist. (Below G = 8 the KV-outer phases are not additive: a replay that stops after the attention can take longer
+// than the whole chain.)
 // Usage: bench_prefill_attention [--json FILE] [--min-n N] [--max-n N] [--chunks C1,C2,...] [--pattern P]
 //                                [--iters I] [--settle] [--trace] [--kv-heads H]
 // (--chunks: only the random cases at N >= 512K, with these max_chunk_tokens; --pattern random or clustered: only
@@ -242,8 +244,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--settle") == 0) g_settle = true;
     if (std::strcmp(argv[i], "--trace") == 0) msa_bench::trace_replays = true;
   }
-  if (g_hkv != 4 && g_hkv != 8) {
-    std::fprintf(stderr, "--kv-heads: 4 (G = 16) or 8 (G = 8)\n");
+  if (g_hkv != 4 && g_hkv != 8 && g_hkv != 16 && g_hkv != 32 && g_hkv != 64) {
+    std::fprintf(stderr, "--kv-heads: 4, 8, 16, 32 or 64 (G = 16, 8, 4, 2, 1)\n");
     return 2;
   }
   if (!msa_bench::have_cuda_device("bench_prefill_attention")) return 1;

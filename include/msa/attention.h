@@ -33,8 +33,7 @@ struct SparsePrefillPlanArgs {
   int num_kv_heads = kM3NumKVHeads;
   double sm_scale = 0.0;  // 0 selects 1/sqrt(128)
   // CUDA: query tokens per chunk (0 selects 16384). run() handles the tokens in chunks so the workspace holds one
-  // chunk's partials, about max_chunk_tokens * k * Hq * 260 bytes (4.4 GB at the default, Hq = 64, k = 16; the
-  // split kernel of head ratios 1, 2 and 4 keeps fp32 partials, about 516 bytes instead of 260).
+  // chunk's partials, about max_chunk_tokens * k * Hq * 260 bytes (4.4 GB at the default, Hq = 64, k = 16).
   // Larger chunks reload less K / V at long contexts: a 1M-token prefill's main branch (k2q, attention, combine;
   // KV-outer schedule, random selections) took 309 / 305 / 304 ms with 16K / 32K / 64K-token chunks on an H100
   // (docs/performance.md). Under kKvOuter and kAuto a chunk holds fewer than 2^24 query tokens (k2q's 24-bit
@@ -53,9 +52,7 @@ struct SparsePrefillPlanArgs {
   //             kKvOuter and kAuto). kAuto computes every row with <= 16 visible blocks with the union kernel.
   //   kUnion    every tile query-outer over the union of its 8 tokens' blocks (no partials; slow when the tokens
   //             of a tile select different blocks).
-  // Hq / Hkv = 8: kAuto and kKvOuter both run KV-outer for every tile (8 tokens x 8 heads per 64-row tile); kUnion
-  // is NotImplemented. Other head ratios (1, 2, 4) take the query-outer split kernel whatever the schedule (kUnion:
-  // NotImplemented).
+  // Other head ratios (1, 2, 4, 8): kAuto and kKvOuter both run KV-outer for every tile; kUnion is NotImplemented.
   PrefillSchedule schedule = PrefillSchedule::kAuto;
 };
 

@@ -21,9 +21,9 @@ namespace {
 // Measured on H100 (attention phase, 128K random): 64 → 26.7 ms, 128 → 25.1 ms, 256 → 23.6 ms.
 constexpr int kMaxQueriesPerItem = 256;
 // Group sizes Hq / Hkv of the sm90 prefill kernels: the union of blocks needs 16 (8 tokens x 16 heads per tile of two
-// warpgroups), KV-outer takes 16 or 8 (kernels/sm90/attention/kv_outer.cu); other G take the split kernel.
+// warpgroups); KV-outer takes every G (kernels/sm90/attention/kv_outer.cu).
 constexpr int kUnionGroup = 16;
-bool kv_outer_group(int G) { return G == 16 || G == 8; }
+bool kv_outer_group(int G) { return G == 16 || G == 8 || G == 4 || G == 2 || G == 1; }
 // Events of a plan's side stream (run_prefill_cuda): the chunks' chain may start (the union kernel is done), set s
 // built (kEventBuilt + s), set s free again (kEventFree + s).
 constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
@@ -260,7 +260,7 @@ Status run_union(const ChunkRun& w, int phases, unsigned skip, bool beside) {
   return Status::Ok();
 }
 
-// KV-outer (G = 16 or 8), a chunk's front on `stream`: the k2q build over its rows of topk (kAuto: of the union mask's copy, where
+// KV-outer, a chunk's front on `stream`: the k2q build over its rows of topk (kAuto: of the union mask's copy, where
 // the union tiles' rows list nothing). It reads only the selection and the plan's metadata and writes only the
 // chunk's set.
 Status run_front(const ChunkRun& r, void* stream) {
@@ -271,7 +271,7 @@ Status run_front(const ChunkRun& r, void* stream) {
   return kernels::launch_k2q_build(ka, chunk_k2q_outputs(r), r.set + p.off_k2q_scratch, p.k2q_scratch_bytes);
 }
 
-// KV-outer (G = 16 or 8), the rest of the chunk on the caller's stream: KV-outer attention over the front's lists and the combine
+// KV-outer, the rest of the chunk on the caller's stream: KV-outer attention over the front's lists and the combine
 // (which leaves the union tiles' rows alone: split count -1). phases < 3 stop after the attention kernel, skip
 // leaves launches out (the benchmark hooks of run_prefill_cuda).
 Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
@@ -300,7 +300,7 @@ Status kv_outer_back(const ChunkRun& r, int phases, unsigned skip) {
   return Status::Ok();
 }
 
-// Other G (1, 2, 4): the query-outer split kernel over the chunk's selection, then the combine.
+// The split_kernel hook (benchmarks only): the query-outer split kernel over the chunk's selection, then the combine.
 Status run_split_chunk(const ChunkRun& r, int phases) {
   if (phases < 2) return Status::Ok();
   const SparsePrefillPlanArgs& pa = r.p.args;

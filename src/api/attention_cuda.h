@@ -2,7 +2,8 @@
 //
 // Prefill: plan() copies the batch metadata to the host once (it may synchronise), checks it, and cuts the query
 // tokens into chunks of at most max_chunk_tokens; run() enqueues, per chunk, the device k2q build, the attention
-// kernel (KV-outer for Hq / Hkv = 16, the query-outer split kernel otherwise) and the combine, all on the stream of
+// kernel (KV-outer for every Hq / Hkv; the query-outer split kernel only through the split_kernel benchmark hook) and
+// the combine, all on the stream of
 // q, with no allocation and no synchronisation. For Hq / Hkv = 16 the plan's schedule adds the union-of-blocks
 // kernels around that chain: a mask launch first (the union tiles' rows leave the chain's selection) and the union
 // attention last (it writes those tiles' outputs). Over several chunks the front of chunk c + 1 (union mask, k2q)
@@ -37,7 +38,7 @@ struct PrefillCudaPlan {
   std::vector<PrefillChunk> chunks;
   PrefillChunk whole;  // the whole batch as one chunk: the union schedule's launches (G = 16) run over it
   DeviceBuffer meta;  // per-chunk cu_seqlens / seq_lens (int32)
-  bool kv_outer = false;        // G = 16 or 8: KV-outer (or the union schedule); otherwise the split kernel
+  bool kv_outer = false;        // KV-outer (or the union schedule); false only with the split_kernel hook
   bool kv_outer_chain = false;  // k2q, KV-outer and combine run (kv_outer and not PrefillSchedule::kUnion)
   int union_budget = 0;         // the union kernels' rule (kernels/sm90/attention/launch.h); 0: not launched
   std::int64_t max_chunk_q = 0;

@@ -1,9 +1,9 @@
 // test_sm90_kv_outer.cpp — the two sm90 prefill attention schedules against the CPU SparsePrefillAttention on a
-// fresh random varlen batch with G = 16, and G = 8 for KV-outer (irregular lengths, a zero-length request, chunked prefill over history,
-// shuffled selections, NaN in the cache past each request's length): the KV-outer chain (device k2q → KV-outer
-// attention → combine) and the query-outer union-of-blocks kernel, the latter also on clustered selections (the
-// tokens of a query block share a pool of blocks, so a tile's lists overlap). The tests drive the launches
-// directly.
+// fresh random varlen batch with G = 16, and G = 8, 4, 2, 1 for KV-outer (irregular lengths, a zero-length request,
+// chunked prefill over history, shuffled selections, NaN in the cache past each request's length): the KV-outer
+// chain (device k2q → KV-outer attention → combine) and the query-outer union-of-blocks kernel, the latter also on
+// clustered selections (the tokens of a query block share a pool of blocks, so a tile's lists overlap). The tests
+// drive the launches directly.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -129,6 +129,15 @@ TEST(SM90_KvOuterKernel, VarlenBatchMatchesCpu) {
 TEST(SM90_KvOuterKernel, GroupOf8MatchesCpu) {
   MSA_REQUIRE_SM90();
   check_kv_outer_kernel(32, 4);
+}
+
+// G = 4, 2, 1: a token's G heads in a slot of 8 rows (a swizzle atom), the slot's other rows never loaded or stored.
+TEST(SM90_KvOuterKernel, SmallGroupsMatchCpu) {
+  MSA_REQUIRE_SM90();
+  for (const int Hq : {32, 16, 8}) {
+    SCOPED_TRACE("G = " + std::to_string(Hq / 8));
+    check_kv_outer_kernel(Hq, 8);
+  }
 }
 
 // The token groups launch_token_groups must produce, from the host: per (KV head, group of 128 queries of a

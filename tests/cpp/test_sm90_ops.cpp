@@ -1,5 +1,5 @@
 // test_sm90_ops.cpp — the public attention and layer ops with CUDA descriptors, against the CPU reference on fresh
-// random inputs: sparse prefill (KV-outer for G = 16 and 8, the split kernel otherwise) over chunk boundaries that cut
+// random inputs: sparse prefill (KV-outer for every G, the union of blocks for G = 16) over chunk boundaries that cut
 // requests, sparse decode, and the MsaPrefill / MsaDecode layers (their GPU selection judged by the selection
 // contract, their attention by design.md's error rule on that selection). Cache tails past each length are NaN.
 #include <cuda_runtime.h>
@@ -136,7 +136,7 @@ TEST(SM90_SparsePrefillOp, KvOuterGroupOf8VarlenChunked) {
 
 TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
   MSA_REQUIRE_SM90();
-  for (int Hkv : {4, 2}) {  // G = 4 (split kernel) and G = 8 (KV-outer)
+  for (int Hkv : {4, 2}) {  // G = 4 and 8
     Problem p = testing::make_problem(spec({8}, {300}, 16, Hkv));
     DeviceProblem d(p);
     SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
@@ -179,9 +179,10 @@ TEST(SM90_SparsePrefillOp, KvOuterChunksBelow2To24Tokens) {
   EXPECT_TRUE(st.ok()) << st.to_string();
 }
 
-TEST(SM90_SparsePrefillOp, SplitKernelVarlenChunked) {
+TEST(SM90_SparsePrefillOp, KvOuterSmallGroupsVarlenChunked) {
   MSA_REQUIRE_SM90();
-  check_prefill_op({129, 0, 40, 300}, {129, 500, 16385, 2600}, 16, 4);  // G = 4: query-outer split kernel
+  check_prefill_op({129, 0, 40, 300}, {129, 500, 16385, 2600}, 16, 4);  // G = 4, kAuto: KV-outer
+  check_prefill_op({129, 0, 40, 300}, {129, 500, 16385, 2600}, 8, 8, PrefillSchedule::kKvOuter);  // G = 1
 }
 
 // Public SparseDecodeAttention on the device for requests of Q queries with context lengths L, planned for

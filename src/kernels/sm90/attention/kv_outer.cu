@@ -1,12 +1,12 @@
-// kv_outer.cu — KV-outer sparse prefill attention (G = Hq / Hkv = 16 or 8).
+// kv_outer.cu — KV-outer sparse prefill attention (any G = Hq / Hkv in 1, 2, 4, 8, 16).
 //
 // Persistent: one CTA per SM walks the work items of the device k2q schedule (KV head g, block j of request b, a
 // range of the queries that selected it) with a static stride (items are ordered head-major, largest first within a
 // head: see "L2" below). A producer warpgroup (one thread) loads K and V of each item's block (TMA, 2 x 32 KiB,
 // 128-byte swizzle) into one of two K/V buffers, and the item's queries in tiles of 64 rows — 4 tokens x 16 heads,
-// or with G = 8, 8 tokens x 8 heads — (one TMA box of G heads x 64 dims per token and half) through a 4-stage ring
-// that runs on across items, so the next item's metadata, K/V and first Q tiles load while the current item's last
-// tiles compute. Two consumer warpgroups take alternate tiles:
+// or 8 slots of 8 rows, one token's G <= 8 heads each — (one TMA box of G heads x 64 dims per token and half)
+// through a 4-stage ring that runs on across items, so the next item's metadata, K/V and first Q tiles load while
+// the current item's last tiles compute. Two consumer warpgroups take alternate tiles:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
 // request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
 // (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
@@ -29,12 +29,16 @@
 // marks only half the lines evict-last the same as all of them. 8K chunks (32 MiB of one head's Q) lose more to
 // K/V reloads than the hits gain (1M attention 221.6 ms).
 //
-// A consumer warp's 16 rows are one token's 16 heads (G = 16) or two tokens' 8 heads (G = 8): a thread's rows r0 and
-// r0 + 8 then belong to different tokens, each with its own position mask, handle, LSE row and output box.
+// A consumer warp's 16 rows are one token's 16 heads (G = 16) or two tokens' slots (G <= 8): a thread's rows r0 and
+// r0 + 8 then belong to different tokens, each with its own position mask, handle, LSE row and output box. With
+// G < 8 a slot's rows G .. 7 are tensor work for nothing (2x, 4x, 8x the useful rows for G = 4, 2, 1): the price of
+// the 1 KiB alignment of swizzled TMA boxes, and still about 10x the query-outer split kernel that ran those G
+// before (H200, docs/performance.md, "KV-outer for every G").
 //
-// Invariants: G is 16 or 8; rows of tokens past the item's query count are computed on stale data and never written;
-// cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is reloaded only
-// after all 8 consumer warps released it (kv_empty), a Q stage only after its warpgroup's S wgmma read it.
+// Invariants: rows of tokens past the item's query count, and slot rows past G, are computed on stale data and
+// never written; cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is
+// reloaded only after all 8 consumer warps released it (kv_empty), a Q stage only after its warpgroup's S wgmma
+// read it.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -72,12 +76,16 @@ constexpr int kQOff = 2 * kKvBytes, kOOff = kQOff + kQStages * 2 * kQHalf, kDesc
               kHandleOff = kDescOff + 2 * 8 * 4;
 enum Desc { kDescG, kDescJ, kDescCount, kDescQ0, kDescNq, kDescL, kDescWords = 8 };
 
-// The tile shape of a group size G: kTokens tokens of G heads per 64-row tile, kWarpTokens per consumer warp (a
-// thread's row r0 + 8 h belongs to the warp's token h * 8 / G).
+// The tile shape of a group size G: a token's G heads fill a slot of kSlot = max(G, 8) rows, kTokens slots per
+// 64-row tile, kWarpTokens per consumer warp (a thread's row r0 + 8 h lies in the warp's slot h * 8 / kSlot). A
+// slot of 8 rows is one 1 KiB 128B-swizzle atom, the alignment a swizzled TMA box needs in shared memory, so with
+// G < 8 rows G .. 7 of each slot are never loaded: they compute on stale shared memory (rows of a wgmma never mix)
+// and are never stored.
 template <int G>
 struct Tile {
-  static_assert(G == 16 || G == 8, "a warp's 16 rows hold whole tokens, and a token's 8 rows one 1 KiB swizzle atom");
-  static constexpr int kTokens = 64 / G, kWarpTokens = 16 / G;
+  static_assert(G == 16 || G == 8 || G == 4 || G == 2 || G == 1, "G divides 16");
+  static constexpr int kSlot = G > 8 ? G : 8;
+  static constexpr int kTokens = 64 / kSlot, kWarpTokens = 16 / kSlot;
   static constexpr int kBarOff = kHandleOff + kQStages * kTokens * 4;
   static constexpr int kSmemBytes = kBarOff + 12 * 8 + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
@@ -88,7 +96,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     kv_outer_kernel(const KvOuterLaunch a, const __grid_constant__ CUtensorMap q_map,
                     const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map,
                     const __grid_constant__ CUtensorMap o_map) {
-  constexpr int kTokens = Tile<G>::kTokens, kWarpTokens = Tile<G>::kWarpTokens;
+  constexpr int kSlot = Tile<G>::kSlot, kTokens = Tile<G>::kTokens, kWarpTokens = Tile<G>::kWarpTokens;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem =
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
@@ -166,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < ntok; ++i) {
           const int t = q0 + (hs[i] & 0xFFFFFF);
           for (int h = 0; h < 2; ++h)
-            sm90::tma_load_3d_hint(stage + h * kQHalf + i * G * 128, &q_map, &q_full[s], 64 * h, g * G, t, reused);
+            sm90::tma_load_3d_hint(stage + h * kQHalf + i * kSlot * 128, &q_map, &q_full[s], 64 * h, g * G, t, reused);
         }
       }
     }
@@ -289,22 +297,24 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       sm90::fence_proxy_async_smem();
       __syncwarp();
-      // Token i of the warp: its slot row z_i of the partials; its G rows are rows i G .. i G + G - 1 of the
-      // staging buffer, one 2 KiB box per 64-dim half for G = 16, one 1 KiB box (a whole swizzle atom) for G = 8.
+      // Token i of the warp: its slot row z_i of the partials; its G rows are the first G of rows i kSlot ..
+      // i kSlot + kSlot - 1 of the staging buffer, one box per 64-dim half (from a 1 KiB-aligned address).
 #pragma unroll
       for (int i = 0; i < kWarpTokens; ++i) {
         if (tok + i >= q_count) continue;  // uniform over the warp
         const int slot = handle[i] >> 24, t = q0 + (handle[i] & 0xFFFFFF);
         const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
         const std::int64_t out_row = static_cast<std::int64_t>(z) * a.num_q_heads + g * G;
-        if (c == 0) {  // row half h holds head (lane / 4 + 8 h) % G of token h * 8 / G
+        if (c == 0) {  // row half h is row (lane / 4 + 8 h) % kSlot of slot h * 8 / kSlot: a head if below G
 #pragma unroll
-          for (int h = 0; h < 2; ++h)
-            if (h * 8 / G == i) a.partial_lse[out_row + (lane / 4 + 8 * h) % G] = natural_lse(h ? m1 : m0, h ? l1 : l0);
+          for (int h = 0; h < 2; ++h) {
+            const int head = (lane / 4 + 8 * h) % kSlot;
+            if (h * 8 / kSlot == i && head < G) a.partial_lse[out_row + head] = natural_lse(h ? m1 : m0, h ? l1 : l0);
+          }
         }
-        if (lane == 0) {
-          sm90::tma_store_3d_hint(&o_map, obuf + i * G * 128, 0, g * G, z, store_once);
-          sm90::tma_store_3d_hint(&o_map, obuf + 2048 + i * G * 128, 64, g * G, z, store_once);
+        if (lane == 0) {  // the slot's first G rows, one box per 64-dim half
+          sm90::tma_store_3d_hint(&o_map, obuf + i * kSlot * 128, 0, g * G, z, store_once);
+          sm90::tma_store_3d_hint(&o_map, obuf + 2048 + i * kSlot * 128, 64, g * G, z, store_once);
         }
       }
       if (lane == 0 && tok < q_count) sm90::bulk_commit();  // the warp's first token is valid if any is
@@ -344,11 +354,17 @@ Status launch_group(const KvOuterLaunch& a) {
 }  // namespace
 
 Status launch_kv_outer_attention(const KvOuterLaunch& a) {
-  const bool g16 = a.num_kv_heads >= 1 && a.num_q_heads == 16 * a.num_kv_heads;
-  if (!g16 && !(a.num_kv_heads >= 1 && a.num_q_heads == 8 * a.num_kv_heads))
-    return Status::NotImplemented("KV-outer attention: Hq / Hkv must be 16 or 8 in this version");
+  const int G = a.num_kv_heads >= 1 && a.num_q_heads % a.num_kv_heads == 0 ? a.num_q_heads / a.num_kv_heads : 0;
+  if (G != 16 && G != 8 && G != 4 && G != 2 && G != 1)
+    return Status::NotImplemented("KV-outer attention: Hq / Hkv must be 1, 2, 4, 8 or 16");
   if (a.item_capacity == 0 || a.total_q == 0) return Status::Ok();
-  return g16 ? launch_group<16>(a) : launch_group<8>(a);
+  switch (G) {
+    case 16: return launch_group<16>(a);
+    case 8: return launch_group<8>(a);
+    case 4: return launch_group<4>(a);
+    case 2: return launch_group<2>(a);
+    default: return launch_group<1>(a);
+  }
 }
 
 }  // namespace kernels

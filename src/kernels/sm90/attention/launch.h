@@ -1,6 +1,6 @@
 // launch.h — host-side entries of the sm90 prefill attention kernels, KV-outer and union of blocks (plain pointers,
-// strides in elements). SparsePrefillAttention's CUDA path uses KV-outer for Hq / Hkv = 16 or 8, the union of blocks
-// for 16 (api/attention_cuda.cpp).
+// strides in elements). SparsePrefillAttention's CUDA path uses KV-outer for every Hq / Hkv, the union of blocks for
+// 16 (api/attention_cuda.cpp).
 #ifndef MSA_KERNELS_SM90_ATTENTION_LAUNCH_H_
 #define MSA_KERNELS_SM90_ATTENTION_LAUNCH_H_
 
@@ -43,7 +43,8 @@ struct KvOuterLaunch : PagedPrefillInputs {
   void* stream;
 };
 
-// G = Hq / Hkv must be 16 (4 tokens x 16 heads per 64-row tile) or 8 (8 tokens x 8 heads); NotImplemented otherwise.
+// G = Hq / Hkv in 1, 2, 4, 8, 16 (64-row tiles of 4 tokens x 16 heads, or of 8 tokens in 8-row slots); NotImplemented
+// otherwise.
 Status launch_kv_outer_attention(const KvOuterLaunch& args);
 
 // Arguments of the query-outer "union of blocks" kernel (union_blocks.cu): the final output straight from the
