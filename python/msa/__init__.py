@@ -110,7 +110,7 @@ class SparsePrefillAttention:
     def plan(self, topk, cu_seqlens_q, seq_lens_k, page_table, num_q_heads=64, num_kv_heads=4, sm_scale=0.0,
              max_chunk_tokens=0, schedule="auto"):
         """CUDA: max_chunk_tokens bounds the workspace (query tokens per chunk; 0 = 16384). schedule (Hq / Hkv = 16;
-        with 8 "auto" is KV-outer and "union" raises NotImplementedError):
+        with 8, 4, 2 or 1 "auto" is KV-outer and "union" raises NotImplementedError):
         "auto" (per tile of 8 tokens, the union-of-blocks kernel where the selections overlap, KV-outer elsewhere),
         "kv_outer" (bf16 per-block partials: on small chunks of short rows they can exceed the attention error rule
         by a few percent; "auto" computes such rows with the union kernel) or "union"."""
