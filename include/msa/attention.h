@@ -52,7 +52,8 @@ struct SparsePrefillPlanArgs {
   //             kKvOuter and kAuto). kAuto computes every row with <= 16 visible blocks with the union kernel.
   //   kUnion    every tile query-outer over the union of its 8 tokens' blocks (no partials; slow when the tokens
   //             of a tile select different blocks).
-  // Other head ratios (1, 2, 4, 8): kAuto and kKvOuter both run KV-outer for every tile; kUnion is NotImplemented.
+  // Other head ratios (1, 2, 4, 8): kAuto and kKvOuter both run KV-outer for every tile, with kKvOuter's bf16
+  // partials also on rows of <= 16 visible blocks; kUnion is NotImplemented.
   PrefillSchedule schedule = PrefillSchedule::kAuto;
 };
 
