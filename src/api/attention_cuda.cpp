@@ -20,10 +20,9 @@ namespace {
 // up to 1 MiB of Q.
 // Measured on H100 (attention phase, 128K random): 64 → 26.7 ms, 128 → 25.1 ms, 256 → 23.6 ms.
 constexpr int kMaxQueriesPerItem = 256;
-// Group sizes Hq / Hkv of the sm90 prefill kernels: the union of blocks needs 16 (8 tokens x 16 heads per tile of two
-// warpgroups); KV-outer takes every G (kernels/sm90/attention/kv_outer.cu).
+// The group size Hq / Hkv the union of blocks needs (8 tokens x 16 heads per tile of two warpgroups); KV-outer takes
+// every G that plan_prefill_cuda accepts (kernels/sm90/attention/kv_outer.cu).
 constexpr int kUnionGroup = 16;
-bool kv_outer_group(int G) { return G == 16 || G == 8 || G == 4 || G == 2 || G == 1; }
 // Events of a plan's side stream (run_prefill_cuda): the chunks' chain may start (the union kernel is done), set s
 // built (kEventBuilt + s), set s free again (kEventFree + s).
 constexpr int kEventStart = 0, kEventBuilt = 1, kEventFree = 3, kSideEvents = 5;
@@ -370,7 +369,7 @@ Status plan_prefill_cuda(const SparsePrefillPlanArgs& a, std::int64_t max_chunk_
     return Status::NotImplemented("schedule: kUnion needs Hq / Hkv = 16, got " + std::to_string(G));
   p->args = a;
   const bool split = split_kernel && a.schedule != PrefillSchedule::kUnion;
-  p->kv_outer = kv_outer_group(G) && !split;
+  p->kv_outer = !split;
   p->kv_outer_chain = p->kv_outer && a.schedule != PrefillSchedule::kUnion;
   p->union_budget = G != kUnionGroup || split || a.schedule == PrefillSchedule::kKvOuter ? 0
                     : a.schedule == PrefillSchedule::kUnion                ? kernels::kUnionBudgetAll
