@@ -1,7 +1,9 @@
 // test_sm90_wgmma.cu — the layout contracts of kernels/sm90/common/sm90.cuh that the attention kernels build on,
-// checked on the GPU against a host product: D = A·B with B N-major (a [K][N] tile stored as 128-byte-swizzled
-// 64-column halves, like V [keys][dims]) and A either K-major in shared memory or in registers in the
-// accumulator layout. One warpgroup, K = 64 (four k-slices).
+// checked on the GPU: D = A·B against a host product with B N-major (a [K][N] tile stored as 128-byte-swizzled
+// 64-column halves, like V [keys][dims]) and A either K-major in shared memory or in registers in the accumulator
+// layout (one warpgroup, K = 64: four k-slices); and 128B-swizzled TMA boxes of fewer than 8 rows at their row's
+// offset inside a 1 KiB atom (the swizzle follows the shared-memory address, so such boxes tile one atom, as the
+// KV-outer kernel's Q tiles and partial stores of G < 8 heads per token do).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -10,6 +12,7 @@
 
 #include "cuda_test_util.h"
 #include "kernels/sm90/common/sm90.cuh"
+#include "kernels/sm90/common/tma.h"
 
 namespace msa {
 namespace test {
@@ -114,6 +117,67 @@ TEST(SM90_Wgmma, NMajorBFromSharedA) {
 TEST(SM90_Wgmma, NMajorBFromRegisterA) {
   MSA_REQUIRE_SM90();
   check_nmajor_product(true);
+}
+
+// 64 rows x 64 bf16 loaded as boxes of `rows` rows, box i to the 1 KiB-aligned tile + i * rows * 128 bytes; every
+// element read back at its 128B-swizzle position of the whole tile (`seen`), then the boxes stored back from the
+// same offsets (through `out_map`).
+__global__ void tma_row_boxes_kernel(const __grid_constant__ CUtensorMap in_map,
+                                     const __grid_constant__ CUtensorMap out_map, __nv_bfloat16* seen, int rows) {
+  extern __shared__ unsigned char raw[];
+  unsigned char* tile = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(raw) + 1023) & ~std::uintptr_t{1023});
+  auto* bar = reinterpret_cast<std::uint64_t*>(tile + 64 * 128);
+  if (threadIdx.x == 0) {
+    kernels::sm90::mbar_init(bar, 1);
+    kernels::sm90::mbar_fence_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    kernels::sm90::mbar_arrive_expect_tx(bar, 64 * 128);
+    for (int i = 0; i < 64 / rows; ++i) kernels::sm90::tma_load_3d(tile + i * rows * 128, &in_map, bar, 0, i * rows, 0);
+  }
+  kernels::sm90::mbar_wait(bar, 0);
+  for (int e = threadIdx.x; e < 64 * 64; e += blockDim.x)
+    seen[e] = *reinterpret_cast<const __nv_bfloat16*>(tile + sw128(e / 64, e % 64));
+  if (threadIdx.x == 0) {
+    const std::uint64_t policy = kernels::sm90::l2_evict_first_policy();
+    for (int i = 0; i < 64 / rows; ++i)
+      kernels::sm90::tma_store_3d_hint(&out_map, tile + i * rows * 128, 0, i * rows, 0, policy);
+    kernels::sm90::bulk_commit();
+    kernels::sm90::bulk_wait<0>();
+  }
+}
+
+TEST(SM90_Wgmma, SwizzledTmaBoxesOfFewRows) {
+  MSA_REQUIRE_SM90();
+  const std::uint64_t seed = random_seed();
+  SCOPED_TRACE(seed_note(seed));
+  std::mt19937 rng(static_cast<std::uint32_t>(seed));
+  std::uniform_int_distribution<int> bits(0, 0xFFFF);
+  std::vector<std::uint16_t> x(64 * 64);
+  for (auto& v : x) v = static_cast<std::uint16_t>(bits(rng));
+  DeviceBuffer<std::uint16_t> dx(x);
+  const int smem = 1024 + 64 * 128 + 8;
+  ASSERT_EQ(cudaFuncSetAttribute(tma_row_boxes_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), cudaSuccess);
+  for (int rows : {8, 4, 2, 1}) {
+    SCOPED_TRACE("rows per box " + std::to_string(rows));
+    DeviceBuffer<std::uint16_t> seen(std::vector<std::uint16_t>(64 * 64, 0)), out(std::vector<std::uint16_t>(64 * 64, 0));
+    CUtensorMap in_map, out_map;
+    const auto u = static_cast<std::uint32_t>(rows);
+    const kernels::sm90::TmaTensor3d in{dx.ptr, {64, 64, 1}, {64, 64 * 64}, {64, u, 1}},
+        stored{out.ptr, {64, 64, 1}, {64, 64 * 64}, {64, u, 1}};
+    ASSERT_TRUE(kernels::sm90::encode_tma_sw128(in, "in", &in_map).ok());
+    ASSERT_TRUE(kernels::sm90::encode_tma_sw128(stored, "out", &out_map).ok());
+    tma_row_boxes_kernel<<<1, 128, smem>>>(in_map, out_map, reinterpret_cast<__nv_bfloat16*>(seen.ptr), rows);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    std::vector<std::uint16_t> got_seen(64 * 64), got_out(64 * 64);
+    seen.download(&got_seen);
+    out.download(&got_out);
+    for (int e = 0; e < 64 * 64; ++e) {
+      ASSERT_EQ(got_seen[e], x[e]) << "loaded: row " << e / 64 << " col " << e % 64;
+      ASSERT_EQ(got_out[e], x[e]) << "stored: row " << e / 64 << " col " << e % 64;
+    }
+  }
 }
 
 }  // namespace

@@ -2,11 +2,11 @@
 //
 // Persistent: one CTA per SM walks the work items of the device k2q schedule (KV head g, block j of request b, a
 // range of the queries that selected it) with a static stride (items are ordered head-major, largest first within a
-// head: see "L2" below). A producer warpgroup (one thread) loads K and V of each item's block (TMA, 2 x 32 KiB,
-// 128-byte swizzle) into one of two K/V buffers, and the item's queries in tiles of 64 rows — 4 tokens x 16 heads,
-// or 8 slots of 8 rows, one token's G <= 8 heads each — (one TMA box of G heads x 64 dims per token and half)
-// through a 4-stage ring that runs on across items, so the next item's metadata, K/V and first Q tiles load while
-// the current item's last tiles compute. Two consumer warpgroups take alternate tiles:
+// head: see "L2" below). A producer warp loads K and V of each item's block (lane 0: TMA, 2 x 32 KiB, 128-byte
+// swizzle) into one of two K/V buffers, and the item's queries in tiles of 64 rows = 64 / G tokens x G heads (lane
+// i % 32 loads token i: one TMA box of G heads x 64 dims per 64-dim half, at row G i of the tile) through a 4-stage
+// ring that runs on across items, so the next item's metadata, K/V and first Q tiles load while the current item's
+// last tiles compute. Two consumer warpgroups take alternate tiles:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
 // request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
 // (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
@@ -29,14 +29,13 @@
 // marks only half the lines evict-last the same as all of them. 8K chunks (32 MiB of one head's Q) lose more to
 // K/V reloads than the hits gain (1M attention 221.6 ms).
 //
-// A consumer warp's 16 rows are one token's 16 heads (G = 16) or two tokens' slots (G <= 8): a thread's rows r0 and
-// r0 + 8 then belong to different tokens, each with its own position mask, handle, LSE row and output box. With
-// G < 8 a slot's rows G .. 7 are tensor work for nothing (2x, 4x, 8x the useful rows for G = 4, 2, 1): the price of
-// the 1 KiB alignment of swizzled TMA boxes, and still about 10x the query-outer split kernel that ran those G
-// before (H200, docs/performance.md, "KV-outer for every G").
+// A consumer warp's 16 rows are one token's 16 heads (G = 16) or the G heads of 16 / G tokens (G <= 8): a thread's
+// rows r0 and r0 + 8 then belong to different tokens, each with its own position mask, handle and LSE row, and
+// lane i < 16 / G stores the warp's token i (two boxes of G rows). Boxes of G < 8 rows are placed at their row's
+// offset inside a 1 KiB 128B-swizzle atom: the TMA swizzle follows the shared-memory address bits, as the wgmma
+// descriptor's does, so they tile the atom exactly (SM90_Wgmma.SwizzledTmaBoxesOfFewRows checks loads and stores).
 //
-// Invariants: rows of tokens past the item's query count, and slot rows past G, are computed on stale data and
-// never written; cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is
+// Invariants: rows of tokens past the item's query count are computed on stale data and never written; cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is
 // reloaded only after all 8 consumer warps released it (kv_empty), a Q stage only after its warpgroup's S wgmma
 // read it.
 #include <cuda.h>
@@ -76,16 +75,17 @@ constexpr int kQOff = 2 * kKvBytes, kOOff = kQOff + kQStages * 2 * kQHalf, kDesc
               kHandleOff = kDescOff + 2 * 8 * 4;
 enum Desc { kDescG, kDescJ, kDescCount, kDescQ0, kDescNq, kDescL, kDescWords = 8 };
 
-// The tile shape of a group size G: a token's G heads fill a slot of kSlot = max(G, 8) rows, kTokens slots per
-// 64-row tile, kWarpTokens per consumer warp (a thread's row r0 + 8 h lies in the warp's slot h * 8 / kSlot). A
-// slot of 8 rows is one 1 KiB 128B-swizzle atom, the alignment a swizzled TMA box needs in shared memory, so with
-// G < 8 rows G .. 7 of each slot are never loaded: they compute on stale shared memory (rows of a wgmma never mix)
-// and are never stored.
+// The tile shape of a group size G: a token's G heads are G consecutive rows, kTokens tokens per 64-row tile,
+// kWarpTokens per consumer warp (a thread's row r0 + 8 h of the warp is head (r0 + 8 h) % G of its token
+// (r0 + 8 h) / G), kLaneTokens per producer lane. A stage's handles are written by the producer's first kWriters
+// lanes (token i by lane i % 32) and read by lanes 0 .. kWarpTokens - 1 of each consumer warp (token i of the warp by
+// lane i): each of those lanes arrives on the stage's barrier itself, so every handle store and load is ordered by
+// the barrier in its own thread (racecheck does not follow the order through __syncwarp to another lane's arrive).
 template <int G>
 struct Tile {
   static_assert(G == 16 || G == 8 || G == 4 || G == 2 || G == 1, "G divides 16");
-  static constexpr int kSlot = G > 8 ? G : 8;
-  static constexpr int kTokens = 64 / kSlot, kWarpTokens = 16 / kSlot;
+  static constexpr int kTokens = 64 / G, kWarpTokens = 16 / G, kLaneTokens = (kTokens + 31) / 32;
+  static constexpr int kWriters = kTokens < 32 ? kTokens : 32;
   static constexpr int kBarOff = kHandleOff + kQStages * kTokens * 4;
   static constexpr int kSmemBytes = kBarOff + 12 * 8 + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
@@ -96,15 +96,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     kv_outer_kernel(const KvOuterLaunch a, const __grid_constant__ CUtensorMap q_map,
                     const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map,
                     const __grid_constant__ CUtensorMap o_map) {
-  constexpr int kSlot = Tile<G>::kSlot, kTokens = Tile<G>::kTokens, kWarpTokens = Tile<G>::kWarpTokens;
+  constexpr int kTokens = Tile<G>::kTokens, kWarpTokens = Tile<G>::kWarpTokens, kLaneTokens = Tile<G>::kLaneTokens,
+                kWriters = Tile<G>::kWriters;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem =
       reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
   auto* bars = reinterpret_cast<std::uint64_t*>(smem + Tile<G>::kBarOff);
   std::uint64_t* kv_full = bars;                     // [2] K/V landed (TMA bytes)
   std::uint64_t* kv_empty = bars + 2;                // [2] one arrive per consumer warp
-  std::uint64_t* q_full = bars + 4;                  // [kQStages]
-  std::uint64_t* q_empty = bars + 4 + kQStages;      // [kQStages] one arrive per warp of the consuming warpgroup
+  std::uint64_t* q_full = bars + 4;                  // [kQStages] one arrive per handle-writing producer lane
+  std::uint64_t* q_empty = bars + 4 + kQStages;      // [kQStages] one per handle-reading lane of the consumers
   auto* descs = reinterpret_cast<int*>(smem + kDescOff);          // [2][kDescWords]
   auto* stage_handles = reinterpret_cast<int*>(smem + kHandleOff);  // [kQStages][kTokens]
 
@@ -117,8 +118,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       sm90::mbar_init(&kv_empty[i], 8);
     }
     for (int s = 0; s < kQStages; ++s) {
-      sm90::mbar_init(&q_full[s], 1);
-      sm90::mbar_init(&q_empty[s], 4);
+      sm90::mbar_init(&q_full[s], kWriters);
+      sm90::mbar_init(&q_empty[s], 4 * kWarpTokens);
     }
     sm90::mbar_fence_init();
   }
@@ -126,9 +127,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Item ord of this CTA is items[blockIdx.x + ord * gridDim.x], in K/V buffer ord % 2; Q tiles are numbered across the
   // CTA's items (gt), tile gt in stage gt % kQStages, consumed by warpgroup gt % 2.
-  if (warp < 4) {  // ---- producer ----
+  if (warp < 4) {  // ---- producer: warp 0 ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    if (threadIdx.x != 0) return;
+    if (warp != 0) return;
+    // All lanes walk the items (the same loads, broadcast); lane 0 alone writes the descriptors, arms the K/V
+    // buffers and loads K and V; the Q boxes of a tile are spread over the lanes (with G = 1 a tile is 64 tokens,
+    // 128 boxes of 128 bytes).
     int gt = 0;
     // L2 policies (see the file comment): K/V read once per item, Q rows read again by the head's other items.
     const std::uint64_t once = sm90::l2_evict_first_policy(), reused = sm90::l2_evict_last_policy();
@@ -147,34 +151,49 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int q0 = a.cu_seqlens_q[b * a.cu_stride];
       const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + j * a.pt_stride_j];
       const int buf = ord & 1;
-      int* d = descs + buf * kDescWords;
-      sm90::mbar_wait(&kv_empty[buf], ((ord >> 1) & 1) ^ 1);
-      d[kDescG] = g;
-      d[kDescJ] = j;
-      d[kDescCount] = q_count;
-      d[kDescQ0] = q0;
-      d[kDescNq] = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
-      d[kDescL] = a.seq_lens_k[b * a.seq_stride];
-      unsigned char* kv = smem + buf * kKvBytes;
-      sm90::mbar_arrive_expect_tx(&kv_full[buf], kKvBytes);
-      for (int h = 0; h < 2; ++h) {
-        sm90::tma_load_4d_hint(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, g, page, once);
-        sm90::tma_load_4d_hint(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page, once);
+      if (lane == 0) {
+        int* d = descs + buf * kDescWords;
+        sm90::mbar_wait(&kv_empty[buf], ((ord >> 1) & 1) ^ 1);
+        d[kDescG] = g;
+        d[kDescJ] = j;
+        d[kDescCount] = q_count;
+        d[kDescQ0] = q0;
+        d[kDescNq] = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
+        d[kDescL] = a.seq_lens_k[b * a.seq_stride];
+        unsigned char* kv = smem + buf * kKvBytes;
+        sm90::mbar_arrive_expect_tx(&kv_full[buf], kKvBytes);
+        for (int h = 0; h < 2; ++h) {
+          sm90::tma_load_4d_hint(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, g, page, once);
+          sm90::tma_load_4d_hint(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page, once);
+        }
       }
       const int n_tiles = (q_count + kTokens - 1) / kTokens;
       for (int tile = 0; tile < n_tiles; ++tile, ++gt) {
         const int s = gt % kQStages;
         sm90::mbar_wait(&q_empty[s], ((gt / kQStages) & 1) ^ 1);
         const int ntok = min(kTokens, q_count - tile * kTokens);
-        int hs[kTokens];
-        for (int i = 0; i < kTokens; ++i) hs[i] = i < ntok ? handles[tile * kTokens + i] : 0;
-        for (int i = 0; i < kTokens; ++i) stage_handles[s * kTokens + i] = hs[i];
-        sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * G * 128);
+        int hs[kLaneTokens];  // lane's tokens lane + 32 u
+#pragma unroll
+        for (int u = 0; u < kLaneTokens; ++u) {
+          const int i = lane + 32 * u;
+          hs[u] = i < ntok ? handles[tile * kTokens + i] : 0;
+          if (i < kTokens) stage_handles[s * kTokens + i] = hs[u];
+        }
+        // Each writer's arrive publishes its handles; all arrive before any box is issued (the bytes are expected
+        // by lane 0's arrive, so the phase cannot complete early).
+        if (lane == 0)
+          sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * G * 128);
+        else if (lane < kWriters)
+          sm90::mbar_arrive(&q_full[s]);
+        __syncwarp();
         unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
-        for (int i = 0; i < ntok; ++i) {
-          const int t = q0 + (hs[i] & 0xFFFFFF);
+#pragma unroll
+        for (int u = 0; u < kLaneTokens; ++u) {
+          const int i = lane + 32 * u;
+          if (i >= ntok) continue;
+          const int t = q0 + (hs[u] & 0xFFFFFF);
           for (int h = 0; h < 2; ++h)
-            sm90::tma_load_3d_hint(stage + h * kQHalf + i * kSlot * 128, &q_map, &q_full[s], 64 * h, g * G, t, reused);
+            sm90::tma_load_3d_hint(stage + h * kQHalf + i * G * 128, &q_map, &q_full[s], 64 * h, g * G, t, reused);
         }
       }
     }
@@ -228,31 +247,29 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int s = (gt + tile) % kQStages;
       const unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
       sm90::mbar_wait(&q_full[s], ((gt + tile) / kQStages) & 1);
-      // This warp's rows are the G heads of kWarpTokens tokens of the tile; validity is uniform over the warp for
-      // each of them.
+      // This warp's rows are the G heads of kWarpTokens tokens of the tile, from its token tok on (token i is valid
+      // if tok + i < q_count). Lane i < kWarpTokens reads token i's handle (and stores that token below); a thread
+      // takes its rows' handles from those lanes.
       const int tok = tile * kTokens + (warp % 4) * kWarpTokens;
-      int handle[kWarpTokens];
-#pragma unroll
-      for (int i = 0; i < kWarpTokens; ++i) {
-        int h = 0;
-        if (lane == 0) h = stage_handles[s * kTokens + (warp % 4) * kWarpTokens + i];
-        handle[i] = __shfl_sync(0xffffffffu, h, 0);
-      }
+      const int r0 = lane / 4;
+      const int hstore = lane < kWarpTokens ? stage_handles[s * kTokens + (warp % 4) * kWarpTokens + lane] : 0;
+      const int hrow0 = __shfl_sync(0xffffffffu, hstore, r0 / G);
+      const int hrow1 = __shfl_sync(0xffffffffu, hstore, (r0 + 8) / G);
       float acc[64];
       sm90::wgmma_m64n128_k128_bf16(acc, sm90::wgmma_desc_sw128(stage), sm90::wgmma_desc_sw128(stage + kQHalf),
                                     desc_k0, desc_k1);
       sm90::wgmma_wait<0>();
       sm90::wgmma_fence_regs(acc);
       __syncwarp();
-      if (lane == 0) sm90::mbar_arrive(&q_empty[s]);  // Q of this stage is read
+      if (lane < kWarpTokens) sm90::mbar_arrive(&q_empty[s]);  // Q and this lane's handle of the stage are read
 
       // Single-tile softmax over this thread's two rows (tile_softmax.cuh): the own block masked key by key, raw
       // max, exponents by one FFMA each.
-      const int pos0 = L - nq + (handle[0] & 0xFFFFFF);  // the token of row r0 (and with G = 16 of r0 + 8)
+      const int pos0 = L - nq + (hrow0 & 0xFFFFFF);  // the token of row r0 (and with G = 16 of r0 + 8)
       if constexpr (kWarpTokens == 1)
         mask_keys_after(acc, j * 128, c, pos0);
       else
-        mask_keys_after_rows(acc, j * 128, c, pos0, L - nq + (handle[1] & 0xFFFFFF));
+        mask_keys_after_rows(acc, j * 128, c, pos0, L - nq + (hrow1 & 0xFFFFFF));
       float m0, m1;
       tile_row_max(acc, m0, m1);
       m0 *= scale;  // log2 units from here on
@@ -283,7 +300,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then
       // one TMA store per 64-dim half: 4 KiB of contiguous partial rows instead of 32 scattered 4-byte stores.
       unsigned char* obuf = smem + kOOff + (warp - 4) * kOWarpBytes;
-      if (lane == 0) sm90::bulk_wait_read<0>();  // the previous tile's store has read the buffer
+      sm90::bulk_wait_read<0>();  // the previous tile's stores (each storing lane's own group) have read the buffer
       __syncwarp();
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
@@ -297,34 +314,31 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       sm90::fence_proxy_async_smem();
       __syncwarp();
-      // Token i of the warp: its slot row z_i of the partials; its G rows are the first G of rows i kSlot ..
-      // i kSlot + kSlot - 1 of the staging buffer, one box per 64-dim half (from a 1 KiB-aligned address).
+      // A token's row z of the partials is slot * T + t; its G rows are rows G i .. G i + G - 1 of the staging
+      // buffer (token i of the warp), one box per 64-dim half.
+      auto partial_row = [&](int handle) {
+        return static_cast<std::int64_t>(handle >> 24) * a.total_q + q0 + (handle & 0xFFFFFF);
+      };
+      if (c == 0) {  // row r0 + 8 h: head (r0 + 8 h) % G of token (r0 + 8 h) / G
 #pragma unroll
-      for (int i = 0; i < kWarpTokens; ++i) {
-        if (tok + i >= q_count) continue;  // uniform over the warp
-        const int slot = handle[i] >> 24, t = q0 + (handle[i] & 0xFFFFFF);
-        const int z = static_cast<int>(static_cast<std::int64_t>(slot) * a.total_q + t);
-        const std::int64_t out_row = static_cast<std::int64_t>(z) * a.num_q_heads + g * G;
-        if (c == 0) {  // row half h is row (lane / 4 + 8 h) % kSlot of slot h * 8 / kSlot: a head if below G
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int head = (lane / 4 + 8 * h) % kSlot;
-            if (h * 8 / kSlot == i && head < G) a.partial_lse[out_row + head] = natural_lse(h ? m1 : m0, h ? l1 : l0);
-          }
-        }
-        if (lane == 0) {  // the slot's first G rows, one box per 64-dim half
-          sm90::tma_store_3d_hint(&o_map, obuf + i * kSlot * 128, 0, g * G, z, store_once);
-          sm90::tma_store_3d_hint(&o_map, obuf + 2048 + i * kSlot * 128, 64, g * G, z, store_once);
-        }
+        for (int h = 0; h < 2; ++h)
+          if (tok + (r0 + 8 * h) / G < q_count)
+            a.partial_lse[partial_row(h ? hrow1 : hrow0) * a.num_q_heads + g * G + (r0 + 8 * h) % G] =
+                natural_lse(h ? m1 : m0, h ? l1 : l0);
       }
-      if (lane == 0 && tok < q_count) sm90::bulk_commit();  // the warp's first token is valid if any is
+      if (lane < kWarpTokens && tok + lane < q_count) {
+        const int z = static_cast<int>(partial_row(hstore));
+        sm90::tma_store_3d_hint(&o_map, obuf + lane * G * 128, 0, g * G, z, store_once);
+        sm90::tma_store_3d_hint(&o_map, obuf + 2048 + lane * G * 128, 64, g * G, z, store_once);
+        sm90::bulk_commit();
+      }
     }
     gt += n_tiles;
     // Every wgmma of this warp on the item's K/V buffer has been waited for: release the buffer to the producer.
     __syncwarp();
     if (lane == 0) sm90::mbar_arrive(&kv_empty[buf]);
   }
-  if (lane == 0) sm90::bulk_wait<0>();  // stores complete before the CTA's shared memory goes away
+  sm90::bulk_wait<0>();  // every storing lane's stores complete before the CTA's shared memory goes away
 }
 
 template <int G>
