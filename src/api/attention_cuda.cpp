@@ -15,11 +15,11 @@ namespace msa {
 namespace detail {
 namespace {
 
-// Work items of the KV-outer schedule hold at most this many queries (64 tiles): hot rows are split so the
-// largest-first order (within each KV head) can balance them, while each item amortises its 64 KiB K/V load over
-// up to 1 MiB of Q.
-// Measured on H100 (attention phase, 128K random): 64 → 26.7 ms, 128 → 25.1 ms, 256 → 23.6 ms.
-constexpr int kMaxQueriesPerItem = 256;
+// Work items of the KV-outer schedule hold at most this many Q rows (queries x G heads: 64 tiles): hot rows are
+// split so the largest-first order (within each KV head) can balance them, while each item amortises its 64 KiB K/V
+// load over up to 1 MiB of Q.
+// Measured on H100 at G = 16 (attention phase, 128K random), in queries: 64 → 26.7 ms, 128 → 25.1 ms, 256 → 23.6 ms.
+constexpr int kMaxRowsPerItem = 256 * 16;
 // The group size Hq / Hkv the union of blocks needs (8 tokens x 16 heads per tile of two warpgroups); KV-outer takes
 // every G that plan_prefill_cuda accepts (kernels/sm90/attention/kv_outer.cu).
 constexpr int kUnionGroup = 16;
@@ -142,7 +142,7 @@ kernels::K2qBuildArgs chunk_k2q_args(const PrefillCudaPlan& p, const Tensor& top
   a.num_requests = c.num_requests;
   a.total_q = c.num_q;
   a.max_blocks = static_cast<int>(p.args.page_table.shape[1]);
-  a.max_q_per_item = kMaxQueriesPerItem;
+  a.max_q_per_item = kMaxRowsPerItem / (p.args.num_q_heads / p.args.num_kv_heads);
   a.device = topk.device.index;
   return a;
 }
