@@ -131,7 +131,8 @@ TEST(SM90_KvOuterKernel, GroupOf8MatchesCpu) {
   check_kv_outer_kernel(32, 4);
 }
 
-// G = 4, 2, 1: a token's G heads in a slot of 8 rows (a swizzle atom), the slot's other rows never loaded or stored.
+// G = 4, 2, 1: tiles of 16, 32, 64 tokens, a token's G heads at row G i of a tile (boxes of fewer rows than a swizzle
+// atom), a warp's 16 rows 4, 8, 16 tokens with their own masks, handles, LSE rows and stores.
 TEST(SM90_KvOuterKernel, SmallGroupsMatchCpu) {
   MSA_REQUIRE_SM90();
   for (const int Hq : {32, 16, 8}) {

@@ -43,8 +43,7 @@ struct KvOuterLaunch : PagedPrefillInputs {
   void* stream;
 };
 
-// G = Hq / Hkv in 1, 2, 4, 8, 16 (64-row tiles of 4 tokens x 16 heads, or of 8 tokens in 8-row slots); NotImplemented
-// otherwise.
+// G = Hq / Hkv in 1, 2, 4, 8, 16 (64-row tiles of 64 / G tokens x G heads); NotImplemented otherwise.
 Status launch_kv_outer_attention(const KvOuterLaunch& args);
 
 // Arguments of the query-outer "union of blocks" kernel (union_blocks.cu): the final output straight from the
