@@ -35,9 +35,10 @@
 // offset inside a 1 KiB 128B-swizzle atom: the TMA swizzle follows the shared-memory address bits, as the wgmma
 // descriptor's does, so they tile the atom exactly (SM90_Wgmma.SwizzledTmaBoxesOfFewRows checks loads and stores).
 //
-// Invariants: rows of tokens past the item's query count are computed on stale data and never written; cache rows of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is
-// reloaded only after all 8 consumer warps released it (kv_empty), a Q stage only after its warpgroup's S wgmma
-// read it.
+// Invariants: rows of tokens past the item's query count are computed on stale data and never written; cache rows
+// of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is reloaded only after all 8
+// consumer warps released it (kv_empty), a Q stage only after its warpgroup's S wgmma read it and its handles were
+// read (q_empty).
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -69,7 +70,7 @@ constexpr int kOWarpBytes = 16 * 256;
 // Shared memory (from a 1024-aligned base): two K/V buffers (K halves, then V halves), Q stages (2 halves each),
 // O staging: one 4 KiB buffer per consumer warp (its 16 rows, two 128B-swizzled 64-dim halves), the item
 // descriptors of the two K/V buffers and the handles of each Q stage (written by the producer before it arms the
-// buffer's or stage's full barrier, whose completion publishes them), then the barriers. 225 KiB in all.
+// buffer's or stage's full barrier, whose completion publishes them), then the barriers. 225-226 KiB in all.
 constexpr int kKvBytes = 4 * kHalf;
 constexpr int kQOff = 2 * kKvBytes, kOOff = kQOff + kQStages * 2 * kQHalf, kDescOff = kOOff + 8 * kOWarpBytes,
               kHandleOff = kDescOff + 2 * 8 * 4;
