@@ -204,15 +204,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   // ---- consumers: tile rows 16 (warp % 4) + lane / 4 (+ 8) = token (row / G) x head (row % G) ----
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
-  // Thread rows of a tile: r0 = 16 (warp % 4) + lane / 4 and r0 + 8, of the warp's tokens 0 and h * 8 / G.
+  // A thread's rows are r0 = lane / 4 and r0 + 8 of its warp's 16 (tile rows 16 (warp % 4) + r0, + 8), heads r0 % G
+  // and (r0 + 8) % G of the warp's tokens r0 / G and (r0 + 8) / G.
   const float scale = a.sm_scale * 1.4426950408889634f;  // log2 units
   const std::uint64_t store_once = sm90::l2_evict_first_policy();  // partials: read once, by the combine
   int gt = 0;
   for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
     const int buf = ord & 1;
     sm90::mbar_wait(&kv_full[buf], (ord >> 1) & 1);
-    // Lane 0 of each warp reads the descriptor (and below the stage handles) and is also the lane that later
-    // releases the buffer (or stage), so every shared-memory read is ordered before the release in its own thread.
+    // Lane 0 of each warp reads the descriptor and is also the lane that later releases the buffer, so the reads are
+    // ordered before the release in its own thread (the stage handles below follow the same rule per lane).
     int dg = 0, dj = 0, dcount = 0, dq0 = 0, dnq = 0, dL = 0;
     if (lane == 0) {
       const int* d = descs + buf * kDescWords;

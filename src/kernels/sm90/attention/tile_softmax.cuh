@@ -1,7 +1,7 @@
 // tile_softmax.cuh — softmax steps on a warp's share of a 64 x 128 wgmma score tile, shared by the KV-outer and
 // union-of-blocks kernels. Thread (lane, c = lane % 4) holds columns 8 n + 2 c (+ 1) of rows r0 (acc[4n], acc[4n+1])
 // and r1 (acc[4n+2], acc[4n+3]); with G = 16 a warp's rows are one token's 16 heads, so a key test is uniform over
-// the warp (with G = 8, KV-outer only, they are two tokens' 8 heads: r0 the first token's, r1 the second's).
+// the warp (with G <= 8, KV-outer only, they are 16 / G tokens' G heads: r0 and r1 of different tokens).
 // Scores stay raw (unscaled); exponents are 2^(s·scale − base) by one FFMA and one ex2 (scale > 0, validated, so
 // the raw max is the scaled max).
 #ifndef MSA_KERNELS_SM90_ATTENTION_TILE_SOFTMAX_CUH_
@@ -17,8 +17,8 @@
 namespace msa {
 namespace kernels {
 
-// Keys first + 0 .. 127 after a row's token position become -inf: pos0 for row r0, pos1 for r1 (two tokens when a
-// warp's 16 rows are 2 tokens x 8 heads). Only a token's own block needs it (keys >= L lie after the position too,
+// Keys first + 0 .. 127 after a row's token position become -inf: pos0 for row r0, pos1 for r1 (different tokens
+// when a warp's 16 rows are 16 / G tokens x G heads, G <= 8). Only a token's own block needs it (keys >= L lie after the position too,
 // as pos < L); a block wholly at or before both positions is left alone without a per-key test.
 __device__ __forceinline__ void mask_keys_after_rows(float (&acc)[64], int first, int c, int pos0, int pos1) {
   if (first + 127 > min(pos0, pos1)) {
