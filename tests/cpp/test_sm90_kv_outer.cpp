@@ -131,8 +131,9 @@ TEST(SM90_KvOuterKernel, GroupOf8MatchesCpu) {
   check_kv_outer_kernel(32, 4);
 }
 
-// G = 4, 2, 1: tiles of 16, 32, 64 tokens, a token's G heads at row G i of a tile (boxes of fewer rows than a swizzle
-// atom), a warp's 16 rows 4, 8, 16 tokens with their own masks, handles, LSE rows and stores.
+// G = 4, 2, 1: tiles of 16, 32, 64 tokens whose Q rows the producer warps gather by cp.async into the 128B-swizzled
+// stage (one tile ahead on their handle loads, across items), a warp's 16 rows 4, 8, 16 tokens with their own masks,
+// handles, LSE rows and output boxes of G rows (fewer than a swizzle atom).
 TEST(SM90_KvOuterKernel, SmallGroupsMatchCpu) {
   MSA_REQUIRE_SM90();
   for (const int Hq : {32, 16, 8}) {

@@ -2,11 +2,10 @@
 //
 // Persistent: one CTA per SM walks the work items of the device k2q schedule (KV head g, block j of request b, a
 // range of the queries that selected it) with a static stride (items are ordered head-major, largest first within a
-// head: see "L2" below). A producer warp loads K and V of each item's block (lane 0: TMA, 2 x 32 KiB, 128-byte
-// swizzle) into one of two K/V buffers, and the item's queries in tiles of 64 rows = 64 / G tokens x G heads (lane
-// i % 32 loads token i: one TMA box of G heads x 64 dims per 64-dim half, at row G i of the tile) through a 4-stage
-// ring that runs on across items, so the next item's metadata, K/V and first Q tiles load while the current item's
-// last tiles compute. Two consumer warpgroups take alternate tiles:
+// head: see "L2" below). The producer warpgroup loads K and V of each item's block (TMA, 2 x 32 KiB, 128-byte swizzle)
+// into one of two K/V buffers, and the item's queries in tiles of 64 rows = 64 / G tokens x G heads through a
+// 4-stage ring that runs on across items (see "Q loads" below), so the next item's metadata, K/V and first Q tiles
+// load while the current item's // last tiles compute. Two consumer warpgroups take alternate tiles:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
 // request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
 // (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
@@ -35,6 +34,18 @@
 // offset inside a 1 KiB 128B-swizzle atom: the TMA swizzle follows the shared-memory address bits, as the wgmma
 // descriptor's does, so they tile the atom exactly (SM90_Wgmma.SwizzledTmaBoxesOfFewRows checks loads and stores).
 //
+// Q loads. G >= 8: producer warp 0, lane i % 32 loads token i as one TMA box of G heads x 64 dims per 64-dim half,
+// at row G i of the tile. G <= 4: a tile is 32-128 boxes of 128-512 bytes, and the TMA boxes bound the kernel (its
+// time tracked the boxes per tile), so the four producer warps gather the 64 rows with 16-byte cp.async instead
+// (16 rows per warp, a half-warp per 256-byte row, stored at the rows' 128B-swizzle positions), completing on the
+// stage's barrier (cp.async.mbarrier.arrive), and the consumers fence the generic-proxy writes before their wgmma
+// reads them. That producer also runs one tile ahead on its loads: the next tile's handles (at an item's last tile
+// the next item's row pointer, first token and page) are in flight while it waits for a stage and issues a tile.
+// Measured (H200, bench_prefill_attention, 128K random, k2q + attention + combine, alternating runs in one call):
+// TMA boxes -> gather by one warp -> by four warps -> + look-ahead: G = 4 42.5 -> 70 -> 39.2-39.4 -> 37.6 ms,
+// G = 2 59.3 -> 68 -> 41.9 -> 41.0-41.2, G = 1 101 -> 80 -> 55.4 -> 51.6-51.8. The gather by four warps is slower
+// for G = 8 (32.8 -> 35.8 ms) and G = 16 (31.7 -> 35.9): their boxes of 1-2 KiB keep TMA the faster load.
+//
 // Invariants: rows of tokens past the item's query count are computed on stale data and never written; cache rows
 // of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is reloaded only after all 8
 // consumer warps released it (kv_empty), a Q stage only after its warpgroup's S wgmma read it and its handles were
@@ -50,6 +61,7 @@
 #include "api/device.h"
 #include "kernels/common/fast_math.cuh"
 #include "kernels/common/pdl.cuh"
+#include "kernels/common/warp_mma.cuh"
 #include "kernels/sm90/attention/launch.h"
 #include "kernels/sm90/attention/qkv_maps.h"
 #include "kernels/sm90/attention/tile_softmax.cuh"
@@ -87,6 +99,11 @@ struct Tile {
   static_assert(G == 16 || G == 8 || G == 4 || G == 2 || G == 1, "G divides 16");
   static constexpr int kTokens = 64 / G, kWarpTokens = 16 / G, kLaneTokens = (kTokens + 31) / 32;
   static constexpr int kWriters = kTokens < 32 ? kTokens : 32;
+  // Q by cp.async gather (see "Q loads"): the producer warpgroup's 4 warps, 16 rows of a tile each.
+  static constexpr bool kGather = G <= 4;
+  static constexpr int kGatherWarps = 4;
+  // q_full's arrivals: the handle writers, plus with the gather one cp.async-completion arrive per producer lane.
+  static constexpr int kQFullCount = kWriters + (kGather ? 32 * kGatherWarps : 0);
   static constexpr int kBarOff = kHandleOff + kQStages * kTokens * 4;
   static constexpr int kSmemBytes = kBarOff + 12 * 8 + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
@@ -105,7 +122,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto* bars = reinterpret_cast<std::uint64_t*>(smem + Tile<G>::kBarOff);
   std::uint64_t* kv_full = bars;                     // [2] K/V landed (TMA bytes)
   std::uint64_t* kv_empty = bars + 2;                // [2] one arrive per consumer warp
-  std::uint64_t* q_full = bars + 4;                  // [kQStages] one arrive per handle-writing producer lane
+  std::uint64_t* q_full = bars + 4;                  // [kQStages] kQFullCount arrives (+ TMA bytes for G >= 8)
   std::uint64_t* q_empty = bars + 4 + kQStages;      // [kQStages] one per handle-reading lane of the consumers
   auto* descs = reinterpret_cast<int*>(smem + kDescOff);          // [2][kDescWords]
   auto* stage_handles = reinterpret_cast<int*>(smem + kHandleOff);  // [kQStages][kTokens]
@@ -119,7 +136,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       sm90::mbar_init(&kv_empty[i], 8);
     }
     for (int s = 0; s < kQStages; ++s) {
-      sm90::mbar_init(&q_full[s], kWriters);
+      sm90::mbar_init(&q_full[s], Tile<G>::kQFullCount);
       sm90::mbar_init(&q_empty[s], 4 * kWarpTokens);
     }
     sm90::mbar_fence_init();
@@ -128,73 +145,175 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Item ord of this CTA is items[blockIdx.x + ord * gridDim.x], in K/V buffer ord % 2; Q tiles are numbered across the
   // CTA's items (gt), tile gt in stage gt % kQStages, consumed by warpgroup gt % 2.
-  if (warp < 4) {  // ---- producer: warp 0 ----
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    if (warp != 0) return;
-    // All lanes walk the items (the same loads, broadcast); lane 0 alone writes the descriptors, arms the K/V
-    // buffers and loads K and V; the Q boxes of a tile are spread over the lanes (with G = 1 a tile is 64 tokens,
-    // 128 boxes of 128 bytes).
-    int gt = 0;
+  if (warp < 4) {  // ---- producer: warp 0 (TMA, G >= 8) or warps 0-3 (cp.async gather of Q, G <= 4) ----
     // L2 policies (see the file comment): K/V read once per item, Q rows read again by the head's other items.
     const std::uint64_t once = sm90::l2_evict_first_policy(), reused = sm90::l2_evict_last_policy();
-    // An item's six fields are requested one item ahead, so they are in registers when its turn comes.
-    int next[6] = {0, 0, 0, 0, 0, 0};
-    auto request = [&](int item) {
-      if (item < num_items)
-        for (int w = 0; w < 6; ++w) next[w] = a.items[static_cast<std::int64_t>(item) * 6 + w];
-    };
-    request(blockIdx.x);
-    for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
-      const int g = next[0], row = next[1], q_begin = next[2], q_count = next[3], b = next[4], j = next[5];
-      request(item + gridDim.x);
-      const std::int32_t* handles = a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
-                                    a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
-      const int q0 = a.cu_seqlens_q[b * a.cu_stride];
-      const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + j * a.pt_stride_j];
+    // Item ord's descriptor and K/V (one thread): into buffer ord % 2 once its consumers released it.
+    auto load_item = [&](int ord, int g, int j, int q_count, int q0, int b, int page) {
       const int buf = ord & 1;
-      if (lane == 0) {
-        int* d = descs + buf * kDescWords;
-        sm90::mbar_wait(&kv_empty[buf], ((ord >> 1) & 1) ^ 1);
-        d[kDescG] = g;
-        d[kDescJ] = j;
-        d[kDescCount] = q_count;
-        d[kDescQ0] = q0;
-        d[kDescNq] = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
-        d[kDescL] = a.seq_lens_k[b * a.seq_stride];
-        unsigned char* kv = smem + buf * kKvBytes;
-        sm90::mbar_arrive_expect_tx(&kv_full[buf], kKvBytes);
-        for (int h = 0; h < 2; ++h) {
-          sm90::tma_load_4d_hint(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, g, page, once);
-          sm90::tma_load_4d_hint(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page, once);
+      int* d = descs + buf * kDescWords;
+      sm90::mbar_wait(&kv_empty[buf], ((ord >> 1) & 1) ^ 1);
+      d[kDescG] = g;
+      d[kDescJ] = j;
+      d[kDescCount] = q_count;
+      d[kDescQ0] = q0;
+      d[kDescNq] = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
+      d[kDescL] = a.seq_lens_k[b * a.seq_stride];
+      unsigned char* kv = smem + buf * kKvBytes;
+      sm90::mbar_arrive_expect_tx(&kv_full[buf], kKvBytes);
+      for (int h = 0; h < 2; ++h) {
+        sm90::tma_load_4d_hint(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, g, page, once);
+        sm90::tma_load_4d_hint(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page, once);
+      }
+    };
+    if constexpr (!Tile<G>::kGather) {
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+      if (warp != 0) return;
+      // All lanes walk the items (the same loads, broadcast); lane 0 alone writes the descriptors, arms the K/V
+      // buffers and loads K and V; the Q boxes of a tile are spread over the lanes (token i by lane i % 32).
+      int gt = 0;
+      // An item's six fields are requested one item ahead, so they are in registers when its turn comes.
+      int next[6] = {0, 0, 0, 0, 0, 0};
+      auto request = [&](int item) {
+        if (item < num_items)
+          for (int w = 0; w < 6; ++w) next[w] = a.items[static_cast<std::int64_t>(item) * 6 + w];
+      };
+      request(blockIdx.x);
+      for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
+        const int g = next[0], row = next[1], q_begin = next[2], q_count = next[3], b = next[4], j = next[5];
+        request(item + gridDim.x);
+        const std::int32_t* handles = a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
+                                      a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
+        const int q0 = a.cu_seqlens_q[b * a.cu_stride];
+        const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + j * a.pt_stride_j];
+        if (lane == 0) load_item(ord, g, j, q_count, q0, b, page);
+        const int n_tiles = (q_count + kTokens - 1) / kTokens;
+        for (int tile = 0; tile < n_tiles; ++tile, ++gt) {
+          const int s = gt % kQStages;
+          sm90::mbar_wait(&q_empty[s], ((gt / kQStages) & 1) ^ 1);
+          const int ntok = min(kTokens, q_count - tile * kTokens);
+          int hs[kLaneTokens];  // lane's tokens lane + 32 u
+#pragma unroll
+          for (int u = 0; u < kLaneTokens; ++u) {
+            const int i = lane + 32 * u;
+            hs[u] = i < ntok ? handles[tile * kTokens + i] : 0;
+            if (i < kTokens) stage_handles[s * kTokens + i] = hs[u];
+          }
+          // Each writer's arrive publishes its handles; all arrive before any box is issued (the bytes are expected
+          // by lane 0's arrive, so the phase cannot complete early).
+          if (lane == 0)
+            sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * G * 128);
+          else if (lane < kWriters)
+            sm90::mbar_arrive(&q_full[s]);
+          __syncwarp();
+          unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
+#pragma unroll
+          for (int u = 0; u < kLaneTokens; ++u) {
+            const int i = lane + 32 * u;
+            if (i >= ntok) continue;
+            const int t = q0 + (hs[u] & 0xFFFFFF);
+            for (int h = 0; h < 2; ++h)
+              sm90::tma_load_3d_hint(stage + h * kQHalf + i * G * 128, &q_map, &q_full[s], 64 * h, g * G, t, reused);
+          }
         }
       }
-      const int n_tiles = (q_count + kTokens - 1) / kTokens;
-      for (int tile = 0; tile < n_tiles; ++tile, ++gt) {
+    } else {
+      // 56 registers for the look-ahead state below (with 40 ptxas spills it); the consumers keep 224.
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+      // Warp 0, lane 0 writes the descriptors, arms the K/V buffers and loads K and V; warp 0 writes the stage
+      // handles; the four warps gather 16 rows of each tile each.
+      // One tile ahead on its loads: while it waits for tile t's stage and issues its Q, tile t + 1's handles (at
+      // an item's last tile also the next item's row pointer, q0 and page) are on their way, so the chain item ->
+      // row pointer -> handles -> Q addresses is not paid once per tile. An item's six fields are requested one
+      // item ahead of that. Every item holds at least one query (k2q), so every item has a tile.
+      int item = blockIdx.x;
+      if (item >= num_items) return;
+      int fields[6];  // the item after the current one (requested one item ahead)
+      auto request = [&](int it) {
+        if (it < num_items)
+          for (int w = 0; w < 6; ++w) fields[w] = a.items[static_cast<std::int64_t>(it) * 6 + w];
+      };
+      request(item);
+      // What a tile needs of its item: head, count, request, block, handle row, first token, page.
+      int g, q_count, b, j, q0, page;
+      const std::int32_t* hp;
+      auto derive = [&](int& g_, int& n_, int& b_, int& j_, const std::int32_t*& hp_, int& q0_, int& page_) {
+        g_ = fields[0];
+        n_ = fields[3];
+        b_ = fields[4];
+        j_ = fields[5];
+        hp_ = a.qsplit_indices + static_cast<std::int64_t>(g_) * a.total_q * a.k +
+              a.row_ptr[static_cast<std::int64_t>(g_) * (a.row_capacity + 1) + fields[1]] + fields[2];
+        q0_ = a.cu_seqlens_q[b_ * a.cu_stride];
+        page_ = a.page_table[static_cast<std::int64_t>(b_) * a.pt_stride_b + j_ * a.pt_stride_j];
+      };
+      auto load_handles = [&](const std::int32_t* hp_, int n_, int tile, int (&h)[kLaneTokens]) {
+        const int ntok = min(kTokens, n_ - tile * kTokens);
+#pragma unroll
+        for (int u = 0; u < kLaneTokens; ++u) {
+          const int i = lane + 32 * u;
+          h[u] = i < ntok ? hp_[tile * kTokens + i] : 0;
+        }
+      };
+      derive(g, q_count, b, j, hp, q0, page);
+      request(item + gridDim.x);
+      int hs[kLaneTokens];  // the current tile's handles: lane's tokens lane + 32 u
+      load_handles(hp, q_count, 0, hs);
+      for (int ord = 0, tile = 0, gt = 0;; ++gt) {
+        if (tile == 0 && warp == 0 && lane == 0) load_item(ord, g, j, q_count, q0, b, page);
+        // Look ahead: the next tile of this item, or the first of the next item.
+        const bool last = (tile + 1) * kTokens >= q_count;
+        const bool more = !last || item + static_cast<int>(gridDim.x) < num_items;
+        int ng = g, nq_count = q_count, nb = b, nj = j, nq0 = q0, npage = page;
+        const std::int32_t* nhp = hp;
+        int hs_next[kLaneTokens];
+        if (!last) {
+          load_handles(hp, q_count, tile + 1, hs_next);
+        } else if (more) {
+          derive(ng, nq_count, nb, nj, nhp, nq0, npage);
+          load_handles(nhp, nq_count, 0, hs_next);
+        }
+
         const int s = gt % kQStages;
         sm90::mbar_wait(&q_empty[s], ((gt / kQStages) & 1) ^ 1);
         const int ntok = min(kTokens, q_count - tile * kTokens);
-        int hs[kLaneTokens];  // lane's tokens lane + 32 u
 #pragma unroll
         for (int u = 0; u < kLaneTokens; ++u) {
           const int i = lane + 32 * u;
-          hs[u] = i < ntok ? handles[tile * kTokens + i] : 0;
-          if (i < kTokens) stage_handles[s * kTokens + i] = hs[u];
+          if (warp == 0 && i < kTokens) stage_handles[s * kTokens + i] = hs[u];
         }
-        // Each writer's arrive publishes its handles; all arrive before any box is issued (the bytes are expected
-        // by lane 0's arrive, so the phase cannot complete early).
-        if (lane == 0)
-          sm90::mbar_arrive_expect_tx(&q_full[s], ntok * 2 * G * 128);
-        else if (lane < kWriters)
-          sm90::mbar_arrive(&q_full[s]);
-        __syncwarp();
         unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
+        // Chunk id = 32 v + lane of the warp's rows: row id / 16, dims 8 (id % 16) .. + 7, so a half-warp reads
+        // one row's 256 contiguous bytes; stored at the row's 128B-swizzle position (chunk (id % 8) ^ (row % 8)
+        // of its 64-dim half). Token row / G's handle comes from lane (row / G) % 32, from the same hs slot on
+        // every lane of an iteration. Each lane's completion arrive follows its copies; the phase also waits for
+        // the handle writers' arrives.
+        if (warp == 0 && lane < kWriters) sm90::mbar_arrive(&q_full[s]);
+        const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + static_cast<std::int64_t>(g) * G * a.q_stride_h;
+#pragma unroll 1
+        for (int v = 0; v < 32 / Tile<G>::kGatherWarps; ++v) {
+          const int row0 = (32 / Tile<G>::kGatherWarps) * 2 * warp + 2 * v;
+          const int row = row0 + lane / 16, i = row / G, ch = lane % 16;
+          const int hv = (kLaneTokens == 2 && row0 / G >= 32) ? hs[kLaneTokens - 1] : hs[0];
+          const int h = __shfl_sync(0xffffffffu, hv, i % 32);
+          if (i < ntok)
+            cp_async16_hint(stage + (ch / 8) * kQHalf + row * 128 + (((ch % 8) ^ (row % 8)) * 16),
+                            qg + static_cast<std::int64_t>(q0 + (h & 0xFFFFFF)) * a.q_stride_t +
+                                static_cast<std::int64_t>(row % G) * a.q_stride_h + ch * 8,
+                            reused);
+        }
+        sm90::mbar_arrive_cp_async(&q_full[s]);
+        if (!more) break;
 #pragma unroll
-        for (int u = 0; u < kLaneTokens; ++u) {
-          const int i = lane + 32 * u;
-          if (i >= ntok) continue;
-          const int t = q0 + (hs[u] & 0xFFFFFF);
-          for (int h = 0; h < 2; ++h)
-            sm90::tma_load_3d_hint(stage + h * kQHalf + i * G * 128, &q_map, &q_full[s], 64 * h, g * G, t, reused);
+        for (int u = 0; u < kLaneTokens; ++u) hs[u] = hs_next[u];
+        if (!last) {
+          ++tile;
+        } else {
+          tile = 0;
+          ++ord;
+          item += gridDim.x;
+          g = ng, q_count = nq_count, b = nb, j = nj, q0 = nq0, page = npage, hp = nhp;
+          request(item + gridDim.x);
         }
       }
     }
@@ -202,7 +321,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // ---- consumers: tile rows 16 (warp % 4) + lane / 4 (+ 8) = token (row / G) x head (row % G) ----
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+  if constexpr (Tile<G>::kGather)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+  else
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
   // A thread's rows are r0 = lane / 4 and r0 + 8 of its warp's 16 (tile rows 16 (warp % 4) + r0, + 8), heads r0 % G
   // and (r0 + 8) % G of the warp's tokens r0 / G and (r0 + 8) / G.
@@ -249,6 +371,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int s = (gt + tile) % kQStages;
       const unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
       sm90::mbar_wait(&q_full[s], ((gt + tile) / kQStages) & 1);
+      // Gathered rows were written through the generic proxy (cp.async); the S wgmma reads them through the async one.
+      if constexpr (Tile<G>::kGather) sm90::fence_proxy_async_smem();
       // This warp's rows are the G heads of kWarpTokens tokens of the tile, from its token tok on (token i is valid
       // if tok + i < q_count). Lane i < kWarpTokens reads token i's handle (and stores that token below); a thread
       // takes its rows' handles from those lanes.

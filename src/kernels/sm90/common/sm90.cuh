@@ -31,6 +31,11 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(std::uint64_t* bar, std::u
 __device__ __forceinline__ void mbar_arrive(std::uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
 }
+// Arrives on the barrier once every cp.async this thread issued before it has landed (counted in the barrier's
+// expected arrivals: the .noinc form does not add one of its own).
+__device__ __forceinline__ void mbar_arrive_cp_async(std::uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
 // Waits until the phase of parity `parity` has completed. A fresh barrier counts its (virtual) previous phase,
 // parity 1, as complete, so producers start waiting on "empty" barriers with parity 1.
 __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t parity) {
