@@ -90,7 +90,7 @@ enum Desc { kDescG, kDescJ, kDescCount, kDescQ0, kDescNq, kDescL, kDescWords = 8
 
 // The tile shape of a group size G: a token's G heads are G consecutive rows, kTokens tokens per 64-row tile,
 // kWarpTokens per consumer warp (a thread's row r0 + 8 h of the warp is head (r0 + 8 h) % G of its token
-// (r0 + 8 h) / G), kLaneTokens per producer lane. A stage's handles are written by the producer's first kWriters
+// (r0 + 8 h) / G), kLaneTokens per producer lane. A stage's handles are written by producer warp 0's first kWriters
 // lanes (token i by lane i % 32) and read by lanes 0 .. kWarpTokens - 1 of each consumer warp (token i of the warp by
 // lane i): each of those lanes arrives on the stage's barrier itself, so every handle store and load is ordered by
 // the barrier in its own thread (racecheck does not follow the order through __syncwarp to another lane's arrive).
