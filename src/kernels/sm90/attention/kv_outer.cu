@@ -166,24 +166,28 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::tma_load_4d_hint(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page, once);
       }
     };
+    // An item's six fields are requested one item ahead, so they are in registers when its turn comes.
+    int next[6] = {0, 0, 0, 0, 0, 0};
+    auto request = [&](int item) {
+      if (item < num_items)
+        for (int w = 0; w < 6; ++w) next[w] = a.items[static_cast<std::int64_t>(item) * 6 + w];
+    };
+    // The handles of k2q row `row` of head g from its query q_begin on.
+    auto handles_of = [&](int g, int row, int q_begin) {
+      return a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
+             a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
+    };
     if constexpr (!Tile<G>::kGather) {
       asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
       if (warp != 0) return;
       // All lanes walk the items (the same loads, broadcast); lane 0 alone writes the descriptors, arms the K/V
       // buffers and loads K and V; the Q boxes of a tile are spread over the lanes (token i by lane i % 32).
       int gt = 0;
-      // An item's six fields are requested one item ahead, so they are in registers when its turn comes.
-      int next[6] = {0, 0, 0, 0, 0, 0};
-      auto request = [&](int item) {
-        if (item < num_items)
-          for (int w = 0; w < 6; ++w) next[w] = a.items[static_cast<std::int64_t>(item) * 6 + w];
-      };
       request(blockIdx.x);
       for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
         const int g = next[0], row = next[1], q_begin = next[2], q_count = next[3], b = next[4], j = next[5];
         request(item + gridDim.x);
-        const std::int32_t* handles = a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
-                                      a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
+        const std::int32_t* handles = handles_of(g, row, q_begin);
         const int q0 = a.cu_seqlens_q[b * a.cu_stride];
         const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + j * a.pt_stride_j];
         if (lane == 0) load_item(ord, g, j, q_count, q0, b, page);
@@ -228,24 +232,23 @@ __global__ void __launch_bounds__(kThreads, 1)
       // item ahead of that. Every item holds at least one query (k2q), so every item has a tile.
       int item = blockIdx.x;
       if (item >= num_items) return;
-      int fields[6];  // the item after the current one (requested one item ahead)
-      auto request = [&](int it) {
-        if (it < num_items)
-          for (int w = 0; w < 6; ++w) fields[w] = a.items[static_cast<std::int64_t>(it) * 6 + w];
-      };
       request(item);
-      // What a tile needs of its item: head, count, request, block, handle row, first token, page.
-      int g, q_count, b, j, q0, page;
-      const std::int32_t* hp;
-      auto derive = [&](int& g_, int& n_, int& b_, int& j_, const std::int32_t*& hp_, int& q0_, int& page_) {
-        g_ = fields[0];
-        n_ = fields[3];
-        b_ = fields[4];
-        j_ = fields[5];
-        hp_ = a.qsplit_indices + static_cast<std::int64_t>(g_) * a.total_q * a.k +
-              a.row_ptr[static_cast<std::int64_t>(g_) * (a.row_capacity + 1) + fields[1]] + fields[2];
-        q0_ = a.cu_seqlens_q[b_ * a.cu_stride];
-        page_ = a.page_table[static_cast<std::int64_t>(b_) * a.pt_stride_b + j_ * a.pt_stride_j];
+      // What a tile needs of its item: head, query count, request, block, handles, first token, page.
+      struct ItemRef {
+        int g, q_count, b, j;
+        const std::int32_t* hp;
+        int q0, page;
+      };
+      auto derive = [&]() {  // from the requested fields
+        ItemRef r;
+        r.g = next[0];
+        r.q_count = next[3];
+        r.b = next[4];
+        r.j = next[5];
+        r.hp = handles_of(r.g, next[1], next[2]);
+        r.q0 = a.cu_seqlens_q[r.b * a.cu_stride];
+        r.page = a.page_table[static_cast<std::int64_t>(r.b) * a.pt_stride_b + r.j * a.pt_stride_j];
+        return r;
       };
       auto load_handles = [&](const std::int32_t* hp_, int n_, int tile, int (&h)[kLaneTokens]) {
         const int ntok = min(kTokens, n_ - tile * kTokens);
@@ -255,28 +258,27 @@ __global__ void __launch_bounds__(kThreads, 1)
           h[u] = i < ntok ? hp_[tile * kTokens + i] : 0;
         }
       };
-      derive(g, q_count, b, j, hp, q0, page);
+      ItemRef cur = derive();
       request(item + gridDim.x);
       int hs[kLaneTokens];  // the current tile's handles: lane's tokens lane + 32 u
-      load_handles(hp, q_count, 0, hs);
+      load_handles(cur.hp, cur.q_count, 0, hs);
       for (int ord = 0, tile = 0, gt = 0;; ++gt) {
-        if (tile == 0 && warp == 0 && lane == 0) load_item(ord, g, j, q_count, q0, b, page);
+        if (tile == 0 && warp == 0 && lane == 0) load_item(ord, cur.g, cur.j, cur.q_count, cur.q0, cur.b, cur.page);
         // Look ahead: the next tile of this item, or the first of the next item.
-        const bool last = (tile + 1) * kTokens >= q_count;
+        const bool last = (tile + 1) * kTokens >= cur.q_count;
         const bool more = !last || item + static_cast<int>(gridDim.x) < num_items;
-        int ng = g, nq_count = q_count, nb = b, nj = j, nq0 = q0, npage = page;
-        const std::int32_t* nhp = hp;
+        ItemRef nxt = cur;
         int hs_next[kLaneTokens];
         if (!last) {
-          load_handles(hp, q_count, tile + 1, hs_next);
+          load_handles(cur.hp, cur.q_count, tile + 1, hs_next);
         } else if (more) {
-          derive(ng, nq_count, nb, nj, nhp, nq0, npage);
-          load_handles(nhp, nq_count, 0, hs_next);
+          nxt = derive();
+          load_handles(nxt.hp, nxt.q_count, 0, hs_next);
         }
 
         const int s = gt % kQStages;
         sm90::mbar_wait(&q_empty[s], ((gt / kQStages) & 1) ^ 1);
-        const int ntok = min(kTokens, q_count - tile * kTokens);
+        const int ntok = min(kTokens, cur.q_count - tile * kTokens);
 #pragma unroll
         for (int u = 0; u < kLaneTokens; ++u) {
           const int i = lane + 32 * u;
@@ -289,7 +291,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         // every lane of an iteration. Each lane's completion arrive follows its copies; the phase also waits for
         // the handle writers' arrives.
         if (warp == 0 && lane < kWriters) sm90::mbar_arrive(&q_full[s]);
-        const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + static_cast<std::int64_t>(g) * G * a.q_stride_h;
+        const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + static_cast<std::int64_t>(cur.g) * G * a.q_stride_h;
 #pragma unroll 1
         for (int v = 0; v < 32 / Tile<G>::kGatherWarps; ++v) {
           const int row0 = (32 / Tile<G>::kGatherWarps) * 2 * warp + 2 * v;
@@ -298,7 +300,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int h = __shfl_sync(0xffffffffu, hv, i % 32);
           if (i < ntok)
             cp_async16_hint(stage + (ch / 8) * kQHalf + row * 128 + (((ch % 8) ^ (row % 8)) * 16),
-                            qg + static_cast<std::int64_t>(q0 + (h & 0xFFFFFF)) * a.q_stride_t +
+                            qg + static_cast<std::int64_t>(cur.q0 + (h & 0xFFFFFF)) * a.q_stride_t +
                                 static_cast<std::int64_t>(row % G) * a.q_stride_h + ch * 8,
                             reused);
         }
@@ -312,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           tile = 0;
           ++ord;
           item += gridDim.x;
-          g = ng, q_count = nq_count, b = nb, j = nj, q0 = nq0, page = npage, hp = nhp;
+          cur = nxt;
           request(item + gridDim.x);
         }
       }
