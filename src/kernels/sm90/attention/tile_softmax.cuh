@@ -18,8 +18,9 @@ namespace msa {
 namespace kernels {
 
 // Keys first + 0 .. 127 after a row's token position become -inf: pos0 for row r0, pos1 for r1 (different tokens
-// when a warp's 16 rows are 16 / G tokens x G heads, G <= 8). Only a token's own block needs it (keys >= L lie after the position too,
-// as pos < L); a block wholly at or before both positions is left alone without a per-key test.
+// when a warp's 16 rows are 16 / G tokens x G heads, G <= 8). Only a token's own block needs it (keys >= L lie
+// after the position too, as pos < L); a block wholly at or before both positions is left alone without a per-key
+// test.
 __device__ __forceinline__ void mask_keys_after_rows(float (&acc)[64], int first, int c, int pos0, int pos1) {
   if (first + 127 > min(pos0, pos1)) {
 #pragma unroll
