@@ -45,6 +45,8 @@
 // TMA boxes -> gather by one warp -> by four warps -> + look-ahead: G = 4 42.5 -> 70 -> 39.2-39.4 -> 37.6 ms,
 // G = 2 59.3 -> 68 -> 41.9 -> 41.0-41.2, G = 1 101 -> 80 -> 55.4 -> 51.6-51.8. The gather by four warps is slower
 // for G = 8 (32.8 -> 35.8 ms) and G = 16 (31.7 -> 35.9): their boxes of 1-2 KiB keep TMA the faster load.
+// The partial rows keep their TMA boxes at every G: 16-byte st.global from the staging buffer instead measured
+// slower for G <= 4 as well (attention phase G = 4 26.4 -> 27.8-28.2 ms, G = 1 34.3 -> 35.0; H200).
 //
 // Invariants: rows of tokens past the item's query count are computed on stale data and never written; cache rows
 // of keys >= L are never read into O (V rows zeroed, scores masked); a K/V buffer is reloaded only after all 8
