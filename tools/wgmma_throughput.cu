@@ -29,27 +29,27 @@ __device__ __forceinline__ std::uint64_t desc_sw128(const void* p) {  // K-major
 #define WT_L16 WT_L8 ", %8, %9, %10, %11, %12, %13, %14, %15"
 #define WT_L32 WT_L16 ", %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define WT_L64                                                                                            \
-  WT_L32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, " \
+  WT_L32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, "  \
          "%51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
 
 // One specialisation per N: the accumulator list, then A (four registers %a..%a+3, or a descriptor %a), then B.
 template <int N>
 struct Mma;
-#define WT_MMA(N_, LIST, A0, A1, A2, A3, B, ...)                                                            \
-  template <>                                                                                                \
-  struct Mma<N_> {                                                                                           \
+#define WT_MMA(N_, LIST, A0, A1, A2, A3, B, ...)                                                              \
+  template <>                                                                                                 \
+  struct Mma<N_> {                                                                                            \
     __device__ __forceinline__ static void rs(float (&d)[N_ / 2], const std::uint32_t (&a)[4], std::uint64_t b) { \
       asm volatile("wgmma.mma_async.sync.aligned.m64n" #N_ "k16.f32.bf16.bf16 {" LIST "}, {%" A0 ", %" A1     \
-                   ", %" A2 ", %" A3 "}, %" B ", 1, 1, 1, 0;\n"                                              \
-                   : __VA_ARGS__                                                                                    \
-                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));                                    \
-    }                                                                                                        \
-    __device__ __forceinline__ static void ss(float (&d)[N_ / 2], std::uint64_t a, std::uint64_t b) {        \
-      asm volatile("wgmma.mma_async.sync.aligned.m64n" #N_ "k16.f32.bf16.bf16 {" LIST "}, %" A0 ", %" A1     \
-                   ", 1, 1, 1, 0, 0;\n"                                                                      \
-                   : __VA_ARGS__                                                                                    \
-                   : "l"(a), "l"(b));                                                                        \
-    }                                                                                                        \
+                   ", %" A2 ", %" A3 "}, %" B ", 1, 1, 1, 0;\n"                                               \
+                   : __VA_ARGS__                                                                              \
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));                                     \
+    }                                                                                                         \
+    __device__ __forceinline__ static void ss(float (&d)[N_ / 2], std::uint64_t a, std::uint64_t b) {         \
+      asm volatile("wgmma.mma_async.sync.aligned.m64n" #N_ "k16.f32.bf16.bf16 {" LIST "}, %" A0 ", %" A1      \
+                   ", 1, 1, 1, 0, 0;\n"                                                                       \
+                   : __VA_ARGS__                                                                              \
+                   : "l"(a), "l"(b));                                                                         \
+    }                                                                                                         \
   };
 WT_MMA(16, WT_L8, "8", "9", "10", "11", "12", WT_ACC8(0))
 WT_MMA(32, WT_L16, "16", "17", "18", "19", "20", WT_ACC8(0), WT_ACC8(8))
