@@ -5,7 +5,7 @@
 // head: see "L2" below). The producer warpgroup loads K and V of each item's block (TMA, 2 x 32 KiB, 128-byte swizzle)
 // into one of two K/V buffers, and the item's queries in tiles of 64 rows = 64 / G tokens x G heads through a
 // 4-stage ring that runs on across items (see "Q loads" below), so the next item's metadata, K/V and first Q tiles
-// load while the current item's // last tiles compute. Two consumer warpgroups take alternate tiles:
+// load while the current item's last tiles compute. Two consumer warpgroups take alternate tiles:
 // S = Q·Kᵀ (8 x wgmma m64n128k16, both K-major), a single-tile softmax (the block is the whole tile: keys past the
 // request's length or after the query are -inf; row sums in fp32), P rounded to bf16 in registers, O = P·V
 // (8 x wgmma with P from registers and V N-major), then O / rowsum (bf16) and the natural-log LSE go to the
@@ -150,22 +150,28 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warp < 4) {  // ---- producer: warp 0 (TMA, G >= 8) or warps 0-3 (cp.async gather of Q, G <= 4) ----
     // L2 policies (see the file comment): K/V read once per item, Q rows read again by the head's other items.
     const std::uint64_t once = sm90::l2_evict_first_policy(), reused = sm90::l2_evict_last_policy();
+    // What a tile needs of its item: head, query count, request, block, handles, first token, page.
+    struct ItemRef {
+      int g, q_count, b, j;
+      const std::int32_t* hp;
+      int q0, page;
+    };
     // Item ord's descriptor and K/V (one thread): into buffer ord % 2 once its consumers released it.
-    auto load_item = [&](int ord, int g, int j, int q_count, int q0, int b, int page) {
+    auto load_item = [&](int ord, const ItemRef& r) {
       const int buf = ord & 1;
       int* d = descs + buf * kDescWords;
       sm90::mbar_wait(&kv_empty[buf], ((ord >> 1) & 1) ^ 1);
-      d[kDescG] = g;
-      d[kDescJ] = j;
-      d[kDescCount] = q_count;
-      d[kDescQ0] = q0;
-      d[kDescNq] = a.cu_seqlens_q[(b + 1) * a.cu_stride] - q0;
-      d[kDescL] = a.seq_lens_k[b * a.seq_stride];
+      d[kDescG] = r.g;
+      d[kDescJ] = r.j;
+      d[kDescCount] = r.q_count;
+      d[kDescQ0] = r.q0;
+      d[kDescNq] = a.cu_seqlens_q[(r.b + 1) * a.cu_stride] - r.q0;
+      d[kDescL] = a.seq_lens_k[r.b * a.seq_stride];
       unsigned char* kv = smem + buf * kKvBytes;
       sm90::mbar_arrive_expect_tx(&kv_full[buf], kKvBytes);
       for (int h = 0; h < 2; ++h) {
-        sm90::tma_load_4d_hint(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, g, page, once);
-        sm90::tma_load_4d_hint(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, g, page, once);
+        sm90::tma_load_4d_hint(kv + h * kHalf, &k_map, &kv_full[buf], 64 * h, 0, r.g, r.page, once);
+        sm90::tma_load_4d_hint(kv + (2 + h) * kHalf, &v_map, &kv_full[buf], 64 * h, 0, r.g, r.page, once);
       }
     };
     // An item's six fields are requested one item ahead, so they are in registers when its turn comes.
@@ -174,10 +180,35 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (item < num_items)
         for (int w = 0; w < 6; ++w) next[w] = a.items[static_cast<std::int64_t>(item) * 6 + w];
     };
-    // The handles of k2q row `row` of head g from its query q_begin on.
-    auto handles_of = [&](int g, int row, int q_begin) {
-      return a.qsplit_indices + static_cast<std::int64_t>(g) * a.total_q * a.k +
-             a.row_ptr[static_cast<std::int64_t>(g) * (a.row_capacity + 1) + row] + q_begin;
+    // The requested item's fields and what they point at (its handles from k2q row next[1], query next[2] on).
+    auto derive = [&]() {
+      ItemRef r;
+      r.g = next[0];
+      r.q_count = next[3];
+      r.b = next[4];
+      r.j = next[5];
+      r.hp = a.qsplit_indices + static_cast<std::int64_t>(r.g) * a.total_q * a.k +
+             a.row_ptr[static_cast<std::int64_t>(r.g) * (a.row_capacity + 1) + next[1]] + next[2];
+      r.q0 = a.cu_seqlens_q[r.b * a.cu_stride];
+      r.page = a.page_table[static_cast<std::int64_t>(r.b) * a.pt_stride_b + r.j * a.pt_stride_j];
+      return r;
+    };
+    // The handles of tile `tile` of an item (hp_, n_ queries): lane's tokens lane + 32 u, 0 past the item's end.
+    auto load_handles = [&](const std::int32_t* hp_, int n_, int tile, int (&h)[kLaneTokens]) {
+      const int ntok = min(kTokens, n_ - tile * kTokens);
+#pragma unroll
+      for (int u = 0; u < kLaneTokens; ++u) {
+        const int i = lane + 32 * u;
+        h[u] = i < ntok ? hp_[tile * kTokens + i] : 0;
+      }
+    };
+    // A tile's handles into stage s, for the consumers (producer warp 0: token i from lane i % 32).
+    auto write_handles = [&](int s, const int (&h)[kLaneTokens]) {
+#pragma unroll
+      for (int u = 0; u < kLaneTokens; ++u) {
+        const int i = lane + 32 * u;
+        if (warp == 0 && i < kTokens) stage_handles[s * kTokens + i] = h[u];
+      }
     };
     if constexpr (!Tile<G>::kGather) {
       asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
@@ -187,24 +218,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       int gt = 0;
       request(blockIdx.x);
       for (int ord = 0, item = blockIdx.x; item < num_items; ++ord, item += gridDim.x) {
-        const int g = next[0], row = next[1], q_begin = next[2], q_count = next[3], b = next[4], j = next[5];
+        const ItemRef it = derive();
         request(item + gridDim.x);
-        const std::int32_t* handles = handles_of(g, row, q_begin);
-        const int q0 = a.cu_seqlens_q[b * a.cu_stride];
-        const int page = a.page_table[static_cast<std::int64_t>(b) * a.pt_stride_b + j * a.pt_stride_j];
-        if (lane == 0) load_item(ord, g, j, q_count, q0, b, page);
-        const int n_tiles = (q_count + kTokens - 1) / kTokens;
+        if (lane == 0) load_item(ord, it);
+        const int n_tiles = (it.q_count + kTokens - 1) / kTokens;
         for (int tile = 0; tile < n_tiles; ++tile, ++gt) {
           const int s = gt % kQStages;
           sm90::mbar_wait(&q_empty[s], ((gt / kQStages) & 1) ^ 1);
-          const int ntok = min(kTokens, q_count - tile * kTokens);
+          const int ntok = min(kTokens, it.q_count - tile * kTokens);
           int hs[kLaneTokens];  // lane's tokens lane + 32 u
-#pragma unroll
-          for (int u = 0; u < kLaneTokens; ++u) {
-            const int i = lane + 32 * u;
-            hs[u] = i < ntok ? handles[tile * kTokens + i] : 0;
-            if (i < kTokens) stage_handles[s * kTokens + i] = hs[u];
-          }
+          load_handles(it.hp, it.q_count, tile, hs);
+          write_handles(s, hs);
           // Each writer's arrive publishes its handles; all arrive before any box is issued (the bytes are expected
           // by lane 0's arrive, so the phase cannot complete early).
           if (lane == 0)
@@ -217,9 +241,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int u = 0; u < kLaneTokens; ++u) {
             const int i = lane + 32 * u;
             if (i >= ntok) continue;
-            const int t = q0 + (hs[u] & 0xFFFFFF);
+            const int t = it.q0 + (hs[u] & 0xFFFFFF);
             for (int h = 0; h < 2; ++h)
-              sm90::tma_load_3d_hint(stage + h * kQHalf + i * G * 128, &q_map, &q_full[s], 64 * h, g * G, t, reused);
+              sm90::tma_load_3d_hint(stage + h * kQHalf + i * G * 128, &q_map, &q_full[s], 64 * h, it.g * G, t, reused);
           }
         }
       }
@@ -235,37 +259,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       int item = blockIdx.x;
       if (item >= num_items) return;
       request(item);
-      // What a tile needs of its item: head, query count, request, block, handles, first token, page.
-      struct ItemRef {
-        int g, q_count, b, j;
-        const std::int32_t* hp;
-        int q0, page;
-      };
-      auto derive = [&]() {  // from the requested fields
-        ItemRef r;
-        r.g = next[0];
-        r.q_count = next[3];
-        r.b = next[4];
-        r.j = next[5];
-        r.hp = handles_of(r.g, next[1], next[2]);
-        r.q0 = a.cu_seqlens_q[r.b * a.cu_stride];
-        r.page = a.page_table[static_cast<std::int64_t>(r.b) * a.pt_stride_b + r.j * a.pt_stride_j];
-        return r;
-      };
-      auto load_handles = [&](const std::int32_t* hp_, int n_, int tile, int (&h)[kLaneTokens]) {
-        const int ntok = min(kTokens, n_ - tile * kTokens);
-#pragma unroll
-        for (int u = 0; u < kLaneTokens; ++u) {
-          const int i = lane + 32 * u;
-          h[u] = i < ntok ? hp_[tile * kTokens + i] : 0;
-        }
-      };
       ItemRef cur = derive();
       request(item + gridDim.x);
       int hs[kLaneTokens];  // the current tile's handles: lane's tokens lane + 32 u
       load_handles(cur.hp, cur.q_count, 0, hs);
       for (int ord = 0, tile = 0, gt = 0;; ++gt) {
-        if (tile == 0 && warp == 0 && lane == 0) load_item(ord, cur.g, cur.j, cur.q_count, cur.q0, cur.b, cur.page);
+        if (tile == 0 && warp == 0 && lane == 0) load_item(ord, cur);
         // Look ahead: the next tile of this item, or the first of the next item.
         const bool last = (tile + 1) * kTokens >= cur.q_count;
         const bool more = !last || item + static_cast<int>(gridDim.x) < num_items;
@@ -281,11 +280,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = gt % kQStages;
         sm90::mbar_wait(&q_empty[s], ((gt / kQStages) & 1) ^ 1);
         const int ntok = min(kTokens, cur.q_count - tile * kTokens);
-#pragma unroll
-        for (int u = 0; u < kLaneTokens; ++u) {
-          const int i = lane + 32 * u;
-          if (warp == 0 && i < kTokens) stage_handles[s * kTokens + i] = hs[u];
-        }
+        write_handles(s, hs);
         unsigned char* stage = smem + kQOff + s * 2 * kQHalf;
         // Chunk id = 32 v + lane of the warp's rows: row id / 16, dims 8 (id % 16) .. + 7, so a half-warp reads
         // one row's 256 contiguous bytes; stored at the row's 128B-swizzle position (chunk (id % 8) ^ (row % 8)
