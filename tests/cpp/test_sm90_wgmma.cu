@@ -3,7 +3,7 @@
 // 64-column halves, like V [keys][dims]) and A either K-major in shared memory or in registers in the accumulator
 // layout (one warpgroup, K = 64: four k-slices); and 128B-swizzled TMA boxes of fewer than 8 rows at their row's
 // offset inside a 1 KiB atom (the swizzle follows the shared-memory address, so such boxes tile one atom, as the
-// KV-outer kernel's Q tiles and partial stores of G < 8 heads per token do).
+// KV-outer kernel's partial stores of G < 8 heads per token do).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
