@@ -13,14 +13,13 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "kernels/sm90/common/sm90.cuh"
+
 namespace {
 
-constexpr int kWarpgroups = 2, kThreads = 128 * kWarpgroups, kPerGroup = 8, kGroups = 2048;
+namespace sm90 = msa::kernels::sm90;
 
-__device__ __forceinline__ std::uint64_t desc_sw128(const void* p) {  // K-major, 128B swizzle, 8-row groups 1 KiB apart
-  const std::uint64_t addr = static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
-  return ((addr & 0x3FFFF) >> 4) | (1ull << 16) | (static_cast<std::uint64_t>(1024 >> 4) << 32) | (1ull << 62);
-}
+constexpr int kWarpgroups = 2, kThreads = 128 * kWarpgroups, kPerGroup = 8, kGroups = 2048;
 
 #define WT_ACC4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
 #define WT_ACC8(i) WT_ACC4(i), WT_ACC4(i + 4)
@@ -56,12 +55,6 @@ WT_MMA(32, WT_L16, "16", "17", "18", "19", "20", WT_ACC8(0), WT_ACC8(8))
 WT_MMA(64, WT_L32, "32", "33", "34", "35", "36", WT_ACC32(0))
 WT_MMA(128, WT_L64, "64", "65", "66", "67", "68", WT_ACC32(0), WT_ACC32(32))
 
-template <int N>
-__device__ __forceinline__ void fence_acc(float (&d)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-
 // kRs: A from registers (a fixed fragment) or from shared memory; B is an N x 64 tile, its 4 k-slices reused.
 template <int N, bool kRs>
 __global__ void __launch_bounds__(kThreads, 1) wgmma_loop(float* sink, long long* cycles) {
@@ -69,9 +62,9 @@ __global__ void __launch_bounds__(kThreads, 1) wgmma_loop(float* sink, long long
   __shared__ __align__(1024) std::uint16_t b_tile[N * 64];
   for (int i = threadIdx.x; i < 64 * 64; i += kThreads) a_tile[i] = 0x3C00 ^ (i & 0x7F);  // bf16 near 2^-7
   for (int i = threadIdx.x; i < N * 64; i += kThreads) b_tile[i] = 0x3C00 ^ (i & 0x3F);
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  sm90::fence_proxy_async_smem();
   __syncthreads();
-  const std::uint64_t da = desc_sw128(a_tile), db = desc_sw128(b_tile);
+  const std::uint64_t da = sm90::wgmma_desc_sw128(a_tile), db = sm90::wgmma_desc_sw128(b_tile);
   std::uint32_t a[4];
   for (int i = 0; i < 4; ++i) a[i] = 0x3C003C00u ^ (threadIdx.x * 4 + i);
   float d0[N / 2], d1[N / 2];
@@ -79,23 +72,22 @@ __global__ void __launch_bounds__(kThreads, 1) wgmma_loop(float* sink, long long
   const long long t0 = clock64();
   for (int g = 0; g < kGroups; ++g) {
     float(&d)[N / 2] = (g & 1) ? d1 : d0;
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    sm90::wgmma_fence();
 #pragma unroll
-    for (int j = 0; j < kPerGroup; ++j) {
-      const std::uint64_t step = static_cast<std::uint64_t>((j & 3) * 2);  // k-slice j % 4: +32 bytes
+    for (int j = 0; j < kPerGroup; ++j) {  // k-slice j % 4
       if constexpr (kRs)
-        Mma<N>::rs(d, a, db + step);
+        Mma<N>::rs(d, a, sm90::wgmma_desc_advance(db, j & 3));
       else
-        Mma<N>::ss(d, da + step, db + step);
+        Mma<N>::ss(d, sm90::wgmma_desc_advance(da, j & 3), sm90::wgmma_desc_advance(db, j & 3));
     }
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-    fence_acc(d0);
-    fence_acc(d1);
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<1>();
+    sm90::wgmma_fence_regs(d0);
+    sm90::wgmma_fence_regs(d1);
   }
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-  fence_acc(d0);
-  fence_acc(d1);
+  sm90::wgmma_wait<0>();
+  sm90::wgmma_fence_regs(d0);
+  sm90::wgmma_fence_regs(d1);
   const long long t1 = clock64();
   float s = 0.f;
   for (int i = 0; i < N / 2; ++i) s += d0[i] + d1[i];
