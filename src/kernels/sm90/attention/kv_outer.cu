@@ -289,9 +289,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         // the handle writers' arrives.
         if (warp == 0 && lane < kWriters) sm90::mbar_arrive(&q_full[s]);
         const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + static_cast<std::int64_t>(cur.g) * G * a.q_stride_h;
+        constexpr int kWarpRows = 64 / Tile<G>::kGatherWarps;  // the tile rows this warp gathers
 #pragma unroll 1
-        for (int v = 0; v < 32 / Tile<G>::kGatherWarps; ++v) {
-          const int row0 = (32 / Tile<G>::kGatherWarps) * 2 * warp + 2 * v;
+        for (int v = 0; v < kWarpRows / 2; ++v) {  // two rows per iteration, a half-warp each
+          const int row0 = kWarpRows * warp + 2 * v;
           const int row = row0 + lane / 16, i = row / G, ch = lane % 16;
           const int hv = (kLaneTokens == 2 && row0 / G >= 32) ? hs[kLaneTokens - 1] : hs[0];
           const int h = __shfl_sync(0xffffffffu, hv, i % 32);
