@@ -186,9 +186,10 @@ __global__ void __launch_bounds__(kListThreads) union_list_kernel(std::int32_t* 
 }
 
 // Persistent: one CTA per SM walks the work items (KV head g, tile), g-major, so that the CTAs at work at one time
-// share K/V pools in L2: in order from UnionLaunch::work_counter, or blockIdx.x, + gridDim.x, ... without one (the
-// producer holds 40 registers; the counter's fetch makes ptxas spill 8 bytes there, once per item, off the
-// consumers' path). The producer warpgroup finds the next union tile, builds its
+// share K/V pools in L2: in order from UnionLaunch::work_counter, or blockIdx.x, + gridDim.x, ... without one.
+// Registers: 168 a thread at launch (one CTA per SM), moved by setmaxnreg to 48 for the producer and 224 for the
+// consumers (48 · 128 + 224 · 256 <= 168 · 384); with 40 / 232 ptxas spilled 8 bytes in the producer's counter
+// fetch. The producer warpgroup finds the next union tile, builds its
 // union into the free TileBuf (while the consumers still compute the previous tile), loads its Q once the
 // consumers are done with the previous Q, and streams K and V of its blocks through the ring, whose position runs
 // on across tiles. The consumers take tiles in the same order and write each tile's output while the producer
@@ -221,7 +222,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tiles = static_cast<int>(tile_count(a)), items = tiles * a.num_kv_heads;
 
   if (warp < 4) {  // ---- producer warpgroup ----
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 48;\n" ::: "memory");
     if (tid == 0) {
       sm90::tma_prefetch_map(&q_map);
       sm90::tma_prefetch_map(&k_map);
@@ -305,7 +306,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // ---- consumers: warp wq of warpgroup wg holds token 4 wg + wq, rows = its 16 heads (lane / 4 and + 8) ----
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
   const int tok = 4 * wg + warp % 4;
   const int wg_bits = 0xF << (4 * wg);
