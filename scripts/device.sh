@@ -73,6 +73,8 @@ step() {  # step NAME LOG CMD... : runs CMD, logs to $out/LOG, records pass/fail
   shift 2
   local t0=$SECONDS
   if "$@" >>"$out/$log" 2>&1; then result[$name]="pass ($((SECONDS - t0)) s)"; else result[$name]="FAIL ($((SECONDS - t0)) s, see $log)"; fi
+  # One line per step as it ends, so a run cut short by a time limit still shows how far it got.
+  printf '[%4d s] %-22s %s\n' "$SECONDS" "$name" "${result[$name]}"
 }
 
 : >"$out/build.log"
