@@ -57,6 +57,12 @@ constexpr int kQHalf = 64 * 128;              // bytes of a 64-dim half of a war
 constexpr int kStages = 3;  // K + V ring, 64 KiB per stage (H100, 128K: clustered 27.2-27.7 -> 26.9-27.1 ms over 2)
 constexpr int kStageBytes = 4 * kHalf;
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
+// Registers a thread after setmaxnreg (the launch gives 168: 65,536 / kThreads rounded down to a multiple of 8). The
+// consumers' increase waits for registers the producer released, so both together must fit the launch's share; with
+// 40 / 232 ptxas spilled 8 bytes in the producer's counter fetch.
+constexpr int kProducerRegs = 48, kConsumerRegs = 224;
+static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * (65536 / kThreads / 8 * 8),
+              "setmaxnreg budgets exceed the launch's registers");
 constexpr int kQOff = 0, kKvOff = 4 * kQHalf;
 
 // One union tile as the producer warpgroup hands it to the consumers (two of these alternate).
@@ -187,9 +193,7 @@ __global__ void __launch_bounds__(kListThreads) union_list_kernel(std::int32_t* 
 
 // Persistent: one CTA per SM walks the work items (KV head g, tile), g-major, so that the CTAs at work at one time
 // share K/V pools in L2: in order from UnionLaunch::work_counter, or blockIdx.x, + gridDim.x, ... without one.
-// Registers: 168 a thread at launch (one CTA per SM), moved by setmaxnreg to 48 for the producer and 224 for the
-// consumers (48 · 128 + 224 · 256 <= 168 · 384); with 40 / 232 ptxas spilled 8 bytes in the producer's counter
-// fetch. The producer warpgroup finds the next union tile, builds its
+// The producer warpgroup finds the next union tile, builds its
 // union into the free TileBuf (while the consumers still compute the previous tile), loads its Q once the
 // consumers are done with the previous Q, and streams K and V of its blocks through the ring, whose position runs
 // on across tiles. The consumers take tiles in the same order and write each tile's output while the producer
@@ -222,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tiles = static_cast<int>(tile_count(a)), items = tiles * a.num_kv_heads;
 
   if (warp < 4) {  // ---- producer warpgroup ----
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 48;\n" ::: "memory");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs) : "memory");
     if (tid == 0) {
       sm90::tma_prefetch_map(&q_map);
       sm90::tma_prefetch_map(&k_map);
@@ -306,7 +310,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // ---- consumers: warp wq of warpgroup wg holds token 4 wg + wq, rows = its 16 heads (lane / 4 and + 8) ----
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs) : "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
   const int tok = 4 * wg + warp % 4;
   const int wg_bits = 0xF << (4 * wg);
