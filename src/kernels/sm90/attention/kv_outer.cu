@@ -106,6 +106,10 @@ struct Tile {
   static constexpr int kGatherWarps = 4;
   // q_full's arrivals: the handle writers, plus with the gather one cp.async-completion arrive per producer lane.
   static constexpr int kQFullCount = kWriters + (kGather ? 32 * kGatherWarps : 0);
+  // Registers a thread after setmaxnreg (168 at launch): the gather producer keeps 56 for its look-ahead state (with
+  // 40 ptxas spills it), so its consumers keep 224.
+  static constexpr int kProducerRegs = kGather ? 56 : 40, kConsumerRegs = kGather ? 224 : 232;
+  static_assert(sm90::setmaxnreg_fits(kThreads, kThreads, kProducerRegs, kConsumerRegs), "setmaxnreg budgets");
   static constexpr int kBarOff = kHandleOff + kQStages * kTokens * 4;
   static constexpr int kSmemBytes = kBarOff + 12 * 8 + 1024;
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
@@ -211,7 +215,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
     if constexpr (!Tile<G>::kGather) {
-      asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Tile<G>::kProducerRegs) : "memory");
       if (warp != 0) return;
       // All lanes walk the items (the same loads, broadcast); lane 0 alone writes the descriptors, arms the K/V
       // buffers and loads K and V; the Q boxes of a tile are spread over the lanes (token i by lane i % 32).
@@ -248,8 +252,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     } else {
-      // 56 registers for the look-ahead state below (with 40 ptxas spills it); the consumers keep 224.
-      asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Tile<G>::kProducerRegs) : "memory");
       // Warp 0, lane 0 writes the descriptors, arms the K/V buffers and loads K and V; warp 0 writes the stage
       // handles; the four warps gather 16 rows of each tile each.
       // One tile ahead on its loads: while it waits for tile t's stage and issues its Q, tile t + 1's handles (at
@@ -321,10 +324,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // ---- consumers: tile rows 16 (warp % 4) + lane / 4 (+ 8) = token (row / G) x head (row % G) ----
-  if constexpr (Tile<G>::kGather)
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
-  else
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(Tile<G>::kConsumerRegs) : "memory");
   const int wg = warp / 4 - 1, c = lane % 4;
   // A thread's rows are r0 = lane / 4 and r0 + 8 of its warp's 16 (tile rows 16 (warp % 4) + r0, + 8), heads r0 % G
   // and (r0 + 8) % G of the warp's tokens r0 / G and (r0 + 8) / G.

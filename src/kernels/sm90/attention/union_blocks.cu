@@ -57,12 +57,10 @@ constexpr int kQHalf = 64 * 128;              // bytes of a 64-dim half of a war
 constexpr int kStages = 3;  // K + V ring, 64 KiB per stage (H100, 128K: clustered 27.2-27.7 -> 26.9-27.1 ms over 2)
 constexpr int kStageBytes = 4 * kHalf;
 constexpr int kThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
-// Registers a thread after setmaxnreg (the launch gives 168: 65,536 / kThreads rounded down to a multiple of 8). The
-// consumers' increase waits for registers the producer released, so both together must fit the launch's share; with
-// 40 / 232 ptxas spilled 8 bytes in the producer's counter fetch.
+// Registers a thread after setmaxnreg (168 at launch); with 40 / 232 ptxas spilled 8 bytes in the producer's counter
+// fetch.
 constexpr int kProducerRegs = 48, kConsumerRegs = 224;
-static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * (65536 / kThreads / 8 * 8),
-              "setmaxnreg budgets exceed the launch's registers");
+static_assert(sm90::setmaxnreg_fits(kThreads, kThreads, kProducerRegs, kConsumerRegs), "setmaxnreg budgets");
 constexpr int kQOff = 0, kKvOff = 4 * kQHalf;
 
 // One union tile as the producer warpgroup hands it to the consumers (two of these alternate).

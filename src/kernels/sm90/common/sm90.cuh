@@ -129,6 +129,16 @@ __device__ __forceinline__ void bulk_wait() {
   asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
+// ---- setmaxnreg ----
+// Whether a warp-specialised CTA's register moves fit its launch: ptxas gives each thread 65,536 / bound_threads
+// registers rounded down to a multiple of 8 (__launch_bounds__(bound_threads, 1)); one producer warpgroup then
+// drops to producer_regs and the other threads - 128 rise to consumer_regs. A rise waits for registers the CTA
+// released, so both together must fit the CTA's share or the consumers never start.
+__host__ __device__ constexpr bool setmaxnreg_fits(int threads, int bound_threads, int producer_regs,
+                                                  int consumer_regs) {
+  return 128 * producer_regs + (threads - 128) * consumer_regs <= threads * (65536 / bound_threads / 8 * 8);
+}
+
 // ---- wgmma ----
 // Shared-memory matrix descriptor of a 128B-swizzled K-major tile starting at `p` (see the layout contract above).
 __device__ __forceinline__ std::uint64_t wgmma_desc_sw128(const void* p) {

@@ -138,6 +138,8 @@ template <class P>
 __global__ void __launch_bounds__(P::kBoundThreads, 1)
     index_select_kernel(const IndexSelectLaunch a, const __grid_constant__ CUtensorMap q_map,
                         const __grid_constant__ CUtensorMap k_map) {
+  static_assert(sm90::setmaxnreg_fits(P::kThreads, P::kBoundThreads, kProducerRegs, P::kConsumerRegs),
+                "setmaxnreg budgets");
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(smem_raw) + 1023) & ~std::uintptr_t{1023});
   unsigned char* q_tile = smem;
