@@ -3,6 +3,7 @@
 // inputs and outputs are known to be valid), so a bad input leaves the outputs untouched.
 #include "msa/layer.h"
 
+#include <algorithm>
 #include <string>
 
 #include "api/attention_cuda.h"
@@ -167,17 +168,25 @@ Status MsaDecode::plan(const MsaDecodePlanArgs& a) {
   impl_->total_bytes = topk_bytes(a.num_kv_heads, T, a.topk);
   if (a.device.is_cuda()) {
     // The split selection's lists, bounded over every page-table width (the split count saturates at the GPU's
-    // size), so one plan serves any cache length.
+    // size), so one plan serves any cache length, and over every batch up to the capacity: fewer requests take
+    // more splits each, so a smaller batch can need more lists than the full one. Its split count only falls as
+    // the batch grows, and a batch of one split needs no lists, so the walk stops there.
     kernels::IndexSelectLaunch l{};
-    l.total_q = T;
-    l.num_requests = a.batch_size;
     l.queries_per_request = a.queries_per_request;
     l.num_heads = a.num_kv_heads;
     l.k = a.topk;
     l.max_pages = 1 << 30;
     l.split_pages = 1;
     l.device = a.device.index;
-    MSA_RETURN_IF_ERROR(kernels::index_select_workspace_bytes_sm90(l, &impl_->index_bytes));
+    impl_->index_bytes = 0;
+    for (int b = 1; b <= a.batch_size; ++b) {
+      l.num_requests = b;
+      l.total_q = static_cast<std::int64_t>(b) * a.queries_per_request;
+      std::size_t bytes = 0;
+      MSA_RETURN_IF_ERROR(kernels::index_select_workspace_bytes_sm90(l, &bytes));
+      if (bytes == 0) break;
+      impl_->index_bytes = std::max(impl_->index_bytes, bytes);
+    }
     impl_->index_offset = align256(impl_->total_bytes);
     // The merge's handoff to the fused attention (kernels/common/handoff.cuh): one 8-byte entry per topk slot.
     impl_->handoff_offset = impl_->index_offset + align256(impl_->index_bytes);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "kernels/decode/launch.h"
@@ -142,6 +143,122 @@ inline kernels::K2qBuildArgs k2q_args(const testing::Problem& p, const std::int3
   a.max_blocks = static_cast<int>(p.max_pages);
   a.max_q_per_item = max_q_per_item;
   return a;
+}
+
+// Device memory of at least one byte, freed with the object.
+struct DeviceMemory {
+  void* ptr = nullptr;
+  explicit DeviceMemory(std::size_t bytes) { EXPECT_EQ(cudaMalloc(&ptr, std::max<std::size_t>(bytes, 1)), cudaSuccess); }
+  ~DeviceMemory() { cudaFree(ptr); }
+};
+
+inline void shuffle_rows(Problem& p) {  // any order of valid ids is allowed (seeded by p.spec.seed)
+  std::mt19937_64 rng(p.spec.seed);
+  const int k = p.spec.topk;
+  for (std::size_t row = 0; row < p.topk.size() / k; ++row) {
+    auto begin = p.topk.begin() + static_cast<std::ptrdiff_t>(row * k);
+    std::shuffle(begin, std::find(begin, begin + k, -1), rng);
+  }
+}
+
+// Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and
+// its out / LSE by the error rule on that selection (bf16_partials: see expect_attention_rule); returns out.
+template <typename Layer, typename RunArgs>
+std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, const DeviceMemory& ws, Problem& p,
+                                               DeviceProblem& d, bool bf16_partials = false) {
+  // fp8 index tensors: the contract with the fp8 tolerance of test_sm90_indexer.cpp (reduced-precision sums).
+  const double selection_tol = p.index_q8.empty() ? 1e-3 : 1e-2;
+  std::vector<std::uint16_t> out(p.out.size());
+  const Status st = layer.run(ra, ws.ptr, layer.workspace_bytes());
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  if (!st.ok()) return out;
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> lse(p.lse.size());
+  d.out.download(&out);
+  d.lse.download(&lse);
+  d.topk_out.download(&p.topk);
+  expect_selection_contract(p, selection_tol);
+  expect_attention_rule(p, out, lse, 0.0, bf16_partials);
+  return out;
+}
+
+// SparsePrefillAttention plan arguments for p's selection and batch on the device.
+inline SparsePrefillPlanArgs prefill_plan_args(Problem& p, const DeviceProblem& d) {
+  SparsePrefillPlanArgs pa;
+  pa.topk = on_device(p.topk_t(), d.topk.ptr);
+  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
+  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
+  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
+  pa.num_q_heads = p.spec.num_q_heads;
+  pa.num_kv_heads = p.spec.num_kv_heads;
+  return pa;
+}
+
+// Public SparsePrefillAttention on the device with the given chunk size and schedule; returns out and lse.
+inline void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, std::vector<std::uint16_t>* out,
+                    std::vector<float>* lse) {
+  DeviceProblem d(p);
+  SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
+  pa.max_chunk_tokens = chunk;
+  pa.schedule = schedule;
+  SparsePrefillAttention attn;
+  Status st = attn.plan(pa);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  const SparsePrefillRunArgs ra{on_device(p.q_t(), d.q.ptr), on_device(p.k_cache_t(), d.k_cache.ptr),
+                                on_device(p.v_cache_t(), d.v_cache.ptr), on_device(p.out_t(), d.out.ptr),
+                                on_device(p.lse_t(), d.lse.ptr)};
+  DeviceMemory ws(attn.workspace_bytes());
+  if (attn.workspace_bytes() > 0) {
+    st = attn.run(ra, ws.ptr, attn.workspace_bytes() - 1);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("workspace"), std::string::npos) << st.message();
+  }
+  st = attn.run(ra, ws.ptr, attn.workspace_bytes());
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  out->resize(p.out.size());
+  lse->resize(p.lse.size());
+  d.out.download(out);
+  d.lse.download(lse);
+}
+
+// MsaPrefill's plan arguments for a problem's batch and heads on its device copy (default schedule and chunking).
+inline MsaPrefillPlanArgs prefill_layer_plan_args(Problem& p, DeviceProblem& d) {
+  MsaPrefillPlanArgs pa;
+  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
+  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
+  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
+  pa.total_q = p.total_q;
+  pa.num_q_heads = p.spec.num_q_heads;
+  pa.num_kv_heads = p.spec.num_kv_heads;
+  pa.topk = p.spec.topk;
+  return pa;
+}
+
+// MsaPrefill's run arguments over a problem's device copy (topk, out and LSE into the copy's buffers).
+inline MsaPrefillRunArgs prefill_layer_args(Problem& p, DeviceProblem& d) {
+  return {on_device(p.q_t(), d.q.ptr),
+          on_device(p.k_cache_t(), d.k_cache.ptr),
+          on_device(p.v_cache_t(), d.v_cache.ptr),
+          on_device(p.index_q_t(), d.index_q.ptr),
+          on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
+          on_device(p.out_t(), d.out.ptr),
+          on_device(p.lse_t(), d.lse.ptr),
+          on_device(p.topk_t(), d.topk_out.ptr)};
+}
+
+// MsaDecode's run arguments over a problem's device copy (topk, out and LSE into the copy's buffers).
+inline MsaDecodeRunArgs decode_layer_args(Problem& p, DeviceProblem& d) {
+  return {on_device(p.q_t(), d.q.ptr),
+          on_device(p.k_cache_t(), d.k_cache.ptr),
+          on_device(p.v_cache_t(), d.v_cache.ptr),
+          on_device(p.index_q_t(), d.index_q.ptr),
+          on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
+          on_device(p.page_table_t(), d.page_table.ptr),
+          on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
+          on_device(p.out_t(), d.out.ptr),
+          on_device(p.lse_t(), d.lse.ptr),
+          on_device(p.topk_t(), d.topk_out.ptr)};
 }
 
 }  // namespace test

@@ -14,61 +14,6 @@ namespace msa {
 namespace test {
 namespace {
 
-struct DeviceMemory {
-  void* ptr = nullptr;
-  explicit DeviceMemory(std::size_t bytes) { EXPECT_EQ(cudaMalloc(&ptr, std::max<std::size_t>(bytes, 1)), cudaSuccess); }
-  ~DeviceMemory() { cudaFree(ptr); }
-};
-
-void shuffle_rows(Problem& p) {  // any order of valid ids is allowed
-  std::mt19937_64 rng(p.spec.seed);
-  const int k = p.spec.topk;
-  for (std::size_t row = 0; row < p.topk.size() / k; ++row) {
-    auto begin = p.topk.begin() + static_cast<std::ptrdiff_t>(row * k);
-    std::shuffle(begin, std::find(begin, begin + k, -1), rng);
-  }
-}
-
-// SparsePrefillAttention plan arguments for p's selection and batch on the device.
-SparsePrefillPlanArgs prefill_plan_args(Problem& p, const DeviceProblem& d) {
-  SparsePrefillPlanArgs pa;
-  pa.topk = on_device(p.topk_t(), d.topk.ptr);
-  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
-  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
-  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
-  pa.num_q_heads = p.spec.num_q_heads;
-  pa.num_kv_heads = p.spec.num_kv_heads;
-  return pa;
-}
-
-// Public SparsePrefillAttention on the device with the given chunk size and schedule; returns out and lse.
-void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, std::vector<std::uint16_t>* out,
-                    std::vector<float>* lse) {
-  DeviceProblem d(p);
-  SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
-  pa.max_chunk_tokens = chunk;
-  pa.schedule = schedule;
-  SparsePrefillAttention attn;
-  Status st = attn.plan(pa);
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  const SparsePrefillRunArgs ra{on_device(p.q_t(), d.q.ptr), on_device(p.k_cache_t(), d.k_cache.ptr),
-                                on_device(p.v_cache_t(), d.v_cache.ptr), on_device(p.out_t(), d.out.ptr),
-                                on_device(p.lse_t(), d.lse.ptr)};
-  DeviceMemory ws(attn.workspace_bytes());
-  if (attn.workspace_bytes() > 0) {
-    st = attn.run(ra, ws.ptr, attn.workspace_bytes() - 1);
-    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
-    EXPECT_NE(st.message().find("workspace"), std::string::npos) << st.message();
-  }
-  st = attn.run(ra, ws.ptr, attn.workspace_bytes());
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  out->resize(p.out.size());
-  lse->resize(p.lse.size());
-  d.out.download(out);
-  d.lse.download(lse);
-}
-
 // Both chunkings are judged by the error rule, and they must agree bit for bit: every (token, head) result is
 // computed by the same arithmetic whatever the chunking (chunks of 100 tokens cut requests mid-way). Under kAuto too:
 // the union schedule takes its tiles and decides them once over the whole batch, before the chunks' KV-outer chains.
@@ -277,27 +222,6 @@ TEST(SM90_SparseDecodeOp, RampedKeysEveryPath) {
   check_decode_op(4, {40000, 129, 4, 5, 300, 16385, 128, 5000}, 9, 64, 4, DecodePath::kRows, 16, ramp);
 }
 
-// Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and
-// its out / LSE by the error rule on that selection (bf16_partials: see expect_attention_rule); returns out.
-template <typename Layer, typename RunArgs>
-std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, const DeviceMemory& ws, Problem& p,
-                                               DeviceProblem& d, bool bf16_partials = false) {
-  // fp8 index tensors: the contract with the fp8 tolerance of test_sm90_indexer.cpp (reduced-precision sums).
-  const double selection_tol = p.index_q8.empty() ? 1e-3 : 1e-2;
-  std::vector<std::uint16_t> out(p.out.size());
-  const Status st = layer.run(ra, ws.ptr, layer.workspace_bytes());
-  EXPECT_TRUE(st.ok()) << st.to_string();
-  if (!st.ok()) return out;
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<float> lse(p.lse.size());
-  d.out.download(&out);
-  d.lse.download(&lse);
-  d.topk_out.download(&p.topk);
-  expect_selection_contract(p, selection_tol);
-  expect_attention_rule(p, out, lse, 0.0, bf16_partials);
-  return out;
-}
-
 // MsaPrefill over a batch with history and an empty request: topk by the selection contract, out / LSE by the
 // error rule; then the same run without a topk output. fp8: e4m3 index tensors.
 void check_prefill_layer(bool fp8) {
@@ -308,26 +232,13 @@ void check_prefill_layer(bool fp8) {
   if (fp8) p.use_fp8_index();
   poison_cache_tails(p);
   DeviceProblem d(p);
-  MsaPrefillPlanArgs pa;
-  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
-  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
-  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
-  pa.total_q = p.total_q;
-  pa.num_q_heads = 64;
-  pa.num_kv_heads = 4;
+  MsaPrefillPlanArgs pa = prefill_layer_plan_args(p, d);
   pa.max_chunk_tokens = 1000;
   MsaPrefill layer;
   Status st = layer.plan(pa);
   ASSERT_TRUE(st.ok()) << st.to_string();
   DeviceMemory ws(layer.workspace_bytes());
-  MsaPrefillRunArgs ra{on_device(p.q_t(), d.q.ptr),
-                       on_device(p.k_cache_t(), d.k_cache.ptr),
-                       on_device(p.v_cache_t(), d.v_cache.ptr),
-                       on_device(p.index_q_t(), d.index_q.ptr),
-                       on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
-                       on_device(p.out_t(), d.out.ptr),
-                       on_device(p.lse_t(), d.lse.ptr),
-                       on_device(p.topk_t(), d.topk_out.ptr)};
+  MsaPrefillRunArgs ra = prefill_layer_args(p, d);
   // The default schedule, kAuto: its KV-outer tiles merge bf16 partials.
   const std::vector<std::uint16_t> out = run_layer_and_check(layer, ra, ws, p, d, /*bf16_partials=*/true);
   ASSERT_FALSE(::testing::Test::HasFailure());
@@ -346,24 +257,11 @@ TEST(SM90_LayerOps, PrefillSelectsAndAttends) {
   check_prefill_layer(false);
 }
 
-// MsaDecode's run arguments over a problem's device copy (topk, out and LSE into the copy's buffers).
-MsaDecodeRunArgs decode_layer_args(Problem& p, DeviceProblem& d) {
-  return {on_device(p.q_t(), d.q.ptr),
-          on_device(p.k_cache_t(), d.k_cache.ptr),
-          on_device(p.v_cache_t(), d.v_cache.ptr),
-          on_device(p.index_q_t(), d.index_q.ptr),
-          on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
-          on_device(p.page_table_t(), d.page_table.ptr),
-          on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
-          on_device(p.out_t(), d.out.ptr),
-          on_device(p.lse_t(), d.lse.ptr),
-          on_device(p.topk_t(), d.topk_out.ptr)};
-}
-
 // MsaDecode on requests of Q queries with context lengths L: its topk by the selection contract, out / LSE by the
 // error rule. `path` is the attention kernel the batch must take (decode_kernel_for); the layer runs it right behind
-// the selection, with q and the lengths read before the kernel's wait.
-void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path, bool fp8 = false) {
+// the selection, with q and the lengths read before the kernel's wait. capacity: the plan's batch_size (0: the
+// batch's own size).
+void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path, bool fp8 = false, int capacity = 0) {
   const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
   ASSERT_EQ(decode_path(T * 4, 16), path);
   const std::vector<std::int64_t> queries(L.size(), Q);
@@ -376,7 +274,7 @@ void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path, boo
   poison_cache_tails(p);
   DeviceProblem d(p);
   MsaDecodePlanArgs pa;
-  pa.batch_size = static_cast<int>(p.seq_lens_k.size());
+  pa.batch_size = capacity > 0 ? capacity : static_cast<int>(p.seq_lens_k.size());
   pa.queries_per_request = Q;
   pa.device = Device::cuda(0);
   MsaDecode layer;
@@ -393,6 +291,16 @@ TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
   check_decode_layer(1, {1900}, DecodePath::kFusedCluster);  // 15 pages: one split, no merge, no handoff
   check_decode_layer(2, {70000, 2, 129, 2048, 5000, 300, 128, 40000, 9000, 16385, 7, 1000, 131072, 2, 600, 20000},
                      DecodePath::kRows);  // 128 rows
+}
+
+// A decode plan serves every batch up to its capacity. One request of a long context splits its selection over
+// more CTAs than each request of a full batch does (one split per SM in all), so it needs more partial lists than
+// the full batch whenever the SM count is not a multiple of the capacity.
+TEST(SM90_LayerOps, DecodeOneRequestBelowCapacity) {
+  MSA_REQUIRE_SM90();
+  int capacity = 5;
+  while (device0_sms() % capacity == 0) ++capacity;
+  check_decode_layer(1, {300000}, DecodePath::kFusedCluster, false, capacity);
 }
 
 TEST(SM90_LayerOps, Fp8IndexPrefillAndDecode) {
