@@ -85,7 +85,9 @@ inline std::vector<std::uint16_t> index_words(const testing::Problem& p, bool ke
 }
 
 // Device copies of every tensor of a problem, with CUDA descriptors of the same shapes. Outputs (out, lse, topk)
-// start poisoned (NaN / 0x7eadbeef) so unwritten elements show.
+// start poisoned (NaN / 0x7eadbeef) so unwritten elements show. The descriptor accessors (q_t() ... lse_t()),
+// download() and expect_padding_untouched() are shared with ViewProblem (device_views.h), the same tensors in
+// strided layouts, so the helpers below take either.
 struct DeviceProblem {
   DeviceBuffer<std::uint16_t> q, k_cache, v_cache, index_q, index_k_cache, out;
   DeviceBuffer<std::int32_t> page_table, cu_seqlens_q, seq_lens_k, topk, topk_out;
@@ -95,7 +97,38 @@ struct DeviceProblem {
         index_k_cache(index_words(p, true)),
         out(std::vector<std::uint16_t>(p.out.size(), 0x7fc1)), page_table(p.page_table), cu_seqlens_q(p.cu_seqlens_q),
         seq_lens_k(p.seq_lens_k), topk(p.topk), topk_out(std::vector<std::int32_t>(p.topk.size(), 0x7eadbeef)),
-        lse(std::vector<float>(p.lse.size(), NAN)) {}
+        lse(std::vector<float>(p.lse.size(), NAN)),
+        host_{p.q_t(),           p.k_cache_t(),    p.v_cache_t(),   p.index_q_t(), p.index_k_cache_t(),
+              p.page_table_t(),  p.cu_seqlens_q_t(), p.seq_lens_k_t(), p.topk_t(),    p.out_t(),
+              p.lse_t()} {}
+
+  Tensor q_t() const { return on_device(host_.q, q.ptr); }
+  Tensor k_cache_t() const { return on_device(host_.k, k_cache.ptr); }
+  Tensor v_cache_t() const { return on_device(host_.v, v_cache.ptr); }
+  Tensor index_q_t() const { return on_device(host_.iq, index_q.ptr); }
+  Tensor index_k_cache_t() const { return on_device(host_.ik, index_k_cache.ptr); }
+  Tensor page_table_t() const { return on_device(host_.pt, page_table.ptr); }
+  Tensor cu_seqlens_q_t() const { return on_device(host_.cu, cu_seqlens_q.ptr); }
+  Tensor seq_lens_k_t() const { return on_device(host_.seq, seq_lens_k.ptr); }
+  Tensor topk_t() const { return on_device(host_.topk, topk.ptr); }  // the input selection
+  Tensor topk_out_t() const { return on_device(host_.topk, topk_out.ptr); }
+  Tensor out_t() const { return on_device(host_.out, out.ptr); }
+  Tensor lse_t() const { return on_device(host_.lse, lse.ptr); }
+
+  // The outputs into p's layouts (the selection into p.topk when `selection`).
+  void download(testing::Problem& p, std::vector<std::uint16_t>* o, std::vector<float>* l, bool selection) const {
+    o->resize(p.out.size());
+    l->resize(p.lse.size());
+    out.download(o);
+    lse.download(l);
+    if (selection) topk_out.download(&p.topk);
+  }
+  void expect_padding_untouched() const {}  // contiguous: no padding
+
+ private:
+  struct Host {
+    Tensor q, k, v, iq, ik, pt, cu, seq, topk, out, lse;
+  } host_;
 };
 
 // Q, K and V fields of an attention launch (PagedPrefillInputs or DecodeAttentionLaunch) for p's contiguous layouts,
@@ -163,9 +196,9 @@ inline void shuffle_rows(Problem& p) {  // any order of valid ids is allowed (se
 
 // Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and
 // its out / LSE by the error rule on that selection (bf16_partials: see expect_attention_rule); returns out.
-template <typename Layer, typename RunArgs>
+template <typename Layer, typename RunArgs, typename D>
 std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, const DeviceMemory& ws, Problem& p,
-                                               DeviceProblem& d, bool bf16_partials = false) {
+                                               const D& d, bool bf16_partials = false) {
   // fp8 index tensors: the contract with the fp8 tolerance of test_sm90_indexer.cpp (reduced-precision sums).
   const double selection_tol = p.index_q8.empty() ? 1e-3 : 1e-2;
   std::vector<std::uint16_t> out(p.out.size());
@@ -173,40 +206,38 @@ std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, 
   EXPECT_TRUE(st.ok()) << st.to_string();
   if (!st.ok()) return out;
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<float> lse(p.lse.size());
-  d.out.download(&out);
-  d.lse.download(&lse);
-  d.topk_out.download(&p.topk);
+  std::vector<float> lse;
+  d.download(p, &out, &lse, true);
+  d.expect_padding_untouched();
   expect_selection_contract(p, selection_tol);
   expect_attention_rule(p, out, lse, 0.0, bf16_partials);
   return out;
 }
 
 // SparsePrefillAttention plan arguments for p's selection and batch on the device.
-inline SparsePrefillPlanArgs prefill_plan_args(Problem& p, const DeviceProblem& d) {
+template <typename D>
+SparsePrefillPlanArgs prefill_plan_args(const Problem& p, const D& d) {
   SparsePrefillPlanArgs pa;
-  pa.topk = on_device(p.topk_t(), d.topk.ptr);
-  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
-  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
-  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
+  pa.topk = d.topk_t();
+  pa.cu_seqlens_q = d.cu_seqlens_q_t();
+  pa.seq_lens_k = d.seq_lens_k_t();
+  pa.page_table = d.page_table_t();
   pa.num_q_heads = p.spec.num_q_heads;
   pa.num_kv_heads = p.spec.num_kv_heads;
   return pa;
 }
 
-// Public SparsePrefillAttention on the device with the given chunk size and schedule; returns out and lse.
-inline void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, std::vector<std::uint16_t>* out,
-                    std::vector<float>* lse) {
-  DeviceProblem d(p);
+// Public SparsePrefillAttention on d's tensors with the given chunk size and schedule; returns out and lse.
+template <typename D>
+void run_prefill_op(Problem& p, const D& d, std::int64_t chunk, PrefillSchedule schedule,
+                    std::vector<std::uint16_t>* out, std::vector<float>* lse) {
   SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
   pa.max_chunk_tokens = chunk;
   pa.schedule = schedule;
   SparsePrefillAttention attn;
   Status st = attn.plan(pa);
   ASSERT_TRUE(st.ok()) << st.to_string();
-  const SparsePrefillRunArgs ra{on_device(p.q_t(), d.q.ptr), on_device(p.k_cache_t(), d.k_cache.ptr),
-                                on_device(p.v_cache_t(), d.v_cache.ptr), on_device(p.out_t(), d.out.ptr),
-                                on_device(p.lse_t(), d.lse.ptr)};
+  const SparsePrefillRunArgs ra{d.q_t(), d.k_cache_t(), d.v_cache_t(), d.out_t(), d.lse_t()};
   DeviceMemory ws(attn.workspace_bytes());
   if (attn.workspace_bytes() > 0) {
     st = attn.run(ra, ws.ptr, attn.workspace_bytes() - 1);
@@ -216,18 +247,24 @@ inline void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule sched
   st = attn.run(ra, ws.ptr, attn.workspace_bytes());
   ASSERT_TRUE(st.ok()) << st.to_string();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  out->resize(p.out.size());
-  lse->resize(p.lse.size());
-  d.out.download(out);
-  d.lse.download(lse);
+  d.download(p, out, lse, false);
+  d.expect_padding_untouched();
 }
 
-// MsaPrefill's plan arguments for a problem's batch and heads on its device copy (default schedule and chunking).
-inline MsaPrefillPlanArgs prefill_layer_plan_args(Problem& p, DeviceProblem& d) {
+// The same on a fresh contiguous device copy of p.
+inline void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule schedule, std::vector<std::uint16_t>* out,
+                           std::vector<float>* lse) {
+  DeviceProblem d(p);
+  run_prefill_op(p, d, chunk, schedule, out, lse);
+}
+
+// MsaPrefill's plan arguments for a problem's batch and heads on the device (default schedule and chunking).
+template <typename D>
+MsaPrefillPlanArgs prefill_layer_plan_args(const Problem& p, const D& d) {
   MsaPrefillPlanArgs pa;
-  pa.cu_seqlens_q = on_device(p.cu_seqlens_q_t(), d.cu_seqlens_q.ptr);
-  pa.seq_lens_k = on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr);
-  pa.page_table = on_device(p.page_table_t(), d.page_table.ptr);
+  pa.cu_seqlens_q = d.cu_seqlens_q_t();
+  pa.seq_lens_k = d.seq_lens_k_t();
+  pa.page_table = d.page_table_t();
   pa.total_q = p.total_q;
   pa.num_q_heads = p.spec.num_q_heads;
   pa.num_kv_heads = p.spec.num_kv_heads;
@@ -235,30 +272,18 @@ inline MsaPrefillPlanArgs prefill_layer_plan_args(Problem& p, DeviceProblem& d) 
   return pa;
 }
 
-// MsaPrefill's run arguments over a problem's device copy (topk, out and LSE into the copy's buffers).
-inline MsaPrefillRunArgs prefill_layer_args(Problem& p, DeviceProblem& d) {
-  return {on_device(p.q_t(), d.q.ptr),
-          on_device(p.k_cache_t(), d.k_cache.ptr),
-          on_device(p.v_cache_t(), d.v_cache.ptr),
-          on_device(p.index_q_t(), d.index_q.ptr),
-          on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
-          on_device(p.out_t(), d.out.ptr),
-          on_device(p.lse_t(), d.lse.ptr),
-          on_device(p.topk_t(), d.topk_out.ptr)};
+// MsaPrefill's run arguments over a problem's device tensors (the selection into topk_out).
+template <typename D>
+MsaPrefillRunArgs prefill_layer_args(const D& d) {
+  return {d.q_t(),   d.k_cache_t(), d.v_cache_t(), d.index_q_t(), d.index_k_cache_t(),
+          d.out_t(), d.lse_t(),     d.topk_out_t()};
 }
 
-// MsaDecode's run arguments over a problem's device copy (topk, out and LSE into the copy's buffers).
-inline MsaDecodeRunArgs decode_layer_args(Problem& p, DeviceProblem& d) {
-  return {on_device(p.q_t(), d.q.ptr),
-          on_device(p.k_cache_t(), d.k_cache.ptr),
-          on_device(p.v_cache_t(), d.v_cache.ptr),
-          on_device(p.index_q_t(), d.index_q.ptr),
-          on_device(p.index_k_cache_t(), d.index_k_cache.ptr),
-          on_device(p.page_table_t(), d.page_table.ptr),
-          on_device(p.seq_lens_k_t(), d.seq_lens_k.ptr),
-          on_device(p.out_t(), d.out.ptr),
-          on_device(p.lse_t(), d.lse.ptr),
-          on_device(p.topk_t(), d.topk_out.ptr)};
+// MsaDecode's run arguments over a problem's device tensors (the selection into topk_out).
+template <typename D>
+MsaDecodeRunArgs decode_layer_args(const D& d) {
+  return {d.q_t(),          d.k_cache_t(),  d.v_cache_t(), d.index_q_t(), d.index_k_cache_t(),
+          d.page_table_t(), d.seq_lens_k_t(), d.out_t(),     d.lse_t(),     d.topk_out_t()};
 }
 
 }  // namespace test

@@ -238,7 +238,7 @@ void check_prefill_layer(bool fp8) {
   Status st = layer.plan(pa);
   ASSERT_TRUE(st.ok()) << st.to_string();
   DeviceMemory ws(layer.workspace_bytes());
-  MsaPrefillRunArgs ra = prefill_layer_args(p, d);
+  MsaPrefillRunArgs ra = prefill_layer_args(d);
   // The default schedule, kAuto: its KV-outer tiles merge bf16 partials.
   const std::vector<std::uint16_t> out = run_layer_and_check(layer, ra, ws, p, d, /*bf16_partials=*/true);
   ASSERT_FALSE(::testing::Test::HasFailure());
@@ -281,7 +281,7 @@ void check_decode_layer(int Q, std::vector<std::int64_t> L, DecodePath path, boo
   Status st = layer.plan(pa);
   ASSERT_TRUE(st.ok()) << st.to_string();
   DeviceMemory ws(layer.workspace_bytes());
-  run_layer_and_check(layer, decode_layer_args(p, d), ws, p, d);
+  run_layer_and_check(layer, decode_layer_args(d), ws, p, d);
 }
 
 TEST(SM90_LayerOps, DecodeSelectsAndAttends) {
@@ -334,7 +334,7 @@ TEST(SM90_LayerOps, DecodeHandoffAcrossRuns) {
     p.seq_lens_k = {static_cast<std::int32_t>(L)};
     poison_cache_tails(p);
     DeviceProblem d(p);
-    run_layer_and_check(layer, decode_layer_args(p, d), ws, p, d);
+    run_layer_and_check(layer, decode_layer_args(d), ws, p, d);
     ASSERT_FALSE(::testing::Test::HasFailure()) << "L = " << L;
   }
 }

@@ -3,7 +3,9 @@
 // ones, prefills with and without history, lengths on and off the 128-token grid), the head geometry (Hq / Hkv in
 // {1, 2, 4, 8, 16}, Hkv = H_idx in {1, 2, 4, 8}), k in [1, 16], the prefill schedule and chunking, bf16 or fp8 index
 // tensors, and requests whose index keys are all zero (every block ties: the selection must be [0 .. k-2, local]).
-// The selection is judged by its contract, the attention by design.md's error rule, and every prefill runs a second
+// Half the rounds pass every tensor as a strided view (device_views.h: padded rows, interleaved K / V pages,
+// token-major topk, column-major page table, ...) with poisoned padding that outputs must leave untouched. The
+// selection is judged by its contract, the attention by design.md's error rule, and every prefill runs a second
 // time under another chunking, which must change no bit.
 //
 // MSA_SWEEP_ROUNDS sets the rounds of each test (default 3); every round names its seed and shape in its trace, and
@@ -12,10 +14,12 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <sstream>
 
 #include "cuda_test_util.h"
+#include "device_views.h"
 #include "test_util.h"
 
 namespace msa {
@@ -157,7 +161,8 @@ TEST(SM90_Sweep, PrefillLayer) {
     SCOPED_TRACE(seed_note(seed) + ": " + shape.describe() + ", schedule " + std::to_string(static_cast<int>(schedule)) +
                  ", chunks " + std::to_string(chunk) + " / " + std::to_string(chunk2));
     Problem p = make_sweep_problem(shape, seed);
-    DeviceProblem d(p);
+    ViewProblem d(p, chance(rng, 0.5), rng);
+    SCOPED_TRACE(d.describe());
     MsaPrefillPlanArgs pa = prefill_layer_plan_args(p, d);
     pa.schedule = schedule;
     pa.max_chunk_tokens = chunk;
@@ -165,7 +170,7 @@ TEST(SM90_Sweep, PrefillLayer) {
     Status st = layer.plan(pa);
     ASSERT_TRUE(st.ok()) << st.to_string();
     DeviceMemory ws(layer.workspace_bytes());
-    const MsaPrefillRunArgs ra = prefill_layer_args(p, d);
+    const MsaPrefillRunArgs ra = prefill_layer_args(d);
     const std::vector<std::uint16_t> out =
         run_layer_and_check(layer, ra, ws, p, d, /*bf16_partials=*/schedule != PrefillSchedule::kUnion);
     ASSERT_FALSE(::testing::Test::HasFailure());
@@ -178,16 +183,15 @@ TEST(SM90_Sweep, PrefillLayer) {
     st = again.plan(pa);
     ASSERT_TRUE(st.ok()) << st.to_string();
     DeviceMemory ws2(again.workspace_bytes());
-    d.out.upload(std::vector<std::uint16_t>(p.out.size(), 0x7fc1));
-    d.topk_out.upload(std::vector<std::int32_t>(p.topk.size(), 0x7eadbeef));
+    d.reset_outputs();
     st = again.run(ra, ws2.ptr, again.workspace_bytes());
     ASSERT_TRUE(st.ok()) << st.to_string();
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    std::vector<std::uint16_t> out2(out.size());
-    std::vector<std::int32_t> topk2(topk.size());
-    d.out.download(&out2);
-    d.topk_out.download(&topk2);
-    EXPECT_EQ(topk, topk2);
+    std::vector<std::uint16_t> out2;
+    std::vector<float> lse2;
+    d.download(p, &out2, &lse2, true);
+    d.expect_padding_untouched();
+    EXPECT_EQ(topk, p.topk);
     EXPECT_EQ(out, out2);
   }
 }
@@ -211,10 +215,13 @@ TEST(SM90_Sweep, PrefillAttention) {
     ASSERT_TRUE(select(p).ok());
     if (clustered) cluster_selection(p, seed);
     shuffle_rows(p);
+    ViewProblem d(p, chance(rng, 0.5), rng);
+    SCOPED_TRACE(d.describe());
     std::vector<std::uint16_t> out[2];
     std::vector<float> lse[2];
-    run_prefill_op(p, chunk, schedule, &out[0], &lse[0]);
-    run_prefill_op(p, chunk2, schedule, &out[1], &lse[1]);
+    run_prefill_op(p, d, chunk, schedule, &out[0], &lse[0]);
+    d.reset_outputs();
+    run_prefill_op(p, d, chunk2, schedule, &out[1], &lse[1]);
     ASSERT_FALSE(::testing::Test::HasFailure());
     expect_attention_rule(p, out[0], lse[0], 0.0, /*bf16_partials=*/schedule != PrefillSchedule::kUnion);
     EXPECT_EQ(out[0], out[1]);
@@ -247,7 +254,8 @@ TEST(SM90_Sweep, DecodeLayer) {
     SCOPED_TRACE(seed_note(seed) + ": " + shape.describe() + ", capacity " + std::to_string(capacity) + ", path " +
                  std::to_string(static_cast<int>(path)));
     Problem p = make_sweep_problem(shape, seed);
-    DeviceProblem d(p);
+    ViewProblem d(p, chance(rng, 0.5), rng);
+    SCOPED_TRACE(d.describe());
     MsaDecodePlanArgs pa;
     pa.batch_size = capacity;
     pa.queries_per_request = Q;
@@ -259,10 +267,32 @@ TEST(SM90_Sweep, DecodeLayer) {
     const Status st = layer.plan(pa);
     ASSERT_TRUE(st.ok()) << st.to_string();
     DeviceMemory ws(layer.workspace_bytes());
-    run_layer_and_check(layer, decode_layer_args(p, d), ws, p, d);
+    run_layer_and_check(layer, decode_layer_args(d), ws, p, d);
     ASSERT_FALSE(::testing::Test::HasFailure());
     expect_tied_rows(p, shape);
     ASSERT_FALSE(::testing::Test::HasFailure());
+  }
+}
+
+// The views themselves: a round trip through every memory order of a 3-D view, and a write outside a view (one
+// element before its first) caught by padding_written().
+TEST(SM90_Sweep, ViewsRoundTripAndCatchStrayWrites) {
+  MSA_REQUIRE_SM90();
+  std::mt19937_64 rng(random_seed());
+  std::vector<std::int32_t> host(3 * 5 * 7);
+  std::iota(host.begin(), host.end(), 0);
+  for (const std::vector<int>& order : std::vector<std::vector<int>>{{0, 1, 2}, {1, 0, 2}, {2, 1, 0}, {1, 2, 0}}) {
+    const std::vector<std::int64_t> stride = draw_strides({3, 5, 7}, order, 4, true, rng);
+    DeviceView v(host.data(), DType::kInt32, {3, 5, 7}, stride, 4, 0x7eadbeef);
+    SCOPED_TRACE(v.layout());
+    std::vector<std::int32_t> back;
+    v.download(&back);
+    EXPECT_EQ(back, host);
+    EXPECT_EQ(v.padding_written(), 0);
+    const std::int32_t stray = 1;
+    ASSERT_EQ(cudaMemcpy(static_cast<std::int32_t*>(v.tensor().data) - 1, &stray, 4, cudaMemcpyHostToDevice),
+              cudaSuccess);
+    EXPECT_EQ(v.padding_written(), 1);
   }
 }
 
