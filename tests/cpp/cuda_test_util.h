@@ -124,6 +124,7 @@ struct DeviceProblem {
     if (selection) topk_out.download(&p.topk);
   }
   void expect_padding_untouched() const {}  // contiguous: no padding
+  void before_run() {}                       // inputs in place since construction
 
  private:
   struct Host {
@@ -198,10 +199,11 @@ inline void shuffle_rows(Problem& p) {  // any order of valid ids is allowed (se
 // its out / LSE by the error rule on that selection (bf16_partials: see expect_attention_rule); returns out.
 template <typename Layer, typename RunArgs, typename D>
 std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, const DeviceMemory& ws, Problem& p,
-                                               const D& d, bool bf16_partials = false) {
+                                               D& d, bool bf16_partials = false) {
   // fp8 index tensors: the contract with the fp8 tolerance of test_sm90_indexer.cpp (reduced-precision sums).
   const double selection_tol = p.index_q8.empty() ? 1e-3 : 1e-2;
   std::vector<std::uint16_t> out(p.out.size());
+  d.before_run();
   const Status st = layer.run(ra, ws.ptr, layer.workspace_bytes());
   EXPECT_TRUE(st.ok()) << st.to_string();
   if (!st.ok()) return out;
@@ -229,7 +231,7 @@ SparsePrefillPlanArgs prefill_plan_args(const Problem& p, const D& d) {
 
 // Public SparsePrefillAttention on d's tensors with the given chunk size and schedule; returns out and lse.
 template <typename D>
-void run_prefill_op(Problem& p, const D& d, std::int64_t chunk, PrefillSchedule schedule,
+void run_prefill_op(Problem& p, D& d, std::int64_t chunk, PrefillSchedule schedule,
                     std::vector<std::uint16_t>* out, std::vector<float>* lse) {
   SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
   pa.max_chunk_tokens = chunk;
@@ -244,6 +246,7 @@ void run_prefill_op(Problem& p, const D& d, std::int64_t chunk, PrefillSchedule 
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(st.message().find("workspace"), std::string::npos) << st.message();
   }
+  d.before_run();
   st = attn.run(ra, ws.ptr, attn.workspace_bytes());
   ASSERT_TRUE(st.ok()) << st.to_string();
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);

@@ -7,10 +7,13 @@
 #ifndef MSA_TESTS_DEVICE_VIEWS_H_
 #define MSA_TESTS_DEVICE_VIEWS_H_
 
+#include <chrono>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cuda_test_util.h"
@@ -73,6 +76,16 @@ class DeviceView {
 
   // Writes the uploaded image again (outputs poisoned before the next run).
   void reset() { buf_->upload(image_); }
+
+  // Fills the allocation with 0xff bytes (keeping a device copy of the image for restore_on).
+  void scramble() {
+    if (!pristine_) pristine_ = std::make_unique<DeviceBuffer<unsigned char>>(image_);
+    EXPECT_EQ(cudaMemset(buf_->ptr, 0xff, image_.size()), cudaSuccess);
+  }
+  // Enqueues on `stream` the copy of the image back into the allocation (device to device: in stream order).
+  void restore_on(cudaStream_t stream) {
+    EXPECT_EQ(cudaMemcpyAsync(buf_->ptr, pristine_->ptr, image_.size(), cudaMemcpyDeviceToDevice, stream), cudaSuccess);
+  }
 
   // Elements outside the view whose bytes changed since the upload.
   std::int64_t padding_written() const {
@@ -145,14 +158,20 @@ class DeviceView {
   std::int64_t offset_;
   std::vector<unsigned char> image_;
   std::vector<bool> in_view_;
-  std::unique_ptr<DeviceBuffer<unsigned char>> buf_;
+  std::unique_ptr<DeviceBuffer<unsigned char>> buf_, pristine_;
 };
 
 // Every tensor of a problem on the device, each in a layout drawn from rng (all contiguous when `views` is false),
 // with DeviceProblem's accessors. Outputs (out, lse, topk_out) start poisoned.
 class ViewProblem {
  public:
-  ViewProblem(const Problem& p, bool views, std::mt19937_64& rng) : views_(views), rng_(rng) {
+  // late_inputs: the ops run on a non-blocking stream whose inputs land only after a 100 ms host sleep queued on it
+  // (before_run): an op whose work does not wait for its stream's earlier work reads 0xff bytes (NaN, bad ids).
+  ViewProblem(const Problem& p, bool views, std::mt19937_64& rng, bool late_inputs = false)
+      : views_(views), rng_(rng) {
+    if (late_inputs) {
+      EXPECT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
+    }
     const std::int64_t T = p.total_q, Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads, k = p.spec.topk;
     const std::int64_t B = p.num_requests(), pages = p.num_pages;
     const std::uint32_t bf16_nan = 0x7fc1, f32_nan = 0x7fc00000u, wild = 0x7eadbeef;
@@ -183,18 +202,39 @@ class ViewProblem {
     lse_ = make(nullptr, DType::kFP32, {T, Hq}, {{0, 1}, {1, 0}}, 1, f32_nan);
   }
 
-  Tensor q_t() const { return q_->tensor(); }
-  Tensor k_cache_t() const { return kv_->tensor_at(1, 0); }
-  Tensor v_cache_t() const { return kv_->tensor_at(1, 1); }
-  Tensor index_q_t() const { return index_q_->tensor(); }
-  Tensor index_k_cache_t() const { return index_k_->tensor(); }
-  Tensor page_table_t() const { return page_table_->tensor(); }
-  Tensor cu_seqlens_q_t() const { return cu_seqlens_q_->tensor(); }
-  Tensor seq_lens_k_t() const { return seq_lens_k_->tensor(); }
-  Tensor topk_t() const { return topk_->tensor(); }
-  Tensor topk_out_t() const { return topk_out_->tensor(); }
-  Tensor out_t() const { return out_->tensor(); }
-  Tensor lse_t() const { return lse_->tensor(); }
+  ViewProblem(const ViewProblem&) = delete;
+  ViewProblem& operator=(const ViewProblem&) = delete;
+  ~ViewProblem() {
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  Tensor q_t() const { return on_stream(q_->tensor()); }
+  Tensor k_cache_t() const { return on_stream(kv_->tensor_at(1, 0)); }
+  Tensor v_cache_t() const { return on_stream(kv_->tensor_at(1, 1)); }
+  Tensor index_q_t() const { return on_stream(index_q_->tensor()); }
+  Tensor index_k_cache_t() const { return on_stream(index_k_->tensor()); }
+  Tensor page_table_t() const { return on_stream(page_table_->tensor()); }
+  Tensor cu_seqlens_q_t() const { return on_stream(cu_seqlens_q_->tensor()); }
+  Tensor seq_lens_k_t() const { return on_stream(seq_lens_k_->tensor()); }
+  Tensor topk_t() const { return on_stream(topk_->tensor()); }
+  Tensor topk_out_t() const { return on_stream(topk_out_->tensor()); }
+  Tensor out_t() const { return on_stream(out_->tensor()); }
+  Tensor lse_t() const { return on_stream(lse_->tensor()); }
+
+  // Called right before an op's run() (after its plan, which may read the batch metadata): with late inputs, the
+  // first time, every input is overwritten and queued to come back after the sleep.
+  void before_run() {
+    if (stream_ == nullptr || delayed_) return;
+    delayed_ = true;
+    const std::initializer_list<DeviceView*> inputs = {q_.get(),          kv_.get(),           index_q_.get(),
+                                                       index_k_.get(),    page_table_.get(),   cu_seqlens_q_.get(),
+                                                       seq_lens_k_.get(), topk_.get()};
+    for (DeviceView* v : inputs) v->scramble();
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // the fills are done before the stream's copies can start
+    auto sleep = [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(100)); };
+    EXPECT_EQ(cudaLaunchHostFunc(stream_, sleep, nullptr), cudaSuccess);
+    for (DeviceView* v : inputs) v->restore_on(stream_);
+  }
 
   void download(Problem& p, std::vector<std::uint16_t>* o, std::vector<float>* l, bool selection) const {
     out_->download(o);
@@ -216,8 +256,9 @@ class ViewProblem {
   }
 
   std::string describe() const {
-    if (!views_) return "contiguous";
-    return "views: q " + q_->layout() + ", kv " + kv_->layout() + ", index_k " + index_k_->layout() + ", page_table " +
+    const std::string late = stream_ != nullptr ? "late inputs on a non-blocking stream, " : "";
+    if (!views_) return late + "contiguous";
+    return late + "views: q " + q_->layout() + ", kv " + kv_->layout() + ", index_k " + index_k_->layout() + ", page_table " +
            page_table_->layout() + ", seq_lens_k " + seq_lens_k_->layout() + ", topk " + topk_->layout() + ", lse " +
            lse_->layout();
   }
@@ -244,8 +285,14 @@ class ViewProblem {
                                         std::vector<std::int64_t>{every_other ? 2 : 1}, offset, poison);
   }
 
-  bool views_;
+  Tensor on_stream(Tensor t) const {
+    t.device.stream = stream_;
+    return t;
+  }
+
+  bool views_, delayed_ = false;
   std::mt19937_64& rng_;
+  cudaStream_t stream_ = nullptr;
   std::unique_ptr<DeviceView> q_, kv_, index_q_, index_k_, page_table_, cu_seqlens_q_, seq_lens_k_, topk_, topk_out_,
       out_, lse_;
 };

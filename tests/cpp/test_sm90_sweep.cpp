@@ -3,7 +3,8 @@
 // ones, prefills with and without history, lengths on and off the 128-token grid), the head geometry (Hq / Hkv in
 // {1, 2, 4, 8, 16}, Hkv = H_idx in {1, 2, 4, 8}), k in [1, 16], the prefill schedule and chunking, bf16 or fp8 index
 // tensors, and requests whose index keys are all zero (every block ties: the selection must be [0 .. k-2, local]).
-// Half the rounds pass every tensor as a strided view (device_views.h: padded rows, interleaved K / V pages,
+// A third of the rounds run on a non-blocking stream whose inputs land late (device_views.h: work of the op that
+// does not wait for its stream reads garbage). Half the rounds pass every tensor as a strided view (device_views.h: padded rows, interleaved K / V pages,
 // token-major topk, column-major page table, ...) with poisoned padding that outputs must leave untouched. The
 // selection is judged by its contract, the attention by design.md's error rule, and every prefill runs a second
 // time under another chunking, which must change no bit.
@@ -161,7 +162,8 @@ TEST(SM90_Sweep, PrefillLayer) {
     SCOPED_TRACE(seed_note(seed) + ": " + shape.describe() + ", schedule " + std::to_string(static_cast<int>(schedule)) +
                  ", chunks " + std::to_string(chunk) + " / " + std::to_string(chunk2));
     Problem p = make_sweep_problem(shape, seed);
-    ViewProblem d(p, chance(rng, 0.5), rng);
+    const bool views = chance(rng, 0.5), late_inputs = chance(rng, 0.3);
+    ViewProblem d(p, views, rng, late_inputs);
     SCOPED_TRACE(d.describe());
     MsaPrefillPlanArgs pa = prefill_layer_plan_args(p, d);
     pa.schedule = schedule;
@@ -215,7 +217,8 @@ TEST(SM90_Sweep, PrefillAttention) {
     ASSERT_TRUE(select(p).ok());
     if (clustered) cluster_selection(p, seed);
     shuffle_rows(p);
-    ViewProblem d(p, chance(rng, 0.5), rng);
+    const bool views = chance(rng, 0.5), late_inputs = chance(rng, 0.3);
+    ViewProblem d(p, views, rng, late_inputs);
     SCOPED_TRACE(d.describe());
     std::vector<std::uint16_t> out[2];
     std::vector<float> lse[2];
@@ -254,7 +257,8 @@ TEST(SM90_Sweep, DecodeLayer) {
     SCOPED_TRACE(seed_note(seed) + ": " + shape.describe() + ", capacity " + std::to_string(capacity) + ", path " +
                  std::to_string(static_cast<int>(path)));
     Problem p = make_sweep_problem(shape, seed);
-    ViewProblem d(p, chance(rng, 0.5), rng);
+    const bool views = chance(rng, 0.5), late_inputs = chance(rng, 0.3);
+    ViewProblem d(p, views, rng, late_inputs);
     SCOPED_TRACE(d.describe());
     MsaDecodePlanArgs pa;
     pa.batch_size = capacity;
@@ -294,6 +298,23 @@ TEST(SM90_Sweep, ViewsRoundTripAndCatchStrayWrites) {
               cudaSuccess);
     EXPECT_EQ(v.padding_written(), 1);
   }
+}
+
+// Late inputs: after before_run() an input holds 0xff bytes until its stream has slept and copied it back, so work
+// that does not wait for the stream reads garbage; work that does reads the problem.
+TEST(SM90_Sweep, LateInputsLandInStreamOrder) {
+  MSA_REQUIRE_SM90();
+  std::mt19937_64 rng(random_seed());
+  Problem p = testing::make_problem(spec({3}, {300}, 16, 2));
+  ViewProblem d(p, true, rng, /*late_inputs=*/true);
+  d.before_run();
+  const Tensor q = d.q_t();
+  std::uint16_t early = 0, late = 0;  // q[0, 0, 0]
+  ASSERT_EQ(cudaMemcpy(&early, q.data, 2, cudaMemcpyDeviceToHost), cudaSuccess);  // the legacy stream: no wait
+  ASSERT_EQ(cudaStreamSynchronize(static_cast<cudaStream_t>(q.device.stream)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(&late, q.data, 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(early, 0xffff);
+  EXPECT_EQ(late, p.q[0]);
 }
 
 }  // namespace
