@@ -15,6 +15,7 @@
 #include "msa/msa.h"
 #include "problem.h"
 #include "test_util.h"
+#include "views.h"
 
 #define MSA_REQUIRE_SM90()                                              \
   do {                                                                  \
@@ -186,47 +187,18 @@ struct DeviceMemory {
   ~DeviceMemory() { cudaFree(ptr); }
 };
 
-inline void shuffle_rows(Problem& p) {  // any order of valid ids is allowed (seeded by p.spec.seed)
-  std::mt19937_64 rng(p.spec.seed);
-  const int k = p.spec.topk;
-  for (std::size_t row = 0; row < p.topk.size() / k; ++row) {
-    auto begin = p.topk.begin() + static_cast<std::ptrdiff_t>(row * k);
-    std::shuffle(begin, std::find(begin, begin + k, -1), rng);
-  }
-}
 
 // Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and
 // its out / LSE by the error rule on that selection (bf16_partials: see expect_attention_rule); returns out.
 template <typename Layer, typename RunArgs, typename D>
 std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, const DeviceMemory& ws, Problem& p,
                                                D& d, bool bf16_partials = false) {
-  // fp8 index tensors: the contract with the fp8 tolerance of test_sm90_indexer.cpp (reduced-precision sums).
-  const double selection_tol = p.index_q8.empty() ? 1e-3 : 1e-2;
-  std::vector<std::uint16_t> out(p.out.size());
   d.before_run();
   const Status st = layer.run(ra, ws.ptr, layer.workspace_bytes());
   EXPECT_TRUE(st.ok()) << st.to_string();
-  if (!st.ok()) return out;
+  if (!st.ok()) return std::vector<std::uint16_t>(p.out.size());
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  std::vector<float> lse;
-  d.download(p, &out, &lse, true);
-  d.expect_padding_untouched();
-  expect_selection_contract(p, selection_tol);
-  expect_attention_rule(p, out, lse, 0.0, bf16_partials);
-  return out;
-}
-
-// SparsePrefillAttention plan arguments for p's selection and batch on the device.
-template <typename D>
-SparsePrefillPlanArgs prefill_plan_args(const Problem& p, const D& d) {
-  SparsePrefillPlanArgs pa;
-  pa.topk = d.topk_t();
-  pa.cu_seqlens_q = d.cu_seqlens_q_t();
-  pa.seq_lens_k = d.seq_lens_k_t();
-  pa.page_table = d.page_table_t();
-  pa.num_q_heads = p.spec.num_q_heads;
-  pa.num_kv_heads = p.spec.num_kv_heads;
-  return pa;
+  return check_layer_outputs(p, d, bf16_partials);
 }
 
 // Public SparsePrefillAttention on d's tensors with the given chunk size and schedule; returns out and lse.
@@ -259,34 +231,6 @@ inline void run_prefill_op(Problem& p, std::int64_t chunk, PrefillSchedule sched
                            std::vector<float>* lse) {
   DeviceProblem d(p);
   run_prefill_op(p, d, chunk, schedule, out, lse);
-}
-
-// MsaPrefill's plan arguments for a problem's batch and heads on the device (default schedule and chunking).
-template <typename D>
-MsaPrefillPlanArgs prefill_layer_plan_args(const Problem& p, const D& d) {
-  MsaPrefillPlanArgs pa;
-  pa.cu_seqlens_q = d.cu_seqlens_q_t();
-  pa.seq_lens_k = d.seq_lens_k_t();
-  pa.page_table = d.page_table_t();
-  pa.total_q = p.total_q;
-  pa.num_q_heads = p.spec.num_q_heads;
-  pa.num_kv_heads = p.spec.num_kv_heads;
-  pa.topk = p.spec.topk;
-  return pa;
-}
-
-// MsaPrefill's run arguments over a problem's device tensors (the selection into topk_out).
-template <typename D>
-MsaPrefillRunArgs prefill_layer_args(const D& d) {
-  return {d.q_t(),   d.k_cache_t(), d.v_cache_t(), d.index_q_t(), d.index_k_cache_t(),
-          d.out_t(), d.lse_t(),     d.topk_out_t()};
-}
-
-// MsaDecode's run arguments over a problem's device tensors (the selection into topk_out).
-template <typename D>
-MsaDecodeRunArgs decode_layer_args(const D& d) {
-  return {d.q_t(),          d.k_cache_t(),  d.v_cache_t(), d.index_q_t(), d.index_k_cache_t(),
-          d.page_table_t(), d.seq_lens_k_t(), d.out_t(),     d.lse_t(),     d.topk_out_t()};
 }
 
 }  // namespace test

@@ -102,6 +102,15 @@ inline void cluster_selection(Problem& p, std::uint64_t seed) {
       }
 }
 
+inline void shuffle_rows(Problem& p) {  // any order of valid ids is allowed (seeded by p.spec.seed)
+  std::mt19937_64 rng(p.spec.seed);
+  const int k = p.spec.topk;
+  for (std::size_t row = 0; row < p.topk.size() / k; ++row) {
+    auto begin = p.topk.begin() + static_cast<std::ptrdiff_t>(row * k);
+    std::shuffle(begin, std::find(begin, begin + k, -1), rng);
+  }
+}
+
 // Writes NaN into every K/V cache row past each request's length (the tail of its last page) and into the spare
 // pages, so an attention kernel that lets those rows reach its output (even through P = 0 times V) fails.
 inline void poison_cache_tails(Problem& p) {
