@@ -189,6 +189,25 @@ TEST(CPU_Attention, NanQueryPoisonsOnlyItsRow) {
     }
 }
 
+// A NaN in V reaches exactly the rows that see its key: the tokens at or after its position (their own block is
+// always selected), for the query heads of its KV head. The tokens before it in the same block mask it: their rows
+// stay finite (the reference sums visible keys only, so 0 * NaN never happens).
+TEST(CPU_Attention, NanValueReachesOnlyRowsThatSeeIt) {
+  Problem p = testing::make_problem(spec({4}, {300}));  // tokens at 296 .. 299, 16 query heads over 2 KV heads
+  ASSERT_TRUE(select(p).ok());
+  const std::int64_t page = p.page(0, 298 / 128);
+  for (int d = 0; d < 128; ++d)  // KV head 0, key 298
+    p.v_cache[static_cast<std::size_t>(((page * 2 + 0) * 128 + 298 % 128) * 128 + d)] = to_bf16(NAN);
+  ASSERT_TRUE(sparse_prefill(p).ok());
+  for (int t = 0; t < 4; ++t)
+    for (int h = 0; h < 16; ++h) {
+      const bool poisoned = t >= 2 && h < 8;
+      EXPECT_EQ(std::isnan(from_bf16(p.out[static_cast<std::size_t>((t * 16 + h) * 128)])), poisoned)
+          << "token " << t << " head " << h;
+      EXPECT_TRUE(std::isfinite(p.lse[static_cast<std::size_t>(t * 16 + h)]));  // the scores do not involve V
+    }
+}
+
 TEST(CPU_Attention, DecodeMatchesPrefillPath) {
   for (int Q : {1, 8}) {
     SCOPED_TRACE(::testing::Message() << "Q = " << Q);
