@@ -192,22 +192,24 @@ struct DeviceMemory {
 // its out / LSE by the error rule on that selection (bf16_partials: see expect_attention_rule); returns out.
 template <typename Layer, typename RunArgs, typename D>
 std::vector<std::uint16_t> run_layer_and_check(Layer& layer, const RunArgs& ra, const DeviceMemory& ws, Problem& p,
-                                               D& d, bool bf16_partials = false) {
+                                               D& d, bool bf16_partials = false, double sm_scale = 0.0) {
   d.before_run();
   const Status st = layer.run(ra, ws.ptr, layer.workspace_bytes());
   EXPECT_TRUE(st.ok()) << st.to_string();
   if (!st.ok()) return std::vector<std::uint16_t>(p.out.size());
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  return check_layer_outputs(p, d, bf16_partials);
+  return check_layer_outputs(p, d, bf16_partials, sm_scale);
 }
 
-// Public SparsePrefillAttention on d's tensors with the given chunk size and schedule; returns out and lse.
+// Public SparsePrefillAttention on d's tensors with the given chunk size, schedule and scale (0: 1/sqrt(128));
+// returns out and lse.
 template <typename D>
 void run_prefill_op(Problem& p, D& d, std::int64_t chunk, PrefillSchedule schedule,
-                    std::vector<std::uint16_t>* out, std::vector<float>* lse) {
+                    std::vector<std::uint16_t>* out, std::vector<float>* lse, double sm_scale = 0.0) {
   SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
   pa.max_chunk_tokens = chunk;
   pa.schedule = schedule;
+  pa.sm_scale = sm_scale;
   SparsePrefillAttention attn;
   Status st = attn.plan(pa);
   ASSERT_TRUE(st.ok()) << st.to_string();

@@ -38,6 +38,12 @@ inline std::int64_t log_uniform(std::mt19937_64& rng, std::int64_t lo, std::int6
   return std::min<std::int64_t>(hi, std::max<std::int64_t>(lo, static_cast<std::int64_t>(x)));
 }
 
+// The softmax scale: the default (0, i.e. 1/sqrt(128)) in half the draws, else log-uniform in [0.02, 0.3].
+inline double draw_scale(std::mt19937_64& rng) {
+  if (chance(rng, 0.5)) return 0.0;
+  return std::exp(std::uniform_real_distribution<double>(std::log(0.02), std::log(0.3))(rng));
+}
+
 // Head geometry: Hkv (= index heads) and G = Hq / Hkv with Hq <= 64; half the draws are G = 16.
 inline void draw_heads(std::mt19937_64& rng, int* Hq, int* Hkv) {
   const int G = chance(rng, 0.5) ? 16 : 1 << uniform(rng, 0, 3);
@@ -55,11 +61,13 @@ constexpr std::int64_t kTokenBudget = 1200;        // query tokens of a prefill 
 struct Shape {
   std::vector<std::int64_t> nq, L;
   int Hq = 64, Hkv = 4, k = 16;
+  double sm_scale = 0.0;  // 0: the default 1/sqrt(128)
   bool fp8 = false;
   std::vector<bool> zero_keys;  // per request: every index key 0 (all blocks tie)
   std::string describe() const {
     std::ostringstream s;
-    s << "Hq " << Hq << " Hkv " << Hkv << " k " << k << (fp8 ? " fp8" : " bf16") << " requests (nq/L):";
+    s << "Hq " << Hq << " Hkv " << Hkv << " k " << k << " scale " << sm_scale << (fp8 ? " fp8" : " bf16")
+      << " requests (nq/L):";
     for (std::size_t b = 0; b < nq.size(); ++b) s << " " << nq[b] << "/" << L[b] << (zero_keys[b] ? "z" : "");
     return s.str();
   }
@@ -71,6 +79,7 @@ inline Shape draw_prefill(std::mt19937_64& rng) {
   draw_heads(rng, &s.Hq, &s.Hkv);
   s.k = draw_k(rng);
   s.fp8 = chance(rng, 0.25);
+  s.sm_scale = draw_scale(rng);
   const int B = static_cast<int>(uniform(rng, 1, 5));
   std::int64_t tokens = 0, score = 0;
   for (int b = 0; b < B; ++b) {
@@ -158,6 +167,7 @@ struct DecodeDraw {
     pa.num_q_heads = shape.Hq;
     pa.num_kv_heads = shape.Hkv;
     pa.topk = shape.k;
+    pa.sm_scale = shape.sm_scale;
     pa.device = device;
     return pa;
   }
@@ -169,6 +179,7 @@ inline DecodeDraw draw_decode(std::mt19937_64& rng) {
   draw_heads(rng, &s.Hq, &s.Hkv);
   s.k = draw_k(rng);
   s.fp8 = chance(rng, 0.25);
+  s.sm_scale = draw_scale(rng);
   const int B = static_cast<int>(chance(rng, 0.4) ? uniform(rng, 1, 2) : log_uniform(rng, 1, 48));
   d.Q = static_cast<int>(chance(rng, 0.5) ? 1 : uniform(rng, 1, 16));
   const std::int64_t per_request = kScoreBudget / (static_cast<std::int64_t>(B) * d.Q * s.Hkv);

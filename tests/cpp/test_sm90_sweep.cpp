@@ -36,6 +36,7 @@ TEST(SM90_Sweep, PrefillLayer) {
     DeviceViewProblem d(p, views, rng, late_inputs);
     SCOPED_TRACE(d.describe());
     MsaPrefillPlanArgs pa = prefill_layer_plan_args(p, d);
+    pa.sm_scale = shape.sm_scale;
     pa.schedule = schedule;
     pa.max_chunk_tokens = chunk;
     MsaPrefill layer;
@@ -44,7 +45,7 @@ TEST(SM90_Sweep, PrefillLayer) {
     DeviceMemory ws(layer.workspace_bytes());
     const MsaPrefillRunArgs ra = prefill_layer_args(d);
     const std::vector<std::uint16_t> out =
-        run_layer_and_check(layer, ra, ws, p, d, /*bf16_partials=*/schedule != PrefillSchedule::kUnion);
+        run_layer_and_check(layer, ra, ws, p, d, /*bf16_partials=*/schedule != PrefillSchedule::kUnion, shape.sm_scale);
     ASSERT_FALSE(::testing::Test::HasFailure());
     expect_tied_rows(p, shape);
     ASSERT_FALSE(::testing::Test::HasFailure());
@@ -92,11 +93,11 @@ TEST(SM90_Sweep, PrefillAttention) {
     SCOPED_TRACE(d.describe());
     std::vector<std::uint16_t> out[2];
     std::vector<float> lse[2];
-    run_prefill_op(p, d, chunk, schedule, &out[0], &lse[0]);
+    run_prefill_op(p, d, chunk, schedule, &out[0], &lse[0], shape.sm_scale);
     d.reset_outputs();
-    run_prefill_op(p, d, chunk2, schedule, &out[1], &lse[1]);
+    run_prefill_op(p, d, chunk2, schedule, &out[1], &lse[1], shape.sm_scale);
     ASSERT_FALSE(::testing::Test::HasFailure());
-    expect_attention_rule(p, out[0], lse[0], 0.0, /*bf16_partials=*/schedule != PrefillSchedule::kUnion);
+    expect_attention_rule(p, out[0], lse[0], shape.sm_scale, /*bf16_partials=*/schedule != PrefillSchedule::kUnion);
     EXPECT_EQ(out[0], out[1]);
     EXPECT_EQ(0, std::memcmp(lse[0].data(), lse[1].data(), lse[0].size() * sizeof(float)));
   }
@@ -122,7 +123,7 @@ TEST(SM90_Sweep, DecodeLayer) {
     const Status st = layer.plan(draw.plan_args(Device::cuda(0)));
     ASSERT_TRUE(st.ok()) << st.to_string();
     DeviceMemory ws(layer.workspace_bytes());
-    run_layer_and_check(layer, decode_layer_args(d), ws, p, d);
+    run_layer_and_check(layer, decode_layer_args(d), ws, p, d, false, shape.sm_scale);
     ASSERT_FALSE(::testing::Test::HasFailure());
     expect_tied_rows(p, shape);
     ASSERT_FALSE(::testing::Test::HasFailure());

@@ -24,12 +24,14 @@ TEST(CPU_Sweep, PrefillLayer) {
     ViewProblem<HostView> d(p, chance(rng, 0.5), rng);
     SCOPED_TRACE(d.describe());
     MsaPrefill layer;
-    Status st = layer.plan(prefill_layer_plan_args(p, d));
+    MsaPrefillPlanArgs pa = prefill_layer_plan_args(p, d);
+    pa.sm_scale = shape.sm_scale;
+    Status st = layer.plan(pa);
     ASSERT_TRUE(st.ok()) << st.to_string();
     std::vector<unsigned char> ws(layer.workspace_bytes());
     st = layer.run(prefill_layer_args(d), ws.data(), ws.size());
     ASSERT_TRUE(st.ok()) << st.to_string();
-    check_layer_outputs(p, d);
+    check_layer_outputs(p, d, false, shape.sm_scale);
     ASSERT_FALSE(::testing::Test::HasFailure());
     expect_tied_rows(p, shape);
     ASSERT_FALSE(::testing::Test::HasFailure());
@@ -51,7 +53,9 @@ TEST(CPU_Sweep, PrefillAttention) {
     ViewProblem<HostView> d(p, chance(rng, 0.5), rng);
     SCOPED_TRACE(d.describe());
     SparsePrefillAttention attn;
-    Status st = attn.plan(prefill_plan_args(p, d));
+    SparsePrefillPlanArgs pa = prefill_plan_args(p, d);
+    pa.sm_scale = shape.sm_scale;
+    Status st = attn.plan(pa);
     ASSERT_TRUE(st.ok()) << st.to_string();
     st = attn.run({d.q_t(), d.k_cache_t(), d.v_cache_t(), d.out_t(), d.lse_t()});
     ASSERT_TRUE(st.ok()) << st.to_string();
@@ -59,7 +63,7 @@ TEST(CPU_Sweep, PrefillAttention) {
     std::vector<float> lse;
     d.download(p, &out, &lse, false);
     d.expect_padding_untouched();
-    expect_attention_rule(p, out, lse);
+    expect_attention_rule(p, out, lse, shape.sm_scale);
   }
 }
 
@@ -78,7 +82,7 @@ TEST(CPU_Sweep, DecodeLayer) {
     std::vector<unsigned char> ws(layer.workspace_bytes());
     st = layer.run(decode_layer_args(d), ws.data(), ws.size());
     ASSERT_TRUE(st.ok()) << st.to_string();
-    check_layer_outputs(p, d);
+    check_layer_outputs(p, d, false, draw.shape.sm_scale);
     ASSERT_FALSE(::testing::Test::HasFailure());
     expect_tied_rows(p, draw.shape);
     ASSERT_FALSE(::testing::Test::HasFailure());

@@ -310,9 +310,10 @@ class ViewProblem {
 
 // After a layer op (MsaPrefill or MsaDecode) ran on d's tensors: its topk output by the selection contract, its out /
 // LSE by the error rule on that selection (bf16_partials: see expect_attention_rule), no write outside an output's
-// view; returns out.
+// view; returns out. sm_scale: the op's (0: 1/sqrt(128)).
 template <typename D>
-std::vector<std::uint16_t> check_layer_outputs(Problem& p, const D& d, bool bf16_partials = false) {
+std::vector<std::uint16_t> check_layer_outputs(Problem& p, const D& d, bool bf16_partials = false,
+                                               double sm_scale = 0.0) {
   // fp8 index tensors: the contract with the fp8 tolerance of test_sm90_indexer.cpp (reduced-precision sums).
   const double selection_tol = p.index_q8.empty() ? 1e-3 : 1e-2;
   std::vector<std::uint16_t> out;
@@ -320,7 +321,7 @@ std::vector<std::uint16_t> check_layer_outputs(Problem& p, const D& d, bool bf16
   d.download(p, &out, &lse, true);
   d.expect_padding_untouched();
   expect_selection_contract(p, selection_tol);
-  expect_attention_rule(p, out, lse, 0.0, bf16_partials);
+  expect_attention_rule(p, out, lse, sm_scale, bf16_partials);
   return out;
 }
 
