@@ -325,6 +325,38 @@ std::vector<std::uint16_t> check_layer_outputs(Problem& p, const D& d, bool bf16
   return out;
 }
 
+// A layer op's run arguments without the optional outputs a round drew to leave out: the LSE, and the topk output
+// (the selection then lives in the workspace).
+template <typename RunArgs>
+RunArgs without_optional_outputs(RunArgs ra, bool drop_lse, bool drop_topk) {
+  if (drop_lse) ra.lse = Tensor{};
+  if (drop_topk) ra.topk = Tensor{};
+  return ra;
+}
+
+// Runs a planned layer op once more on d's reset outputs, the LSE and the topk output left out at random (sync()
+// waits for the run): out equal to `out` bit for bit, the selection (unless left out) equal to p.topk's, nothing
+// written outside the views.
+template <typename Layer, typename RunArgs, typename D, typename Sync>
+void expect_rerun_without_optional_outputs(Layer& layer, const RunArgs& ra, void* ws, std::size_t ws_bytes, Problem& p,
+                                           D& d, const std::vector<std::uint16_t>& out, std::mt19937_64& rng,
+                                           Sync sync) {
+  const std::vector<std::int32_t> topk = p.topk;
+  const bool drop_lse = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
+  const bool drop_topk = std::uniform_int_distribution<int>(0, 1)(rng) == 1;
+  SCOPED_TRACE(std::string("second run") + (drop_lse ? " without lse" : "") + (drop_topk ? " without topk" : ""));
+  d.reset_outputs();
+  const Status st = layer.run(without_optional_outputs(ra, drop_lse, drop_topk), ws, ws_bytes);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  sync();
+  std::vector<std::uint16_t> again;
+  std::vector<float> lse;
+  d.download(p, &again, &lse, !drop_topk);
+  d.expect_padding_untouched();
+  EXPECT_EQ(out, again);
+  EXPECT_EQ(topk, p.topk);  // unchanged when the topk output was left out
+}
+
 // SparsePrefillAttention plan arguments for p's selection and batch (the problem types' accessors).
 template <typename D>
 SparsePrefillPlanArgs prefill_plan_args(const Problem& p, const D& d) {
