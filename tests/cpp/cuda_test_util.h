@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "kernels/decode/launch.h"
@@ -186,7 +185,6 @@ struct DeviceMemory {
   explicit DeviceMemory(std::size_t bytes) { EXPECT_EQ(cudaMalloc(&ptr, std::max<std::size_t>(bytes, 1)), cudaSuccess); }
   ~DeviceMemory() { cudaFree(ptr); }
 };
-
 
 // Runs a planned layer op (MsaPrefill or MsaDecode) once, then checks its topk output by the selection contract and
 // its out / LSE by the error rule on that selection (bf16_partials: see expect_attention_rule); returns out.

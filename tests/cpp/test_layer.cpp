@@ -10,17 +10,6 @@ namespace msa {
 namespace test {
 namespace {
 
-MsaPrefillPlanArgs prefill_plan(Problem& p) {
-  MsaPrefillPlanArgs a;
-  a.cu_seqlens_q = p.cu_seqlens_q_t();
-  a.seq_lens_k = p.seq_lens_k_t();
-  a.page_table = p.page_table_t();
-  a.total_q = p.total_q;
-  a.num_q_heads = p.spec.num_q_heads;
-  a.num_kv_heads = p.spec.num_kv_heads;
-  return a;
-}
-
 MsaPrefillRunArgs prefill_run(Problem& p, std::vector<std::uint16_t>* out, std::vector<float>* lse) {
   MsaPrefillRunArgs r;
   r.q = p.q_t();
@@ -42,7 +31,7 @@ TEST(CPU_Layer, PrefillEqualsSelectionThenAttention) {
   const std::vector<float> want_lse = p.lse;
 
   MsaPrefill layer;
-  ASSERT_TRUE(layer.plan(prefill_plan(p)).ok());
+  ASSERT_TRUE(layer.plan(prefill_layer_plan_args(p, p)).ok());
   EXPECT_EQ(layer.workspace_bytes(), static_cast<std::size_t>(2 * p.total_q * 16 * 4));
   // Selection into the caller's tensor.
   std::vector<std::uint16_t> out(want_out.size(), 0x7fc1);
@@ -101,7 +90,7 @@ TEST(CPU_Layer, DecodeEqualsSelectionThenAttention) {
 TEST(CPU_Layer, BadInputsWriteNothing) {
   Problem p = testing::make_problem(spec({100}, {3000}, 16, 2));
   MsaPrefill layer;
-  ASSERT_TRUE(layer.plan(prefill_plan(p)).ok());
+  ASSERT_TRUE(layer.plan(prefill_layer_plan_args(p, p)).ok());
   std::vector<std::uint16_t> out(p.out.size(), 0x7fc1);
   std::vector<float> lse(p.lse.size(), NAN);
   std::vector<std::int32_t> topk(p.topk.size(), 0x7eadbeef);
@@ -120,7 +109,7 @@ TEST(CPU_Layer, BadInputsWriteNothing) {
   EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](std::uint16_t v) { return v == 0x7fc1; }));
   MsaPrefill unplanned;
   EXPECT_EQ(unplanned.run(r).code(), StatusCode::kInvalidArgument);
-  MsaPrefillPlanArgs bad = prefill_plan(p);
+  MsaPrefillPlanArgs bad = prefill_layer_plan_args(p, p);
   bad.schedule = static_cast<PrefillSchedule>(3);
   st = unplanned.plan(bad);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);

@@ -29,12 +29,8 @@ void check_split_attention(int Q, std::vector<std::int64_t> nq, int Hq, int Hkv,
   Problem p = testing::make_problem(s);
   poison_cache_tails(p);  // rows past L must never reach O
   ASSERT_TRUE(select(p).ok());  // CPU selection: valid rows, local block last
-  std::mt19937_64 rng(seed);
+  shuffle_rows(p);  // any order of valid ids is allowed
   const int k = p.spec.topk;
-  for (std::size_t row = 0; row < p.topk.size() / k; ++row) {  // any order of valid ids is allowed
-    auto begin = p.topk.begin() + static_cast<std::ptrdiff_t>(row * k);
-    std::shuffle(begin, std::find(begin, begin + k, -1), rng);
-  }
 
   // CPU reference.
   if (Q > 0) {

@@ -26,19 +26,14 @@ namespace {
 Problem varlen_problem(bool clustered, std::vector<std::int64_t> q_lens = {129, 0, 40, 300, 7},
                        std::vector<std::int64_t> kv_lens = {129, 500, 16385, 2600, 2049}, int Hq = 32, int Hkv = 2,
                        double key_ramp = 0.0) {
-  const int k = 16;
   ProblemSpec s = spec(std::move(q_lens), std::move(kv_lens), Hq, Hkv);
   s.seed = random_seed();
   Problem p = testing::make_problem(s);
   if (key_ramp > 0) ramp_keys(p, key_ramp);
   poison_cache_tails(p);  // rows past L must never reach O
   EXPECT_TRUE(select(p).ok());
-  std::mt19937_64 rng(s.seed);
   if (clustered) cluster_selection(p, s.seed);
-  for (std::size_t row = 0; row < p.topk.size() / k; ++row) {
-    auto begin = p.topk.begin() + static_cast<std::ptrdiff_t>(row * k);
-    std::shuffle(begin, std::find(begin, begin + k, -1), rng);
-  }
+  shuffle_rows(p);
   EXPECT_TRUE(sparse_prefill(p).ok());  // CPU reference into p.out / p.lse
   return p;
 }

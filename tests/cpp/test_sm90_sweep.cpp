@@ -95,9 +95,10 @@ TEST(SM90_Sweep, PrefillAttention) {
   }
 }
 
-// MsaDecode (then once more with the LSE and the topk output left out at random): 1–48 requests of Q in [1, 16] queries (so every attention kernel: fused cluster, split + combine,
+// MsaDecode: 1–48 requests of Q in [1, 16] queries (so every attention kernel: fused cluster, split + combine,
 // rows), a plan for a batch up to twice as large, contexts from Q tokens to 200K; selection by its contract and tied
-// requests exactly, attention by the error rule.
+// requests exactly, attention by the error rule; then once more with the LSE and the topk output left out at
+// random.
 TEST(SM90_Sweep, DecodeLayer) {
   MSA_REQUIRE_SM90();
   for (int round = 0; round < sweep_rounds(); ++round) {

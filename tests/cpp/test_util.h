@@ -157,16 +157,38 @@ inline void ramp_keys(Problem& p, double per_token) {
   }
 }
 
+// SparsePrefillAttention plan arguments for p's selection and batch; d: any type with Problem's accessors (Problem,
+// DeviceProblem, ViewProblem).
+template <typename D>
+SparsePrefillPlanArgs prefill_plan_args(const Problem& p, D& d) {
+  SparsePrefillPlanArgs pa;
+  pa.topk = d.topk_t();
+  pa.cu_seqlens_q = d.cu_seqlens_q_t();
+  pa.seq_lens_k = d.seq_lens_k_t();
+  pa.page_table = d.page_table_t();
+  pa.num_q_heads = p.spec.num_q_heads;
+  pa.num_kv_heads = p.spec.num_kv_heads;
+  return pa;
+}
+
+// MsaPrefill's plan arguments for a problem's batch and heads (default schedule and chunking).
+template <typename D>
+MsaPrefillPlanArgs prefill_layer_plan_args(const Problem& p, D& d) {
+  MsaPrefillPlanArgs pa;
+  pa.cu_seqlens_q = d.cu_seqlens_q_t();
+  pa.seq_lens_k = d.seq_lens_k_t();
+  pa.page_table = d.page_table_t();
+  pa.total_q = p.total_q;
+  pa.num_q_heads = p.spec.num_q_heads;
+  pa.num_kv_heads = p.spec.num_kv_heads;
+  pa.topk = p.spec.topk;
+  return pa;
+}
+
 // Runs the public sparse prefill op (plan + run) into p.out / p.lse.
 inline Status sparse_prefill(Problem& p, double sm_scale = 0.0) {
   SparsePrefillAttention attn;
-  SparsePrefillPlanArgs pa;
-  pa.topk = p.topk_t();
-  pa.cu_seqlens_q = p.cu_seqlens_q_t();
-  pa.seq_lens_k = p.seq_lens_k_t();
-  pa.page_table = p.page_table_t();
-  pa.num_q_heads = p.spec.num_q_heads;
-  pa.num_kv_heads = p.spec.num_kv_heads;
+  SparsePrefillPlanArgs pa = prefill_plan_args(p, p);
   pa.sm_scale = sm_scale;
   MSA_RETURN_IF_ERROR(attn.plan(pa));
   SparsePrefillRunArgs ra{p.q_t(), p.k_cache_t(), p.v_cache_t(), p.out_t(), p.lse_t()};

@@ -278,8 +278,7 @@ class ViewProblem {
   // A view of `shape` in one of `orders` (the first when contiguous), outer strides padded in units of `unit`
   // elements, at an offset of 0-2 units.
   std::unique_ptr<View> make(const void* host, DType dtype, std::vector<std::int64_t> shape,
-                                   const std::vector<std::vector<int>>& orders, std::int64_t unit,
-                                   std::uint32_t poison) {
+                             const std::vector<std::vector<int>>& orders, std::int64_t unit, std::uint32_t poison) {
     const std::vector<int>& order =
         views_ ? orders[std::uniform_int_distribution<std::size_t>(0, orders.size() - 1)(rng_)] : orders[0];
     std::vector<std::int64_t> stride = draw_strides(shape, order, unit, views_, rng_);
@@ -292,8 +291,8 @@ class ViewProblem {
     const bool every_other = views_ && std::uniform_int_distribution<int>(0, 1)(rng_) == 1;
     const std::int64_t offset = views_ ? std::uniform_int_distribution<std::int64_t>(0, 2)(rng_) : 0;
     return std::make_unique<View>(host.data(), DType::kInt32,
-                                        std::vector<std::int64_t>{static_cast<std::int64_t>(host.size())},
-                                        std::vector<std::int64_t>{every_other ? 2 : 1}, offset, poison);
+                                  std::vector<std::int64_t>{static_cast<std::int64_t>(host.size())},
+                                  std::vector<std::int64_t>{every_other ? 2 : 1}, offset, poison);
   }
 
   Tensor on_stream(Tensor t) const {
@@ -355,33 +354,6 @@ void expect_rerun_without_optional_outputs(Layer& layer, const RunArgs& ra, void
   d.expect_padding_untouched();
   EXPECT_EQ(out, again);
   EXPECT_EQ(topk, p.topk);  // unchanged when the topk output was left out
-}
-
-// SparsePrefillAttention plan arguments for p's selection and batch (the problem types' accessors).
-template <typename D>
-SparsePrefillPlanArgs prefill_plan_args(const Problem& p, const D& d) {
-  SparsePrefillPlanArgs pa;
-  pa.topk = d.topk_t();
-  pa.cu_seqlens_q = d.cu_seqlens_q_t();
-  pa.seq_lens_k = d.seq_lens_k_t();
-  pa.page_table = d.page_table_t();
-  pa.num_q_heads = p.spec.num_q_heads;
-  pa.num_kv_heads = p.spec.num_kv_heads;
-  return pa;
-}
-
-// MsaPrefill's plan arguments for a problem's batch and heads on the device (default schedule and chunking).
-template <typename D>
-MsaPrefillPlanArgs prefill_layer_plan_args(const Problem& p, const D& d) {
-  MsaPrefillPlanArgs pa;
-  pa.cu_seqlens_q = d.cu_seqlens_q_t();
-  pa.seq_lens_k = d.seq_lens_k_t();
-  pa.page_table = d.page_table_t();
-  pa.total_q = p.total_q;
-  pa.num_q_heads = p.spec.num_q_heads;
-  pa.num_kv_heads = p.spec.num_kv_heads;
-  pa.topk = p.spec.topk;
-  return pa;
 }
 
 // MsaPrefill's run arguments over a problem's device tensors (the selection into topk_out).
