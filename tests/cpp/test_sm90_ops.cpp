@@ -79,6 +79,45 @@ TEST(SM90_SparsePrefillOp, KvOuterGroupOf8VarlenChunked) {
                    true, 1.0 / 1024);
 }
 
+// Sets V of (request b, KV head g, key position t) to NaN.
+void nan_value(Problem& p, std::int64_t b, int g, std::int64_t t) {
+  const std::int64_t page = p.page(b, t / 128), H = p.spec.num_kv_heads;
+  for (int d = 0; d < 128; ++d)
+    p.v_cache[static_cast<std::size_t>(((page * H + g) * 128 + t % 128) * 128 + d)] = testing::to_bf16(NAN);
+}
+
+// A NaN in V reaches exactly the rows that see its key, as in the reference (CPU_Attention.
+// NanValueReachesOnlyRowsThatSeeIt): not the tokens of its block before it (they mask it), and under the union
+// schedule not the tokens of a tile that did not select its block (their warps add P = 0). Pending its first GPU run:
+// the kernels multiply masked and unselected keys' P = 0 into V on the tensor cores, where 0 * NaN = NaN.
+TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
+  MSA_REQUIRE_SM90();
+  for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
+    SCOPED_TRACE(static_cast<int>(schedule));
+    ProblemSpec s = spec({4, 64}, {300, 6000}, 32, 2);
+    s.seed = random_seed();
+    SCOPED_TRACE(seed_note(s.seed));
+    Problem p = testing::make_problem(s);
+    ASSERT_TRUE(select(p).ok());
+    nan_value(p, 0, 0, 298);  // request 0's tokens sit at 296 .. 299: 296 and 297 mask key 298
+    // Request 1: a history block that token 0 of its first tile lists and token 1 does not.
+    const std::int64_t t0 = p.cu_seqlens_q[1], k = p.spec.topk;
+    std::int32_t block = -1;
+    for (std::int64_t e = 0; e + 1 < k && block < 0; ++e) {
+      const std::int32_t id = topk_at(p, 0, t0, e);
+      bool listed_by_next = false;
+      for (std::int64_t f = 0; f < k; ++f) listed_by_next |= topk_at(p, 0, t0 + 1, f) == id;
+      if (!listed_by_next) block = id;
+    }
+    ASSERT_GE(block, 0);
+    nan_value(p, 1, 0, static_cast<std::int64_t>(block) * 128 + 5);
+    std::vector<std::uint16_t> out;
+    std::vector<float> lse;
+    run_prefill_op(p, 0, schedule, &out, &lse);
+    expect_attention_rule(p, out, lse, 0.0, schedule != PrefillSchedule::kUnion);
+  }
+}
+
 TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
   MSA_REQUIRE_SM90();
   for (int Hkv : {4, 2}) {  // G = 4 and 8
