@@ -79,42 +79,47 @@ TEST(SM90_SparsePrefillOp, KvOuterGroupOf8VarlenChunked) {
                    true, 1.0 / 1024);
 }
 
-// Sets V of (request b, KV head g, key position t) to NaN.
-void nan_value(Problem& p, std::int64_t b, int g, std::int64_t t) {
+// Sets V of (request b, KV head g, key position t) to x.
+void set_value_row(Problem& p, std::int64_t b, int g, std::int64_t t, float x) {
   const std::int64_t page = p.page(b, t / 128), H = p.spec.num_kv_heads;
   for (int d = 0; d < 128; ++d)
-    p.v_cache[static_cast<std::size_t>(((page * H + g) * 128 + t % 128) * 128 + d)] = testing::to_bf16(NAN);
+    p.v_cache[static_cast<std::size_t>(((page * H + g) * 128 + t % 128) * 128 + d)] = testing::to_bf16(x);
 }
 
-// A NaN in V reaches exactly the rows that see its key, as in the reference (CPU_Attention.
+// A NaN or infinity in V reaches exactly the rows that see its key, as in the reference (CPU_Attention.
 // NanValueReachesOnlyRowsThatSeeIt): not the tokens of its block before it (they mask it), and under the union
-// schedule not the tokens of a tile that did not select its block (their warps add P = 0). Pending its first GPU run:
-// the kernels multiply masked and unselected keys' P = 0 into V on the tensor cores, where 0 * NaN = NaN.
+// schedule not the tokens of a warpgroup that did not select its block (their warps add P = 0). The kernels multiply
+// those keys' P = 0 into V on the tensor cores, where 0 * NaN = NaN, and recompute such rows exactly
+// (kernels/sm90/attention/nonfinite_rows.cuh). G = 16 (every schedule) and G = 4 (KV-outer: a warp's rows are four
+// tokens', each with its own mask).
 TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
   MSA_REQUIRE_SM90();
-  for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
-    SCOPED_TRACE(static_cast<int>(schedule));
-    ProblemSpec s = spec({4, 64}, {300, 6000}, 32, 2);
-    s.seed = random_seed();
-    SCOPED_TRACE(seed_note(s.seed));
-    Problem p = testing::make_problem(s);
-    ASSERT_TRUE(select(p).ok());
-    nan_value(p, 0, 0, 298);  // request 0's tokens sit at 296 .. 299: 296 and 297 mask key 298
-    // Request 1: a history block that token 0 of its first tile lists and token 1 does not.
-    const std::int64_t t0 = p.cu_seqlens_q[1], k = p.spec.topk;
-    std::int32_t block = -1;
-    for (std::int64_t e = 0; e + 1 < k && block < 0; ++e) {
-      const std::int32_t id = topk_at(p, 0, t0, e);
-      bool listed_by_next = false;
-      for (std::int64_t f = 0; f < k; ++f) listed_by_next |= topk_at(p, 0, t0 + 1, f) == id;
-      if (!listed_by_next) block = id;
+  for (int Hkv : {2, 8}) {
+    for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
+      if (Hkv == 8 && schedule == PrefillSchedule::kUnion) continue;  // the union schedule needs G = 16
+      SCOPED_TRACE(::testing::Message() << "Hkv " << Hkv << ", schedule " << static_cast<int>(schedule));
+      ProblemSpec s = spec({4, 64}, {300, 6000}, 32, Hkv);
+      s.seed = random_seed();
+      SCOPED_TRACE(seed_note(s.seed));
+      Problem p = testing::make_problem(s);
+      ASSERT_TRUE(select(p).ok());
+      set_value_row(p, 0, 0, 298, NAN);  // request 0's tokens sit at 296 .. 299: 296 and 297 mask key 298
+      // Request 1: +inf in a history block that token 0 of its first tile lists and token 1 does not.
+      const std::int64_t t0 = p.cu_seqlens_q[1], k = p.spec.topk;
+      std::int32_t block = -1;
+      for (std::int64_t e = 0; e + 1 < k && block < 0; ++e) {
+        const std::int32_t id = topk_at(p, 0, t0, e);
+        bool listed_by_next = false;
+        for (std::int64_t f = 0; f < k; ++f) listed_by_next |= topk_at(p, 0, t0 + 1, f) == id;
+        if (!listed_by_next) block = id;
+      }
+      ASSERT_GE(block, 0);
+      set_value_row(p, 1, 0, static_cast<std::int64_t>(block) * 128 + 5, INFINITY);
+      std::vector<std::uint16_t> out;
+      std::vector<float> lse;
+      run_prefill_op(p, 0, schedule, &out, &lse);
+      expect_attention_rule(p, out, lse, 0.0, schedule != PrefillSchedule::kUnion);
     }
-    ASSERT_GE(block, 0);
-    nan_value(p, 1, 0, static_cast<std::int64_t>(block) * 128 + 5);
-    std::vector<std::uint16_t> out;
-    std::vector<float> lse;
-    run_prefill_op(p, 0, schedule, &out, &lse);
-    expect_attention_rule(p, out, lse, 0.0, schedule != PrefillSchedule::kUnion);
   }
 }
 
@@ -172,8 +177,9 @@ TEST(SM90_SparsePrefillOp, KvOuterSmallGroupsVarlenChunked) {
 // Public SparseDecodeAttention on the device for requests of Q queries with context lengths L, planned for
 // `capacity` requests; checks out and LSE by the error rule, and that a run without LSE writes the same out.
 // `path` says which decode kernel the batch must take (decode_kernel_for).
+// nan_last_key: V of each request's last key is NaN for KV head 0, which only the request's last query sees.
 void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, int Hkv, DecodePath path, int k = 16,
-                     double key_ramp = 0.0) {
+                     double key_ramp = 0.0, bool nan_last_key = false) {
   const std::int64_t T = static_cast<std::int64_t>(L.size()) * Q;
   ASSERT_EQ(decode_path(T * Hkv, k), path);
   const std::vector<std::int64_t> queries(L.size(), Q);  // before L is handed over (argument order is unspecified)
@@ -187,6 +193,9 @@ void check_decode_op(int Q, std::vector<std::int64_t> L, int capacity, int Hq, i
   ASSERT_EQ(p.total_q, T);  // the run covers every query token
   const Status selected = select(p);
   ASSERT_TRUE(selected.ok()) << selected.to_string();
+  if (nan_last_key)
+    for (std::size_t b = 0; b < p.seq_lens_k.size(); ++b)
+      set_value_row(p, static_cast<std::int64_t>(b), 0, p.seq_lens_k[b] - 1, NAN);
   shuffle_rows(p);
   DeviceProblem d(p);
   SparseDecodePlanArgs pa;
@@ -259,6 +268,15 @@ TEST(SM90_SparseDecodeOp, RampedKeysEveryPath) {
   check_decode_op(2, {40000, 129, 2}, 5, 64, 4, DecodePath::kSplitCombine, 16, ramp);
   check_decode_op(1, {300000}, 1, 64, 4, DecodePath::kFusedCluster, 16, ramp);
   check_decode_op(4, {40000, 129, 4, 5, 300, 16385, 128, 5000}, 9, 64, 4, DecodePath::kRows, 16, ramp);
+}
+
+// A NaN in V at each request's last key reaches only its last query's rows: the earlier queries mask it, and every
+// decode kernel zeroes the V rows after its token's position (decode_common.cuh's load_block_rows).
+TEST(SM90_SparseDecodeOp, NanValueReachesOnlyRowsThatSeeIt) {
+  MSA_REQUIRE_SM90();
+  check_decode_op(2, {40000, 129, 2}, 5, 64, 4, DecodePath::kSplitCombine, 16, 0.0, true);
+  check_decode_op(2, {40000}, 1, 16, 4, DecodePath::kFusedCluster, 5, 0.0, true);
+  check_decode_op(4, {40000, 129, 4, 5, 300, 16385, 128, 5000}, 9, 64, 4, DecodePath::kRows, 16, 0.0, true);
 }
 
 // MsaPrefill over a batch with history and an empty request: topk by the selection contract, out / LSE by the

@@ -23,7 +23,8 @@
 //
 // Invariants: G in {1, 2, 4, 8, 16}; slots at or past a row's valid count exit at once (never read by the combine;
 // fused: they only contribute an empty partial, -inf max, to the cluster's merge);
-// cache rows of keys >= L are zeroed, never loaded; every lane of a warp takes part in every shuffle.
+// cache rows of keys after the token's position (keys >= L among them) are zeroed, never loaded; every lane of a
+// warp takes part in every shuffle.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -251,11 +252,12 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(const Decode
 
   const int L = place.kv_len, pos = place.position;
 
-  // K, then V, of the block as two commit groups: 2048 chunks of 16 bytes each, 16 per thread; rows of keys >= L
-  // zeroed.
+  // K, then V, of the block as two commit groups: 2048 chunks of 16 bytes each, 16 per thread; rows of keys after the
+  // token's position zeroed (keys >= L among them): every row of the CTA is that token's, so it sees none of them,
+  // and P = 0 times a NaN or inf there would still poison O.
   const auto* kg = static_cast<const __nv_bfloat16*>(a.k_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
   const auto* vg = static_cast<const __nv_bfloat16*>(a.v_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
-  const int rows_valid = min(kKeys, L - block * kKeys);
+  const int rows_valid = min(kKeys, pos + 1 - block * kKeys);  // pos < L
   load_block_rows<kThreads>(ks, kg, a.kv_stride_t, rows_valid);
   asm volatile("cp.async.commit_group;\n" ::);
   load_block_rows<kThreads>(vs, vg, a.kv_stride_t, rows_valid);

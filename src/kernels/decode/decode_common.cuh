@@ -121,8 +121,9 @@ __device__ __forceinline__ void pv_16keys(float (&out)[NT][4], const uint4& pa, 
 }
 
 // The block's rows [0, rows_valid) from src (row stride src_stride_t) into dst [kKeys][kPad] by cp.async, spread
-// over kThreads threads; rows past rows_valid (keys >= L: the tail of the last page may hold anything, NaN
-// included, and P = 0 times NaN would still poison O) are zeroed instead. The caller commits the group.
+// over kThreads threads; rows past rows_valid (keys after the token's position: the tail of the last page may hold
+// anything, and keys the token does not see may hold NaN or inf, which P = 0 would still carry into O) are zeroed
+// instead. The caller commits the group.
 // The lines enter L2 marked evict-first: a decode step reads its K / V blocks once, and a model runs its other
 // layers before the next step of this one, so nothing of them should stay. This also keeps benchmarks that replay
 // one step honest: with normal priority the step's 4 MB of K / V (1 x 1M, M3 shapes) outlived the evict-first

@@ -10,7 +10,7 @@
 //
 // Eight warps; warp w owns keys 16 w .. 16 w + 15 of every block and its own running (max, sum, O) for the G heads
 // (mma.sync m16n8k16, rows past G zero); the eight states are merged in shared memory at the end. Keys past the
-// request's length or after the query are -inf; cache rows of keys >= L are zeroed, never loaded.
+// request's length or after the query are -inf; cache rows of keys after the query are zeroed, never loaded.
 //
 // Behind SparseDecodeAttention for T · Hkv ≥ 3/8 of the SM count (decode_prefers_rows in launch.h).
 #include <cuda_bf16.h>
@@ -33,15 +33,17 @@ constexpr std::size_t kSmemBytes = static_cast<std::size_t>(kStages) * kStageByt
 static_assert(kWarps * 16 * kOPad * sizeof(float) <= static_cast<std::size_t>(kStages) * kStageBytes, "merge fits");
 
 // Issues (all threads) the cp.async loads of block `block` (page `page`) into `stage` as one commit group; an
-// out-of-range slot commits an empty group so the group count per step stays fixed.
+// out-of-range slot commits an empty group so the group count per step stays fixed. The token sees keys
+// 0 .. seen - 1 (seen = position + 1 <= L); rows of later keys are zeroed, not loaded (P = 0 times a NaN or inf
+// there would still poison O).
 __device__ void load_block(const DecodeAttentionLaunch& a, unsigned char* stage, bool valid, int page, int block,
-                           int g, int L) {
+                           int g, int seen) {
   if (valid) {
     auto* ks = reinterpret_cast<__nv_bfloat16*>(stage);
     auto* vs = reinterpret_cast<__nv_bfloat16*>(stage + kKvBytes);
     const auto* kg = static_cast<const __nv_bfloat16*>(a.k_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
     const auto* vg = static_cast<const __nv_bfloat16*>(a.v_cache) + page * a.kv_stride_page + g * a.kv_stride_h;
-    const int rows_valid = min(kKeys, L - block * kKeys);
+    const int rows_valid = min(kKeys, seen - block * kKeys);
     load_block_rows<kThreads>(ks, kg, a.kv_stride_t, rows_valid);
     load_block_rows<kThreads>(vs, vg, a.kv_stride_t, rows_valid);
   }
@@ -84,7 +86,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
 #pragma unroll
   for (int s = 0; s < kStages; ++s)
     load_block(a, smem + s * kStageBytes, s < count, __shfl_sync(0xffffffffu, my_page, s),
-               __shfl_sync(0xffffffffu, my_block, s), g, L);
+               __shfl_sync(0xffffffffu, my_block, s), g, pos + 1);
   if (!a.inputs_before_wait) stage_q();
   __syncthreads();  // the Q rows are in shared memory: their fragments in registers for every block
   std::uint32_t qa[kDim / 16][4];
@@ -141,7 +143,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_rows_kernel(const DecodeAt
     __syncthreads();  // every warp is done with this stage: refill it with block n + kStages
     const int next = n + kStages;
     load_block(a, smem + (n % kStages) * kStageBytes, next < count, __shfl_sync(0xffffffffu, my_page, next & 31),
-               __shfl_sync(0xffffffffu, my_block, next & 31), g, L);
+               __shfl_sync(0xffffffffu, my_block, next & 31), g, pos + 1);
   }
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
   __syncthreads();  // the ring's space takes the warps' O below

@@ -65,6 +65,7 @@
 #include "kernels/common/pdl.cuh"
 #include "kernels/common/warp_mma.cuh"
 #include "kernels/sm90/attention/launch.h"
+#include "kernels/sm90/attention/nonfinite_rows.cuh"
 #include "kernels/sm90/attention/qkv_maps.h"
 #include "kernels/sm90/attention/tile_softmax.cuh"
 #include "kernels/sm90/common/sm90.cuh"
@@ -88,7 +89,7 @@ constexpr int kOWarpBytes = 16 * 256;
 constexpr int kKvBytes = 4 * kHalf;
 constexpr int kQOff = 2 * kKvBytes, kOOff = kQOff + kQStages * 2 * kQHalf, kDescOff = kOOff + 8 * kOWarpBytes,
               kHandleOff = kDescOff + 2 * 8 * 4;
-enum Desc { kDescG, kDescJ, kDescCount, kDescQ0, kDescNq, kDescL, kDescWords = 8 };
+enum Desc { kDescG, kDescJ, kDescCount, kDescQ0, kDescNq, kDescL, kDescPage, kDescWords = 8 };
 
 // The tile shape of a group size G: a token's G heads are G consecutive rows, kTokens tokens per 64-row tile,
 // kWarpTokens per consumer warp (a thread's row r0 + 8 h of the warp is head (r0 + 8 h) % G of its token
@@ -171,6 +172,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       d[kDescQ0] = r.q0;
       d[kDescNq] = a.cu_seqlens_q[(r.b + 1) * a.cu_stride] - r.q0;
       d[kDescL] = a.seq_lens_k[r.b * a.seq_stride];
+      d[kDescPage] = r.page;
       unsigned char* kv = smem + buf * kKvBytes;
       sm90::mbar_arrive_expect_tx(&kv_full[buf], kKvBytes);
       for (int h = 0; h < 2; ++h) {
@@ -336,7 +338,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     sm90::mbar_wait(&kv_full[buf], (ord >> 1) & 1);
     // Lane 0 of each warp reads the descriptor and is also the lane that later releases the buffer, so the reads are
     // ordered before the release in its own thread (the stage handles below follow the same rule per lane).
-    int dg = 0, dj = 0, dcount = 0, dq0 = 0, dnq = 0, dL = 0;
+    int dg = 0, dj = 0, dcount = 0, dq0 = 0, dnq = 0, dL = 0, dpage = 0;
     if (lane == 0) {
       const int* d = descs + buf * kDescWords;
       dg = d[kDescG];
@@ -345,10 +347,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       dq0 = d[kDescQ0];
       dnq = d[kDescNq];
       dL = d[kDescL];
+      dpage = d[kDescPage];
     }
     const int g = __shfl_sync(0xffffffffu, dg, 0), j = __shfl_sync(0xffffffffu, dj, 0);
     const int q_count = __shfl_sync(0xffffffffu, dcount, 0), q0 = __shfl_sync(0xffffffffu, dq0, 0);
     const int nq = __shfl_sync(0xffffffffu, dnq, 0), L = __shfl_sync(0xffffffffu, dL, 0);
+    const int page = __shfl_sync(0xffffffffu, dpage, 0);
     unsigned char* kv = smem + buf * kKvBytes;
     unsigned char* vbuf = kv + 2 * kHalf;
     const std::uint64_t desc_k0 = sm90::wgmma_desc_sw128(kv), desc_k1 = sm90::wgmma_desc_sw128(kv + kHalf);
@@ -392,10 +396,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       // Single-tile softmax over this thread's two rows (tile_softmax.cuh): the own block masked key by key, raw
       // max, exponents by one FFMA each.
       const int pos0 = L - nq + (hrow0 & 0xFFFFFF);  // the token of row r0 (and with G = 16 of r0 + 8)
+      const int pos1 = L - nq + (hrow1 & 0xFFFFFF);
       if constexpr (kWarpTokens == 1)
         mask_keys_after(acc, j * 128, c, pos0);
       else
-        mask_keys_after_rows(acc, j * 128, c, pos0, L - nq + (hrow1 & 0xFFFFFF));
+        mask_keys_after_rows(acc, j * 128, c, pos0, pos1);
       float m0, m1;
       tile_row_max(acc, m0, m1);
       m0 *= scale;  // log2 units from here on
@@ -421,6 +426,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       sm90::wgmma_commit();
       sm90::wgmma_wait<0>();
       sm90::wgmma_fence_regs(o_acc);
+      // Keys after a row's position went in with P = 0: a non-finite V there must not reach the row
+      // (nonfinite_rows.cuh). Rows of tokens past the item's count are left alone (never written).
+      {
+        const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + static_cast<std::int64_t>(g) * G * a.q_stride_h;
+        const auto q_row = [&](int hrow, int r) {
+          return qg + static_cast<std::int64_t>(q0 + (hrow & 0xFFFFFF)) * a.q_stride_t + (r % G) * a.q_stride_h;
+        };
+        const auto seen = [&](int pos, int r) { return tok + r / G < q_count ? min(pos - j * 128 + 1, 128) : 128; };
+        redo_row_if_nonfinite<0>(o_acc, seen(pos0, r0), a, q_row(hrow0, r0), g, page, scale, base0, c);
+        redo_row_if_nonfinite<1>(o_acc, seen(pos1, r0 + 8), a, q_row(hrow1, r0 + 8), g, page, scale, base1, c);
+      }
 
       // O / l (bf16) of the token's 16 rows into the warp's staging buffer, laid out as the 128B-swizzled box of
       // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then

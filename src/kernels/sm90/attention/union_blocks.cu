@@ -41,6 +41,7 @@
 #include "kernels/common/pdl.cuh"
 #include "kernels/common/warp_scan.cuh"
 #include "kernels/sm90/attention/launch.h"
+#include "kernels/sm90/attention/nonfinite_rows.cuh"
 #include "kernels/sm90/attention/qkv_maps.h"
 #include "kernels/sm90/attention/tile_softmax.cuh"
 #include "kernels/sm90/attention/union_tiles.cuh"
@@ -402,6 +403,21 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (lane == 0) sm90::mbar_arrive(&hd.empty[s]);  // this warp is done with the stage's K and V
     }
 
+    // A block its token did not list, and keys after its position, went in with P = 0: a non-finite V there must
+    // not reach the row (nonfinite_rows.cuh), so a non-finite row is recomputed over the blocks its token listed.
+    if (valid && !(row_finite<0>(o) && row_finite<1>(o))) {
+      const auto* qh = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t +
+                       static_cast<std::int64_t>(g * kG + lane / 4) * a.q_stride_h;
+      const std::uint32_t bits0 = take_nonfinite<0>(o), bits1 = take_nonfinite<1>(o);
+      const float base0 = m0 == -INFINITY ? 0.f : m0 * scale, base1 = m1 == -INFINITY ? 0.f : m1 * scale;
+      const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(tb.b) * a.pt_stride_b;
+      for (int u = 0; u < nu; ++u) {
+        if (!((tile_mask(tb, u) >> tok) & 1)) continue;
+        const int j = tb.uni[u], n_keys = min(pos - j * 128 + 1, 128), page = pt[j * a.pt_stride_j];
+        add_visible_keys<0>(o, bits0, a, qh, g, page, n_keys, scale, base0, c);
+        add_visible_keys<1>(o, bits1, a, qh + 8 * a.q_stride_h, g, page, n_keys, scale, base1, c);
+      }
+    }
 
     // Done with the tile's Q and union: the producer may load the next Q and build into this buffer.
     __syncwarp();
