@@ -426,17 +426,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       sm90::wgmma_commit();
       sm90::wgmma_wait<0>();
       sm90::wgmma_fence_regs(o_acc);
-      // Keys after a row's position went in with P = 0: a non-finite V there must not reach the row
-      // (nonfinite_rows.cuh). Rows of tokens past the item's count are left alone (never written).
-      {
-        const auto* qg = static_cast<const __nv_bfloat16*>(a.q) + static_cast<std::int64_t>(g) * G * a.q_stride_h;
-        const auto q_row = [&](int hrow, int r) {
-          return qg + static_cast<std::int64_t>(q0 + (hrow & 0xFFFFFF)) * a.q_stride_t + (r % G) * a.q_stride_h;
-        };
-        const auto seen = [&](int pos, int r) { return tok + r / G < q_count ? min(pos - j * 128 + 1, 128) : 128; };
-        redo_row_if_nonfinite<0>(o_acc, seen(pos0, r0), a, q_row(hrow0, r0), g, page, scale, base0, c);
-        redo_row_if_nonfinite<1>(o_acc, seen(pos1, r0 + 8), a, q_row(hrow1, r0 + 8), g, page, scale, base1, c);
-      }
+      // Keys after a row's position went in with P = 0: a row that has such keys and came out non-finite is
+      // recomputed below over the keys it sees (nonfinite_rows.cuh). Rows of tokens past the item's count (never
+      // written) see the whole block here, so they are not tested.
+      const auto seen = [&](int pos, int r) { return tok + r / G < q_count ? min(pos - j * 128 + 1, 128) : 128; };
+      const int seen0 = seen(pos0, r0), seen1 = seen(pos1, r0 + 8);
+      const bool redo0 = seen0 < 128 && !row_finite<0>(o_acc), redo1 = seen1 < 128 && !row_finite<1>(o_acc);
 
       // O / l (bf16) of the token's 16 rows into the warp's staging buffer, laid out as the 128B-swizzled box of
       // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then
@@ -452,6 +447,27 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int n = 0; n < 16; ++n) {
           const __nv_bfloat162 v = __floats2bfloat162_rn(o_acc[4 * n + 2 * half] * inv, o_acc[4 * n + 2 * half + 1] * inv);
           *reinterpret_cast<__nv_bfloat162*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c) = v;
+        }
+      }
+      if (redo0 || redo1) {
+        const HeadCache hc{static_cast<const __nv_bfloat16*>(a.k_cache) + static_cast<std::int64_t>(g) * a.kv_stride_h,
+                           static_cast<const __nv_bfloat16*>(a.v_cache) + static_cast<std::int64_t>(g) * a.kv_stride_h,
+                           a.kv_stride_page, a.kv_stride_t};
+#pragma unroll 1
+        for (int half = 0; half < 2; ++half) {
+          if (!(half ? redo1 : redo0)) continue;
+          const int r = lane / 4 + 8 * half, n_keys = half ? seen1 : seen0;
+          const float l = half ? l1 : l0;
+          const auto at = [&](int i) -> __nv_bfloat16& {
+            const int n = i / 2;
+            return *reinterpret_cast<__nv_bfloat16*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) +
+                                                     4 * c + 2 * (i & 1));
+          };
+          const auto* q_row = static_cast<const __nv_bfloat16*>(a.q) +
+                              static_cast<std::int64_t>(q0 + ((half ? hrow1 : hrow0) & 0xFFFFFF)) * a.q_stride_t +
+                              static_cast<std::int64_t>(g * G + r % G) * a.q_stride_h;
+          redo_nonfinite_entries(at, [&](auto add) { add(page, n_keys); }, hc, q_row, scale,
+                                 half ? base1 : base0, l > 0.f ? 1.f / l : 0.f, c);
         }
       }
       sm90::fence_proxy_async_smem();

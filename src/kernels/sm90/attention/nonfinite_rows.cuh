@@ -1,19 +1,24 @@
-// nonfinite_rows.cuh — the exact path for O rows that came out non-finite, shared by the KV-outer and union-of-blocks
-// kernels. Both multiply P = 0 into V for keys a row does not see: keys after its token's position in its own block,
-// and under the union schedule every key of a block that a warpgroup neighbour listed and its token did not. A NaN
-// or infinity in V there would reach the row (0 · NaN = NaN, 0 · inf = NaN) where the reference (design.md §5)
-// keeps it finite. The kernels therefore test a row's O once (per tile, only where such keys exist) and, for a row
-// with a non-finite entry, recompute exactly those entries from global memory in fp32 over the keys the row sees.
+// nonfinite_rows.cuh — the exact path for output rows that came out non-finite, shared by the KV-outer and
+// union-of-blocks kernels. Both multiply P = 0 into V for keys a row does not see: keys after its token's position
+// in its own block, and under the union schedule every key of a block that a warpgroup neighbour listed and its
+// token did not. A NaN or infinity in V there would reach the row (0 · NaN = NaN, 0 · inf = NaN) where the
+// reference (design.md §5) keeps it finite. The kernels therefore test a row's O fragment once (per tile, only
+// where such keys exist) and, for a row with a non-finite entry, recompute exactly those entries from global memory
+// in fp32 over the keys the row sees, after the fast path has written the row.
 //
 // Why this is exact: a non-finite term never turns finite again (NaN and ±inf stay non-finite through sums and
-// through the rescales by finite factors), so an entry that is finite saw only finite products and is left as it
-// is. A recomputed entry is 2^(q·k · scale − base) · V summed over the row's visible keys with the kernel's own
-// base, so it sits beside the kernel's row sum l like the tensor-core entries (in fp32 P rather than bf16 P: closer
-// to the reference, not further). Cost: the test is one sum over a thread's 32 entries of a row; the recompute
-// (only with non-finite V) reads each visible key's K row and the thread's V columns, ~0.1 ms per block and warp.
+// rescales by finite factors), so an entry that came out finite saw only finite products and is left as it is. A
+// recomputed entry is the sum over the row's visible keys of 2^(q·k · scale − base) · V with the kernel's own base,
+// times the kernel's own 1 / l, so it sits beside the fast path's entries (with fp32 P rather than bf16 P: closer to
+// the reference, not further).
+//
+// Cost: on finite inputs only the test, ~32 FADDs per row where it applies. The exact path keeps its loops rolled
+// and its sums in local memory, so that it adds little code to the hot loops: unrolled, it grew the KV-outer
+// kernel's cubin by 60 % and slowed its attention phase by 10 % at 128K (H200). With non-finite V it costs a dot
+// product per visible key and a load per recomputed entry and key.
 //
 // Fragment layout (tile_softmax.cuh): row R = 0 (r0) holds o[4 n + e], row R = 1 (r0 + 8) o[4 n + 2 + e], at column
-// 8 n + 2 c + e (c = lane % 4, n < 16, e < 2).
+// 8 n + 2 c + e (c = lane % 4, n < 16, e < 2); entry i < 32 of a row below is column 8 (i / 2) + 2 c + i % 2.
 #ifndef MSA_KERNELS_SM90_ATTENTION_NONFINITE_ROWS_CUH_
 #define MSA_KERNELS_SM90_ATTENTION_NONFINITE_ROWS_CUH_
 
@@ -21,8 +26,6 @@
 
 #include <cmath>
 #include <cstdint>
-
-#include "kernels/sm90/attention/launch.h"
 
 namespace msa {
 namespace kernels {
@@ -40,60 +43,52 @@ __device__ __forceinline__ bool row_finite(const float (&o)[64]) {
   return isfinite(s0 + s1);
 }
 
-// The non-finite entries of row R as bits 2 n + e, each set to 0 for add_visible_keys to sum into.
-template <int R>
-__device__ __forceinline__ std::uint32_t take_nonfinite(float (&o)[64]) {
+__device__ __forceinline__ int entry_column(int i, int c) { return 8 * (i / 2) + 2 * c + (i & 1); }
+
+// Where a row's keys come from: the KV head's K and V caches (pointers at head g of page 0) and their strides.
+struct HeadCache {
+  const __nv_bfloat16* k;
+  const __nv_bfloat16* v;
+  std::int64_t stride_page, stride_t;
+};
+
+// Recomputes the thread's non-finite entries of one written output row. at(i) is entry i (a bf16 in shared or
+// global memory holding O / l); blocks(add) calls add(page, n_keys) for every block of the row's selection, of which
+// the row sees keys 0 .. n_keys - 1 (later keys are never read). base: the row's max in log2 units (the exponent
+// base of the fast path); inv_l: the 1 / l the fast path scaled by.
+template <class At, class Blocks>
+__device__ void redo_nonfinite_entries(At at, Blocks blocks, const HeadCache& hc, const __nv_bfloat16* q_row,
+                                       float scale, float base, float inv_l, int c) {
   std::uint32_t bits = 0;
-#pragma unroll
-  for (int n = 0; n < 16; ++n)
-#pragma unroll
-    for (int e = 0; e < 2; ++e)
-      if (!isfinite(o[4 * n + 2 * R + e])) {
-        bits |= 1u << (2 * n + e);
-        o[4 * n + 2 * R + e] = 0.f;
-      }
-  return bits;
-}
-
-// Adds to row R's entries named by `bits`: the sum over keys 0 .. n_keys - 1 of page `page` (KV head g) of
-// 2^(q_row · k_t · scale − base) · V[t, column], in fp32 (the dot product over the 128 dims in order). Keys of the
-// page at or past n_keys are never read.
-template <int R>
-__device__ void add_visible_keys(float (&o)[64], std::uint32_t bits, const PagedPrefillInputs& a,
-                                 const __nv_bfloat16* q_row, int g, int page, int n_keys, float scale, float base,
-                                 int c) {
-  if (bits == 0) return;
-  const std::int64_t off = static_cast<std::int64_t>(page) * a.kv_stride_page + static_cast<std::int64_t>(g) * a.kv_stride_h;
-  const auto* kb = static_cast<const __nv_bfloat16*>(a.k_cache) + off;
-  const auto* vb = static_cast<const __nv_bfloat16*>(a.v_cache) + off;
-  for (int t = 0; t < n_keys; ++t) {
-    const auto* kr = reinterpret_cast<const __nv_bfloat162*>(kb + t * a.kv_stride_t);
-    const auto* qr = reinterpret_cast<const __nv_bfloat162*>(q_row);
-    float s = 0.f;
-    for (int d = 0; d < 64; ++d) {
-      const float2 qq = __bfloat1622float2(qr[d]), kk = __bfloat1622float2(kr[d]);
-      s = fmaf(qq.x, kk.x, s);
-      s = fmaf(qq.y, kk.y, s);
-    }
-    const float p = exp2f(fmaf(s, scale, -base));
-    const __nv_bfloat16* vr = vb + t * a.kv_stride_t + 2 * c;
-#pragma unroll
-    for (int n = 0; n < 16; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        if ((bits >> (2 * n + e)) & 1u)
-          o[4 * n + 2 * R + e] = fmaf(p, __bfloat162float(vr[8 * n + e]), o[4 * n + 2 * R + e]);
+  float sum[32];
+#pragma unroll 1
+  for (int i = 0; i < 32; ++i) {
+    sum[i] = 0.f;
+    if (!isfinite(__bfloat162float(at(i)))) bits |= 1u << i;
   }
-}
-
-// One block (KV-outer): row R sees keys 0 .. n_keys - 1 of it. With n_keys < 128 and a non-finite entry, those
-// entries are recomputed over the keys it sees; rows that see the whole block are not even tested.
-template <int R>
-__device__ __forceinline__ void redo_row_if_nonfinite(float (&o)[64], int n_keys, const PagedPrefillInputs& a,
-                                                      const __nv_bfloat16* q_row, int g, int page, float scale,
-                                                      float base, int c) {
-  if (n_keys < 128 && !row_finite<R>(o))
-    add_visible_keys<R>(o, take_nonfinite<R>(o), a, q_row, g, page, n_keys, scale, base, c);
+  if (bits == 0) return;
+  const auto* qr = reinterpret_cast<const __nv_bfloat162*>(q_row);
+  blocks([&](int page, int n_keys) {
+#pragma unroll 1
+    for (int t = 0; t < n_keys; ++t) {
+      const std::int64_t row = page * hc.stride_page + t * hc.stride_t;
+      const auto* kr = reinterpret_cast<const __nv_bfloat162*>(hc.k + row);
+      float s = 0.f;
+#pragma unroll 4
+      for (int d = 0; d < 64; ++d) {
+        const float2 qq = __bfloat1622float2(qr[d]), kk = __bfloat1622float2(kr[d]);
+        s = fmaf(qq.x, kk.x, s);
+        s = fmaf(qq.y, kk.y, s);
+      }
+      const float p = exp2f(fmaf(s, scale, -base));
+#pragma unroll 1
+      for (int i = 0; i < 32; ++i)
+        if ((bits >> i) & 1u) sum[i] = fmaf(p, __bfloat162float(hc.v[row + entry_column(i, c)]), sum[i]);
+    }
+  });
+#pragma unroll 1
+  for (int i = 0; i < 32; ++i)
+    if ((bits >> i) & 1u) at(i) = __float2bfloat16_rn(sum[i] * inv_l);
 }
 
 }  // namespace kernels

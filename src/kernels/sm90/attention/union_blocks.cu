@@ -325,7 +325,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int g = tb.g, i0 = tb.i0, nq = tb.nq;
     const int query = (i0 & ~(kGroupTokens - 1)) + tb.query[tok];  // request-relative
     const std::int64_t t = tb.q0 + query;
-    const int L = a.seq_lens_k[tb.b * a.seq_stride];
+    const int b = tb.b, L = a.seq_lens_k[b * a.seq_stride];
     const bool valid = tok < tb.ntok;
     const int pos = L - nq + query;
     sm90::mbar_wait(&hd.q_full[wg], k & 1);
@@ -403,22 +403,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (lane == 0) sm90::mbar_arrive(&hd.empty[s]);  // this warp is done with the stage's K and V
     }
 
-    // A block its token did not list, and keys after its position, went in with P = 0: a non-finite V there must
-    // not reach the row (nonfinite_rows.cuh), so a non-finite row is recomputed over the blocks its token listed.
-    if (valid && !(row_finite<0>(o) && row_finite<1>(o))) {
-      const auto* qh = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t +
-                       static_cast<std::int64_t>(g * kG + lane / 4) * a.q_stride_h;
-      const std::uint32_t bits0 = take_nonfinite<0>(o), bits1 = take_nonfinite<1>(o);
-      const float base0 = m0 == -INFINITY ? 0.f : m0 * scale, base1 = m1 == -INFINITY ? 0.f : m1 * scale;
-      const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(tb.b) * a.pt_stride_b;
-      for (int u = 0; u < nu; ++u) {
-        if (!((tile_mask(tb, u) >> tok) & 1)) continue;
-        const int j = tb.uni[u], n_keys = min(pos - j * 128 + 1, 128), page = pt[j * a.pt_stride_j];
-        add_visible_keys<0>(o, bits0, a, qh, g, page, n_keys, scale, base0, c);
-        add_visible_keys<1>(o, bits1, a, qh + 8 * a.q_stride_h, g, page, n_keys, scale, base1, c);
-      }
-    }
-
     // Done with the tile's Q and union: the producer may load the next Q and build into this buffer.
     __syncwarp();
     if (lane == 0) {
@@ -431,6 +415,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       l1 += __shfl_xor_sync(0xffffffffu, l1, x);
     }
     if (!valid) continue;
+    // A block its token did not list, and keys after its position, went in with P = 0: a non-finite row is
+    // recomputed over the blocks its token listed once it is written (nonfinite_rows.cuh).
+    const bool redo0 = !row_finite<0>(o), redo1 = !row_finite<1>(o);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int h = g * kG + lane / 4 + 8 * half;
@@ -443,6 +430,32 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (a.lse != nullptr && c == 0)
         a.lse[t * a.lse_stride_t + h * a.lse_stride_h] =
             natural_lse(m * scale, l);
+    }
+    if (redo0 || redo1) {
+      // The tile's union and masks were released above (u_empty): the token's list is read again from topk.
+      const HeadCache hc{static_cast<const __nv_bfloat16*>(a.k_cache) + static_cast<std::int64_t>(g) * a.kv_stride_h,
+                         static_cast<const __nv_bfloat16*>(a.v_cache) + static_cast<std::int64_t>(g) * a.kv_stride_h,
+                         a.kv_stride_page, a.kv_stride_t};
+      const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
+      const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(b) * a.pt_stride_b;
+      const auto blocks = [&](auto add) {
+#pragma unroll 1
+        for (int e = 0; e < a.k; ++e) {
+          const int j = list[e * a.topk_stride_s];
+          if (j >= 0) add(pt[j * a.pt_stride_j], min(pos - j * 128 + 1, 128));
+        }
+      };
+#pragma unroll 1
+      for (int half = 0; half < 2; ++half) {
+        if (!(half ? redo1 : redo0)) continue;
+        const int h = g * kG + lane / 4 + 8 * half;
+        const float l = half ? l1 : l0, m = half ? m1 : m0;
+        auto* row = static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h;
+        const auto at = [&](int i) -> __nv_bfloat16& { return row[entry_column(i, c)]; };
+        const auto* q_row = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + h * a.q_stride_h;
+        redo_nonfinite_entries(at, blocks, hc, q_row, scale, m == -INFINITY ? 0.f : m * scale, l > 0.f ? 1.f / l : 0.f,
+                               c);
+      }
     }
   }
 }
