@@ -417,11 +417,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
       // O = P V: slice kk = keys 16 kk .. 16 kk + 15 of V (N-major: 64-dim halves 16 KiB apart, 2 KiB per slice).
       float o_acc[64];
-#pragma unroll
-      for (int i = 0; i < 64; ++i) o_acc[i] = 0.f;
       sm90::wgmma_fence();
+      sm90::wgmma_m64n128k16_bf16_rs_tb_first(o_acc, pa[0], sm90::wgmma_desc_sw128_nmajor(vbuf, kHalf));
 #pragma unroll
-      for (int kk = 0; kk < 8; ++kk)
+      for (int kk = 1; kk < 8; ++kk)
         sm90::wgmma_m64n128k16_bf16_rs_tb(o_acc, pa[kk], sm90::wgmma_desc_sw128_nmajor(vbuf + kk * 2048, kHalf));
       sm90::wgmma_commit();
       sm90::wgmma_wait<0>();
