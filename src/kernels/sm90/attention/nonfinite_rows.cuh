@@ -12,10 +12,13 @@
 // times the kernel's own 1 / l, so it sits beside the fast path's entries (with fp32 P rather than bf16 P: closer to
 // the reference, not further).
 //
-// Cost: on finite inputs only the test, ~32 FADDs per row where it applies. The exact path keeps its loops rolled
-// and its sums in local memory, so that it adds little code to the hot loops: unrolled, it grew the KV-outer
-// kernel's cubin by 60 % and slowed its attention phase by 10 % at 128K (H200). With non-finite V it costs a dot
-// product per visible key and a load per recomputed entry and key.
+// Cost: on finite inputs only the test, ~32 FADDs per row where it applies (KV-outer: own-block tiles only). The
+// exact path keeps its loops rolled and its sums in local memory: unrolled, it grew the KV-outer kernel's cubin by
+// 60 % and slowed its attention phase by 10 % at 128K (H200). Rolled, the KV-outer attention phase still measured
+// 3.3-3.6 % slower at 128K (H200, random and clustered, three alternating runs each against the kernel without it),
+// though its tile loop executes no more instructions on finite inputs: the loop's code grew from 916 to 1257
+// instructions (G = 16), which is the suspect. The union kernel and the decode paths measured unchanged. With
+// non-finite V it costs a dot product per visible key and a load per recomputed entry and key.
 //
 // Fragment layout (tile_softmax.cuh): row R = 0 (r0) holds o[4 n + e], row R = 1 (r0 + 8) o[4 n + 2 + e], at column
 // 8 n + 2 c + e (c = lane % 4, n < 16, e < 2); entry i < 32 of a row below is column 8 (i / 2) + 2 c + i % 2.
