@@ -436,6 +436,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then
       // one TMA store per 64-dim half: 4 KiB of contiguous partial rows instead of 32 scattered 4-byte stores.
       unsigned char* obuf = smem + kOOff + (warp - 4) * kOWarpBytes;
+      // Row r's columns 8 n + 2 c, + 1 of the staging buffer (64-dim half n / 8, 16-byte chunk n % 8 swizzled).
+      const auto staged = [&](int r, int n) {
+        return obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c;
+      };
       sm90::bulk_wait_read<0>();  // the previous tile's stores (each storing lane's own group) have read the buffer
       __syncwarp();
 #pragma unroll
@@ -445,22 +449,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int n = 0; n < 16; ++n) {
           const __nv_bfloat162 v = __floats2bfloat162_rn(o_acc[4 * n + 2 * half] * inv, o_acc[4 * n + 2 * half + 1] * inv);
-          *reinterpret_cast<__nv_bfloat162*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c) = v;
+          *reinterpret_cast<__nv_bfloat162*>(staged(r, n)) = v;
         }
       }
       if (redo0 || redo1) {
-        const HeadCache hc{static_cast<const __nv_bfloat16*>(a.k_cache) + static_cast<std::int64_t>(g) * a.kv_stride_h,
-                           static_cast<const __nv_bfloat16*>(a.v_cache) + static_cast<std::int64_t>(g) * a.kv_stride_h,
-                           a.kv_stride_page, a.kv_stride_t};
+        const HeadCache hc = head_cache(a, g);
 #pragma unroll 1
         for (int half = 0; half < 2; ++half) {
           if (!(half ? redo1 : redo0)) continue;
           const int r = lane / 4 + 8 * half, n_keys = half ? seen1 : seen0;
           const float l = half ? l1 : l0;
           const auto at = [&](int i) -> __nv_bfloat16& {
-            const int n = i / 2;
-            return *reinterpret_cast<__nv_bfloat16*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) +
-                                                     4 * c + 2 * (i & 1));
+            return *reinterpret_cast<__nv_bfloat16*>(staged(r, i / 2) + 2 * (i & 1));
           };
           const auto* q_row = static_cast<const __nv_bfloat16*>(a.q) +
                               static_cast<std::int64_t>(q0 + ((half ? hrow1 : hrow0) & 0xFFFFFF)) * a.q_stride_t +

@@ -30,6 +30,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/sm90/attention/launch.h"
+
 namespace msa {
 namespace kernels {
 
@@ -54,6 +56,11 @@ struct HeadCache {
   const __nv_bfloat16* v;
   std::int64_t stride_page, stride_t;
 };
+__device__ __forceinline__ HeadCache head_cache(const PagedPrefillInputs& a, int g) {
+  const std::int64_t off = static_cast<std::int64_t>(g) * a.kv_stride_h;
+  return HeadCache{static_cast<const __nv_bfloat16*>(a.k_cache) + off,
+                   static_cast<const __nv_bfloat16*>(a.v_cache) + off, a.kv_stride_page, a.kv_stride_t};
+}
 
 // Recomputes the thread's non-finite entries of one written output row. at(i) is entry i (a bf16 in shared or
 // global memory holding O / l); blocks(add) calls add(page, n_keys) for every block of the row's selection, of which

@@ -433,9 +433,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     if (redo0 || redo1) {
       // The tile's union and masks were released above (u_empty): the token's list is read again from topk.
-      const HeadCache hc{static_cast<const __nv_bfloat16*>(a.k_cache) + static_cast<std::int64_t>(g) * a.kv_stride_h,
-                         static_cast<const __nv_bfloat16*>(a.v_cache) + static_cast<std::int64_t>(g) * a.kv_stride_h,
-                         a.kv_stride_page, a.kv_stride_t};
+      const HeadCache hc = head_cache(a, g);
       const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
       const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(b) * a.pt_stride_b;
       const auto blocks = [&](auto add) {
