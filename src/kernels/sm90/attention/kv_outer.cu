@@ -116,9 +116,41 @@ struct Tile {
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
 };
 
+// The exact path for the rows of a tile that mask keys of its own block (bit h of `masked`: row r0 + 8 h of this
+// thread; nonfinite_rows.cuh), after they are staged: a row whose staged entries hold a NaN or infinity has those
+// entries recomputed. Out of line, test included, so that the tile loop holds only the call (own-block tiles only).
+// A staged word is a bf16 pair: its exponent bits all set is a NaN or infinity, found by a carry into the sign bit.
+template <int G>
+__device__ __noinline__ void redo_masked_rows(const KvOuterLaunch* a, unsigned char* obuf, int g, int j, int page,
+                                              int q0, int hrow0, int hrow1, int pos0, int pos1, int masked,
+                                              float base0, float base1, float l0, float l1, float scale) {
+  const int lane = threadIdx.x % 32, c = lane % 4;
+#pragma unroll 1
+  for (int half = 0; half < 2; ++half) {
+    if (!((masked >> half) & 1)) continue;
+    const int r = lane / 4 + 8 * half;
+    std::uint32_t special = 0;
+#pragma unroll
+    for (int n = 0; n < 16; ++n) {
+      const std::uint32_t w =
+          *reinterpret_cast<const std::uint32_t*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c);
+      special |= ((w & 0x7F807F80u) + 0x00800080u) & 0x80008000u;
+    }
+    if (special == 0) continue;
+    const HeadCache hc = head_cache(*a, g);
+    const float l = half ? l1 : l0;
+    const auto* q_row = static_cast<const __nv_bfloat16*>(a->q) +
+                        static_cast<std::int64_t>(q0 + ((half ? hrow1 : hrow0) & 0xFFFFFF)) * a->q_stride_t +
+                        static_cast<std::int64_t>(g * G + r % G) * a->q_stride_h;
+    const RowBlocks blocks{nullptr, 0, 1, nullptr, 0, half ? pos1 : pos0, page, j};
+    redo_nonfinite_row(RowEntries{obuf + r * 128, 2048, r % 8}, blocks, hc, q_row, scale, half ? base1 : base0,
+                       l > 0.f ? 1.f / l : 0.f, c);
+  }
+}
+
 template <int G>
 __global__ void __launch_bounds__(kThreads, 1)
-    kv_outer_kernel(const KvOuterLaunch a, const __grid_constant__ CUtensorMap q_map,
+    kv_outer_kernel(const __grid_constant__ KvOuterLaunch a, const __grid_constant__ CUtensorMap q_map,
                     const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map,
                     const __grid_constant__ CUtensorMap o_map) {
   constexpr int kTokens = Tile<G>::kTokens, kWarpTokens = Tile<G>::kWarpTokens, kLaneTokens = Tile<G>::kLaneTokens,
@@ -425,12 +457,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       sm90::wgmma_commit();
       sm90::wgmma_wait<0>();
       sm90::wgmma_fence_regs(o_acc);
-      // Keys after a row's position went in with P = 0: a row that has such keys and came out non-finite is
-      // recomputed below over the keys it sees (nonfinite_rows.cuh). Rows of tokens past the item's count (never
-      // written) see the whole block here, so they are not tested.
-      const auto seen = [&](int pos, int r) { return tok + r / G < q_count ? min(pos - j * 128 + 1, 128) : 128; };
-      const int seen0 = seen(pos0, r0), seen1 = seen(pos1, r0 + 8);
-      const bool redo0 = seen0 < 128 && !row_finite<0>(o_acc), redo1 = seen1 < 128 && !row_finite<1>(o_acc);
+      // Keys after a row's position went in with P = 0: a row that has such keys is tested once staged, and
+      // recomputed over the keys it sees if it came out non-finite (redo_masked_rows). Rows of tokens past the
+      // item's count (never written) count as seeing the whole block, so they are not tested.
+      const auto masks = [&](int pos, int r) { return tok + r / G < q_count && pos < j * 128 + 127; };
+      const int masked = (masks(pos0, r0) ? 1 : 0) | (masks(pos1, r0 + 8) ? 2 : 0);
 
       // O / l (bf16) of the token's 16 rows into the warp's staging buffer, laid out as the 128B-swizzled box of
       // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then
@@ -452,23 +483,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           *reinterpret_cast<__nv_bfloat162*>(staged(r, n)) = v;
         }
       }
-      if (redo0 || redo1) {
-        const HeadCache hc = head_cache(a, g);
-#pragma unroll 1
-        for (int half = 0; half < 2; ++half) {
-          if (!(half ? redo1 : redo0)) continue;
-          const int r = lane / 4 + 8 * half, n_keys = half ? seen1 : seen0;
-          const float l = half ? l1 : l0;
-          const auto at = [&](int i) -> __nv_bfloat16& {
-            return *reinterpret_cast<__nv_bfloat16*>(staged(r, i / 2) + 2 * (i & 1));
-          };
-          const auto* q_row = static_cast<const __nv_bfloat16*>(a.q) +
-                              static_cast<std::int64_t>(q0 + ((half ? hrow1 : hrow0) & 0xFFFFFF)) * a.q_stride_t +
-                              static_cast<std::int64_t>(g * G + r % G) * a.q_stride_h;
-          redo_nonfinite_entries(at, [&](auto add) { add(page, n_keys); }, hc, q_row, scale,
-                                 half ? base1 : base0, l > 0.f ? 1.f / l : 0.f, c);
-        }
-      }
+      if (masked != 0)
+        redo_masked_rows<G>(&a, obuf, g, j, page, q0, hrow0, hrow1, pos0, pos1, masked, base0, base1, l0, l1, scale);
       sm90::fence_proxy_async_smem();
       __syncwarp();
       // A token's row z of the partials is slot * T + t; its G rows are rows G i .. G i + G - 1 of the staging

@@ -434,25 +434,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (redo0 || redo1) {
       // The tile's union and masks were released above (u_empty): the token's list is read again from topk.
       const HeadCache hc = head_cache(a, g);
-      const std::int32_t* list = a.topk + g * a.topk_stride_h + t * a.topk_stride_t;
-      const std::int32_t* pt = a.page_table + static_cast<std::int64_t>(b) * a.pt_stride_b;
-      const auto blocks = [&](auto add) {
-#pragma unroll 1
-        for (int e = 0; e < a.k; ++e) {
-          const int j = list[e * a.topk_stride_s];
-          if (j >= 0) add(pt[j * a.pt_stride_j], min(pos - j * 128 + 1, 128));
-        }
-      };
+      const RowBlocks blocks{a.topk + g * a.topk_stride_h + t * a.topk_stride_t, a.topk_stride_s, a.k,
+                             a.page_table + static_cast<std::int64_t>(b) * a.pt_stride_b, a.pt_stride_j, pos, 0, 0};
 #pragma unroll 1
       for (int half = 0; half < 2; ++half) {
         if (!(half ? redo1 : redo0)) continue;
         const int h = g * kG + lane / 4 + 8 * half;
         const float l = half ? l1 : l0, m = half ? m1 : m0;
         auto* row = static_cast<__nv_bfloat16*>(a.out) + t * a.out_stride_t + h * a.out_stride_h;
-        const auto at = [&](int i) -> __nv_bfloat16& { return row[entry_column(i, c)]; };
         const auto* q_row = static_cast<const __nv_bfloat16*>(a.q) + t * a.q_stride_t + h * a.q_stride_h;
-        redo_nonfinite_entries(at, blocks, hc, q_row, scale, m == -INFINITY ? 0.f : m * scale, l > 0.f ? 1.f / l : 0.f,
-                               c);
+        redo_nonfinite_row(RowEntries{reinterpret_cast<unsigned char*>(row), 128, 0}, blocks, hc, q_row, scale,
+                           m == -INFINITY ? 0.f : m * scale, l > 0.f ? 1.f / l : 0.f, c);
       }
     }
   }
