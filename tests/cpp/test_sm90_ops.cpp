@@ -123,6 +123,71 @@ TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
   }
 }
 
+// The documented limit of the rule above (docs/attention.md, "Non-finite K and V"): an infinity in V at a key a row
+// sees, whose softmax weight underflows fp32 (its score more than 126 · ln 2 ≈ 87 below the row's max; ~110 here),
+// comes out NaN (0 · inf) where the fp64 reference, whose weight does not underflow, gives the infinity. Request 0's
+// tokens sit at 296 .. 299 and all see key 290 of their own block; head 0 of token 0 scores it ~ −110 (its K is
+// −λ sign(q) there), and the other rows of KV head 0 see it with ordinary weights (their scores there have a spread
+// of ~12: 0.11 of the target's, 1 / (0.8 √128) for normal q). Every row but that one keeps the reference's
+// NaN / inf positions and stays finite where the reference is.
+TEST(SM90_SparsePrefillOp, InfValueUnderUnderflowedWeightIsNan) {
+  MSA_REQUIRE_SM90();
+  for (int Hkv : {2, 4}) {
+    for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
+      if (Hkv == 4 && schedule == PrefillSchedule::kUnion) continue;  // the union schedule needs G = 16
+      SCOPED_TRACE(::testing::Message() << "Hkv " << Hkv << ", schedule " << static_cast<int>(schedule));
+      ProblemSpec s = spec({4, 64}, {300, 6000}, 32, Hkv);
+      s.seed = random_seed();
+      SCOPED_TRACE(seed_note(s.seed));
+      Problem p = testing::make_problem(s);
+      ASSERT_TRUE(select(p).ok());
+      const std::int64_t key = 290, page = p.page(0, key / 128), Hq = p.spec.num_q_heads;
+      double abs_sum = 0;
+      for (int d = 0; d < 128; ++d) abs_sum += std::fabs(testing::from_bf16(p.q[static_cast<std::size_t>(d)]));
+      const float lambda = testing::from_bf16(testing::to_bf16(static_cast<float>(110.0 * std::sqrt(128.0) / abs_sum)));
+      double score = 0;  // head 0 of token 0 against the key, as the reference scores it
+      for (int d = 0; d < 128; ++d) {
+        const float qd = testing::from_bf16(p.q[static_cast<std::size_t>(d)]);
+        const float kd = qd > 0 ? -lambda : qd < 0 ? lambda : 0.f;
+        p.k_cache[static_cast<std::size_t>(((page * Hkv) * 128 + key % 128) * 128 + d)] = testing::to_bf16(kd);
+        score += static_cast<double>(qd) * kd / std::sqrt(128.0);
+      }
+      ASSERT_LT(score, -100.0);  // far below the row's max (> 0: the largest of ~300 scores of a few units), far
+      ASSERT_GT(score, -120.0);  // above fp64's underflow at −745
+      set_value_row(p, 0, 0, key, INFINITY);
+      std::vector<std::uint16_t> out;
+      std::vector<float> lse;
+      run_prefill_op(p, 0, schedule, &out, &lse);
+      std::vector<float> ref(out.size()), ref_lse(lse.size());
+      reference::AttentionOptions o64;
+      o64.fp64 = true;
+      ASSERT_TRUE(reference::sparse_attention(p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(),
+                                              p.cu_seqlens_q_t(), p.seq_lens_k_t(),
+                                              make_tensor(ref.data(), DType::kFP32, {p.total_q, Hq, 128}),
+                                              make_tensor(ref_lse.data(), DType::kFP32, {p.total_q, Hq}), o64)
+                      .ok());
+      int infinite_rows = 0;  // rows other than the underflowed one that the key's infinity reaches
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        const double want = ref[i], have = testing::from_bf16(out[i]);
+        if (i < 128) {  // token 0, head 0
+          ASSERT_EQ(want, INFINITY) << "dim " << i;
+          ASSERT_TRUE(std::isnan(have)) << "dim " << i << " = " << have;
+        } else if (!std::isfinite(want)) {
+          ASSERT_EQ(std::isnan(want), std::isnan(have)) << "element " << i;
+          if (!std::isnan(want)) {
+            ASSERT_EQ(want, have) << "element " << i;
+          }
+          infinite_rows += i % 128 == 0;
+        } else {
+          ASSERT_TRUE(std::isfinite(have)) << "element " << i << " = " << have;
+        }
+      }
+      EXPECT_GE(infinite_rows, 4 * (Hq / Hkv) - 1);  // the four tokens' other heads of KV head 0
+      for (std::size_t r = 0; r < lse.size(); ++r) ASSERT_NEAR(lse[r], ref_lse[r], 1e-4 * (1 + std::fabs(ref_lse[r])));
+    }
+  }
+}
+
 TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
   MSA_REQUIRE_SM90();
   for (int Hkv : {4, 2}) {  // G = 4 and 8
