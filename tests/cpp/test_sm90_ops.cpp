@@ -90,13 +90,13 @@ void set_value_row(Problem& p, std::int64_t b, int g, std::int64_t t, float x) {
 // NanValueReachesOnlyRowsThatSeeIt): not the tokens of its block before it (they mask it), and under the union
 // schedule not the tokens of a warpgroup that did not select its block (their warps add P = 0). The kernels multiply
 // those keys' P = 0 into V on the tensor cores, where 0 * NaN = NaN, and recompute such rows exactly
-// (kernels/sm90/attention/nonfinite_rows.cuh). G = 16 (every schedule) and G = 4 (KV-outer: a warp's rows are four
-// tokens', each with its own mask).
+// (kernels/sm90/attention/nonfinite_rows.cuh). G = 16 (every schedule) and G = 8 .. 1 (KV-outer: a warp's rows are
+// several tokens', each with its own mask).
 TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
   MSA_REQUIRE_SM90();
-  for (int Hkv : {2, 8}) {
+  for (int Hkv : {2, 4, 8, 16, 32}) {  // G = 16 .. 1: every KV-outer instantiation
     for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
-      if (Hkv == 8 && schedule == PrefillSchedule::kUnion) continue;  // the union schedule needs G = 16
+      if (Hkv != 2 && schedule == PrefillSchedule::kUnion) continue;  // the union schedule needs G = 16
       SCOPED_TRACE(::testing::Message() << "Hkv " << Hkv << ", schedule " << static_cast<int>(schedule));
       ProblemSpec s = spec({4, 64}, {300, 6000}, 32, Hkv);
       s.seed = random_seed();
@@ -132,9 +132,9 @@ TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
 // NaN / inf positions and stays finite where the reference is.
 TEST(SM90_SparsePrefillOp, InfValueUnderUnderflowedWeightIsNan) {
   MSA_REQUIRE_SM90();
-  for (int Hkv : {2, 4}) {
+  for (int Hkv : {2, 4, 8, 16, 32}) {  // G = 16 .. 1: every KV-outer instantiation
     for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
-      if (Hkv == 4 && schedule == PrefillSchedule::kUnion) continue;  // the union schedule needs G = 16
+      if (Hkv != 2 && schedule == PrefillSchedule::kUnion) continue;  // the union schedule needs G = 16
       SCOPED_TRACE(::testing::Message() << "Hkv " << Hkv << ", schedule " << static_cast<int>(schedule));
       ProblemSpec s = spec({4, 64}, {300, 6000}, 32, Hkv);
       s.seed = random_seed();
