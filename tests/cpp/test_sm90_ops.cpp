@@ -86,15 +86,12 @@ void set_value_row(Problem& p, std::int64_t b, int g, std::int64_t t, float x) {
     p.v_cache[static_cast<std::size_t>(((page * H + g) * 128 + t % 128) * 128 + d)] = testing::to_bf16(x);
 }
 
-// A NaN or infinity in V reaches exactly the rows that see its key, as in the reference (CPU_Attention.
-// NanValueReachesOnlyRowsThatSeeIt): not the tokens of its block before it (they mask it), and under the union
-// schedule not the tokens of a warpgroup that did not select its block (their warps add P = 0). The kernels multiply
-// those keys' P = 0 into V on the tensor cores, where 0 * NaN = NaN, and recompute such rows exactly
-// (kernels/sm90/attention/nonfinite_rows.cuh). G = 16 (every schedule) and G = 8 .. 1 (KV-outer: a warp's rows are
-// several tokens', each with its own mask).
-TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
-  MSA_REQUIRE_SM90();
-  for (int Hkv : {2, 4, 8, 16, 32}) {  // G = 16 .. 1: every KV-outer instantiation
+// The non-finite tests' cases: 32 query heads over Hkv = 2 .. 32 KV heads (G = 16 .. 1: every KV-outer
+// instantiation) under each schedule that takes that G, on fresh inputs with their selection; request 0's four tokens
+// sit at 296 .. 299 (L 300), request 1 has 64 tokens over L 6000. check(p, schedule) edits the caches and runs.
+template <class Check>
+void for_each_nonfinite_case(Check check) {
+  for (int Hkv : {2, 4, 8, 16, 32}) {
     for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
       if (Hkv != 2 && schedule == PrefillSchedule::kUnion) continue;  // the union schedule needs G = 16
       SCOPED_TRACE(::testing::Message() << "Hkv " << Hkv << ", schedule " << static_cast<int>(schedule));
@@ -103,24 +100,38 @@ TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
       SCOPED_TRACE(seed_note(s.seed));
       Problem p = testing::make_problem(s);
       ASSERT_TRUE(select(p).ok());
-      set_value_row(p, 0, 0, 298, NAN);  // request 0's tokens sit at 296 .. 299: 296 and 297 mask key 298
-      // Request 1: +inf in a history block that token 0 of its first tile lists and token 1 does not.
-      const std::int64_t t0 = p.cu_seqlens_q[1], k = p.spec.topk;
-      std::int32_t block = -1;
-      for (std::int64_t e = 0; e + 1 < k && block < 0; ++e) {
-        const std::int32_t id = topk_at(p, 0, t0, e);
-        bool listed_by_next = false;
-        for (std::int64_t f = 0; f < k; ++f) listed_by_next |= topk_at(p, 0, t0 + 1, f) == id;
-        if (!listed_by_next) block = id;
-      }
-      ASSERT_GE(block, 0);
-      set_value_row(p, 1, 0, static_cast<std::int64_t>(block) * 128 + 5, INFINITY);
-      std::vector<std::uint16_t> out;
-      std::vector<float> lse;
-      run_prefill_op(p, 0, schedule, &out, &lse);
-      expect_attention_rule(p, out, lse, 0.0, schedule != PrefillSchedule::kUnion);
+      check(p, schedule);
+      if (::testing::Test::HasFatalFailure()) return;
     }
   }
+}
+
+// A NaN or infinity in V reaches exactly the rows that see its key, as in the reference (CPU_Attention.
+// NanValueReachesOnlyRowsThatSeeIt): not the tokens of its block before it (they mask it), and under the union
+// schedule not the tokens of a warpgroup that did not select its block (their warps add P = 0). The kernels multiply
+// those keys' P = 0 into V on the tensor cores, where 0 * NaN = NaN, and recompute such rows exactly
+// (kernels/sm90/attention/nonfinite_rows.cuh). G = 16 (every schedule) and G = 8 .. 1 (KV-outer: a warp's rows are
+// several tokens', each with its own mask).
+TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
+  MSA_REQUIRE_SM90();
+  for_each_nonfinite_case([](Problem& p, PrefillSchedule schedule) {
+    set_value_row(p, 0, 0, 298, NAN);  // request 0's tokens sit at 296 .. 299: 296 and 297 mask key 298
+    // Request 1: +inf in a history block that token 0 of its first tile lists and token 1 does not.
+    const std::int64_t t0 = p.cu_seqlens_q[1], k = p.spec.topk;
+    std::int32_t block = -1;
+    for (std::int64_t e = 0; e + 1 < k && block < 0; ++e) {
+      const std::int32_t id = topk_at(p, 0, t0, e);
+      bool listed_by_next = false;
+      for (std::int64_t f = 0; f < k; ++f) listed_by_next |= topk_at(p, 0, t0 + 1, f) == id;
+      if (!listed_by_next) block = id;
+    }
+    ASSERT_GE(block, 0);
+    set_value_row(p, 1, 0, static_cast<std::int64_t>(block) * 128 + 5, INFINITY);
+    std::vector<std::uint16_t> out;
+    std::vector<float> lse;
+    run_prefill_op(p, 0, schedule, &out, &lse);
+    expect_attention_rule(p, out, lse, 0.0, schedule != PrefillSchedule::kUnion);
+  });
 }
 
 // The documented limit of the rule above (docs/attention.md, "Non-finite K and V"): an infinity in V at a key a row
@@ -132,60 +143,51 @@ TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
 // NaN / inf positions and stays finite where the reference is.
 TEST(SM90_SparsePrefillOp, InfValueUnderUnderflowedWeightIsNan) {
   MSA_REQUIRE_SM90();
-  for (int Hkv : {2, 4, 8, 16, 32}) {  // G = 16 .. 1: every KV-outer instantiation
-    for (PrefillSchedule schedule : {PrefillSchedule::kKvOuter, PrefillSchedule::kUnion, PrefillSchedule::kAuto}) {
-      if (Hkv != 2 && schedule == PrefillSchedule::kUnion) continue;  // the union schedule needs G = 16
-      SCOPED_TRACE(::testing::Message() << "Hkv " << Hkv << ", schedule " << static_cast<int>(schedule));
-      ProblemSpec s = spec({4, 64}, {300, 6000}, 32, Hkv);
-      s.seed = random_seed();
-      SCOPED_TRACE(seed_note(s.seed));
-      Problem p = testing::make_problem(s);
-      ASSERT_TRUE(select(p).ok());
-      const std::int64_t key = 290, page = p.page(0, key / 128), Hq = p.spec.num_q_heads;
-      double abs_sum = 0;
-      for (int d = 0; d < 128; ++d) abs_sum += std::fabs(testing::from_bf16(p.q[static_cast<std::size_t>(d)]));
-      const float lambda = testing::from_bf16(testing::to_bf16(static_cast<float>(110.0 * std::sqrt(128.0) / abs_sum)));
-      double score = 0;  // head 0 of token 0 against the key, as the reference scores it
-      for (int d = 0; d < 128; ++d) {
-        const float qd = testing::from_bf16(p.q[static_cast<std::size_t>(d)]);
-        const float kd = qd > 0 ? -lambda : qd < 0 ? lambda : 0.f;
-        p.k_cache[static_cast<std::size_t>(((page * Hkv) * 128 + key % 128) * 128 + d)] = testing::to_bf16(kd);
-        score += static_cast<double>(qd) * kd / std::sqrt(128.0);
-      }
-      ASSERT_LT(score, -100.0);  // far below the row's max (> 0: the largest of ~300 scores of a few units), far
-      ASSERT_GT(score, -120.0);  // above fp64's underflow at −745
-      set_value_row(p, 0, 0, key, INFINITY);
-      std::vector<std::uint16_t> out;
-      std::vector<float> lse;
-      run_prefill_op(p, 0, schedule, &out, &lse);
-      std::vector<float> ref(out.size()), ref_lse(lse.size());
-      reference::AttentionOptions o64;
-      o64.fp64 = true;
-      ASSERT_TRUE(reference::sparse_attention(p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(),
-                                              p.cu_seqlens_q_t(), p.seq_lens_k_t(),
-                                              make_tensor(ref.data(), DType::kFP32, {p.total_q, Hq, 128}),
-                                              make_tensor(ref_lse.data(), DType::kFP32, {p.total_q, Hq}), o64)
-                      .ok());
-      int infinite_rows = 0;  // rows other than the underflowed one that the key's infinity reaches
-      for (std::size_t i = 0; i < out.size(); ++i) {
-        const double want = ref[i], have = testing::from_bf16(out[i]);
-        if (i < 128) {  // token 0, head 0
-          ASSERT_EQ(want, INFINITY) << "dim " << i;
-          ASSERT_TRUE(std::isnan(have)) << "dim " << i << " = " << have;
-        } else if (!std::isfinite(want)) {
-          ASSERT_EQ(std::isnan(want), std::isnan(have)) << "element " << i;
-          if (!std::isnan(want)) {
-            ASSERT_EQ(want, have) << "element " << i;
-          }
-          infinite_rows += i % 128 == 0;
-        } else {
-          ASSERT_TRUE(std::isfinite(have)) << "element " << i << " = " << have;
-        }
-      }
-      EXPECT_GE(infinite_rows, 4 * (Hq / Hkv) - 1);  // the four tokens' other heads of KV head 0
-      for (std::size_t r = 0; r < lse.size(); ++r) ASSERT_NEAR(lse[r], ref_lse[r], 1e-4 * (1 + std::fabs(ref_lse[r])));
+  for_each_nonfinite_case([](Problem& p, PrefillSchedule schedule) {
+    const std::int64_t key = 290, page = p.page(0, key / 128), Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads;
+    double abs_sum = 0;
+    for (int d = 0; d < 128; ++d) abs_sum += std::fabs(testing::from_bf16(p.q[static_cast<std::size_t>(d)]));
+    const float lambda = testing::from_bf16(testing::to_bf16(static_cast<float>(110.0 * std::sqrt(128.0) / abs_sum)));
+    double score = 0;  // head 0 of token 0 against the key, as the reference scores it
+    for (int d = 0; d < 128; ++d) {
+      const float qd = testing::from_bf16(p.q[static_cast<std::size_t>(d)]);
+      const float kd = qd > 0 ? -lambda : qd < 0 ? lambda : 0.f;
+      p.k_cache[static_cast<std::size_t>(((page * Hkv) * 128 + key % 128) * 128 + d)] = testing::to_bf16(kd);
+      score += static_cast<double>(qd) * kd / std::sqrt(128.0);
     }
-  }
+    ASSERT_LT(score, -100.0);  // far below the row's max (> 0: the largest of ~300 scores of a few units), far
+    ASSERT_GT(score, -120.0);  // above fp64's underflow at −745
+    set_value_row(p, 0, 0, key, INFINITY);
+    std::vector<std::uint16_t> out;
+    std::vector<float> lse;
+    run_prefill_op(p, 0, schedule, &out, &lse);
+    std::vector<float> ref(out.size()), ref_lse(lse.size());
+    reference::AttentionOptions o64;
+    o64.fp64 = true;
+    ASSERT_TRUE(reference::sparse_attention(p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(),
+                                            p.cu_seqlens_q_t(), p.seq_lens_k_t(),
+                                            make_tensor(ref.data(), DType::kFP32, {p.total_q, Hq, 128}),
+                                            make_tensor(ref_lse.data(), DType::kFP32, {p.total_q, Hq}), o64)
+                    .ok());
+    int infinite_rows = 0;  // rows other than the underflowed one that the key's infinity reaches
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const double want = ref[i], have = testing::from_bf16(out[i]);
+      if (i < 128) {  // token 0, head 0
+        ASSERT_EQ(want, INFINITY) << "dim " << i;
+        ASSERT_TRUE(std::isnan(have)) << "dim " << i << " = " << have;
+      } else if (!std::isfinite(want)) {
+        ASSERT_EQ(std::isnan(want), std::isnan(have)) << "element " << i;
+        if (!std::isnan(want)) {
+          ASSERT_EQ(want, have) << "element " << i;
+        }
+        infinite_rows += i % 128 == 0;
+      } else {
+        ASSERT_TRUE(std::isfinite(have)) << "element " << i << " = " << have;
+      }
+    }
+    EXPECT_GE(infinite_rows, 4 * (Hq / Hkv) - 1);  // the four tokens' other heads of KV head 0
+    for (std::size_t r = 0; r < lse.size(); ++r) ASSERT_NEAR(lse[r], ref_lse[r], 1e-4 * (1 + std::fabs(ref_lse[r])));
+  });
 }
 
 TEST(SM90_SparsePrefillOp, UnionScheduleNeedsGroupOf16) {
