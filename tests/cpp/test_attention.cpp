@@ -195,9 +195,7 @@ TEST(CPU_Attention, NanQueryPoisonsOnlyItsRow) {
 TEST(CPU_Attention, NanValueReachesOnlyRowsThatSeeIt) {
   Problem p = testing::make_problem(spec({4}, {300}));  // tokens at 296 .. 299, 16 query heads over 2 KV heads
   ASSERT_TRUE(select(p).ok());
-  const std::int64_t page = p.page(0, 298 / 128);
-  for (int d = 0; d < 128; ++d)  // KV head 0, key 298
-    p.v_cache[static_cast<std::size_t>(((page * 2 + 0) * 128 + 298 % 128) * 128 + d)] = to_bf16(NAN);
+  set_value_row(p, 0, 0, 298, NAN);  // KV head 0, key 298
   ASSERT_TRUE(sparse_prefill(p).ok());
   for (int t = 0; t < 4; ++t)
     for (int h = 0; h < 16; ++h) {

@@ -79,13 +79,6 @@ TEST(SM90_SparsePrefillOp, KvOuterGroupOf8VarlenChunked) {
                    true, 1.0 / 1024);
 }
 
-// Sets V of (request b, KV head g, key position t) to x.
-void set_value_row(Problem& p, std::int64_t b, int g, std::int64_t t, float x) {
-  const std::int64_t page = p.page(b, t / 128), H = p.spec.num_kv_heads;
-  for (int d = 0; d < 128; ++d)
-    p.v_cache[static_cast<std::size_t>(((page * H + g) * 128 + t % 128) * 128 + d)] = testing::to_bf16(x);
-}
-
 // The non-finite tests' cases: 32 query heads over Hkv = 2 .. 32 KV heads (G = 16 .. 1: every KV-outer
 // instantiation) under each schedule that takes that G, on fresh inputs with their selection; request 0's four tokens
 // sit at 296 .. 299 (L 300), request 1 has 64 tokens over L 6000. check(p, schedule) edits the caches and runs.
@@ -144,7 +137,8 @@ TEST(SM90_SparsePrefillOp, NanValueReachesOnlyRowsThatSeeIt) {
 TEST(SM90_SparsePrefillOp, InfValueUnderUnderflowedWeightIsNan) {
   MSA_REQUIRE_SM90();
   for_each_nonfinite_case([](Problem& p, PrefillSchedule schedule) {
-    const std::int64_t key = 290, page = p.page(0, key / 128), Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads;
+    const std::int64_t key = 290, Hq = p.spec.num_q_heads, Hkv = p.spec.num_kv_heads;
+    std::uint16_t* k_row = cache_row(p, p.k_cache, 0, 0, key);
     double abs_sum = 0;
     for (int d = 0; d < 128; ++d) abs_sum += std::fabs(testing::from_bf16(p.q[static_cast<std::size_t>(d)]));
     const float lambda = testing::from_bf16(testing::to_bf16(static_cast<float>(110.0 * std::sqrt(128.0) / abs_sum)));
@@ -152,7 +146,7 @@ TEST(SM90_SparsePrefillOp, InfValueUnderUnderflowedWeightIsNan) {
     for (int d = 0; d < 128; ++d) {
       const float qd = testing::from_bf16(p.q[static_cast<std::size_t>(d)]);
       const float kd = qd > 0 ? -lambda : qd < 0 ? lambda : 0.f;
-      p.k_cache[static_cast<std::size_t>(((page * Hkv) * 128 + key % 128) * 128 + d)] = testing::to_bf16(kd);
+      k_row[d] = testing::to_bf16(kd);
       score += static_cast<double>(qd) * kd / std::sqrt(128.0);
     }
     ASSERT_LT(score, -100.0);  // far below the row's max (> 0: the largest of ~300 scores of a few units), far

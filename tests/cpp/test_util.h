@@ -111,6 +111,19 @@ inline void shuffle_rows(Problem& p) {  // any order of valid ids is allowed (se
   }
 }
 
+// Row t (128 bf16 words) of request b's KV head g in one of p's paged caches (p.k_cache or p.v_cache).
+inline std::uint16_t* cache_row(Problem& p, std::vector<std::uint16_t>& cache, std::int64_t b, std::int64_t g,
+                                std::int64_t t) {
+  const std::int64_t page = p.page(b, t / 128), H = p.spec.num_kv_heads;
+  return cache.data() + ((page * H + g) * 128 + t % 128) * 128;
+}
+
+// Sets V of (request b, KV head g, key position t) to x.
+inline void set_value_row(Problem& p, std::int64_t b, int g, std::int64_t t, float x) {
+  std::uint16_t* row = cache_row(p, p.v_cache, b, g, t);
+  for (int d = 0; d < 128; ++d) row[d] = testing::to_bf16(x);
+}
+
 // Writes NaN into every K/V cache row past each request's length (the tail of its last page) and into the spare
 // pages, so an attention kernel that lets those rows reach its output (even through P = 0 times V) fails.
 inline void poison_cache_tails(Problem& p) {
@@ -148,9 +161,8 @@ inline void ramp_keys(Problem& p, double per_token) {
     const std::int64_t L = p.seq_lens_k[static_cast<std::size_t>(b)];
     for (std::int64_t t = 0; t < L; ++t) {
       const float f = static_cast<float>(1.0 + per_token * static_cast<double>(t));
-      const std::int64_t page = p.page(b, t / 128);
       for (std::int64_t h = 0; h < H; ++h) {
-        std::uint16_t* row = p.k_cache.data() + ((page * H + h) * 128 + t % 128) * 128;
+        std::uint16_t* row = cache_row(p, p.k_cache, b, h, t);
         for (int d = 0; d < 128; ++d) row[d] = testing::to_bf16(testing::from_bf16(row[d]) * f);
       }
     }
