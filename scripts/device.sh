@@ -47,12 +47,23 @@ sanitize() {
   # host); the prefill sweeps run one round each.
   filter="$filter:SM90_Graphs*:SM90_LayerOps.DecodeOneRequest*:SM90_Sweep.DecodeLayer:SM90_Sweep.LateInputs*"
   [ "$tool" = synccheck ] && filter="$filter:SM90_DecodeAttentionKernel.FourQueriesGroupOfFour"
+  # Not --gtest_brief: GoogleTest flushes each test's RUN line, so a shard killed by a signal (its buffered output
+  # lost) still names the test it was in. One racecheck shard died that way once at 75e7911 (H200) and passed in
+  # three reruns.
+  local pids=()
   for i in $(seq 0 $((shards - 1))); do
     MSA_SWEEP_ROUNDS=1 GTEST_TOTAL_SHARDS="$shards" GTEST_SHARD_INDEX="$i" \
       timeout 420 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-      "$build/tests/msa_tests" --gtest_filter="$filter" --gtest_brief=1 >"$out/sanitizer-$tool-$i.log" 2>&1 &
+      "$build/tests/msa_tests" --gtest_filter="$filter" >"$out/sanitizer-$tool-$i.log" 2>&1 &
+    pids+=("$!")
   done
-  for i in $(seq 0 $((shards - 1))); do wait -n || rc=1; done
+  for i in $(seq 0 $((shards - 1))); do
+    wait "${pids[$i]}" && continue
+    local status=$?
+    rc=1
+    echo "== $tool shard $i of $shards: exit status $status, last test started:" \
+      "$(grep -o 'RUN.*' "$out/sanitizer-$tool-$i.log" | tail -1)" >>"$out/sanitizer-$tool-$i.log"
+  done
   cat "$out"/sanitizer-"$tool"-*.log && rm -f "$out"/sanitizer-"$tool"-*.log
   return "$rc"
 }
