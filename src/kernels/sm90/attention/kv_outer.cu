@@ -116,6 +116,16 @@ struct Tile {
   static_assert(kSmemBytes <= 227 * 1024, "one CTA per SM");
 };
 
+// Row r's bf16 pair at columns 8 n + 2 c, + 1 of a warp's staging buffer (c: the thread's lane in its quad), laid
+// out as the 128B-swizzled box of the output map: 64-dim half n / 8 (2048 bytes apart), 16-byte chunk n % 8 of the
+// row's 128 bytes at chunk (n % 8) ^ (r % 8) (conflict-free for the accumulator fragment layout). RowEntries
+// {obuf + 128 r, 2048, r % 8} names the same places (nonfinite_rows.cuh). Its terms stay in this order: with the
+// row's base summed first, as RowEntries does, ptxas grew the G = 16 tile loop from 944 to 977 instructions
+// (cuobjdump); in this order G = 16's loop is unchanged and G = 8's 979 -> 991, within the spread of an A/B.
+__device__ __forceinline__ unsigned char* staged_pair(unsigned char* obuf, int r, int n, int c) {
+  return obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c;
+}
+
 // The exact path for the rows of a tile that mask keys of its own block (bit h of `masked`: row r0 + 8 h of this
 // thread; nonfinite_rows.cuh), after they are staged: a row whose staged entries hold a NaN or infinity has those
 // entries recomputed. Out of line, test included, so that the tile loop holds only the call (own-block tiles only).
@@ -132,8 +142,7 @@ __device__ __noinline__ void redo_masked_rows(const KvOuterLaunch* a, unsigned c
     std::uint32_t special = 0;
 #pragma unroll
     for (int n = 0; n < 16; ++n) {
-      const std::uint32_t w =
-          *reinterpret_cast<const std::uint32_t*>(obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c);
+      const std::uint32_t w = *reinterpret_cast<const std::uint32_t*>(staged_pair(obuf, r, n, c));
       special |= ((w & 0x7F807F80u) + 0x00800080u) & 0x80008000u;
     }
     if (special == 0) continue;
@@ -467,10 +476,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       // the output map (row r's 16-byte chunk j at chunk j ^ (r % 8): conflict-free for this fragment layout), then
       // one TMA store per 64-dim half: 4 KiB of contiguous partial rows instead of 32 scattered 4-byte stores.
       unsigned char* obuf = smem + kOOff + (warp - 4) * kOWarpBytes;
-      // Row r's columns 8 n + 2 c, + 1 of the staging buffer (64-dim half n / 8, 16-byte chunk n % 8 swizzled).
-      const auto staged = [&](int r, int n) {
-        return obuf + (n / 8) * 2048 + r * 128 + (((n % 8) ^ (r % 8)) * 16) + 4 * c;
-      };
       sm90::bulk_wait_read<0>();  // the previous tile's stores (each storing lane's own group) have read the buffer
       __syncwarp();
 #pragma unroll
@@ -480,7 +485,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int n = 0; n < 16; ++n) {
           const __nv_bfloat162 v = __floats2bfloat162_rn(o_acc[4 * n + 2 * half] * inv, o_acc[4 * n + 2 * half + 1] * inv);
-          *reinterpret_cast<__nv_bfloat162*>(staged(r, n)) = v;
+          *reinterpret_cast<__nv_bfloat162*>(staged_pair(obuf, r, n, c)) = v;
         }
       }
       if (masked != 0)
