@@ -207,6 +207,20 @@ inline Status sparse_prefill(Problem& p, double sm_scale = 0.0) {
   return attn.run(ra);
 }
 
+// The fp64 reference's out ([T, Hq, 128]) and LSE ([T, Hq]) for p's current topk, into *out and *lse (resized).
+inline Status reference_fp64(Problem& p, std::vector<float>* out, std::vector<float>* lse, double sm_scale = 0.0) {
+  const std::int64_t T = p.total_q, Hq = p.spec.num_q_heads;
+  out->assign(static_cast<std::size_t>(T * Hq * 128), 0.f);
+  lse->assign(static_cast<std::size_t>(T * Hq), 0.f);
+  reference::AttentionOptions o64;
+  o64.sm_scale = sm_scale;
+  o64.fp64 = true;
+  return reference::sparse_attention(p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(),
+                                     p.cu_seqlens_q_t(), p.seq_lens_k_t(),
+                                     make_tensor(out->data(), DType::kFP32, {T, Hq, 128}),
+                                     make_tensor(lse->data(), DType::kFP32, {T, Hq}), o64);
+}
+
 // The attention error rule of design.md section 5 for a kernel's outputs `out` (bf16 [T, Hq, 128]) and `lse`
 // ([T, Hq]) on problem p with its current topk: max|out - ref64| <= 2 max|emul - ref64| + 1e-3, where ref64 is the
 // fp64 reference and emul the fp32 reference that rounds P to bf16 and writes bf16 as a kernel does; the LSE within
@@ -220,17 +234,13 @@ inline void expect_attention_rule(Problem& p, const std::vector<std::uint16_t>& 
                                   double sm_scale = 0.0, bool bf16_partials = false) {
   const std::int64_t T = p.total_q, Hq = p.spec.num_q_heads;
   ASSERT_GT(T, 0) << "a problem without query tokens makes this check compare nothing";
-  std::vector<float> ref(static_cast<std::size_t>(T * Hq * 128)), ref_lse(static_cast<std::size_t>(T * Hq));
+  std::vector<float> ref, ref_lse;
+  ASSERT_TRUE(reference_fp64(p, &ref, &ref_lse, sm_scale).ok());
   std::vector<std::uint16_t> emul(ref.size());
   std::vector<float> emul_lse(ref_lse.size());
-  reference::AttentionOptions o64, oem;
-  o64.sm_scale = oem.sm_scale = sm_scale;
-  o64.fp64 = true;
+  reference::AttentionOptions oem;
+  oem.sm_scale = sm_scale;
   oem.round_p_to_bf16 = true;
-  const Tensor ref_t = make_tensor(ref.data(), DType::kFP32, {T, Hq, 128}), ref_lse_t = make_tensor(ref_lse.data(), DType::kFP32, {T, Hq});
-  ASSERT_TRUE(reference::sparse_attention(p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(),
-                                          p.cu_seqlens_q_t(), p.seq_lens_k_t(), ref_t, ref_lse_t, o64)
-                  .ok());
   ASSERT_TRUE(reference::sparse_attention(p.q_t(), p.k_cache_t(), p.v_cache_t(), p.topk_t(), p.page_table_t(),
                                           p.cu_seqlens_q_t(), p.seq_lens_k_t(),
                                           make_tensor(emul.data(), DType::kBF16, {T, Hq, 128}),
