@@ -17,10 +17,10 @@
 // loops rolled and its sums in local memory, and is out of line (redo_nonfinite_row; KV-outer's test as well,
 // redo_masked_rows in kv_outer.cu): inline, the KV-outer tile loop's code grew from 916 to 1257 instructions (G = 16)
 // and its attention phase measured 3.3-3.6 % slower at 128K (H200), though it executed no more instructions on finite
-// inputs; out of line the loop holds 943 and the phase measured within 0.3 % (random) and 1.2 % (clustered) of the
-// kernel without the exact path (performance.md, "Non-finite V: exact rows"). Unrolled, it had grown the cubin by
-// 60 % and cost 10 %. With non-finite V it costs a dot product per visible key and a load per recomputed entry and
-// key.
+// inputs; out of line the loop holds 944 (cuobjdump at 6537a04) and the phase measured within 0.3 % (random) and
+// 1.2 % (clustered) of the kernel without the exact path (performance.md, "Non-finite V: exact rows"). Unrolled, it
+// had grown the cubin by 60 % and cost 10 %. With non-finite V it costs a dot product per visible key and a load per
+// recomputed entry and key.
 //
 // Fragment layout (tile_softmax.cuh): row R = 0 (r0) holds o[4 n + e], row R = 1 (r0 + 8) o[4 n + 2 + e], at column
 // 8 n + 2 c + e (c = lane % 4, n < 16, e < 2); entry i < 32 of a row below is column 8 (i / 2) + 2 c + i % 2.
