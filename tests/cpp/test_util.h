@@ -133,15 +133,12 @@ inline void poison_cache_tails(Problem& p) {
   for (std::int64_t b = 0; b < p.num_requests(); ++b) {
     const std::int64_t L = p.seq_lens_k[static_cast<std::size_t>(b)], n_blocks = (L + 127) / 128;
     for (std::int64_t j = 0; j < n_blocks; ++j) used[static_cast<std::size_t>(p.page(b, j))] = true;
-    if (L % 128 == 0) continue;
-    const std::int64_t page = p.page(b, n_blocks - 1);
     for (std::int64_t h = 0; h < H; ++h)
-      for (std::int64_t r = L % 128; r < 128; ++r)
-        for (int d = 0; d < 128; ++d) {
-          const std::size_t at = static_cast<std::size_t>(page * page_elems + (h * 128 + r) * 128 + d);
-          p.k_cache[at] = nan;
-          p.v_cache[at] = nan;
-        }
+      for (std::int64_t t = L; t < n_blocks * 128; ++t) {  // the rest of the last page
+        std::uint16_t* k_row = cache_row(p, p.k_cache, b, h, t);
+        std::uint16_t* v_row = cache_row(p, p.v_cache, b, h, t);
+        for (int d = 0; d < 128; ++d) k_row[d] = v_row[d] = nan;
+      }
   }
   for (std::int64_t page = 0; page < p.num_pages; ++page)
     if (!used[static_cast<std::size_t>(page)])
